@@ -1,0 +1,52 @@
+//! The one error type of this crate.
+
+/// What went wrong in shared plumbing, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A configuration value is wrong (the operator's fault); retrying cannot help.
+    #[error("bad config: `{key}` = {value:?}: {problem}")]
+    Config {
+        /// The offending key, e.g. `kafka.bootstrap_servers`.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+    /// Kafka refused or could not be reached (an external system); retrying may help.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        /// What kpiflow was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Kafka answered, but not as needed (e.g. a topic could not be created); retrying may help.
+    #[error("kafka: {0}")]
+    KafkaAdmin(String),
+    /// The metrics endpoint could not bind or serve (an environment problem).
+    #[error("metrics endpoint on {addr}: {source}")]
+    Metrics {
+        /// The address it tried.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CoreError {
+    /// Wraps a Kafka client error with what kpiflow was doing.
+    pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        CoreError::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// `true` when retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CoreError::Kafka { .. } | CoreError::KafkaAdmin(_))
+    }
+}

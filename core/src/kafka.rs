@@ -1,0 +1,334 @@
+//! How every role talks to Kafka: settings, producers, consumers and topic set-up.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use kpiflow_schemas::{Topic, Topics};
+use serde::Deserialize;
+
+use crate::CoreError;
+
+/// Kafka settings shared by every role (`[kafka]` in the config file).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers to bootstrap from.
+    #[serde(default = "KafkaConfig::default_bootstrap")]
+    pub bootstrap_servers: String,
+    /// Prefix of every topic name (`<prefix>.events.orders`, …); letters, digits, `.`, `_`, `-`.
+    #[serde(default = "KafkaConfig::default_prefix")]
+    pub topic_prefix: String,
+    /// Whether to create missing topics at start-up (off when an operator manages topics).
+    #[serde(default = "KafkaConfig::default_true")]
+    pub create_topics: bool,
+    /// Partitions of the topics kpiflow creates; the unit of scale-out.
+    #[serde(default = "KafkaConfig::default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics kpiflow creates (3 in production, 1 on a laptop).
+    #[serde(default = "KafkaConfig::default_replication")]
+    pub replication_factor: i32,
+    /// Extra librdkafka properties given to every client, e.g. `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `ssl.ca.location`. A value `env:NAME` is read from
+    /// the environment variable NAME when the client is built, so secrets stay out of files.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+}
+
+// Secrets may sit in `client`; never print their values.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client: BTreeMap<&str, &str> = self
+            .client
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("create_topics", &self.create_topics)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("client", &client)
+            .finish()
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// Properties kpiflow sets itself because its delivery guarantees depend on them.
+const RESERVED: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "isolation.level",
+];
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: Self::default_bootstrap(),
+            topic_prefix: Self::default_prefix(),
+            create_topics: true,
+            partitions: Self::default_partitions(),
+            replication_factor: Self::default_replication(),
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn default_bootstrap() -> String {
+        "127.0.0.1:9092".into()
+    }
+    fn default_prefix() -> String {
+        Topics::DEFAULT_PREFIX.into()
+    }
+    fn default_true() -> bool {
+        true
+    }
+    fn default_partitions() -> i32 {
+        3
+    }
+    fn default_replication() -> i32 {
+        1
+    }
+
+    /// Checks every value before any connection is made; errors quote key and value.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, problem: &str| CoreError::Config {
+            key: format!("kafka.{key}"),
+            value: value.to_string(),
+            problem: problem.to_string(),
+        };
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(bad(
+                "bootstrap_servers",
+                &self.bootstrap_servers,
+                "must list at least one host:port",
+            ));
+        }
+        for server in self.bootstrap_servers.split(',') {
+            let server = server.trim();
+            let port_ok = server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(bad(
+                    "bootstrap_servers",
+                    &self.bootstrap_servers,
+                    &format!("entry {server:?} is not host:port"),
+                ));
+            }
+        }
+        let prefix_ok = !self.topic_prefix.is_empty()
+            && self.topic_prefix.len() <= 200
+            && self
+                .topic_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !prefix_ok {
+            return Err(bad(
+                "topic_prefix",
+                &self.topic_prefix,
+                "use 1-200 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if self.partitions < 1 {
+            return Err(bad("partitions", &self.partitions, "must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            return Err(bad(
+                "replication_factor",
+                &self.replication_factor,
+                "must be at least 1",
+            ));
+        }
+        for key in self.client.keys() {
+            if RESERVED.contains(&key.as_str()) {
+                return Err(bad(
+                    &format!("client.\"{key}\""),
+                    &"…",
+                    "kpiflow sets this property itself (its delivery guarantees depend on it); \
+                     remove it (bootstrap servers go in kafka.bootstrap_servers)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The base client settings: bootstrap servers plus the pass-through properties.
+    pub fn client_config(&self) -> Result<ClientConfig, CoreError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.client {
+            let value = match value.strip_prefix("env:") {
+                Some(var) => std::env::var(var).map_err(|_| CoreError::Config {
+                    key: format!("kafka.client.\"{key}\""),
+                    value: value.clone(),
+                    problem: format!("environment variable {var} is not set"),
+                })?,
+                None => value.clone(),
+            };
+            cfg.set(key, value);
+        }
+        Ok(cfg)
+    }
+
+    /// An idempotent producer: retries never duplicate or reorder a partition's records.
+    pub fn producer(&self) -> Result<FutureProducer, CoreError> {
+        let mut cfg = self.client_config()?;
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.kbytes", "262144");
+        cfg.create()
+            .map_err(|e| CoreError::kafka("creating producer", e))
+    }
+
+    /// A consumer in `group` that never commits by itself: callers commit offsets only after
+    /// what the records produced is safe.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, CoreError> {
+        let mut cfg = self.client_config()?;
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        cfg.create()
+            .map_err(|e| CoreError::kafka(format!("creating consumer for group {group}"), e))
+    }
+
+    /// Waits until a broker answers a metadata request, or `timeout` passes.
+    pub async fn wait_until_reachable(&self, timeout: Duration) -> Result<(), CoreError> {
+        let consumer: rdkafka::consumer::BaseConsumer = self
+            .client_config()?
+            .create()
+            .map_err(|e| CoreError::kafka("creating metadata client", e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        tokio::task::spawn_blocking(move || {
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match consumer.fetch_metadata(None, left.min(Duration::from_secs(5))) {
+                    Ok(_) => return Ok(()),
+                    Err(e) if left.is_zero() => {
+                        return Err(CoreError::kafka(
+                            format!("no broker answered within {timeout:?}"),
+                            e,
+                        ));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        })
+        .await
+        .map_err(|e| CoreError::KafkaAdmin(format!("metadata task failed: {e}")))?
+    }
+
+    /// The topic names under the configured prefix.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix)
+    }
+
+    /// Creates every pipeline topic that is missing (no-op when `create_topics` is off).
+    /// The KPI update topic is compacted: it is an upsert stream, so only the latest value per
+    /// key needs to be kept.
+    pub async fn ensure_topics(&self) -> Result<(), CoreError> {
+        let names = self.topics();
+        let topics: Vec<(String, bool)> = Topic::ALL
+            .iter()
+            .map(|t| (names.name(*t), *t == Topic::KpiUpdates))
+            .collect();
+        if !self.create_topics {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()?
+            .create()
+            .map_err(|e| CoreError::kafka("creating admin client", e))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|(name, compacted)| {
+                let t = NewTopic::new(
+                    name,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                );
+                if *compacted {
+                    t.set("cleanup.policy", "compact")
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| CoreError::kafka("creating topics", e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(CoreError::KafkaAdmin(format!(
+                        "could not create topic {name}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml_text: &str) -> KafkaConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        KafkaConfig::default().validate().unwrap();
+        cfg("").validate().unwrap();
+    }
+
+    #[test]
+    fn errors_quote_key_and_value() {
+        let err = cfg(r#"bootstrap_servers = "localhost""#).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"bad config: `kafka.bootstrap_servers` = "localhost": entry "localhost" is not host:port"#
+        );
+        let err = cfg(r#"topic_prefix = "a b""#).validate().unwrap_err();
+        assert!(err.to_string().contains("`kafka.topic_prefix` = \"a b\""), "{err}");
+        let err = cfg("[client]\n\"enable.auto.commit\" = \"true\"")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("enable.auto.commit"), "{err}");
+        assert!(toml::from_str::<KafkaConfig>("bootstrap = \"x:1\"").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_env_values_resolved() {
+        let c = cfg("[client]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"env:KPIFLOW_TEST_NO_SUCH_VAR\"");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = c.client_config().unwrap_err().to_string();
+        assert!(err.contains("KPIFLOW_TEST_NO_SUCH_VAR is not set"), "{err}");
+    }
+}

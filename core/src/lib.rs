@@ -1,0 +1,20 @@
+//! Shared plumbing for every kpiflow role, kept small on purpose.
+//!
+//! ```text
+//!   ingest ─┐                      ┌─ processor ─┐
+//!           ├─ kafka (clients) ────┤             ├─ metrics (names, /metrics, /healthz)
+//!   sink ───┘                      └─────────────┘
+//! ```
+//!
+//! - [`kafka`]: how every role talks to Kafka (settings, producers, consumers, topic set-up),
+//!   so SASL/TLS pass-through and delivery settings are decided in one place;
+//! - [`metrics`]: every metric name and label key, and the HTTP endpoint that exposes them;
+//! - [`CoreError`]: this crate's errors.
+
+pub mod error;
+pub mod kafka;
+pub mod metrics;
+
+pub use error::CoreError;
+pub use kafka::KafkaConfig;
+pub use metrics::ComponentMetrics;

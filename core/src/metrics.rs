@@ -1,0 +1,340 @@
+//! Every metric name and label key, the per-component counters, and the HTTP endpoint.
+//!
+//! Names live here and nowhere else, so dashboards, alert rules and code cannot disagree.
+//! Pipeline metrics carry only low-cardinality labels (component, reason, kind); KPI series
+//! carry the KPI's scope and are exported by the sink.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::CoreError;
+
+/// Metric names.
+pub mod names {
+    /// Records a component read (counter; label `component`).
+    pub const EVENTS_RECEIVED: &str = "kpiflow_events_received_total";
+    /// Records a component wrote on (counter; label `component`).
+    pub const EVENTS_SENT: &str = "kpiflow_events_sent_total";
+    /// Records a component did not use: dead-lettered or discarded (counter; `component`, `reason`).
+    pub const EVENTS_DROPPED: &str = "kpiflow_events_dropped_total";
+    /// Errors by kind (counter; `component`, `kind`).
+    pub const ERRORS: &str = "kpiflow_errors_total";
+    /// Duplicate events counted once (counter; `component`).
+    pub const DUPLICATES: &str = "kpiflow_duplicate_events_total";
+    /// Event-time watermark, Unix seconds (gauge; `component`).
+    pub const WATERMARK: &str = "kpiflow_watermark_seconds";
+    /// Live aggregation buckets held in state (gauge; `component`).
+    pub const STATE_BUCKETS: &str = "kpiflow_state_buckets";
+    /// Seconds from reading a batch to publishing its outputs (histogram; `component`).
+    pub const BATCH_SECONDS: &str = "kpiflow_batch_duration_seconds";
+    /// A KPI's current value (gauge; `kpi`, `shop`, `channel`, `marketplace`, `window`).
+    pub const KPI_VALUE: &str = "kpiflow_kpi_value";
+    /// A KPI's numerator (gauge; same labels as the value).
+    pub const KPI_NUMERATOR: &str = "kpiflow_kpi_numerator";
+    /// A KPI's denominator (gauge; same labels as the value).
+    pub const KPI_DENOMINATOR: &str = "kpiflow_kpi_denominator";
+    /// Open breaches (gauge; `rule`, `severity`).
+    pub const BREACHES_OPEN: &str = "kpiflow_breaches_open";
+    /// Breach transitions (counter; `rule`, `state`).
+    pub const BREACH_EVENTS: &str = "kpiflow_breach_events_total";
+    /// Files the sink committed (counter; `table`).
+    pub const SINK_FILES: &str = "kpiflow_sink_files_total";
+    /// Rows the sink committed (counter; `table`).
+    pub const SINK_ROWS: &str = "kpiflow_sink_rows_total";
+}
+
+/// Label keys.
+pub mod labels {
+    /// Which role and part: `ingest.simulator`, `processor`, `sink.parquet`, …
+    pub const COMPONENT: &str = "component";
+    /// Why a record was dropped: `invalid`, `late`, `currency`, …
+    pub const REASON: &str = "reason";
+    /// Error class: `kafka`, `io`, `decode`, …
+    pub const KIND: &str = "kind";
+    /// KPI id.
+    pub const KPI: &str = "kpi";
+    /// Shop id.
+    pub const SHOP: &str = "shop";
+    /// Sales channel.
+    pub const CHANNEL: &str = "channel";
+    /// Marketplace id.
+    pub const MARKETPLACE: &str = "marketplace";
+    /// Window name, e.g. `rolling_24h`.
+    pub const WINDOW: &str = "window";
+    /// Breach rule id.
+    pub const RULE: &str = "rule";
+    /// Breach severity.
+    pub const SEVERITY: &str = "severity";
+    /// Breach state.
+    pub const STATE: &str = "state";
+    /// Parquet table.
+    pub const TABLE: &str = "table";
+}
+
+/// The registry all kpiflow metrics live in (the process-wide default registry).
+pub fn registry() -> &'static Registry {
+    prometheus::default_registry()
+}
+
+/// Registers `metric` once per process; later calls return the same collector.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    cell: &'static OnceLock<M>,
+    make: impl FnOnce() -> prometheus::Result<M>,
+) -> &'static M {
+    cell.get_or_init(|| {
+        let m = make().expect("metric definitions are valid");
+        // Registration only fails on a duplicate name, which the OnceLock rules out.
+        registry()
+            .register(Box::new(m.clone()))
+            .expect("metric registered once");
+        m
+    })
+}
+
+macro_rules! counter_vec {
+    ($fn:ident, $name:expr, $help:expr, [$($label:expr),*]) => {
+        #[doc = concat!("The `", stringify!($fn), "` counter family.")]
+        pub fn $fn() -> &'static IntCounterVec {
+            static CELL: OnceLock<IntCounterVec> = OnceLock::new();
+            register(&CELL, || IntCounterVec::new(Opts::new($name, $help), &[$($label),*]))
+        }
+    };
+}
+
+macro_rules! gauge_vec {
+    ($fn:ident, $ty:ident, $name:expr, $help:expr, [$($label:expr),*]) => {
+        #[doc = concat!("The `", stringify!($fn), "` gauge family.")]
+        pub fn $fn() -> &'static $ty {
+            static CELL: OnceLock<$ty> = OnceLock::new();
+            register(&CELL, || $ty::new(Opts::new($name, $help), &[$($label),*]))
+        }
+    };
+}
+
+counter_vec!(events_received, names::EVENTS_RECEIVED, "Records a component read.", [labels::COMPONENT]);
+counter_vec!(events_sent, names::EVENTS_SENT, "Records a component wrote on.", [labels::COMPONENT]);
+counter_vec!(
+    events_dropped,
+    names::EVENTS_DROPPED,
+    "Records a component did not use (dead-lettered or discarded), by reason.",
+    [labels::COMPONENT, labels::REASON]
+);
+counter_vec!(errors, names::ERRORS, "Errors, by kind.", [labels::COMPONENT, labels::KIND]);
+counter_vec!(duplicates, names::DUPLICATES, "Duplicate events counted once.", [labels::COMPONENT]);
+counter_vec!(
+    breach_events,
+    names::BREACH_EVENTS,
+    "Breach transitions published.",
+    [labels::RULE, labels::STATE]
+);
+counter_vec!(sink_files, names::SINK_FILES, "Parquet files committed.", [labels::TABLE]);
+counter_vec!(sink_rows, names::SINK_ROWS, "Parquet rows committed.", [labels::TABLE]);
+gauge_vec!(watermark, IntGaugeVec, names::WATERMARK, "Event-time watermark (Unix seconds).", [labels::COMPONENT]);
+gauge_vec!(state_buckets, IntGaugeVec, names::STATE_BUCKETS, "Aggregation buckets held in state.", [labels::COMPONENT]);
+gauge_vec!(
+    breaches_open,
+    IntGaugeVec,
+    names::BREACHES_OPEN,
+    "Breaches currently firing.",
+    [labels::RULE, labels::SEVERITY]
+);
+
+/// Label keys of the KPI series, in order.
+pub const KPI_LABELS: [&str; 5] = [
+    labels::KPI,
+    labels::SHOP,
+    labels::CHANNEL,
+    labels::MARKETPLACE,
+    labels::WINDOW,
+];
+
+gauge_vec!(kpi_value, GaugeVec, names::KPI_VALUE, "Current KPI value (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
+gauge_vec!(kpi_numerator, GaugeVec, names::KPI_NUMERATOR, "Current KPI numerator (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
+gauge_vec!(kpi_denominator, GaugeVec, names::KPI_DENOMINATOR, "Current KPI denominator (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
+
+/// Batch latency histogram.
+pub fn batch_seconds() -> &'static HistogramVec {
+    static CELL: OnceLock<HistogramVec> = OnceLock::new();
+    register(&CELL, || {
+        HistogramVec::new(
+            HistogramOpts::new(
+                names::BATCH_SECONDS,
+                "Seconds from reading a batch to publishing its outputs.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            &[labels::COMPONENT],
+        )
+    })
+}
+
+/// The four counters every component reports: received, sent, dropped (by reason), errors (by kind).
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    component: &'static str,
+    /// Records read.
+    pub received: prometheus::IntCounter,
+    /// Records written on.
+    pub sent: prometheus::IntCounter,
+}
+
+impl ComponentMetrics {
+    /// Counters for `component` (e.g. `processor`), registered on first use.
+    pub fn new(component: &'static str) -> Self {
+        ComponentMetrics {
+            component,
+            received: events_received().with_label_values(&[component]),
+            sent: events_sent().with_label_values(&[component]),
+        }
+    }
+
+    /// The component label.
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
+    /// Counts `n` records not used, with a low-cardinality reason such as `invalid` or `late`.
+    pub fn dropped(&self, reason: &str, n: u64) {
+        events_dropped()
+            .with_label_values(&[self.component, reason])
+            .inc_by(n);
+    }
+
+    /// Counts an error of `kind` (e.g. `kafka`, `io`).
+    pub fn error(&self, kind: &str) {
+        errors().with_label_values(&[self.component, kind]).inc();
+    }
+
+    /// The watermark gauge of this component.
+    pub fn watermark(&self) -> IntGauge {
+        watermark().with_label_values(&[self.component])
+    }
+}
+
+/// What `/readyz` reports: every registered part must say it is ready.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    parts: Arc<std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>>,
+}
+
+impl Readiness {
+    /// Registers a part (e.g. `processor`) that starts not ready; flip the returned flag.
+    pub fn part(&self, name: &str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.parts
+            .lock()
+            .expect("readiness lock")
+            .push((name.to_string(), flag.clone()));
+        flag
+    }
+
+    /// The parts that are not ready yet (empty means ready).
+    pub fn not_ready(&self) -> Vec<String> {
+        self.parts
+            .lock()
+            .expect("readiness lock")
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Relaxed))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry().gather(), &mut buf)
+        .expect("text encoding into a Vec cannot fail");
+    String::from_utf8(buf).expect("the text format is UTF-8")
+}
+
+/// The HTTP routes: `/metrics`, `/healthz` (the process is up) and `/readyz` (every part ready).
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(|| async { render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let waiting = readiness.not_ready();
+                async move {
+                    if waiting.is_empty() {
+                        (StatusCode::OK, "ready\n".to_string())
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {}\n", waiting.join(", ")),
+                        )
+                    }
+                }
+            }),
+        )
+}
+
+/// Binds `addr` (port 0 picks a free port) and serves [`router`] until `shutdown`.
+/// Returns the bound address and the server task.
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CoreError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CoreError::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| CoreError::Metrics {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let task = tokio::spawn(async move {
+        let app = router(readiness);
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_counters_appear_in_the_exposition() {
+        let m = ComponentMetrics::new("test.component");
+        m.received.inc_by(3);
+        m.dropped("invalid", 1);
+        let text = render();
+        assert!(
+            text.contains(r#"kpiflow_events_received_total{component="test.component"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"kpiflow_events_dropped_total{component="test.component",reason="invalid"} 1"#
+        ));
+    }
+
+    #[test]
+    fn readiness_lists_waiting_parts() {
+        let r = Readiness::default();
+        let a = r.part("processor");
+        assert_eq!(r.not_ready(), vec!["processor".to_string()]);
+        a.store(true, Ordering::Relaxed);
+        assert!(r.not_ready().is_empty());
+    }
+}

@@ -1,0 +1,831 @@
+//! The canonical event: a header every event carries and one versioned body per schema.
+//!
+//! Wire layout (JSON, one object per Kafka record):
+//!
+//! ```json
+//! { "event_id": "sim-1-42", "schema": "order.placed", "schema_version": 1,
+//!   "source": "simulator", "shop": "shop-001", "channel": "amazon",
+//!   "marketplace": "ATVPDKIKX0DER", "sku": "SKU-7",
+//!   "event_time": "2026-11-02T17:03:00Z", "source_tz": "America/Los_Angeles",
+//!   "ingest_time": "2026-11-02T17:03:05Z",
+//!   "payload": { "order_id": "113-...", "total": {"amount": "25.98", "currency": "USD"}, … } }
+//! ```
+//!
+//! Readers tolerate unknown fields (a newer producer may add optional ones within a version);
+//! a breaking change bumps `schema_version`, and [`Event::from_json`] names what it supports.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::SchemaError;
+use crate::money::Money;
+
+/// The sales channel a shop sells through.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Amazon (Seller Central).
+    Amazon,
+    /// Walmart Marketplace.
+    Walmart,
+    /// The seller's own Shopify store (DTC).
+    Shopify,
+    /// TikTok Shop.
+    TiktokShop,
+}
+
+impl Channel {
+    /// All channels, in a stable order.
+    pub const ALL: [Channel; 4] = [
+        Channel::Amazon,
+        Channel::Walmart,
+        Channel::Shopify,
+        Channel::TiktokShop,
+    ];
+
+    /// The wire name, e.g. `tiktok_shop`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Channel::Amazon => "amazon",
+            Channel::Walmart => "walmart",
+            Channel::Shopify => "shopify",
+            Channel::TiktokShop => "tiktok_shop",
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An IANA time zone such as `America/Los_Angeles`: the zone the source reports its local
+/// dates in (an ad account's zone, a marketplace's business day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceTz(pub chrono_tz::Tz);
+
+impl SourceTz {
+    /// US Pacific, Amazon's business-day zone.
+    pub const US_PACIFIC: SourceTz = SourceTz(chrono_tz::America::Los_Angeles);
+}
+
+impl Serialize for SourceTz {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceTz {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = Cow::<str>::deserialize(d)?;
+        name.parse::<chrono_tz::Tz>().map(SourceTz).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected an IANA time zone such as \"America/Los_Angeles\", got {name:?}"
+            ))
+        })
+    }
+}
+
+impl JsonSchema for SourceTz {
+    fn schema_name() -> Cow<'static, str> {
+        "IanaTimeZone".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An IANA time zone name, e.g. \"America/Los_Angeles\".",
+            "type": "string",
+            "minLength": 1,
+        })
+    }
+}
+
+/// Fields every canonical event carries, whatever its schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventHeader {
+    /// Unique id of this fact; a retried delivery of the same fact keeps the same id, which is
+    /// how the processor counts it once.
+    pub event_id: String,
+    /// The system the fact came from, e.g. `amazon_sp_api`, `shopify_webhook`, `simulator`.
+    pub source: String,
+    /// The seller's shop (store) id; the Kafka record key, so a shop's events stay in order.
+    pub shop: String,
+    /// The sales channel the shop sells through.
+    pub channel: Channel,
+    /// Marketplace id, e.g. `ATVPDKIKX0DER` (Amazon US) or `US`.
+    pub marketplace: String,
+    /// Seller SKU, where the fact concerns one SKU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// When the fact happened, in UTC (RFC 3339).
+    pub event_time: DateTime<Utc>,
+    /// The source's own time zone (its local dates and business day).
+    pub source_tz: SourceTz,
+    /// When kpiflow ingested the fact, in UTC.
+    pub ingest_time: DateTime<Utc>,
+}
+
+/// How an order is fulfilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fulfilment {
+    /// Fulfilled by Amazon (AFN).
+    Fba,
+    /// Walmart Fulfillment Services.
+    Wfs,
+    /// Shipped by the seller (MFN) from its own stock.
+    Merchant,
+    /// Shipped from an overseas / third-party warehouse.
+    ThirdParty,
+}
+
+/// An order was placed (Amazon `PurchaseDate`, Shopify `created_at`, Walmart `orderDate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPlaced {
+    /// The platform's order id.
+    pub order_id: String,
+    /// Order total as charged to the buyer.
+    pub total: Money,
+    /// Units ordered.
+    pub units: u32,
+    /// How the order will be fulfilled.
+    pub fulfilment: Fulfilment,
+    /// Latest promised ship date (Amazon `LatestShipDate`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_by: Option<DateTime<Utc>>,
+    /// Latest promised delivery date, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_by: Option<DateTime<Utc>>,
+}
+
+/// An order was paid (Shopify `processed_at` / `orders/paid`); the paid time basis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPaid {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed, so order-date KPIs can bucket this fact.
+    pub placed_at: DateTime<Utc>,
+    /// Amount paid.
+    pub amount: Money,
+}
+
+/// An order (or part of it) was ship-confirmed. `event_time` is the actual ship time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderShipped {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed.
+    pub placed_at: DateTime<Utc>,
+    /// The promised ship-by date; shipping after it is a late shipment.
+    pub ship_by: DateTime<Utc>,
+    /// The promised delivery date, if known (valid-tracking rate is keyed on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_by: Option<DateTime<Utc>>,
+    /// Units in this shipment.
+    pub units: u32,
+    /// Carrier name, e.g. `UPS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    /// Tracking number, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_id: Option<String>,
+    /// Whether the carrier accepted the tracking number (first carrier scan).
+    pub tracking_valid: bool,
+}
+
+/// An order was delivered. `event_time` is the actual delivery time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderDelivered {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed.
+    pub placed_at: DateTime<Utc>,
+    /// The promised delivery date.
+    pub deliver_by: DateTime<Utc>,
+    /// Units delivered.
+    pub units: u32,
+}
+
+/// Who cancelled an order; marketplaces hold the seller to account only for its own cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledBy {
+    /// The seller cancelled (e.g. out of stock): counts against cancellation rate.
+    Seller,
+    /// The buyer asked to cancel: excluded from the seller's cancellation rate.
+    Buyer,
+    /// The platform cancelled (e.g. payment failed).
+    System,
+}
+
+/// An order was cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCancelled {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed; cancellation rate is bucketed by order date.
+    pub placed_at: DateTime<Utc>,
+    /// Who cancelled.
+    pub cancelled_by: CancelledBy,
+    /// Free-text reason from the platform, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Units of an order came back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderReturned {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed.
+    pub placed_at: DateTime<Utc>,
+    /// Units returned.
+    pub units: u32,
+    /// Return reason, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Money went back to the buyer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderRefunded {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed.
+    pub placed_at: DateTime<Utc>,
+    /// Amount refunded (not negative).
+    pub amount: Money,
+    /// Whether the refund is the seller's fault (Walmart's refund rate counts only those).
+    pub seller_fault: bool,
+}
+
+/// The kinds of order defect in Amazon's Order Defect Rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DefectKind {
+    /// 1- or 2-star seller feedback.
+    NegativeFeedback,
+    /// An A-to-z Guarantee claim (not denied).
+    AToZClaim,
+    /// A credit-card chargeback.
+    Chargeback,
+}
+
+/// A defect was recorded against an order, often weeks after it was placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderDefect {
+    /// The platform's order id.
+    pub order_id: String,
+    /// When the order was placed; ODR is bucketed by order date.
+    pub placed_at: DateTime<Utc>,
+    /// The kind of defect.
+    pub kind: DefectKind,
+    /// Feedback stars (1-5) where the defect is feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<u8>,
+}
+
+/// One day of one campaign's ad performance, as reported at `as_of`.
+///
+/// Platforms restate these figures for days (attribution, click validation): the same
+/// (platform, account, campaign, date) arrives again with new values and a later `as_of`, and
+/// the latest version replaces the earlier one rather than adding to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AdPerformance {
+    /// Ad platform, e.g. `amazon_ads`, `google_ads`, `meta_ads`, `tiktok_ads`.
+    pub platform: String,
+    /// Ad account (profile) id.
+    pub account_id: String,
+    /// Campaign id.
+    pub campaign_id: String,
+    /// The report date in the ad account's time zone (`source_tz`).
+    pub date: NaiveDate,
+    /// Impressions.
+    pub impressions: u64,
+    /// Clicks.
+    pub clicks: u64,
+    /// Spend.
+    pub spend: Money,
+    /// Orders attributed to the campaign within the attribution window.
+    pub attributed_orders: u64,
+    /// Sales attributed to the campaign within the attribution window.
+    pub attributed_sales: Money,
+    /// Attribution window, e.g. `7d` or `14d`.
+    pub attribution_window: String,
+    /// When the platform reported these figures; the latest `as_of` wins.
+    pub as_of: DateTime<Utc>,
+}
+
+/// Where stock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationKind {
+    /// An Amazon fulfilment network location.
+    Fba,
+    /// Walmart Fulfillment Services.
+    Wfs,
+    /// An overseas / third-party warehouse.
+    ThirdParty,
+    /// The seller's own warehouse.
+    Own,
+}
+
+/// Stock of one SKU at one location at `event_time`; a later snapshot replaces an earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InventorySnapshot {
+    /// Location id, e.g. `FBA-US` or a warehouse code.
+    pub location: String,
+    /// Kind of location.
+    pub location_kind: LocationKind,
+    /// Units available to sell now.
+    pub sellable: u64,
+    /// Units on the way in (working, shipped, receiving).
+    pub inbound: u64,
+    /// Units reserved (pending orders, transfers).
+    pub reserved: u64,
+    /// Units held but not sellable (damaged, expired).
+    #[serde(default)]
+    pub unfulfillable: u64,
+}
+
+/// Milestones of a shipment handled by a 3PL / overseas warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Milestone {
+    /// The warehouse received the order for fulfilment.
+    Received,
+    /// Picked and packed.
+    Packed,
+    /// Handed to the carrier (ship confirmation).
+    HandedToCarrier,
+    /// In transit.
+    InTransit,
+    /// Delivered to the buyer.
+    Delivered,
+    /// A carrier or warehouse exception.
+    Exception,
+}
+
+/// A shipment milestone reported by a 3PL / overseas warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ShipmentMilestone {
+    /// The warehouse's shipment id.
+    pub shipment_id: String,
+    /// The warehouse code.
+    pub warehouse: String,
+    /// Which milestone was reached (at `event_time`).
+    pub milestone: Milestone,
+    /// The marketplace order this shipment fulfils, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// Carrier name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    /// Tracking number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_id: Option<String>,
+    /// Units in the shipment.
+    pub units: u32,
+}
+
+macro_rules! event_bodies {
+    ($( $variant:ident($ty:ident) = $name:literal v $version:literal, $family:ident; )*) => {
+        /// The schema-specific part of an event; one variant per canonical schema.
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        #[serde(untagged)]
+        pub enum EventBody {
+            $(
+                #[doc = concat!("`", $name, "` v", stringify!($version), ".")]
+                $variant($ty),
+            )*
+        }
+
+        impl EventBody {
+            /// Every (schema name, version) this build reads and writes.
+            pub const SCHEMAS: &'static [(&'static str, u32)] = &[$(($name, $version)),*];
+
+            /// The schema name, e.g. `order.placed`.
+            pub fn schema(&self) -> &'static str {
+                match self { $(EventBody::$variant(_) => $name,)* }
+            }
+
+            /// The schema version this build writes.
+            pub fn version(&self) -> u32 {
+                match self { $(EventBody::$variant(_) => $version,)* }
+            }
+
+            /// The topic family the event travels on.
+            pub fn topic(&self) -> crate::Topic {
+                match self { $(EventBody::$variant(_) => crate::Topic::$family,)* }
+            }
+
+            fn decode(schema: &str, version: u32, payload: &RawValue) -> Result<EventBody, SchemaError> {
+                match (schema, version) {
+                    $(($name, $version) => decode_payload::<$ty>($name, payload).map(EventBody::$variant),)*
+                    _ => Err(SchemaError::Unsupported {
+                        schema: schema.to_string(),
+                        version,
+                        supported: EventBody::SCHEMAS
+                            .iter()
+                            .map(|(n, v)| format!("{n} v{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }),
+                }
+            }
+
+            /// A `$ref` to the body's JSON Schema (added to `generator`), for [`crate::json_schema`].
+            pub(crate) fn payload_schema(schema: &str, generator: &mut SchemaGenerator) -> Option<Schema> {
+                match schema {
+                    $($name => Some(generator.subschema_for::<$ty>()),)*
+                    _ => None,
+                }
+            }
+        }
+
+        $(
+            impl From<$ty> for EventBody {
+                fn from(body: $ty) -> EventBody { EventBody::$variant(body) }
+            }
+        )*
+    };
+}
+
+event_bodies! {
+    OrderPlaced(OrderPlaced) = "order.placed" v 1, Orders;
+    OrderPaid(OrderPaid) = "order.paid" v 1, Orders;
+    OrderShipped(OrderShipped) = "order.shipped" v 1, Orders;
+    OrderDelivered(OrderDelivered) = "order.delivered" v 1, Orders;
+    OrderCancelled(OrderCancelled) = "order.cancelled" v 1, Orders;
+    OrderReturned(OrderReturned) = "order.returned" v 1, Orders;
+    OrderRefunded(OrderRefunded) = "order.refunded" v 1, Orders;
+    OrderDefect(OrderDefect) = "order.defect" v 1, Orders;
+    AdPerformance(AdPerformance) = "ad.performance" v 1, Ads;
+    InventorySnapshot(InventorySnapshot) = "inventory.snapshot" v 1, Logistics;
+    ShipmentMilestone(ShipmentMilestone) = "shipment.milestone" v 1, Logistics;
+}
+
+fn decode_payload<T: DeserializeOwned>(schema: &str, payload: &RawValue) -> Result<T, SchemaError> {
+    let mut de = serde_json::Deserializer::from_str(payload.get());
+    serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(schema, "payload", e))
+}
+
+fn path_error(
+    schema: &str,
+    prefix: &str,
+    e: serde_path_to_error::Error<serde_json::Error>,
+) -> SchemaError {
+    let path = e.path().to_string();
+    let field = match (prefix, path.as_str()) {
+        ("", p) => p.to_string(),
+        (pre, ".") => pre.to_string(),
+        (pre, p) => format!("{pre}.{p}"),
+    };
+    let inner = e.into_inner();
+    // serde_json appends " at line 1 column N", which says nothing once the field is named.
+    let mut problem = inner.to_string();
+    if let Some(i) = problem.rfind(" at line ") {
+        problem.truncate(i);
+    }
+    SchemaError::Field {
+        schema: schema.to_string(),
+        field,
+        problem,
+    }
+}
+
+/// A canonical event: the header plus a schema-specific body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Fields every event carries.
+    pub header: EventHeader,
+    /// The schema-specific part.
+    pub body: EventBody,
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    #[serde(flatten)]
+    header: &'a EventHeader,
+    schema: &'static str,
+    schema_version: u32,
+    payload: &'a EventBody,
+}
+
+#[derive(Deserialize)]
+struct WireDispatch<'a> {
+    #[serde(borrow)]
+    schema: Cow<'a, str>,
+    schema_version: u32,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireOut {
+            header: &self.header,
+            schema: self.body.schema(),
+            schema_version: self.body.version(),
+            payload: &self.body,
+        }
+        .serialize(s)
+    }
+}
+
+impl Event {
+    /// Builds an event; the schema name and version follow from the body.
+    pub fn new(header: EventHeader, body: impl Into<EventBody>) -> Event {
+        Event {
+            header,
+            body: body.into(),
+        }
+    }
+
+    /// The schema name, e.g. `order.placed`.
+    pub fn schema(&self) -> &'static str {
+        self.body.schema()
+    }
+
+    /// The Kafka record key: the shop, so one shop's events stay ordered in one partition.
+    pub fn key(&self) -> &str {
+        &self.header.shop
+    }
+
+    /// Encodes to the wire JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing owned, well-formed values into a Vec cannot fail.
+        serde_json::to_vec(self).expect("event serializes")
+    }
+
+    /// Decodes and validates one wire record.
+    pub fn from_json(bytes: &[u8]) -> Result<Event, SchemaError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| SchemaError::Malformed {
+            schema: "event".into(),
+            detail: format!("not UTF-8: {e}"),
+        })?;
+        let dispatch: WireDispatch<'_> = {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                if e.inner().is_syntax() || e.inner().is_eof() {
+                    SchemaError::Malformed {
+                        schema: "event".into(),
+                        detail: e.into_inner().to_string(),
+                    }
+                } else {
+                    path_error("event", "", e)
+                }
+            })?
+        };
+        let schema = dispatch.schema.as_ref();
+        let body = EventBody::decode(schema, dispatch.schema_version, dispatch.payload)?;
+        let header: EventHeader = {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(&mut de).map_err(|e| path_error(schema, "", e))?
+        };
+        let event = Event { header, body };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// Rules a type cannot express: non-empty ids, non-negative money, ordered timestamps.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        let schema = self.schema();
+        let h = &self.header;
+        for (field, value) in [
+            ("event_id", &h.event_id),
+            ("source", &h.source),
+            ("shop", &h.shop),
+            ("marketplace", &h.marketplace),
+        ] {
+            non_empty(schema, field, value)?;
+        }
+        if let Some(sku) = &h.sku {
+            non_empty(schema, "sku", sku)?;
+        }
+        let not_before = |field: &str, t: DateTime<Utc>, placed: DateTime<Utc>| {
+            if t < placed {
+                Err(SchemaError::field(
+                    schema,
+                    field,
+                    &format!("must not be before payload.placed_at ({})", placed.to_rfc3339()),
+                    t.to_rfc3339(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match &self.body {
+            EventBody::OrderPlaced(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                b.total.check_non_negative(schema, "payload.total")?;
+                if b.units == 0 {
+                    return Err(SchemaError::field(
+                        schema,
+                        "payload.units",
+                        "must be at least 1",
+                        b.units,
+                    ));
+                }
+            }
+            EventBody::OrderPaid(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                b.amount.check_non_negative(schema, "payload.amount")?;
+            }
+            EventBody::OrderShipped(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+                not_before("payload.ship_by", b.ship_by, b.placed_at)?;
+            }
+            EventBody::OrderDelivered(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+            }
+            EventBody::OrderCancelled(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+            }
+            EventBody::OrderReturned(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+            }
+            EventBody::OrderRefunded(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+                b.amount.check_non_negative(schema, "payload.amount")?;
+            }
+            EventBody::OrderDefect(b) => {
+                non_empty(schema, "payload.order_id", &b.order_id)?;
+                not_before("event_time", h.event_time, b.placed_at)?;
+                if let Some(r) = b.rating
+                    && !(1..=5).contains(&r)
+                {
+                    return Err(SchemaError::field(
+                        schema,
+                        "payload.rating",
+                        "must be between 1 and 5",
+                        r,
+                    ));
+                }
+            }
+            EventBody::AdPerformance(b) => {
+                for (field, value) in [
+                    ("payload.platform", &b.platform),
+                    ("payload.account_id", &b.account_id),
+                    ("payload.campaign_id", &b.campaign_id),
+                ] {
+                    non_empty(schema, field, value)?;
+                }
+                b.spend.check_non_negative(schema, "payload.spend")?;
+                b.attributed_sales
+                    .check_non_negative(schema, "payload.attributed_sales")?;
+                if b.clicks > b.impressions {
+                    return Err(SchemaError::field(
+                        schema,
+                        "payload.clicks",
+                        &format!("must not exceed payload.impressions ({})", b.impressions),
+                        b.clicks,
+                    ));
+                }
+            }
+            EventBody::InventorySnapshot(b) => non_empty(schema, "payload.location", &b.location)?,
+            EventBody::ShipmentMilestone(b) => {
+                non_empty(schema, "payload.shipment_id", &b.shipment_id)?;
+                non_empty(schema, "payload.warehouse", &b.warehouse)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(schema: &str, field: &str, value: &str) -> Result<(), SchemaError> {
+    if value.trim().is_empty() {
+        Err(SchemaError::field(schema, field, "must not be empty", value))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Money;
+
+    fn header() -> EventHeader {
+        EventHeader {
+            event_id: "e-1".into(),
+            source: "test".into(),
+            shop: "shop-1".into(),
+            channel: Channel::Amazon,
+            marketplace: "ATVPDKIKX0DER".into(),
+            sku: Some("SKU-1".into()),
+            event_time: "2026-11-02T17:03:00Z".parse().unwrap(),
+            source_tz: SourceTz::US_PACIFIC,
+            ingest_time: "2026-11-02T17:03:05Z".parse().unwrap(),
+        }
+    }
+
+    fn placed() -> Event {
+        Event::new(
+            header(),
+            OrderPlaced {
+                order_id: "o-1".into(),
+                total: Money::usd("25.98"),
+                units: 2,
+                fulfilment: Fulfilment::Fba,
+                ship_by: None,
+                deliver_by: None,
+            },
+        )
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let e = placed();
+        let json = e.to_json();
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(text.contains(r#""schema":"order.placed""#), "{text}");
+        assert!(text.contains(r#""amount":"25.98""#), "{text}");
+        assert_eq!(Event::from_json(&json).unwrap(), e);
+    }
+
+    fn with(mut v: serde_json::Value, path: &[&str], new: serde_json::Value) -> Vec<u8> {
+        let mut cur = &mut v;
+        for p in &path[..path.len() - 1] {
+            cur = cur.get_mut(*p).unwrap();
+        }
+        cur[path[path.len() - 1]] = new;
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn errors_name_schema_field_value_and_rule() {
+        let v: serde_json::Value = serde_json::from_slice(&placed().to_json()).unwrap();
+        let err = Event::from_json(&with(
+            v.clone(),
+            &["payload", "total", "amount"],
+            "-3.x".into(),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"order.placed: field `payload.total.amount`: expected a decimal string such as "12.34", got "-3.x""#
+        );
+        let err =
+            Event::from_json(&with(v.clone(), &["payload", "total", "amount"], "-3.00".into()))
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"order.placed: field `payload.total.amount`: must not be negative, got "-3""#
+        );
+        let err = Event::from_json(&with(v.clone(), &["channel"], "ebay".into())).unwrap_err();
+        assert!(
+            err.to_string().starts_with("order.placed: field `channel`: unknown variant `ebay`"),
+            "{err}"
+        );
+        let err =
+            Event::from_json(&with(v.clone(), &["source_tz"], "Mars/Olympus".into())).unwrap_err();
+        assert!(err.to_string().contains(r#"got "Mars/Olympus""#), "{err}");
+        let err = Event::from_json(&with(v.clone(), &["schema_version"], 9.into())).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("order.placed: unsupported schema or version 9 (supported: order.placed v1"),
+            "{err}"
+        );
+        let err = Event::from_json(b"{not json").unwrap_err();
+        assert!(matches!(err, SchemaError::Malformed { .. }), "{err}");
+        let mut missing = v.clone();
+        missing["payload"].as_object_mut().unwrap().remove("units");
+        let err = Event::from_json(&serde_json::to_vec(&missing).unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "order.placed: field `payload`: missing field `units`"
+        );
+    }
+
+    #[test]
+    fn lifecycle_times_must_follow_placement() {
+        let shipped = Event::new(
+            header(),
+            OrderShipped {
+                order_id: "o-1".into(),
+                placed_at: "2026-11-03T00:00:00Z".parse().unwrap(),
+                ship_by: "2026-11-04T00:00:00Z".parse().unwrap(),
+                deliver_by: None,
+                units: 1,
+                carrier: None,
+                tracking_id: None,
+                tracking_valid: true,
+            },
+        );
+        let err = Event::from_json(&shipped.to_json()).unwrap_err();
+        assert_eq!(err.field_path(), Some("event_time"));
+    }
+}

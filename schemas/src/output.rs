@@ -1,0 +1,247 @@
+//! What the processor publishes (KPI updates, breach events) and what any role dead-letters.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Decimal;
+use crate::{Channel, SchemaError};
+
+/// Which shop a KPI value is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Scope {
+    /// Shop id.
+    pub shop: String,
+    /// Sales channel.
+    pub channel: Channel,
+    /// Marketplace id.
+    pub marketplace: String,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.channel, self.marketplace, self.shop)
+    }
+}
+
+/// The kind of window a KPI value covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    /// A calendar day in the window's time zone (23, 24 or 25 hours long).
+    BusinessDay,
+    /// The last N hours ending at `end` (sliding by one hour).
+    Rolling,
+}
+
+/// The window a KPI value covers, with its time zone and time basis.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct WindowRef {
+    /// Kind of window.
+    pub kind: WindowKind,
+    /// A short name for the window definition, e.g. `business_day` or `rolling_24h`.
+    pub name: String,
+    /// Inclusive start, UTC.
+    pub start: DateTime<Utc>,
+    /// Exclusive end, UTC.
+    pub end: DateTime<Utc>,
+    /// The IANA zone the window's boundaries were drawn in.
+    pub time_zone: String,
+    /// Which timestamp of the facts places them in the window, e.g. `placed`, `shipped`, `ad_date`.
+    pub basis: String,
+}
+
+/// Whether a larger value of a KPI is good or bad news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Larger is better (GMV, ROAS).
+    HigherIsBetter,
+    /// Larger is worse (late shipment rate).
+    LowerIsBetter,
+}
+
+/// One KPI value for one scope and window; an upsert keyed by (kpi, scope, window).
+///
+/// A window is published again whenever late or restated data changes it; readers keep the
+/// row with the highest `revision` per key ([`KpiUpdate::key`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct KpiUpdate {
+    /// KPI id, e.g. `late_shipment_rate`.
+    pub kpi: String,
+    /// Version of the KPI's definition.
+    pub kpi_version: u32,
+    /// Unit: `ratio`, `money`, `count`.
+    pub unit: String,
+    /// Whether larger is better.
+    pub direction: Direction,
+    /// Team that owns the KPI, e.g. `operations`, `ads`.
+    pub owner: String,
+    /// The shop the value is about.
+    pub scope: Scope,
+    /// The window the value covers.
+    pub window: WindowRef,
+    /// Exact numerator (or the value itself for sums and counts).
+    pub numerator: Decimal,
+    /// Exact denominator, for ratios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<Decimal>,
+    /// The value: numerator / denominator for ratios; absent when the denominator is zero.
+    pub value: Option<f64>,
+    /// Currency of money values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Increases each time this key is published; the highest is current.
+    pub revision: u64,
+    /// The processor's event-time watermark when it published this value.
+    pub watermark: DateTime<Utc>,
+    /// Wall-clock publish time.
+    pub emitted_at: DateTime<Utc>,
+}
+
+impl KpiUpdate {
+    /// The upsert key, also the Kafka record key: `kpi|channel/marketplace/shop|window|start`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.kpi,
+            self.scope,
+            self.window.name,
+            self.window.start.to_rfc3339()
+        )
+    }
+
+    /// Decodes a published update.
+    pub fn from_json(bytes: &[u8]) -> Result<KpiUpdate, SchemaError> {
+        decode("kpi.update", bytes)
+    }
+}
+
+/// How bad a breach is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth a look.
+    Info,
+    /// Act soon.
+    Warning,
+    /// Act now; pages on-call.
+    Critical,
+}
+
+impl Severity {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// The comparison a threshold rule makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOp {
+    /// Breached when the value is above the threshold.
+    Above,
+    /// Breached when the value is below the threshold.
+    Below,
+}
+
+/// Whether a breach opened or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachState {
+    /// The KPI crossed its rule.
+    Firing,
+    /// The KPI is back within its rule.
+    Resolved,
+}
+
+/// A breach opened or resolved. Both events of one breach share `breach_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BreachEvent {
+    /// Deterministic id: the same rule, scope and opening window always give the same id.
+    pub breach_id: String,
+    /// Rule id from the configuration.
+    pub rule: String,
+    /// Firing or resolved.
+    pub state: BreachState,
+    /// Severity of the rule.
+    pub severity: Severity,
+    /// KPI id.
+    pub kpi: String,
+    /// Version of the KPI's definition.
+    pub kpi_version: u32,
+    /// Team that owns the KPI.
+    pub owner: String,
+    /// The shop the breach is about.
+    pub scope: Scope,
+    /// The window whose value opened (or closed) the breach.
+    pub window: WindowRef,
+    /// The KPI value at this transition.
+    pub value: Option<f64>,
+    /// Exact numerator at this transition.
+    pub numerator: Decimal,
+    /// Exact denominator at this transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<Decimal>,
+    /// Comparison the rule makes.
+    pub op: RuleOp,
+    /// Threshold that opens the breach.
+    pub threshold: f64,
+    /// A sentence for humans.
+    pub message: String,
+    /// Event time of the transition (the end of the window that caused it).
+    pub at: DateTime<Utc>,
+    /// Wall-clock publish time.
+    pub emitted_at: DateTime<Utc>,
+}
+
+impl BreachEvent {
+    /// Decodes a published breach event.
+    pub fn from_json(bytes: &[u8]) -> Result<BreachEvent, SchemaError> {
+        decode("breach", bytes)
+    }
+}
+
+/// A record some role could not use, with the reason; published to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeadLetter {
+    /// The role that gave up on the record, e.g. `processor`, `ingest.simulator`.
+    pub stage: String,
+    /// Short machine-readable reason class, e.g. `invalid`, `late`, `currency`.
+    pub reason_kind: String,
+    /// The full reason, naming field, value and rule.
+    pub reason: String,
+    /// Topic the record came from, if it came from Kafka.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// Partition it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// Offset it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// The record key, as text (lossy if it was not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The raw record, as text (lossy if it was not UTF-8).
+    pub payload: String,
+    /// When it was dead-lettered.
+    pub at: DateTime<Utc>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<T, SchemaError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        SchemaError::Field {
+            schema: schema.to_string(),
+            field,
+            problem: e.into_inner().to_string(),
+        }
+    })
+}

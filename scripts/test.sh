@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# scripts/test.sh: THE test command. Runs kpiflow's whole test suite against a real Kafka
+# broker:
+#
+#   cargo test --workspace --all-targets "$@"
+#   cargo test --workspace --doc
+#
+# Arguments are passed to the first cargo command, e.g. `scripts/test.sh -p kpiflow-core`
+# or `scripts/test.sh -- --nocapture`. The exit code is cargo's (the first failing one).
+#
+# Broker:
+#   - If KPIFLOW_TEST_BOOTSTRAP is set (host:port), the tests use that broker as it is.
+#   - Otherwise a private broker is started with deploy/local/kafka.sh on a test port, in
+#     its own data dir that is wiped before and after the run; it is always stopped when
+#     this script exits (also on Ctrl-C / SIGTERM).
+#
+# Environment (all optional):
+#   KPIFLOW_TEST_BOOTSTRAP  use this broker instead of starting one
+#   KPIFLOW_KAFKA_PORT      client port of the private broker (default: 39092; the
+#                           controller takes the next port, see deploy/local/kafka.sh)
+#   KPIFLOW_KAFKA_DATA      data dir of the private broker
+#                           (default: $KPIFLOW_CACHE/test-broker-<port>)
+#   KPIFLOW_CACHE           cache root (default: $HOME/.cache/kpiflow)
+#   KPIFLOW_TEST_DRY_RUN    if 1, start and stop the broker but only print the cargo
+#                           commands instead of running them
+#   The other KPIFLOW_KAFKA_* variables of deploy/local/kafka.sh apply too.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+KAFKA_SH="$ROOT/deploy/local/kafka.sh"
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+esac
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+command -v cargo >/dev/null 2>&1 || { log "error: 'cargo' not found (install Rust with rustup)"; exit 1; }
+
+started_broker=0
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if ((started_broker)); then
+        log "stopping the test broker and deleting its data"
+        "$KAFKA_SH" reset || log "warning: could not reset the test broker ($KPIFLOW_KAFKA_DATA)"
+    fi
+    exit "$status"
+}
+
+if [[ -n ${KPIFLOW_TEST_BOOTSTRAP:-} ]]; then
+    log "using the broker at KPIFLOW_TEST_BOOTSTRAP=$KPIFLOW_TEST_BOOTSTRAP"
+else
+    export KPIFLOW_CACHE="${KPIFLOW_CACHE:-${HOME:?HOME is not set}/.cache/kpiflow}"
+    export KPIFLOW_KAFKA_PORT="${KPIFLOW_KAFKA_PORT:-39092}"
+    export KPIFLOW_KAFKA_DATA="${KPIFLOW_KAFKA_DATA:-$KPIFLOW_CACHE/test-broker-$KPIFLOW_KAFKA_PORT}"
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    started_broker=1
+    # A broker left over from a killed run would carry old topics: start from scratch.
+    "$KAFKA_SH" reset
+    KPIFLOW_TEST_BOOTSTRAP="$("$KAFKA_SH" start)"
+    export KPIFLOW_TEST_BOOTSTRAP
+    log "test broker: KPIFLOW_TEST_BOOTSTRAP=$KPIFLOW_TEST_BOOTSTRAP"
+fi
+
+run() {
+    if [[ ${KPIFLOW_TEST_DRY_RUN:-0} == 1 ]]; then
+        printf 'dry run:'
+        printf ' %q' "$@"
+        printf '\n'
+        return 0
+    fi
+    "$@"
+}
+
+status=0
+run cargo test --workspace --all-targets "$@" || status=$?
+# The doc tests run even if the first command failed, so one run reports every failure.
+run cargo test --workspace --doc || { rc=$?; ((status)) || status=$rc; }
+if ((status)); then
+    log "tests failed (exit code $status)"
+fi
+exit "$status"
