@@ -1,0 +1,45 @@
+//! The one error type of the processor.
+
+use kpiflow_core::CoreError;
+
+/// What stopped the processor, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// A configuration value is wrong (the operator's fault); retrying cannot help.
+    #[error("bad config: `processor.{key}` = {value}: {problem}")]
+    Config {
+        /// The key under `[processor]`.
+        key: String,
+        /// The offending value, as written.
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Kafka or another shared component failed (external); see [`CoreError::is_retryable`].
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Outputs could not be delivered to Kafka (external); the batch's offsets were not
+    /// committed, so a restart reprocesses it.
+    #[error("publishing outputs: {0}")]
+    Publish(String),
+}
+
+impl ProcessorError {
+    /// A config error for `key` with `value`.
+    pub fn config(key: &str, value: impl std::fmt::Debug, problem: impl Into<String>) -> Self {
+        ProcessorError::Config {
+            key: key.to_string(),
+            value: format!("{value:?}"),
+            problem: problem.into(),
+        }
+    }
+
+    /// `true` when retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProcessorError::Config { .. } => false,
+            ProcessorError::Core(e) => e.is_retryable(),
+            ProcessorError::Publish(_) => true,
+        }
+    }
+}
