@@ -146,6 +146,24 @@ impl Engine {
         self.watermarks.current()
     }
 
+    /// Declares an input partition before reading it (see [`Watermarks::register`]).
+    /// Partitions that do not drive the watermark (ad rows) are ignored.
+    pub fn register_partition(&mut self, partition: PartitionId, now: Instant) {
+        if partition.topic != Topic::Ads {
+            self.watermarks.register(partition, now);
+        }
+    }
+
+    /// Partitions quiet long enough that the reader should check whether it is at their end.
+    pub fn quiet_partitions(&self, now: Instant) -> Vec<PartitionId> {
+        self.watermarks.quiet_partitions(now)
+    }
+
+    /// Reports whether the reader is at the end of `partition`.
+    pub fn set_caught_up(&mut self, partition: PartitionId, caught_up: bool) {
+        self.watermarks.set_caught_up(partition, caught_up);
+    }
+
     /// Number of (shop, hour) buckets held.
     pub fn state_buckets(&self) -> usize {
         self.scopes.iter().map(|s| s.buckets.len()).sum()

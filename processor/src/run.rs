@@ -65,7 +65,7 @@ pub async fn run(
     let consumer = kafka.consumer(&cfg.group_id)?;
     let producer = kafka.producer()?;
     let assigned = assign_from_beginning(&consumer, &topics).await?;
-    tracing::info!(group = %cfg.group_id, partitions = assigned, "processor reading events from the beginning");
+    tracing::info!(group = %cfg.group_id, partitions = assigned.len(), "processor reading events from the beginning");
     if let Some(r) = &ready {
         r.store(true, Ordering::Relaxed);
     }
@@ -84,6 +84,17 @@ pub async fn run(
 
     let first_revision = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
     let mut engine = Engine::new(cfg, first_revision);
+    for (topic, partition) in &assigned {
+        if let Some(t) = topics.parse(topic) {
+            engine.register_partition(
+                PartitionId {
+                    topic: t,
+                    partition: *partition,
+                },
+                Instant::now(),
+            );
+        }
+    }
     let mut stats = RunStats::default();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_log = Instant::now();
@@ -145,6 +156,25 @@ pub async fn run(
             }
         }
 
+        for quiet in engine.quiet_partitions(Instant::now()) {
+            let name = topics.name(quiet.topic);
+            let at_end =
+                match consumer.fetch_watermarks(&name, quiet.partition, Duration::from_secs(5)) {
+                    Ok((low, high)) => {
+                        positions
+                            .get(&(name, quiet.partition))
+                            .copied()
+                            .unwrap_or(low)
+                            >= high
+                    }
+                    Err(e) => {
+                        m.error("kafka");
+                        tracing::warn!(error = %e, "reading a partition's end offset failed");
+                        false
+                    }
+                };
+            engine.set_caught_up(quiet, at_end);
+        }
         let outputs = engine.flush(Instant::now(), Utc::now());
         stats.updates += outputs.updates.len() as u64;
         stats.breaches += outputs.breaches.len() as u64;
@@ -185,9 +215,10 @@ pub async fn run(
 async fn assign_from_beginning(
     consumer: &StreamConsumer,
     topics: &Topics,
-) -> Result<usize, ProcessorError> {
+) -> Result<Vec<(String, i32)>, ProcessorError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut tpl = TopicPartitionList::new();
+    let mut assigned = Vec::new();
     for topic in Topic::EVENTS {
         let name = topics.name(topic);
         loop {
@@ -202,6 +233,7 @@ async fn assign_from_beginning(
                 .collect();
             if !partitions.is_empty() {
                 for p in partitions {
+                    assigned.push((name.clone(), p));
                     tpl.add_partition_offset(&name, p, Offset::Beginning)
                         .map_err(|e| CoreError::kafka(format!("assigning {name}/{p}"), e))?;
                 }
@@ -219,7 +251,7 @@ async fn assign_from_beginning(
     consumer
         .assign(&tpl)
         .map_err(|e| CoreError::kafka("assigning input partitions", e))?;
-    Ok(tpl.count())
+    Ok(assigned)
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {

@@ -9,12 +9,19 @@ use crate::engine::PartitionId;
 
 #[derive(Debug, Clone, Copy)]
 struct Partition {
-    max_event_time: DateTime<Utc>,
+    /// None until the partition's first record: until then it may hold anything.
+    max_event_time: Option<DateTime<Utc>>,
     last_seen: Instant,
+    /// Whether the reader has reached the partition's end (checked only once it is quiet).
+    caught_up: bool,
 }
 
 /// Tracks the newest event time per partition; the watermark is the oldest of those among the
 /// partitions that are still active, minus the allowed out-of-orderness. It never goes back.
+///
+/// A partition stops holding the watermark back only when it has been quiet for the idle
+/// timeout *and* the reader has confirmed it is at the partition's end: while a backlog is
+/// replayed, a partition the client has not fetched yet is behind, not idle.
 #[derive(Debug, Clone)]
 pub struct Watermarks {
     partitions: HashMap<PartitionId, Partition>,
@@ -35,32 +42,70 @@ impl Watermarks {
         }
     }
 
+    /// Declares an assigned partition before any record of it is read, so that it holds the
+    /// watermark back until it has delivered a record or is confirmed empty.
+    pub fn register(&mut self, partition: PartitionId, now: Instant) {
+        self.partitions.entry(partition).or_insert(Partition {
+            max_event_time: None,
+            last_seen: now,
+            caught_up: false,
+        });
+    }
+
     /// Records an event time seen on `partition` at wall-clock `now`.
     pub fn observe(&mut self, partition: PartitionId, event_time: DateTime<Utc>, now: Instant) {
+        let p = self.partitions.entry(partition).or_insert(Partition {
+            max_event_time: None,
+            last_seen: now,
+            caught_up: false,
+        });
+        p.max_event_time = Some(p.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        p.last_seen = now;
+        p.caught_up = false;
+    }
+
+    fn quiet(&self, p: &Partition, now: Instant) -> bool {
+        now.saturating_duration_since(p.last_seen) >= self.idle_timeout
+    }
+
+    /// Partitions quiet for the idle timeout whose end the reader has not confirmed yet.
+    pub fn quiet_partitions(&self, now: Instant) -> Vec<PartitionId> {
         self.partitions
-            .entry(partition)
-            .and_modify(|p| {
-                p.max_event_time = p.max_event_time.max(event_time);
-                p.last_seen = now;
-            })
-            .or_insert(Partition {
-                max_event_time: event_time,
-                last_seen: now,
-            });
+            .iter()
+            .filter(|(_, p)| !p.caught_up && self.quiet(p, now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Tells whether the reader is at the end of `partition` (see [`Watermarks::quiet_partitions`]).
+    pub fn set_caught_up(&mut self, partition: PartitionId, caught_up: bool) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.caught_up = caught_up;
+        }
     }
 
     /// Recomputes the watermark at wall-clock `now` and returns it.
     ///
     /// When every partition is idle, the newest of them decides: nothing older is on its way.
     pub fn advance(&mut self, now: Instant) -> Option<DateTime<Utc>> {
-        let active = self
-            .partitions
-            .values()
-            .filter(|p| now.saturating_duration_since(p.last_seen) < self.idle_timeout)
-            .map(|p| p.max_event_time)
-            .min();
-        let all_idle = || self.partitions.values().map(|p| p.max_event_time).max();
-        if let Some(newest) = active.or_else(all_idle) {
+        let mut oldest_active: Option<DateTime<Utc>> = None;
+        for p in self.partitions.values() {
+            if p.caught_up && self.quiet(p, now) {
+                continue;
+            }
+            match p.max_event_time {
+                // An active partition that has shown nothing yet may still hold anything.
+                None => return self.current,
+                Some(t) => oldest_active = Some(oldest_active.map_or(t, |o| o.min(t))),
+            }
+        }
+        let all_idle = || {
+            self.partitions
+                .values()
+                .filter_map(|p| p.max_event_time)
+                .max()
+        };
+        if let Some(newest) = oldest_active.or_else(all_idle) {
             let candidate = newest
                 .checked_sub_signed(self.out_of_orderness)
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -99,12 +144,30 @@ mod tests {
         w.observe(p(0), t("2026-01-01T10:00:00Z"), start);
         w.observe(p(1), t("2026-01-01T08:00:00Z"), start);
         assert_eq!(w.advance(start), Some(t("2026-01-01T07:59:00Z")));
-        // Partition 1 goes quiet; after the idle timeout only partition 0 counts.
+        // Partition 1 goes quiet, but it is not idle until the reader is at its end.
         let later = start + Duration::from_secs(11);
         w.observe(p(0), t("2026-01-01T11:00:00Z"), later);
+        assert_eq!(w.advance(later), Some(t("2026-01-01T07:59:00Z")));
+        assert_eq!(w.quiet_partitions(later), vec![p(1)]);
+        w.set_caught_up(p(1), true);
         assert_eq!(w.advance(later), Some(t("2026-01-01T10:59:00Z")));
         // A partition waking up with old data does not move the watermark back.
         w.observe(p(1), t("2026-01-01T09:00:00Z"), later);
         assert_eq!(w.advance(later), Some(t("2026-01-01T10:59:00Z")));
+    }
+
+    #[test]
+    fn a_registered_partition_holds_the_watermark_until_read_or_confirmed_empty() {
+        let start = Instant::now();
+        let mut w = Watermarks::new(Duration::ZERO, Duration::from_secs(10));
+        w.register(p(0), start);
+        w.register(p(1), start);
+        w.observe(p(0), t("2026-01-05T00:00:00Z"), start);
+        // Replaying a backlog: partition 1 has not been fetched yet.
+        assert_eq!(w.advance(start), None);
+        let later = start + Duration::from_secs(10);
+        assert_eq!(w.advance(later), None, "quiet but not confirmed at its end");
+        w.set_caught_up(p(1), true);
+        assert_eq!(w.advance(later), Some(t("2026-01-05T00:00:00Z")));
     }
 }

@@ -1,0 +1,185 @@
+//! `kpiflow`: the one command for every role of the pipeline.
+//!
+//! ```text
+//!  kpiflow simulate ──► Kafka ──► kpiflow process ──► Kafka ──► kpiflow sink ──► Parquet, /metrics
+//!  kpiflow demo: a local broker and all three roles in one process, with a live view
+//!  kpiflow query: DataFusion SQL over the Parquet tables
+//! ```
+
+// Printing results is this binary's job; the libraries log through tracing instead.
+#![allow(clippy::print_stdout)]
+
+mod config;
+mod demo;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kpiflow_core::metrics::{self, Readiness};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "kpiflow",
+    version,
+    about = "Streaming KPIs and alerts for e-commerce sellers"
+)]
+struct Cli {
+    /// Configuration file (TOML). Default: the embedded deploy/config/kpiflow.toml.
+    #[arg(long, short, global = true, env = "KPIFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override kafka.bootstrap_servers.
+    #[arg(long, global = true, env = "KPIFLOW_BOOTSTRAP")]
+    bootstrap: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything locally: a Kafka broker, the simulator, the processor and the sink,
+    /// with a live view of KPIs and breaches. Ctrl-C stops it all.
+    Demo {
+        /// Stop after this long (e.g. 90s, 5m). Default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Port of the local broker the demo starts (ignored with --bootstrap).
+        #[arg(long, default_value_t = 19092)]
+        broker_port: u16,
+        /// Folder for the Parquet output; the demo empties it first.
+        #[arg(long, default_value = "kpiflow-data/demo")]
+        data_dir: PathBuf,
+    },
+    /// Publish the simulator's stream ([simulate] section) to Kafka.
+    Simulate,
+    /// Run the KPI engine: events in, KPI updates and breaches out.
+    Process,
+    /// Write KPI updates and breaches to Parquet and serve /metrics.
+    Sink,
+    /// Run DataFusion SQL over the Parquet tables (kpi_values, kpi_latest, breaches).
+    Query {
+        /// The SQL, e.g. "SELECT kpi, shop, value FROM kpi_latest WHERE window_name = 'business_day'".
+        sql: String,
+        /// Output format.
+        #[arg(long, default_value = "table")]
+        format: kpiflow_sink::OutputFormat,
+        /// Folder of the Parquet tables. Default: [sink] dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig,
+    /// Print the documented example configuration.
+    ExampleConfig,
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("stopping: draining in-flight work");
+        token.cancel();
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let demo = matches!(cli.command, Command::Demo { .. });
+    init_tracing(if demo {
+        "warn,kpiflow=info"
+    } else {
+        "info,rdkafka=warn,datafusion=warn"
+    });
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Some(b) = &cli.bootstrap {
+        cfg.kafka.bootstrap_servers = b.clone();
+        cfg.kafka.validate().context("checking --bootstrap")?;
+    }
+    let shutdown = CancellationToken::new();
+    match cli.command {
+        Command::Demo {
+            duration,
+            broker_port,
+            data_dir,
+        } => {
+            cancel_on_signal(shutdown.clone());
+            demo::run(
+                cfg,
+                cli.bootstrap.is_some(),
+                broker_port,
+                data_dir,
+                duration,
+                shutdown,
+            )
+            .await
+        }
+        Command::Simulate => {
+            cancel_on_signal(shutdown.clone());
+            let publisher = kpiflow_ingest::publish::KafkaPublisher::new(
+                &cfg.kafka,
+                kpiflow_core::ComponentMetrics::new("ingest.simulator"),
+            )?;
+            let mut sim = kpiflow_ingest::connectors::simulator::Simulator::new(cfg.simulate)?;
+            let stats = sim.run(&publisher, shutdown).await?;
+            tracing::info!(?stats, "simulation published");
+            Ok(())
+        }
+        Command::Process => {
+            cancel_on_signal(shutdown.clone());
+            let readiness = Readiness::default();
+            let ready = readiness.part("processor");
+            metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
+            kpiflow_processor::run::run(&cfg.kafka, &cfg.processor, Some(ready), shutdown).await?;
+            Ok(())
+        }
+        Command::Sink => {
+            cancel_on_signal(shutdown.clone());
+            let readiness = Readiness::default();
+            let ready = readiness.part("sink");
+            metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            kpiflow_sink::run(&cfg.kafka, &cfg.sink, None, shutdown).await?;
+            Ok(())
+        }
+        Command::Query { sql, format, dir } => {
+            let dir = dir.unwrap_or(cfg.sink.dir);
+            let batches = kpiflow_sink::query(&dir, &sql).await?;
+            println!("{}", kpiflow_sink::format_batches(&batches, format)?);
+            Ok(())
+        }
+        Command::CheckConfig => {
+            println!("configuration OK");
+            Ok(())
+        }
+        Command::ExampleConfig => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+    }
+}
