@@ -1,0 +1,220 @@
+//! The processor against a real Kafka broker: bad and late records are dead-lettered with
+//! their reason, and everything else is still counted, once.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kpiflow_core::KafkaConfig;
+use kpiflow_processor::ProcessorConfig;
+use kpiflow_schemas::{
+    Channel, DeadLetter, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced,
+    SourceTz, Topic,
+};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+fn kafka() -> KafkaConfig {
+    let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")
+        .expect("set KPIFLOW_TEST_BOOTSTRAP to a Kafka broker, or run scripts/test.sh");
+    let prefix = format!("proc-{}", uuid::Uuid::new_v4().simple());
+    toml::from_str(&format!(
+        "bootstrap_servers = \"{bootstrap}\"\ntopic_prefix = \"{prefix}\""
+    ))
+    .unwrap()
+}
+
+fn placed(id: &str, at: &str, amount: &str) -> Event {
+    let t: DateTime<Utc> = at.parse().unwrap();
+    Event::new(
+        EventHeader {
+            event_id: id.into(),
+            source: "test".into(),
+            shop: "shop-1".into(),
+            channel: Channel::Shopify,
+            marketplace: "US".into(),
+            sku: None,
+            event_time: t,
+            source_tz: SourceTz::US_PACIFIC,
+            ingest_time: t,
+        },
+        OrderPlaced {
+            order_id: format!("o-{id}"),
+            total: Money::usd(amount),
+            units: 1,
+            fulfilment: Fulfilment::Merchant,
+            ship_by: None,
+            deliver_by: None,
+        },
+    )
+}
+
+async fn send(producer: &FutureProducer, topic: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key("shop-1").payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// Reads `topic` from the start until `done` holds for what was read, or the deadline passes.
+fn read_until<T>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    decode: impl Fn(&[u8]) -> T,
+    done: impl Fn(&[T]) -> bool,
+) -> Vec<T> {
+    let mut cfg = kafka.client_config().unwrap();
+    cfg.set(
+        "group.id",
+        format!("reader-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while !done(&got) {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: condition not met within 60s ({} records read)",
+            got.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.push(decode(m.payload().unwrap_or_default()));
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+
+    let a = placed("a", "2026-11-02T18:00:00Z", "10.00");
+    send(&producer, &orders, &a.to_json()).await;
+    send(&producer, &orders, b"{not json").await;
+    let mut bad_amount: serde_json::Value =
+        serde_json::from_slice(&placed("x", "2026-11-02T18:05:00Z", "1.00").to_json()).unwrap();
+    bad_amount["payload"]["total"]["amount"] = "-3.x".into();
+    send(
+        &producer,
+        &orders,
+        &serde_json::to_vec(&bad_amount).unwrap(),
+    )
+    .await;
+    let mut euro = placed("e", "2026-11-02T18:10:00Z", "7.00");
+    if let kpiflow_schemas::EventBody::OrderPlaced(o) = &mut euro.body {
+        o.total.currency = "EUR".into();
+    }
+    send(&producer, &orders, &euro.to_json()).await;
+    send(&producer, &orders, &a.to_json()).await; // a retried delivery
+    send(
+        &producer,
+        &orders,
+        &placed("b", "2026-11-02T19:00:00Z", "5.50").to_json(),
+    )
+    .await;
+
+    let cfg = ProcessorConfig {
+        group_id: format!("{}-processor", kafka.topic_prefix),
+        idle_timeout: Duration::from_millis(500),
+        flush_interval: Duration::from_millis(200),
+        ..ProcessorConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+
+    // The valid orders are counted once each: GMV of the Pacific day of Nov 2 is 15.50.
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    let want = Decimal::parse("15.50").unwrap();
+    let updates = read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter().any(|u| {
+                u.kpi == "gmv"
+                    && u.window.name == "business_day"
+                    && u.window.start == day
+                    && u.numerator == want
+            })
+        },
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.numerator <= want || u.kpi != "gmv"),
+        "nothing counted twice"
+    );
+
+    // Once the watermark has moved past, an order placed 10 days earlier is too late.
+    read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter()
+                .any(|u| u.watermark >= "2026-11-02T18:00:00Z".parse::<DateTime<Utc>>().unwrap())
+        },
+    );
+    send(
+        &producer,
+        &orders,
+        &placed("old", "2026-10-23T18:00:00Z", "99.00").to_json(),
+    )
+    .await;
+
+    let letters = read_until(
+        &kafka,
+        &topics.name(Topic::DeadLetter),
+        |b| serde_json::from_slice::<DeadLetter>(b).unwrap(),
+        |got: &[DeadLetter]| got.len() >= 4,
+    );
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    let reasons: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| (l.reason_kind.as_str(), l.reason.as_str()))
+        .collect();
+    assert_eq!(letters.len(), 4, "{reasons:#?}");
+    assert!(
+        reasons[0].0 == "invalid" && reasons[0].1.starts_with("event: not a JSON event object"),
+        "{reasons:#?}"
+    );
+    assert_eq!(
+        reasons[1],
+        (
+            "invalid",
+            r#"order.placed: field `payload.total.amount`: expected a decimal string such as "12.34", got "-3.x""#
+        )
+    );
+    assert!(
+        reasons[2].0 == "currency"
+            && reasons[2]
+                .1
+                .contains(r#""EUR" is not the pipeline currency "USD""#),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons[3].0 == "late"
+            && reasons[3]
+                .1
+                .contains("allowed lateness for orders is 3days"),
+        "{reasons:#?}"
+    );
+    // Dead letters keep the raw record and where it came from.
+    assert_eq!(letters[0].payload, "{not json");
+    assert_eq!(letters[0].topic.as_deref(), Some(orders.as_str()));
+    assert_eq!(stats.duplicates, 1);
+    assert_eq!(stats.dead_lettered, 4);
+}
