@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kpiflow_schemas::{Topic, Topics};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
-use kpiflow_schemas::{Topic, Topics};
 use serde::Deserialize;
 
 use crate::CoreError;
@@ -46,7 +46,16 @@ impl std::fmt::Debug for KafkaConfig {
         let client: BTreeMap<&str, &str> = self
             .client
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret(k) { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
@@ -310,13 +319,18 @@ mod tests {
 
     #[test]
     fn errors_quote_key_and_value() {
-        let err = cfg(r#"bootstrap_servers = "localhost""#).validate().unwrap_err();
+        let err = cfg(r#"bootstrap_servers = "localhost""#)
+            .validate()
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             r#"bad config: `kafka.bootstrap_servers` = "localhost": entry "localhost" is not host:port"#
         );
         let err = cfg(r#"topic_prefix = "a b""#).validate().unwrap_err();
-        assert!(err.to_string().contains("`kafka.topic_prefix` = \"a b\""), "{err}");
+        assert!(
+            err.to_string().contains("`kafka.topic_prefix` = \"a b\""),
+            "{err}"
+        );
         let err = cfg("[client]\n\"enable.auto.commit\" = \"true\"")
             .validate()
             .unwrap_err();
@@ -326,7 +340,9 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_env_values_resolved() {
-        let c = cfg("[client]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"env:KPIFLOW_TEST_NO_SUCH_VAR\"");
+        let c = cfg(
+            "[client]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"env:KPIFLOW_TEST_NO_SUCH_VAR\"",
+        );
         assert!(!format!("{c:?}").contains("hunter2"));
         let err = c.client_config().unwrap_err().to_string();
         assert!(err.contains("KPIFLOW_TEST_NO_SUCH_VAR is not set"), "{err}");

@@ -121,26 +121,68 @@ macro_rules! gauge_vec {
     };
 }
 
-counter_vec!(events_received, names::EVENTS_RECEIVED, "Records a component read.", [labels::COMPONENT]);
-counter_vec!(events_sent, names::EVENTS_SENT, "Records a component wrote on.", [labels::COMPONENT]);
+counter_vec!(
+    events_received,
+    names::EVENTS_RECEIVED,
+    "Records a component read.",
+    [labels::COMPONENT]
+);
+counter_vec!(
+    events_sent,
+    names::EVENTS_SENT,
+    "Records a component wrote on.",
+    [labels::COMPONENT]
+);
 counter_vec!(
     events_dropped,
     names::EVENTS_DROPPED,
     "Records a component did not use (dead-lettered or discarded), by reason.",
     [labels::COMPONENT, labels::REASON]
 );
-counter_vec!(errors, names::ERRORS, "Errors, by kind.", [labels::COMPONENT, labels::KIND]);
-counter_vec!(duplicates, names::DUPLICATES, "Duplicate events counted once.", [labels::COMPONENT]);
+counter_vec!(
+    errors,
+    names::ERRORS,
+    "Errors, by kind.",
+    [labels::COMPONENT, labels::KIND]
+);
+counter_vec!(
+    duplicates,
+    names::DUPLICATES,
+    "Duplicate events counted once.",
+    [labels::COMPONENT]
+);
 counter_vec!(
     breach_events,
     names::BREACH_EVENTS,
     "Breach transitions published.",
     [labels::RULE, labels::STATE]
 );
-counter_vec!(sink_files, names::SINK_FILES, "Parquet files committed.", [labels::TABLE]);
-counter_vec!(sink_rows, names::SINK_ROWS, "Parquet rows committed.", [labels::TABLE]);
-gauge_vec!(watermark, IntGaugeVec, names::WATERMARK, "Event-time watermark (Unix seconds).", [labels::COMPONENT]);
-gauge_vec!(state_buckets, IntGaugeVec, names::STATE_BUCKETS, "Aggregation buckets held in state.", [labels::COMPONENT]);
+counter_vec!(
+    sink_files,
+    names::SINK_FILES,
+    "Parquet files committed.",
+    [labels::TABLE]
+);
+counter_vec!(
+    sink_rows,
+    names::SINK_ROWS,
+    "Parquet rows committed.",
+    [labels::TABLE]
+);
+gauge_vec!(
+    watermark,
+    IntGaugeVec,
+    names::WATERMARK,
+    "Event-time watermark (Unix seconds).",
+    [labels::COMPONENT]
+);
+gauge_vec!(
+    state_buckets,
+    IntGaugeVec,
+    names::STATE_BUCKETS,
+    "Aggregation buckets held in state.",
+    [labels::COMPONENT]
+);
 gauge_vec!(
     breaches_open,
     IntGaugeVec,
@@ -158,9 +200,45 @@ pub const KPI_LABELS: [&str; 5] = [
     labels::WINDOW,
 ];
 
-gauge_vec!(kpi_value, GaugeVec, names::KPI_VALUE, "Current KPI value (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
-gauge_vec!(kpi_numerator, GaugeVec, names::KPI_NUMERATOR, "Current KPI numerator (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
-gauge_vec!(kpi_denominator, GaugeVec, names::KPI_DENOMINATOR, "Current KPI denominator (latest window).", [labels::KPI, labels::SHOP, labels::CHANNEL, labels::MARKETPLACE, labels::WINDOW]);
+gauge_vec!(
+    kpi_value,
+    GaugeVec,
+    names::KPI_VALUE,
+    "Current KPI value (latest window).",
+    [
+        labels::KPI,
+        labels::SHOP,
+        labels::CHANNEL,
+        labels::MARKETPLACE,
+        labels::WINDOW
+    ]
+);
+gauge_vec!(
+    kpi_numerator,
+    GaugeVec,
+    names::KPI_NUMERATOR,
+    "Current KPI numerator (latest window).",
+    [
+        labels::KPI,
+        labels::SHOP,
+        labels::CHANNEL,
+        labels::MARKETPLACE,
+        labels::WINDOW
+    ]
+);
+gauge_vec!(
+    kpi_denominator,
+    GaugeVec,
+    names::KPI_DENOMINATOR,
+    "Current KPI denominator (latest window).",
+    [
+        labels::KPI,
+        labels::SHOP,
+        labels::CHANNEL,
+        labels::MARKETPLACE,
+        labels::WINDOW
+    ]
+);
 
 /// Batch latency histogram.
 pub fn batch_seconds() -> &'static HistogramVec {
@@ -220,10 +298,13 @@ impl ComponentMetrics {
     }
 }
 
+/// A named part's readiness flag.
+type Part = (String, Arc<AtomicBool>);
+
 /// What `/readyz` reports: every registered part must say it is ready.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    parts: Arc<std::sync::Mutex<Vec<(String, Arc<AtomicBool>)>>>,
+    parts: Arc<std::sync::Mutex<Vec<Part>>>,
 }
 
 impl Readiness {

@@ -615,7 +615,10 @@ impl Event {
                 Err(SchemaError::field(
                     schema,
                     field,
-                    &format!("must not be before payload.placed_at ({})", placed.to_rfc3339()),
+                    &format!(
+                        "must not be before payload.placed_at ({})",
+                        placed.to_rfc3339()
+                    ),
                     t.to_rfc3339(),
                 ))
             } else {
@@ -707,7 +710,12 @@ impl Event {
 
 fn non_empty(schema: &str, field: &str, value: &str) -> Result<(), SchemaError> {
     if value.trim().is_empty() {
-        Err(SchemaError::field(schema, field, "must not be empty", value))
+        Err(SchemaError::field(
+            schema,
+            field,
+            "must not be empty",
+            value,
+        ))
     } else {
         Ok(())
     }
@@ -778,16 +786,20 @@ mod tests {
             err.to_string(),
             r#"order.placed: field `payload.total.amount`: expected a decimal string such as "12.34", got "-3.x""#
         );
-        let err =
-            Event::from_json(&with(v.clone(), &["payload", "total", "amount"], "-3.00".into()))
-                .unwrap_err();
+        let err = Event::from_json(&with(
+            v.clone(),
+            &["payload", "total", "amount"],
+            "-3.00".into(),
+        ))
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             r#"order.placed: field `payload.total.amount`: must not be negative, got "-3""#
         );
         let err = Event::from_json(&with(v.clone(), &["channel"], "ebay".into())).unwrap_err();
         assert!(
-            err.to_string().starts_with("order.placed: field `channel`: unknown variant `ebay`"),
+            err.to_string()
+                .starts_with("order.placed: field `channel`: unknown variant `ebay`"),
             "{err}"
         );
         let err =
@@ -795,8 +807,9 @@ mod tests {
         assert!(err.to_string().contains(r#"got "Mars/Olympus""#), "{err}");
         let err = Event::from_json(&with(v.clone(), &["schema_version"], 9.into())).unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("order.placed: unsupported schema or version 9 (supported: order.placed v1"),
+            err.to_string().starts_with(
+                "order.placed: unsupported schema or version 9 (supported: order.placed v1"
+            ),
             "{err}"
         );
         let err = Event::from_json(b"{not json").unwrap_err();

@@ -105,7 +105,12 @@ mod tests {
         for (file, doc) in documents() {
             if let Some(name) = doc["properties"]["schema"]["const"].as_str() {
                 assert!(file.starts_with(name), "{file} documents {name}");
-                assert!(doc["required"].as_array().unwrap().contains(&json!("payload")));
+                assert!(
+                    doc["required"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!("payload"))
+                );
             }
         }
     }

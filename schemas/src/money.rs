@@ -23,7 +23,8 @@ impl Decimal {
         let digits_ok = !int.is_empty()
             && int.bytes().all(|b| b.is_ascii_digit())
             && frac.bytes().all(|b| b.is_ascii_digit())
-            && (frac.is_empty() == !body.contains('.'));
+            // "1." is refused: a point must be followed by digits.
+            && !(body.contains('.') && frac.is_empty());
         if !digits_ok {
             return None;
         }
@@ -207,9 +208,13 @@ mod tests {
 
     #[test]
     fn json_numbers_are_refused_with_a_reason() {
-        let err = serde_json::from_str::<Decimal>("12.5").unwrap_err().to_string();
+        let err = serde_json::from_str::<Decimal>("12.5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("JSON number 12.5"), "{err}");
-        let err = serde_json::from_str::<Decimal>("\"-3.x\"").unwrap_err().to_string();
+        let err = serde_json::from_str::<Decimal>("\"-3.x\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(r#"got "-3.x""#), "{err}");
     }
 

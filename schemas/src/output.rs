@@ -8,7 +8,9 @@ use crate::money::Decimal;
 use crate::{Channel, SchemaError};
 
 /// Which shop a KPI value is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Scope {
     /// Shop id.
     pub shop: String,
@@ -25,7 +27,9 @@ impl std::fmt::Display for Scope {
 }
 
 /// The kind of window a KPI value covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     /// A calendar day in the window's time zone (23, 24 or 25 hours long).
@@ -35,7 +39,9 @@ pub enum WindowKind {
 }
 
 /// The window a KPI value covers, with its time zone and time basis.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct WindowRef {
     /// Kind of window.
     pub kind: WindowKind,
@@ -118,7 +124,9 @@ impl KpiUpdate {
 }
 
 /// How bad a breach is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth a look.
