@@ -48,9 +48,10 @@ impl Decimal {
     }
 }
 
+// The scale is kept as the source wrote it ("105.40" stays "105.40"), so records round-trip.
 impl std::fmt::Display for Decimal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.normalize().fmt(f)
+        self.0.fmt(f)
     }
 }
 
