@@ -1,0 +1,211 @@
+//! The `[sink]` section of the config file: where files go and when they are cut.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::SinkError;
+
+/// Sink settings (`[sink]` in the config file). Every field is optional.
+///
+/// ```toml
+/// [sink]
+/// dir = "kpiflow-data"
+/// group_id = "kpiflow-sink"
+/// roll_rows = 50000
+/// roll_interval = "10s"
+/// compression = "zstd"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Root folder of the Parquet tables (`<dir>/kpi_values/`, `<dir>/breaches/`); created if
+    /// missing. Default: `"kpiflow-data"`.
+    #[serde(default = "SinkConfig::default_dir")]
+    pub dir: PathBuf,
+    /// Kafka consumer group; two sinks with the same group share the partitions, two with
+    /// different groups each write every row. Default: `"kpiflow-sink"`.
+    #[serde(default = "SinkConfig::default_group_id")]
+    pub group_id: String,
+    /// Rows buffered (both tables together) before a flush cuts files and commits offsets;
+    /// bounds the sink's memory. Default: `50000`.
+    #[serde(default = "SinkConfig::default_roll_rows")]
+    pub roll_rows: usize,
+    /// The longest a record waits in the buffer before it is written and its offset committed,
+    /// e.g. `"500ms"`, `"10s"`, `"1m"`: the freshness of the Parquet tables, traded against
+    /// file count (one file per touched date partition per flush). Default: `"10s"`.
+    #[serde(
+        default = "SinkConfig::default_roll_interval",
+        with = "humantime_serde"
+    )]
+    pub roll_interval: Duration,
+    /// Parquet compression codec: `"zstd"`, `"snappy"` or `"none"`. Default: `"zstd"`.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// Parquet page compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard (level 3): small files, fast enough for a sink.
+    #[default]
+    Zstd,
+    /// Snappy: faster, larger files.
+    Snappy,
+    /// No compression.
+    None,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            dir: Self::default_dir(),
+            group_id: Self::default_group_id(),
+            roll_rows: Self::default_roll_rows(),
+            roll_interval: Self::default_roll_interval(),
+            compression: Compression::default(),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Rows above which a buffer would risk the sink's memory (about 1 KiB per row in memory).
+    pub const MAX_ROLL_ROWS: usize = 10_000_000;
+    /// Intervals below this would write a file every few records.
+    pub const MIN_ROLL_INTERVAL: Duration = Duration::from_millis(10);
+    /// Intervals above this hold offsets uncommitted for so long that a restart replays hours.
+    pub const MAX_ROLL_INTERVAL: Duration = Duration::from_secs(3600);
+
+    fn default_dir() -> PathBuf {
+        PathBuf::from("kpiflow-data")
+    }
+    fn default_group_id() -> String {
+        "kpiflow-sink".into()
+    }
+    fn default_roll_rows() -> usize {
+        50_000
+    }
+    fn default_roll_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    /// Checks every value before any I/O; errors quote key and value,
+    /// e.g. `bad config: sink.roll_rows = 0: must be at least 1`.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        let bad = |key: &str, value: String, problem: String| SinkError::Config {
+            key: format!("sink.{key}"),
+            value,
+            problem,
+        };
+        if self.dir.as_os_str().is_empty() {
+            return Err(bad("dir", "\"\"".into(), "must name a folder".into()));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(bad(
+                "group_id",
+                format!("{:?}", self.group_id),
+                "must not be empty".into(),
+            ));
+        }
+        if self.roll_rows < 1 {
+            return Err(bad(
+                "roll_rows",
+                self.roll_rows.to_string(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.roll_rows > Self::MAX_ROLL_ROWS {
+            return Err(bad(
+                "roll_rows",
+                self.roll_rows.to_string(),
+                format!(
+                    "must be at most {} (the buffer lives in memory)",
+                    Self::MAX_ROLL_ROWS
+                ),
+            ));
+        }
+        let interval = || format!("\"{}\"", humantime::format_duration(self.roll_interval));
+        if self.roll_interval < Self::MIN_ROLL_INTERVAL {
+            return Err(bad(
+                "roll_interval",
+                interval(),
+                format!(
+                    "must be at least {} (shorter intervals write a file every few records)",
+                    humantime::format_duration(Self::MIN_ROLL_INTERVAL)
+                ),
+            ));
+        }
+        if self.roll_interval > Self::MAX_ROLL_INTERVAL {
+            return Err(bad(
+                "roll_interval",
+                interval(),
+                format!(
+                    "must be at most {} (uncommitted offsets are replayed after a restart)",
+                    humantime::format_duration(Self::MAX_ROLL_INTERVAL)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> SinkConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_documented_values_and_valid() {
+        let c = cfg("");
+        assert_eq!(c, SinkConfig::default());
+        assert_eq!(c.dir, PathBuf::from("kpiflow-data"));
+        assert_eq!(c.group_id, "kpiflow-sink");
+        assert_eq!(c.roll_rows, 50_000);
+        assert_eq!(c.roll_interval, Duration::from_secs(10));
+        assert_eq!(c.compression, Compression::Zstd);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn errors_quote_key_and_value() {
+        let msg = |text: &str| cfg(text).validate().unwrap_err().to_string();
+        assert_eq!(
+            msg("roll_rows = 0"),
+            "bad config: sink.roll_rows = 0: must be at least 1"
+        );
+        assert_eq!(
+            msg("roll_interval = \"1ms\""),
+            "bad config: sink.roll_interval = \"1ms\": must be at least 10ms \
+             (shorter intervals write a file every few records)"
+        );
+        assert!(
+            msg("roll_interval = \"2h\"").starts_with("bad config: sink.roll_interval = \"2h\"")
+        );
+        assert_eq!(
+            msg("group_id = \" \""),
+            "bad config: sink.group_id = \" \": must not be empty"
+        );
+        assert!(msg("dir = \"\"").starts_with("bad config: sink.dir = \"\""));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        let err = toml::from_str::<SinkConfig>("roll_row = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `roll_row`"), "{err}");
+        let err = toml::from_str::<SinkConfig>("roll_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("roll_interval"), "{err}");
+        let err = toml::from_str::<SinkConfig>("compression = \"lz4\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zstd"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The sink: the end of the pipeline, and what data teams and Grafana read.
+//!
+//! ```text
+//!   processor ─► <prefix>.kpi.updates ─┐
+//!             └► <prefix>.breaches ────┤  consumer group `sink.group_id`
+//!                                      ▼
+//!   ┌─ run ──────────────────────────────────────────────────────────────┐
+//!   │ decode ─┬─► buffer ─► flush ─► Parquet files (atomic) ─► commit    │
+//!   │         │   (every roll_rows rows, roll_interval, and at shutdown) │
+//!   │         ├─► gauges: current-window KPI values, open breaches       │
+//!   │         ├─► live view: the demo console's tables                   │
+//!   │         └─► undecodable ─► <prefix>.deadletter                     │
+//!   └────────────────────────────────────────────────────────────────────┘
+//!        │                                        │
+//!        ▼                                        ▼
+//!   <dir>/kpi_values/date=YYYY-MM-DD/*.parquet    /metrics (kpiflow-core) ─► Prometheus ─► Grafana
+//!   <dir>/breaches/date=YYYY-MM-DD/*.parquet
+//!        │
+//!        ▼
+//!   query: SQL via DataFusion over kpi_values, breaches, kpi_latest ─► data teams
+//! ```
+//!
+//! Guarantee: **at-least-once**. Offsets are committed only after the rows they carried are in
+//! a renamed, fsynced Parquet file, so a crash never loses a row; it may write a row twice (the
+//! rows of the last flush before the crash, or of a partition revoked between write and
+//! commit). KPI rows are upserts keyed by [`KpiUpdate::key`](kpiflow_schemas::KpiUpdate::key);
+//! readers use the `kpi_latest` view, which keeps the highest `revision` per key, and so never
+//! see the duplicates.
+//!
+//! - [`run()`]: the Kafka consumer loop and its guarantee ([`mod@run`]);
+//! - [`SinkConfig`]: the `[sink]` section of the config file;
+//! - [`parquet`]: Arrow schemas of the two tables and the atomic, Hive-partitioned file writer;
+//! - [`mod@query`]: a DataFusion session over the files, the `kpi_latest` view, output formats;
+//! - [`prometheus`]: the live KPI and breach gauges on `/metrics` (current window only);
+//! - [`live`]: the latest values and breach events for the demo's console;
+//! - [`SinkError`]: this crate's one error type.
+//!
+//! Reading the tables:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), kpiflow_sink::SinkError> {
+//! use kpiflow_sink::{OutputFormat, format_batches, query};
+//!
+//! let batches = query(
+//!     "kpiflow-data",
+//!     "SELECT kpi, shop, window_start, value FROM kpi_latest \
+//!      WHERE date >= DATE '2025-03-01' ORDER BY window_start",
+//! )
+//! .await?;
+//! print!("{}", format_batches(&batches, OutputFormat::Table)?);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod live;
+pub mod parquet;
+pub mod prometheus;
+pub mod query;
+pub mod run;
+
+mod current;
+
+pub use config::{Compression, SinkConfig};
+pub use error::SinkError;
+pub use live::LiveView;
+pub use prometheus::KpiGauges;
+pub use query::{OutputFormat, format_batches, query, session};
+pub use run::{SinkStats, run};

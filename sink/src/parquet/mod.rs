@@ -1,0 +1,570 @@
+//! The Parquet tables: Arrow schemas, row conversion, and the atomic, Hive-partitioned writer.
+//!
+//! Layout under the sink's `dir`:
+//!
+//! ```text
+//! <dir>/kpi_values/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
+//! <dir>/breaches/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
+//! <dir>/kpi_values/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
+//! ```
+//!
+//! A file appears under its final name only once it is complete and on disk: it is written
+//! under a hidden temporary name in the same folder, fsynced, renamed (atomic within one
+//! filesystem), and the folder is fsynced so the rename itself survives a power cut. A reader
+//! therefore sees a file whole or not at all.
+
+pub mod breaches;
+pub mod kpi_values;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use kpiflow_schemas::Decimal;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Compression, SinkError};
+
+/// The Hive partition column every table is split by: a UTC date, `date=YYYY-MM-DD`.
+pub const DATE_COLUMN: &str = "date";
+/// Precision of exact decimal columns (numerator, denominator).
+pub const DECIMAL_PRECISION: u8 = 38;
+/// Scale of exact decimal columns: nine places hold any money or ratio the pipeline makes.
+pub const DECIMAL_SCALE: i8 = 9;
+/// File name extension of committed files; readers list only these.
+pub const FILE_EXTENSION: &str = ".parquet";
+
+/// The exact decimal type: `Decimal128(38, 9)`.
+pub fn decimal_type() -> DataType {
+    DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)
+}
+
+/// The timestamp type: microseconds since the epoch, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The sink's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// One row per published KPI value ([`kpi_values`]).
+    KpiValues,
+    /// One row per breach transition ([`breaches`]).
+    Breaches,
+}
+
+impl Table {
+    /// Both tables.
+    pub const ALL: [Table; 2] = [Table::KpiValues, Table::Breaches];
+
+    /// The table's name, also its folder under the sink's `dir`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Table::KpiValues => "kpi_values",
+            Table::Breaches => "breaches",
+        }
+    }
+
+    /// The schema of the table's files (without the `date` partition column).
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Table::KpiValues => kpi_values::schema(),
+            Table::Breaches => breaches::schema(),
+        }
+    }
+
+    /// The table's folder under `dir`.
+    pub fn dir(&self, dir: &Path) -> PathBuf {
+        dir.join(self.name())
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A record type that is stored as rows of one table.
+pub trait TableRow: Sized {
+    /// The table the rows go to.
+    const TABLE: Table;
+
+    /// The UTC date of the partition the row belongs to.
+    fn partition_date(&self) -> NaiveDate;
+
+    /// Fails when the record cannot be stored exactly (e.g. a decimal with more than nine
+    /// places); the sink dead-letters such records instead of buffering them.
+    fn check_storable(&self) -> Result<(), SinkError>;
+
+    /// Converts rows to one Arrow batch in the table's schema.
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, SinkError>;
+
+    /// Reads rows back from a batch of the table (extra columns such as `date` are ignored).
+    fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>, SinkError>;
+}
+
+/// A file the writer committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// The table.
+    pub table: Table,
+    /// The partition's date.
+    pub date: NaiveDate,
+    /// The final path.
+    pub path: PathBuf,
+    /// Rows in the file.
+    pub rows: usize,
+}
+
+/// Writes `rows` to `dir`: one new file per touched date partition, each committed atomically.
+///
+/// Blocking (file I/O and fsync): call it from `spawn_blocking` in async code. When it fails
+/// part-way, the partitions written before the failure stay (complete) on disk; the caller
+/// must not commit the offsets, and the replay writes those rows again (readers de-duplicate
+/// through `kpi_latest`).
+pub fn write_rows<R: TableRow>(
+    dir: &Path,
+    rows: &[R],
+    compression: Compression,
+) -> Result<Vec<WrittenFile>, SinkError> {
+    let mut by_date: BTreeMap<NaiveDate, Vec<&R>> = BTreeMap::new();
+    for row in rows {
+        by_date.entry(row.partition_date()).or_default().push(row);
+    }
+    let table_dir = R::TABLE.dir(dir);
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut written = Vec::with_capacity(by_date.len());
+    for (date, rows) in by_date {
+        let batch = R::to_batch(&rows)?;
+        let partition = table_dir.join(format!("{DATE_COLUMN}={date}"));
+        let name = format!("part-{stamp}-{}{FILE_EXTENSION}", uuid::Uuid::new_v4());
+        let path = write_file_atomically(&partition, &name, &batch, compression)?;
+        written.push(WrittenFile {
+            table: R::TABLE,
+            date,
+            path,
+            rows: rows.len(),
+        });
+    }
+    Ok(written)
+}
+
+/// The hidden name a file is written under before it is renamed to `name`.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// Writes `batch` to `<folder>/<name>` so that the name appears only for a complete, durable
+/// file: temp name in the same folder, fsync, rename, fsync of the folder.
+pub fn write_file_atomically(
+    folder: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    compression: Compression,
+) -> Result<PathBuf, SinkError> {
+    commit_atomically(folder, name, |file, path| {
+        encode(file, path, batch, compression)
+    })
+}
+
+/// Creates a hidden temp file in `folder`, lets `write` fill it, then fsyncs it, renames it
+/// to `name` and fsyncs the folder. On failure the temp file is removed.
+fn commit_atomically(
+    folder: &Path,
+    name: &str,
+    write: impl FnOnce(File, &Path) -> Result<File, SinkError>,
+) -> Result<PathBuf, SinkError> {
+    create_dir_durably(folder)?;
+    let final_path = folder.join(name);
+    let temp_path = folder.join(temp_name(name));
+    let result = File::create_new(&temp_path)
+        .map_err(|e| SinkError::io("creating", &temp_path, e))
+        .and_then(|file| write(file, &temp_path))
+        .and_then(|file| {
+            file.sync_all()
+                .map_err(|e| SinkError::io("syncing", &temp_path, e))
+        })
+        .and_then(|()| {
+            std::fs::rename(&temp_path, &final_path)
+                .map_err(|e| SinkError::io("renaming into", &final_path, e))
+        })
+        .and_then(|()| sync_dir(folder));
+    if result.is_err() {
+        // Best effort: readers skip temp files anyway, and a stale one is removed at start-up.
+        let _ = std::fs::remove_file(&temp_path);
+    }
+    result.map(|()| final_path)
+}
+
+/// Encodes `batch` as one Parquet file into `file` and returns it, flushed.
+fn encode<W: std::io::Write + Send>(
+    file: W,
+    path: &Path,
+    batch: &RecordBatch,
+    compression: Compression,
+) -> Result<W, SinkError> {
+    let codec = match compression {
+        // Level 3 is zstd's own default: most of the size win at a fraction of the CPU.
+        Compression::Zstd => ParquetCompression::ZSTD(
+            ZstdLevel::try_new(3)
+                .map_err(|e| SinkError::Internal(format!("zstd level 3 refused: {e}")))?,
+        ),
+        Compression::Snappy => ParquetCompression::SNAPPY,
+        Compression::None => ParquetCompression::UNCOMPRESSED,
+    };
+    let props = WriterProperties::builder().set_compression(codec).build();
+    let parquet_err = |source| SinkError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    writer.into_inner().map_err(parquet_err)
+}
+
+/// Creates `folder` and its parents; a folder that did not exist is made durable by syncing
+/// its parent, so a file renamed into it cannot vanish with it after a power cut.
+fn create_dir_durably(folder: &Path) -> Result<(), SinkError> {
+    if folder.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(folder).map_err(|e| SinkError::io("creating folder", folder, e))?;
+    let mut parent = folder.parent();
+    // Sync the new folder's parent and grandparent (the table folder may be new too).
+    for _ in 0..2 {
+        match parent {
+            Some(p) if !p.as_os_str().is_empty() => {
+                sync_dir(p)?;
+                parent = p.parent();
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SinkError::io("syncing folder", dir, e))
+}
+
+/// Deletes temporary files older than `older_than` left by a writer that crashed mid-file.
+/// Younger ones may belong to another sink instance writing right now, so they stay.
+/// Returns how many were removed.
+pub fn remove_stale_temp_files(dir: &Path, older_than: Duration) -> Result<usize, SinkError> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for table in Table::ALL {
+        let table_dir = table.dir(dir);
+        let partitions = match std::fs::read_dir(&table_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(SinkError::io("listing", &table_dir, e)),
+        };
+        for partition in partitions {
+            let partition = partition.map_err(|e| SinkError::io("listing", &table_dir, e))?;
+            let Ok(files) = std::fs::read_dir(partition.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let is_temp = name.to_str().is_some_and(|n| {
+                    n.starts_with(".part-") && n.ends_with(&format!("{FILE_EXTENSION}.tmp"))
+                });
+                let old = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|age| age >= older_than);
+                if is_temp && old {
+                    std::fs::remove_file(file.path())
+                        .map_err(|e| SinkError::io("removing", file.path(), e))?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+// ---- conversions shared by the tables ---------------------------------------------------
+
+/// An exact decimal as the `i128` of a `Decimal128(38, 9)` column.
+pub(crate) fn decimal_to_i128(d: Decimal, field: &str) -> Result<i128, SinkError> {
+    let mut v = d.0.normalize();
+    let scale = u32::try_from(DECIMAL_SCALE).unwrap_or(9);
+    if v.scale() > scale {
+        return Err(SinkError::InvalidRecord(format!(
+            "field `{field}` = {d} has {} decimal places; the Parquet column keeps {scale} exactly",
+            v.scale()
+        )));
+    }
+    // A rust_decimal mantissa has at most 96 bits (< 8e28), so scaling by 1e9 stays below the
+    // column's 1e38.
+    v.rescale(scale);
+    Ok(v.mantissa())
+}
+
+/// The exact decimal of a `Decimal128(38, 9)` value.
+pub(crate) fn decimal_from_i128(v: i128, field: &str) -> Result<Decimal, SinkError> {
+    let scale = u32::try_from(DECIMAL_SCALE).unwrap_or(9);
+    rust_decimal::Decimal::try_from_i128_with_scale(v, scale)
+        .map(|d| Decimal(d.normalize()))
+        .map_err(|e| SinkError::Read {
+            source: datafusion::error::DataFusionError::Execution(format!(
+                "column `{field}`: {v}e-{scale} does not fit a decimal: {e}"
+            )),
+        })
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn from_micros(v: i64, field: &str) -> Result<DateTime<Utc>, SinkError> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| {
+        SinkError::Internal(format!(
+            "column `{field}`: {v} µs is not a representable time"
+        ))
+    })
+}
+
+/// The serde wire name of a unit enum, e.g. `higher_is_better`: the same text as on Kafka.
+pub(crate) fn wire_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        // Only unit enums are passed in; keep a readable fallback rather than panic.
+        _ => format!("{value:?}"),
+    }
+}
+
+/// Parses a wire name back into its enum.
+pub(crate) fn from_wire_name<T: DeserializeOwned>(s: &str, field: &str) -> Result<T, SinkError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| SinkError::Read {
+        source: datafusion::error::DataFusionError::Execution(format!(
+            "column `{field}`: {s:?} is not a known value: {e}"
+        )),
+    })
+}
+
+/// A column of `batch` by name, cast to `expected` (DataFusion may hand strings back as
+/// `Utf8View`, for example).
+pub(crate) fn column(
+    batch: &RecordBatch,
+    name: &str,
+    expected: &DataType,
+) -> Result<ArrayRef, SinkError> {
+    let col = batch.column_by_name(name).ok_or_else(|| SinkError::Read {
+        source: datafusion::error::DataFusionError::Execution(format!(
+            "no column `{name}` in the batch; columns are: {}",
+            batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })?;
+    if col.data_type() == expected {
+        return Ok(Arc::clone(col));
+    }
+    cast(col, expected).map_err(|e| SinkError::Read {
+        source: datafusion::error::DataFusionError::ArrowError(
+            Box::new(e),
+            Some(format!("column `{name}`")),
+        ),
+    })
+}
+
+/// Downcasts an array already cast to the expected type.
+pub(crate) fn downcast<'a, A: Array + 'static>(
+    array: &'a ArrayRef,
+    name: &str,
+) -> Result<&'a A, SinkError> {
+    array.as_any().downcast_ref::<A>().ok_or_else(|| {
+        SinkError::Internal(format!(
+            "column `{name}` of type {} did not downcast",
+            array.data_type()
+        ))
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    use kpiflow_schemas::{BreachEvent, KpiUpdate};
+
+    /// The golden KPI updates under `fixtures/`.
+    pub(crate) fn kpi_fixtures() -> Vec<KpiUpdate> {
+        include_str!("../../fixtures/kpi_updates.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| KpiUpdate::from_json(l.as_bytes()).expect("fixture decodes"))
+            .collect()
+    }
+
+    /// The golden breach events under `fixtures/`.
+    pub(crate) fn breach_fixtures() -> Vec<BreachEvent> {
+        include_str!("../../fixtures/breaches.jsonl")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| BreachEvent::from_json(l.as_bytes()).expect("fixture decodes"))
+            .collect()
+    }
+
+    /// Writes `batch` to `<folder>/<name>` atomically, but stops half-way through the bytes
+    /// and calls `mid_write` (with the file incomplete on disk) before finishing.
+    pub(crate) fn write_with_pause(
+        folder: &Path,
+        name: &str,
+        batch: &RecordBatch,
+        mid_write: impl FnOnce(),
+    ) -> PathBuf {
+        use std::io::Write;
+        let bytes = encode(Vec::new(), Path::new("memory"), batch, Compression::None).unwrap();
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        commit_atomically(folder, name, |mut file, _| {
+            file.write_all(first).unwrap();
+            file.flush().unwrap();
+            mid_write();
+            file.write_all(rest).unwrap();
+            Ok(file)
+        })
+        .unwrap()
+    }
+
+    pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn decimals_convert_exactly_or_refuse() {
+        let d = |s: &str| Decimal::parse(s).unwrap();
+        for s in [
+            "0",
+            "12.34",
+            "-0.000000001",
+            "79228162514.264337593",
+            "1000000",
+        ] {
+            let v = decimal_to_i128(d(s), "x").unwrap();
+            assert_eq!(decimal_from_i128(v, "x").unwrap(), d(s), "{s}");
+        }
+        // Trailing zeros beyond nine places are not precision.
+        assert!(decimal_to_i128(d("1.5000000000000"), "x").is_ok());
+        let err = decimal_to_i128(d("0.0000000001"), "numerator").unwrap_err();
+        assert!(matches!(err, SinkError::InvalidRecord(_)));
+        assert!(
+            err.to_string()
+                .contains("`numerator` = 0.0000000001 has 10 decimal places")
+        );
+    }
+
+    #[test]
+    fn every_fixture_lands_in_its_date_partition_and_no_temp_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        let files = write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
+        let dates: std::collections::BTreeSet<_> =
+            kpis.iter().map(|k| k.window.start.date_naive()).collect();
+        assert_eq!(files.len(), dates.len(), "one file per touched partition");
+        assert_eq!(files.iter().map(|f| f.rows).sum::<usize>(), kpis.len());
+        for f in &files {
+            let rel = f
+                .path
+                .strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                rel.starts_with(&format!("kpi_values/date={}/part-", f.date)),
+                "{rel}"
+            );
+            assert!(rel.ends_with(".parquet"), "{rel}");
+        }
+        let all = files_under(dir.path());
+        assert_eq!(all.len(), files.len(), "only committed files: {all:?}");
+        assert!(
+            all.iter()
+                .all(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_neither_a_final_nor_a_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch =
+            kpiflow_schemas::KpiUpdate::to_batch(&kpi_fixtures().iter().collect::<Vec<_>>())
+                .unwrap();
+        // A final name that already exists as a folder makes the rename fail after the temp
+        // file was fully written.
+        let folder = dir.path().join("date=2025-01-01");
+        std::fs::create_dir_all(folder.join("part-x.parquet/blocker")).unwrap();
+        let err = write_file_atomically(&folder, "part-x.parquet", &batch, Compression::Snappy)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("renaming into"), "{err}");
+        let names: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["part-x.parquet".to_string()],
+            "the temp file is gone"
+        );
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_young_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = Table::KpiValues.dir(dir.path()).join("date=2025-01-01");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join(".part-a.parquet.tmp"), b"half").unwrap();
+        std::fs::write(part.join("part-b.parquet"), b"whole").unwrap();
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), Duration::from_secs(3600)).unwrap(),
+            0
+        );
+        assert_eq!(
+            remove_stale_temp_files(dir.path(), Duration::ZERO).unwrap(),
+            1
+        );
+        assert_eq!(files_under(dir.path()), vec![part.join("part-b.parquet")]);
+        // A missing folder is not an error.
+        assert_eq!(
+            remove_stale_temp_files(&dir.path().join("nope"), Duration::ZERO).unwrap(),
+            0
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! SQL over the sink's Parquet files with DataFusion: tables, the `kpi_latest` view, output formats.
+//!
+//! A [`session`] registers:
+//!
+//! - `kpi_values`: every KPI row written, duplicates and superseded revisions included;
+//! - `breaches`: every breach transition;
+//! - `kpi_latest`: per `key`, the row with the highest `revision` (ties: latest `emitted_at`).
+//!   **This is the table to read KPI values from.** The sink is at-least-once: after a crash a
+//!   row may be written twice, and a window is republished whenever late data restates it;
+//!   `kpi_latest` removes both.
+//!
+//! Every table has the Hive partition column `date` (Date32; UTC date of `window_start` for
+//! KPIs, of `at` for breaches): filter on it to read only the partitions needed.
+//!
+//! ```sql
+//! SELECT kpi, shop, window_start, value FROM kpi_latest
+//! WHERE date >= DATE '2025-03-01' AND kpi = 'late_shipment_rate' ORDER BY window_start;
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use kpiflow_schemas::BreachEvent;
+
+use crate::SinkError;
+use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
+
+/// The name of the de-duplicated KPI view.
+pub const KPI_LATEST: &str = "kpi_latest";
+
+/// A DataFusion session over the tables under `dir` (see the module docs).
+///
+/// A missing or empty folder gives empty tables, not an error. Files are listed on every
+/// query, so a long-lived session sees files the sink commits later; hidden temporary files
+/// (`.part-….parquet.tmp`) are never read.
+pub async fn session(dir: impl AsRef<Path>) -> Result<SessionContext, SinkError> {
+    let dir = dir.as_ref();
+    // DataFusion caches directory listings forever by default; a sink's folders grow, so
+    // listing again on every query is the point.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_list_cache_limit(0)
+        .build_arc()
+        .map_err(SinkError::datafusion)?;
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    for table in Table::ALL {
+        let url = table_url(&table.dir(dir))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(FILE_EXTENSION)
+            .with_table_partition_cols(vec![(DATE_COLUMN.to_string(), DataType::Date32)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(table.schema());
+        let provider = ListingTable::try_new(config).map_err(SinkError::datafusion)?;
+        ctx.register_table(table.name(), Arc::new(provider))
+            .map_err(SinkError::datafusion)?;
+    }
+    ctx.sql(&kpi_latest_ddl())
+        .await
+        .map_err(|e| SinkError::Internal(format!("creating view {KPI_LATEST}: {e}")))?;
+    Ok(ctx)
+}
+
+/// Runs one read-only SQL statement over the tables under `dir` and collects the result.
+///
+/// Statements that would change anything (DDL such as `CREATE`, DML such as `COPY … TO`,
+/// `SET`) are refused with [`SinkError::BadQuery`].
+pub async fn query(dir: impl AsRef<Path>, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
+    let ctx = session(dir).await?;
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    ctx.sql_with_options(sql, read_only)
+        .await
+        .map_err(SinkError::datafusion)?
+        .collect()
+        .await
+        .map_err(SinkError::datafusion)
+}
+
+/// The breaches open at the end of the `breaches` table: per `breach_id`, the latest event,
+/// kept when it is `firing`. The sink rebuilds its `breaches_open` gauge from it at start-up.
+pub async fn open_breaches(dir: impl AsRef<Path>) -> Result<Vec<BreachEvent>, SinkError> {
+    let columns = quoted_columns(Table::Breaches, false);
+    // At the same `at`, a resolve wins: a breach cannot reopen in the instant it closed.
+    let sql = format!(
+        "SELECT {columns} FROM (
+           SELECT *, row_number() OVER (
+             PARTITION BY breach_id
+             ORDER BY at DESC, CASE state WHEN 'resolved' THEN 0 ELSE 1 END, emitted_at DESC
+           ) AS kpiflow_rank
+           FROM breaches
+         ) WHERE kpiflow_rank = 1 AND state = 'firing'"
+    );
+    let batches = query(dir, &sql).await?;
+    let mut out = Vec::new();
+    for batch in &batches {
+        out.extend(BreachEvent::from_batch(batch)?);
+    }
+    Ok(out)
+}
+
+fn kpi_latest_ddl() -> String {
+    let columns = quoted_columns(Table::KpiValues, true);
+    format!(
+        "CREATE VIEW {KPI_LATEST} AS SELECT {columns} FROM (
+           SELECT *, row_number() OVER (
+             PARTITION BY key ORDER BY revision DESC, emitted_at DESC
+           ) AS kpiflow_rank
+           FROM kpi_values
+         ) WHERE kpiflow_rank = 1"
+    )
+}
+
+fn quoted_columns(table: Table, with_date: bool) -> String {
+    let mut names: Vec<String> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .collect();
+    if with_date {
+        names.push(format!("\"{DATE_COLUMN}\""));
+    }
+    names.join(", ")
+}
+
+/// The listing URL of a table folder, which may not exist yet.
+fn table_url(folder: &Path) -> Result<ListingTableUrl, SinkError> {
+    let absolute: PathBuf =
+        std::path::absolute(folder).map_err(|e| SinkError::io("resolving", folder, e))?;
+    let text = absolute.to_str().ok_or_else(|| {
+        SinkError::io(
+            "reading",
+            folder,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        )
+    })?;
+    // The trailing slash makes it a folder even when it does not exist yet.
+    ListingTableUrl::parse(format!("{}/", text.trim_end_matches('/')))
+        .map_err(SinkError::datafusion)
+}
+
+/// How [`format_batches`] renders a result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A boxed text table followed by the row count.
+    #[default]
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects (decimals as strings, exact).
+    Json,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "table" => Ok(OutputFormat::Table),
+            "csv" => Ok(OutputFormat::Csv),
+            "json" => Ok(OutputFormat::Json),
+            other => Err(format!(
+                "unknown output format {other:?}; valid formats are table, csv, json"
+            )),
+        }
+    }
+}
+
+/// Renders query results as text in `format`.
+pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String, SinkError> {
+    use datafusion::arrow::error::ArrowError;
+    let arrow = |e: ArrowError| SinkError::Internal(format!("formatting results: {e}"));
+    let utf8 = |bytes: Vec<u8>| {
+        String::from_utf8(bytes).map_err(|e| SinkError::Internal(format!("non-UTF-8 output: {e}")))
+    };
+    match format {
+        OutputFormat::Table => {
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let table =
+                datafusion::arrow::util::pretty::pretty_format_batches(batches).map_err(arrow)?;
+            let noun = if rows == 1 { "row" } else { "rows" };
+            Ok(format!("{table}\n({rows} {noun})\n"))
+        }
+        OutputFormat::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(Vec::new());
+            for batch in batches {
+                writer.write(batch).map_err(arrow)?;
+            }
+            utf8(writer.into_inner())
+        }
+        OutputFormat::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for batch in batches {
+                writer.write(batch).map_err(arrow)?;
+            }
+            writer.finish().map_err(arrow)?;
+            let mut bytes = writer.into_inner();
+            if bytes.is_empty() {
+                bytes.extend_from_slice(b"[]");
+            }
+            bytes.push(b'\n');
+            utf8(bytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Compression;
+    use crate::parquet::breaches::tests::as_stored;
+    use crate::parquet::tests::{breach_fixtures, kpi_fixtures, write_with_pause};
+    use crate::parquet::write_rows;
+    use kpiflow_schemas::KpiUpdate;
+
+    async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
+        let batches = query(dir, sql).await.unwrap();
+        batches
+            .iter()
+            .flat_map(|b| R::from_batch(b).unwrap())
+            .collect()
+    }
+
+    fn count(batches: &[RecordBatch]) -> usize {
+        batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_empty_folder_gives_empty_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("never-written");
+        for table in ["kpi_values", "breaches", "kpi_latest"] {
+            let batches = query(&missing, &format!("SELECT * FROM {table}"))
+                .await
+                .unwrap();
+            assert_eq!(count(&batches), 0, "{table}");
+        }
+        std::fs::create_dir_all(dir.path().join("kpi_values/date=2025-01-01")).unwrap();
+        let batches = query(dir.path(), "SELECT count(*) AS n FROM kpi_values")
+            .await
+            .unwrap();
+        let text = format_batches(&batches, OutputFormat::Csv).unwrap();
+        assert_eq!(text, "n\n0\n");
+        assert!(open_breaches(&missing).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn written_rows_read_back_exactly_and_temp_files_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        let events = breach_fixtures();
+        write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
+        write_rows(dir.path(), &events, Compression::None).unwrap();
+        // A file caught mid-write: readers must skip it (it is not even valid Parquet).
+        let partition = dir.path().join("kpi_values/date=2025-03-14");
+        std::fs::write(
+            partition.join(".part-crashed.parquet.tmp"),
+            b"PAR1 half a file",
+        )
+        .unwrap();
+
+        let back: Vec<KpiUpdate> = read(
+            dir.path(),
+            "SELECT * FROM kpi_values ORDER BY key, revision",
+        )
+        .await;
+        let mut expected = kpis.clone();
+        expected.sort_by_key(|a| (a.key(), a.revision));
+        assert_eq!(back, expected);
+
+        let back: Vec<BreachEvent> = read(dir.path(), "SELECT * FROM breaches ORDER BY at").await;
+        let mut expected: Vec<_> = events.into_iter().map(as_stored).collect();
+        expected.sort_by_key(|b| b.at);
+        assert_eq!(back, expected);
+
+        let dates = query(
+            dir.path(),
+            "SELECT DISTINCT CAST(date AS VARCHAR) AS d FROM kpi_values ORDER BY d",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            format_batches(&dates, OutputFormat::Csv).unwrap(),
+            "d\n2025-03-13\n2025-03-14\n"
+        );
+        let day = query(
+            dir.path(),
+            "SELECT count(*) AS n FROM kpi_values WHERE date = DATE '2025-03-13'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(format_batches(&day, OutputFormat::Csv).unwrap(), "n\n2\n");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_never_sees_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
+        let batch = KpiUpdate::to_batch(&kpis.iter().collect::<Vec<_>>()).unwrap();
+        let (half_written, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+        let writer = {
+            let folder = dir.path().join("kpi_values/date=2025-03-14");
+            let (tell, wait) = (half_written.0, go_on.1);
+            std::thread::spawn(move || {
+                write_with_pause(&folder, "part-paused.parquet", &batch, || {
+                    tell.send(()).unwrap();
+                    wait.recv().unwrap();
+                })
+            })
+        };
+        tokio::task::block_in_place(|| half_written.1.recv()).unwrap();
+        // Half a Parquet file is on disk right now; it must be invisible, not an error.
+        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        assert_eq!(n, kpis.len());
+        go_on.0.send(()).unwrap();
+        let path = writer.join().unwrap();
+        assert!(path.ends_with("part-paused.parquet"));
+        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        assert_eq!(n, 2 * kpis.len());
+    }
+
+    #[tokio::test]
+    async fn kpi_latest_keeps_the_highest_revision_when_rows_were_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        // A replay after a crash writes the same rows again, in a second file.
+        write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
+        write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        let all = query(dir.path(), "SELECT * FROM kpi_values").await.unwrap();
+        assert_eq!(count(&all), kpis.len() + 2);
+
+        let latest: Vec<KpiUpdate> =
+            read(dir.path(), "SELECT * FROM kpi_latest ORDER BY key").await;
+        let keys: std::collections::BTreeSet<_> = kpis.iter().map(KpiUpdate::key).collect();
+        assert_eq!(latest.len(), keys.len());
+        let lsr = latest
+            .iter()
+            .find(|k| k.key() == kpis[0].key())
+            .expect("the late shipment series");
+        assert_eq!(lsr.revision, 2);
+        assert_eq!(lsr, &kpis[1]);
+    }
+
+    #[tokio::test]
+    async fn golden_kpi_latest_table() {
+        let dir = tempfile::tempdir().unwrap();
+        write_rows(dir.path(), &kpi_fixtures(), Compression::Zstd).unwrap();
+        let batches = query(
+            dir.path(),
+            "SELECT date, kpi, shop, window_name, window_start, numerator, denominator, value, \
+             currency, revision FROM kpi_latest ORDER BY key",
+        )
+        .await
+        .unwrap();
+        let text = format_batches(&batches, OutputFormat::Table).unwrap();
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/kpi_latest.golden.txt");
+        if std::env::var_os("KPIFLOW_BLESS").is_some() {
+            std::fs::write(&golden, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (KPIFLOW_BLESS=1 writes it)", golden.display()));
+        assert_eq!(
+            text,
+            expected,
+            "KPIFLOW_BLESS=1 rewrites {}",
+            golden.display()
+        );
+    }
+
+    #[tokio::test]
+    async fn open_breaches_are_the_latest_firing_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = breach_fixtures();
+        write_rows(dir.path(), &events, Compression::Zstd).unwrap();
+        let open = open_breaches(dir.path()).await.unwrap();
+        assert_eq!(open, vec![as_stored(events[2].clone())]);
+    }
+
+    #[tokio::test]
+    async fn output_formats_and_bad_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        write_rows(dir.path(), &kpi_fixtures()[3..4], Compression::Zstd).unwrap();
+        let batches = query(dir.path(), "SELECT kpi, numerator, value FROM kpi_latest")
+            .await
+            .unwrap();
+        let json = format_batches(&batches, OutputFormat::Json).unwrap();
+        assert!(json.starts_with("[{\"kpi\":\"gmv\""), "{json}");
+        assert!(json.contains("12345.670000000"), "{json}");
+        let table = format_batches(&batches, OutputFormat::Table).unwrap();
+        assert!(table.contains("| gmv "), "{table}");
+        assert!(table.ends_with("(1 row)\n"), "{table}");
+        assert_eq!(format_batches(&[], OutputFormat::Json).unwrap(), "[]\n");
+        assert_eq!(
+            "xml".parse::<OutputFormat>().unwrap_err(),
+            "unknown output format \"xml\"; valid formats are table, csv, json"
+        );
+
+        let err = query(dir.path(), "SELECT nope FROM kpi_latest")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::BadQuery { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        let err = query(dir.path(), "CREATE TABLE t AS SELECT 1")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::BadQuery { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,384 @@
+//! The sink's Kafka loop: consume, buffer, write Parquet, and only then commit offsets.
+//!
+//! ```text
+//!  recv ─► decode ─┬─ ok ──► gauges + live view (at once) ─► buffer ──┐
+//!                  └─ bad ─► dead-letter topic (awaited) ─────────────┤ offset noted
+//!                                                                     ▼
+//!   roll_rows reached, roll_interval passed, or shutdown ─► flush: write files (atomic)
+//!                                                                ─► commit offsets (sync)
+//! ```
+//!
+//! Guarantee: at-least-once. An offset is committed only after every record before it is in
+//! a committed file (or on the dead-letter topic), so a crash loses nothing; it may write
+//! the last flush's rows again. The same holds when a partition is revoked between a write
+//! and its commit: the new owner starts from the last committed offset and writes those rows
+//! a second time. Readers use the `kpi_latest` view, which keeps one row per key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kpiflow_core::KafkaConfig;
+use kpiflow_core::metrics::{self, ComponentMetrics};
+use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic, Topics};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::parquet::{Table, TableRow, WrittenFile, remove_stale_temp_files, write_rows};
+use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
+
+/// Temporary files older than this are debris of a crashed writer (a write takes seconds).
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// How long a dead letter may take to be acknowledged before the sink gives up.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a consumer error, so a broken connection does not spin the loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+
+/// What one [`run`] did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Records read from Kafka.
+    pub received: u64,
+    /// Rows committed to `kpi_values`.
+    pub kpi_rows: u64,
+    /// Rows committed to `breaches`.
+    pub breach_rows: u64,
+    /// Parquet files committed.
+    pub files: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Flushes that wrote files or committed offsets.
+    pub flushes: u64,
+}
+
+/// Runs the sink until `shutdown` is cancelled, then flushes, commits and returns.
+///
+/// Consumes the KPI update and breach topics (names from `kafka.topics()`) in consumer group
+/// `cfg.group_id`; writes Parquet under `cfg.dir`; exports the current window of every KPI
+/// series and the open breaches as Prometheus gauges; feeds `live` if given. A record that
+/// does not decode is published to the dead-letter topic and counted as dropped (`invalid`);
+/// the sink keeps going.
+///
+/// Errors stop the sink without committing what was not written, so restarting it is always
+/// safe; [`SinkError::is_retryable`] tells whether a restart may help.
+pub async fn run(
+    kafka: &KafkaConfig,
+    cfg: &SinkConfig,
+    live: Option<LiveView>,
+    shutdown: CancellationToken,
+) -> Result<SinkStats, SinkError> {
+    cfg.validate()?;
+    kafka.validate()?;
+    let topics = kafka.topics();
+    kafka.ensure_topics().await?;
+    let metrics = ComponentMetrics::new("sink");
+
+    let dir = cfg.dir.clone();
+    match tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(removed = n, "removed temporary files of a crashed writer"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not clean up temporary files"),
+        Err(e) => return Err(SinkError::Internal(format!("clean-up task failed: {e}"))),
+    }
+
+    let mut gauges = KpiGauges::new();
+    // Breaches that opened in an earlier run stay open on /metrics after a restart: their
+    // firing events were committed and will not be read again.
+    match crate::query::open_breaches(&cfg.dir).await {
+        Ok(open) => gauges.restore_open(&open),
+        Err(e) => {
+            metrics.error(e.kind());
+            tracing::warn!(error = %e, "could not restore open breaches from Parquet");
+        }
+    }
+
+    let producer = kafka.producer()?;
+    let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);
+    let subscribed = [topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    consumer
+        .subscribe(&[subscribed[0].as_str(), subscribed[1].as_str()])
+        .map_err(|e| SinkError::kafka(format!("subscribing to {}", subscribed.join(", ")), e))?;
+    tracing::info!(
+        group = %cfg.group_id,
+        topics = %subscribed.join(", "),
+        dir = %cfg.dir.display(),
+        "sink started"
+    );
+
+    let mut sink = Sink {
+        cfg,
+        topics,
+        metrics,
+        gauges,
+        live,
+        producer,
+        kpis: Vec::new(),
+        breaches: Vec::new(),
+        pending: HashMap::new(),
+        stats: SinkStats::default(),
+    };
+    let result = match sink.consume(&consumer, &shutdown).await {
+        // At shutdown, everything read so far is written and committed before returning.
+        Ok(()) => sink.flush(&consumer).await,
+        Err(e) => Err(e),
+    };
+    // Closing a consumer blocks while it leaves the group; keep that off the async threads.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    match result {
+        Ok(()) => {
+            tracing::info!(stats = ?sink.stats, "sink stopped");
+            Ok(sink.stats)
+        }
+        Err(e) => {
+            sink.metrics.error(e.kind());
+            Err(e)
+        }
+    }
+}
+
+/// A decoded record, ready to buffer.
+enum Row {
+    Kpi(KpiUpdate),
+    Breach(BreachEvent),
+}
+
+struct Sink<'a> {
+    cfg: &'a SinkConfig,
+    topics: Topics,
+    metrics: ComponentMetrics,
+    gauges: KpiGauges,
+    live: Option<LiveView>,
+    producer: FutureProducer,
+    kpis: Vec<KpiUpdate>,
+    breaches: Vec<BreachEvent>,
+    /// Next offset to commit per (topic, partition): last handled offset + 1.
+    pending: HashMap<(String, i32), i64>,
+    stats: SinkStats,
+}
+
+impl Sink<'_> {
+    /// Reads records until shutdown, flushing on size and age.
+    async fn consume(
+        &mut self,
+        consumer: &Arc<StreamConsumer>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        // When the oldest unflushed record must be flushed; `None` while nothing waits.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let due = deadline;
+            let timer = async move {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                () = timer => {
+                    self.flush(consumer).await?;
+                    deadline = None;
+                }
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        self.handle(&message).await?;
+                        deadline.get_or_insert_with(|| Instant::now() + self.cfg.roll_interval);
+                        if self.kpis.len() + self.breaches.len() >= self.cfg.roll_rows {
+                            self.flush(consumer).await?;
+                            deadline = None;
+                        }
+                    }
+                    Err(e) => self.consumer_error(e).await?,
+                },
+            }
+        }
+    }
+
+    async fn consumer_error(&mut self, e: KafkaError) -> Result<(), SinkError> {
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            return Err(SinkError::kafka("consuming", e));
+        }
+        // Broker restarts and rebalances surface here and heal by themselves.
+        self.metrics.error("kafka");
+        tracing::warn!(error = %e, "consumer error; continuing");
+        tokio::time::sleep(ERROR_BACKOFF).await;
+        Ok(())
+    }
+
+    /// Decodes one record into the buffer (or the dead-letter topic) and notes its offset.
+    async fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
+        self.metrics.received.inc();
+        self.stats.received += 1;
+        match m.payload() {
+            // A tombstone on the compacted KPI topic deletes a key there; nothing to store.
+            None => self.metrics.dropped("tombstone", 1),
+            Some(payload) => match self.decode(m.topic(), payload) {
+                Ok(Row::Kpi(u)) => {
+                    self.gauges.apply_kpi(&u);
+                    if let Some(live) = &self.live {
+                        live.apply_kpi(&u);
+                    }
+                    self.kpis.push(u);
+                }
+                Ok(Row::Breach(b)) => {
+                    self.gauges.apply_breach(&b);
+                    if let Some(live) = &self.live {
+                        live.apply_breach(&b);
+                    }
+                    self.breaches.push(b);
+                }
+                Err(reason) => self.dead_letter(m, payload, reason).await?,
+            },
+        }
+        self.pending
+            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        Ok(())
+    }
+
+    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Row, String> {
+        fn storable<R: TableRow>(r: R) -> Result<R, String> {
+            r.check_storable().map(|()| r).map_err(|e| e.to_string())
+        }
+        match self.topics.parse(topic) {
+            Some(Topic::KpiUpdates) => KpiUpdate::from_json(payload)
+                .map_err(|e| e.to_string())
+                .and_then(storable)
+                .map(Row::Kpi),
+            Some(Topic::Breaches) => BreachEvent::from_json(payload)
+                .map_err(|e| e.to_string())
+                .and_then(storable)
+                .map(Row::Breach),
+            _ => Err(format!("topic {topic:?} is not one the sink subscribed to")),
+        }
+    }
+
+    async fn dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        payload: &[u8],
+        reason: String,
+    ) -> Result<(), SinkError> {
+        tracing::warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            %reason,
+            "dead-lettering an undecodable record"
+        );
+        let letter = DeadLetter {
+            stage: "sink".into(),
+            reason_kind: "invalid".into(),
+            reason,
+            topic: Some(m.topic().to_string()),
+            partition: Some(m.partition()),
+            offset: Some(m.offset()),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+            at: Utc::now(),
+        };
+        let json = serde_json::to_vec(&letter)
+            .map_err(|e| SinkError::Internal(format!("encoding a dead letter: {e}")))?;
+        let topic = self.topics.name(Topic::DeadLetter);
+        let mut record = FutureRecord::to(&topic).payload(&json);
+        if let Some(key) = m.key() {
+            record = record.key(key);
+        }
+        // Awaited before the offset is noted: the record's only trace must be on disk at Kafka
+        // before the sink may commit past it.
+        self.producer
+            .send(record, DEAD_LETTER_TIMEOUT)
+            .await
+            .map_err(|(e, _)| {
+                SinkError::kafka(format!("publishing a dead letter to {topic}"), e)
+            })?;
+        self.metrics.dropped("invalid", 1);
+        self.stats.dead_lettered += 1;
+        Ok(())
+    }
+
+    /// Writes the buffers to Parquet, then commits the offsets they came from.
+    async fn flush(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
+        if self.pending.is_empty() && self.kpis.is_empty() && self.breaches.is_empty() {
+            return Ok(());
+        }
+        let kpis = std::mem::take(&mut self.kpis);
+        let breaches = std::mem::take(&mut self.breaches);
+        let dir = self.cfg.dir.clone();
+        let compression = self.cfg.compression;
+        let files = tokio::task::spawn_blocking(move || -> Result<Vec<WrittenFile>, SinkError> {
+            let mut files = write_rows(&dir, &kpis, compression)?;
+            files.extend(write_rows(&dir, &breaches, compression)?);
+            Ok(files)
+        })
+        .await
+        .map_err(|e| SinkError::Internal(format!("write task failed: {e}")))??;
+
+        for f in &files {
+            let rows = f.rows as u64;
+            metrics::sink_files()
+                .with_label_values(&[f.table.name()])
+                .inc();
+            metrics::sink_rows()
+                .with_label_values(&[f.table.name()])
+                .inc_by(rows);
+            self.metrics.sent.inc_by(rows);
+            self.stats.files += 1;
+            match f.table {
+                Table::KpiValues => self.stats.kpi_rows += rows,
+                Table::Breaches => self.stats.breach_rows += rows,
+            }
+            tracing::debug!(path = %f.path.display(), rows, "committed file");
+        }
+        self.stats.flushes += 1;
+        self.commit(consumer).await
+    }
+
+    /// Commits the pending offsets of the partitions this consumer still owns.
+    ///
+    /// Offsets of a partition revoked since are dropped, never committed: its new owner
+    /// commits its own progress, and committing ours could move it backwards or forwards.
+    /// A failed commit keeps the offsets for the next flush; only duplicates are at stake.
+    async fn commit(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| SinkError::kafka("reading the assignment", e))?;
+        let mut tpl = TopicPartitionList::new();
+        self.pending.retain(|(topic, partition), next| {
+            let owned = assignment.find_partition(topic, *partition).is_some();
+            if owned {
+                // Adding to a fresh list only fails for an invalid offset, which `next` is not.
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+            } else {
+                tracing::info!(
+                    topic,
+                    partition,
+                    "partition revoked before commit; its new owner replays the rows"
+                );
+            }
+            owned
+        });
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let c = Arc::clone(consumer);
+        let committed = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| SinkError::Internal(format!("commit task failed: {e}")))?;
+        match committed {
+            Ok(()) => self.pending.clear(),
+            Err(e) => {
+                self.metrics.error("kafka");
+                tracing::warn!(error = %e, "offset commit failed; retrying at the next flush");
+            }
+        }
+        Ok(())
+    }
+}

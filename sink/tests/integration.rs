@@ -1,0 +1,308 @@
+//! The sink against a real Kafka broker: records in, Parquet + dead letters + metrics out.
+//!
+//! Needs `KPIFLOW_TEST_BOOTSTRAP=host:port` (scripts/test.sh starts a broker and sets it).
+//! Every run uses its own topic prefix and consumer groups, so runs never see each other.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kpiflow_core::KafkaConfig;
+use kpiflow_core::metrics;
+use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic, WindowKind};
+use kpiflow_sink::parquet::TableRow;
+use kpiflow_sink::{LiveView, SinkConfig, SinkStats, query};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const GARBAGE: &[u8] = br#"{"kpi": 42, "numerator": 1.5}"#;
+
+fn bootstrap() -> String {
+    std::env::var("KPIFLOW_TEST_BOOTSTRAP")
+        .unwrap_or_else(|_| panic!("set KPIFLOW_TEST_BOOTSTRAP or run scripts/test.sh"))
+}
+
+fn fixtures<T>(text: &str, decode: fn(&[u8]) -> Result<T, kpiflow_schemas::SchemaError>) -> Vec<T> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| decode(l.as_bytes()).expect("fixture decodes"))
+        .collect()
+}
+
+/// What the `breaches` table keeps of an event (not the window's kind, zone and basis).
+fn as_stored(mut b: BreachEvent) -> BreachEvent {
+    b.window.kind = WindowKind::Rolling;
+    b.window.time_zone.clear();
+    b.window.basis.clear();
+    b
+}
+
+async fn produce(kafka: &KafkaConfig, topic: Topic, key: &str, payload: &[u8]) {
+    let producer = kafka.producer().unwrap();
+    let name = kafka.topics().name(topic);
+    producer
+        .send(
+            FutureRecord::to(&name).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap_or_else(|e| panic!("producing to {name}: {e}"));
+}
+
+/// Waits until `group` has committed, on every partition of `topics`, the end offset.
+async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .unwrap()
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let topics = topics.to_vec();
+    let started = Instant::now();
+    loop {
+        // The offset look-ups block; this test runs on a multi-threaded runtime.
+        let probe = tokio::task::block_in_place(|| lag(&consumer, &topics));
+        match probe {
+            Ok(0) => return,
+            Ok(lag) if started.elapsed() > DEADLINE => {
+                panic!("group {group} still has {lag} uncommitted records after {DEADLINE:?}")
+            }
+            Err(e) if started.elapsed() > DEADLINE => panic!("reading offsets of {group}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Records between the group's committed offsets and the end of `topics`.
+fn lag(c: &BaseConsumer, topics: &[String]) -> Result<i64, rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for topic in topics {
+        let meta = c.fetch_metadata(Some(topic), timeout)?;
+        for p in meta.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition(topic, p.id());
+            let (_, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
+            ends.push((topic.clone(), p.id(), high));
+        }
+    }
+    let committed = c.committed_offsets(tpl, timeout)?;
+    Ok(ends
+        .iter()
+        .map(|(topic, p, high)| {
+            let done = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            high - done
+        })
+        .sum())
+}
+
+async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
+    query(dir, sql)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|b| R::from_batch(b).unwrap())
+        .collect()
+}
+
+/// The value of a `metric` line in the exposition whose labels contain all of `labels`.
+fn exposed(metric: &str, labels: &[&str]) -> Option<f64> {
+    metrics::render()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| labels.iter().all(|w| l.contains(w)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn start_sink(
+    kafka: &KafkaConfig,
+    cfg: &SinkConfig,
+    live: &LiveView,
+) -> (CancellationToken, tokio::task::JoinHandle<SinkStats>) {
+    let shutdown = CancellationToken::new();
+    let (kafka, cfg, live, token) = (kafka.clone(), cfg.clone(), live.clone(), shutdown.clone());
+    let task = tokio::spawn(async move {
+        kpiflow_sink::run(&kafka, &cfg, Some(live), token)
+            .await
+            .expect("the sink runs until shutdown")
+    });
+    (shutdown, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_become_parquet_dead_letters_and_gauges() {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: format!("sinktest-{id}"),
+        partitions: 2,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let (kpi_topic, breach_topic) = (topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches));
+
+    let kpis = fixtures(
+        include_str!("../fixtures/kpi_updates.jsonl"),
+        KpiUpdate::from_json,
+    );
+    let events = fixtures(
+        include_str!("../fixtures/breaches.jsonl"),
+        BreachEvent::from_json,
+    );
+    for k in &kpis {
+        produce(
+            &kafka,
+            Topic::KpiUpdates,
+            &k.key(),
+            &serde_json::to_vec(k).unwrap(),
+        )
+        .await;
+    }
+    for b in &events {
+        produce(
+            &kafka,
+            Topic::Breaches,
+            &b.breach_id,
+            &serde_json::to_vec(b).unwrap(),
+        )
+        .await;
+    }
+    produce(&kafka, Topic::KpiUpdates, "garbage-key", GARBAGE).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SinkConfig {
+        dir: dir.path().to_path_buf(),
+        group_id: format!("sinktest-{id}"),
+        roll_interval: Duration::from_millis(200),
+        ..SinkConfig::default()
+    };
+    let live = LiveView::new();
+    let (shutdown, task) = start_sink(&kafka, &cfg, &live);
+    await_committed(
+        &kafka,
+        &cfg.group_id,
+        &[kpi_topic.clone(), breach_topic.clone()],
+    )
+    .await;
+
+    // Offsets are committed only after the files: everything is readable now, exactly.
+    let back: Vec<KpiUpdate> = read(
+        dir.path(),
+        "SELECT * FROM kpi_values ORDER BY key, revision",
+    )
+    .await;
+    let mut expected = kpis.clone();
+    expected.sort_by_key(|k| (k.key(), k.revision));
+    assert_eq!(back, expected);
+    let back: Vec<BreachEvent> = read(dir.path(), "SELECT * FROM breaches ORDER BY at").await;
+    let mut expected: Vec<_> = events.iter().cloned().map(as_stored).collect();
+    expected.sort_by_key(|b| b.at);
+    assert_eq!(back, expected);
+
+    // The current window of late_shipment_rate is 2025-03-14 at revision 2 (0.032); the
+    // correction to 2025-03-13 (revision 5, 0.09) went to Parquet only.
+    let lsr = [
+        r#"kpi="late_shipment_rate""#,
+        r#"shop="shop-1""#,
+        r#"window="rolling_24h""#,
+    ];
+    assert_eq!(
+        exposed("kpiflow_kpi_value", &lsr),
+        Some(0.032),
+        "{}",
+        metrics::render()
+    );
+    assert_eq!(exposed("kpiflow_kpi_denominator", &lsr), Some(125.0));
+    let gmv = [r#"kpi="gmv""#, r#"shop="dtc-store""#];
+    assert_eq!(exposed("kpiflow_kpi_value", &gmv), Some(12345.67));
+    let open = |rule: &str| exposed("kpiflow_breaches_open", &[&format!("rule=\"{rule}\"")]);
+    assert_eq!(open("lsr-above-4pct"), Some(0.0), "fired, then resolved");
+    assert_eq!(open("stockout-above-5pct"), Some(1.0));
+    let live_lsr = live
+        .kpis()
+        .into_iter()
+        .find(|k| k.kpi == "late_shipment_rate")
+        .expect("the live view has the series");
+    assert_eq!(live_lsr.revision, 2);
+    assert_eq!(live.recent_breaches().len(), events.len());
+
+    shutdown.cancel();
+    let stats = task.await.unwrap();
+    assert_eq!(stats.received as usize, kpis.len() + events.len() + 1);
+    assert_eq!(stats.kpi_rows as usize, kpis.len());
+    assert_eq!(stats.breach_rows as usize, events.len());
+    assert_eq!(stats.dead_lettered, 1);
+    let sink_text = metrics::render();
+    assert!(
+        sink_text.contains(r#"kpiflow_events_dropped_total{component="sink",reason="invalid"} 1"#),
+        "{sink_text}"
+    );
+
+    // The garbage record is on the dead-letter topic, with where it came from and why.
+    let letter = read_dead_letter(&kafka, &id).await;
+    assert_eq!(letter.stage, "sink");
+    assert_eq!(letter.reason_kind, "invalid");
+    assert!(letter.reason.starts_with("kpi.update"), "{}", letter.reason);
+    assert_eq!(letter.topic.as_deref(), Some(kpi_topic.as_str()));
+    assert_eq!(letter.key.as_deref(), Some("garbage-key"));
+    assert_eq!(letter.payload.as_bytes(), GARBAGE);
+    assert!(letter.partition.is_some() && letter.offset.is_some());
+
+    // A restart resumes after the committed offsets (no row is written twice) and rebuilds
+    // the open breaches from Parquet, since their firing events will not be read again.
+    metrics::breaches_open()
+        .with_label_values(&["stockout-above-5pct", "warning"])
+        .set(0);
+    let mut newer = kpis[1].clone();
+    newer.revision = 3;
+    newer.numerator = kpiflow_schemas::Decimal::parse("5").unwrap();
+    newer.value = Some(0.04);
+    produce(
+        &kafka,
+        Topic::KpiUpdates,
+        &newer.key(),
+        &serde_json::to_vec(&newer).unwrap(),
+    )
+    .await;
+    let (shutdown, task) = start_sink(&kafka, &cfg, &live);
+    await_committed(&kafka, &cfg.group_id, &[kpi_topic, breach_topic]).await;
+    shutdown.cancel();
+    let stats = task.await.unwrap();
+    assert_eq!((stats.received, stats.kpi_rows), (1, 1));
+    let all = query(dir.path(), "SELECT count(*) AS n FROM kpi_values")
+        .await
+        .unwrap();
+    let all = kpiflow_sink::format_batches(&all, kpiflow_sink::OutputFormat::Csv).unwrap();
+    assert_eq!(all, format!("n\n{}\n", kpis.len() + 1));
+    let latest: Vec<KpiUpdate> = read(
+        dir.path(),
+        &format!("SELECT * FROM kpi_latest WHERE key = '{}'", newer.key()),
+    )
+    .await;
+    assert_eq!(latest, vec![newer]);
+    assert_eq!(
+        open("stockout-above-5pct"),
+        Some(1.0),
+        "restored from Parquet"
+    );
+}
+
+async fn read_dead_letter(kafka: &KafkaConfig, id: &str) -> DeadLetter {
+    let consumer: StreamConsumer = kafka.consumer(&format!("sinktest-{id}-dlq")).unwrap();
+    let topic = kafka.topics().name(Topic::DeadLetter);
+    consumer.subscribe(&[&topic]).unwrap();
+    let message = tokio::time::timeout(DEADLINE, consumer.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no dead letter on {topic} within {DEADLINE:?}"))
+        .unwrap();
+    serde_json::from_slice(message.payload().expect("a dead letter has a payload")).unwrap()
+}
