@@ -102,6 +102,8 @@ pub struct Engine {
     dirty: BTreeSet<(u32, Hour)>,
     /// Rolling windows ending at or before this hour have been published.
     frontier: Option<Hour>,
+    /// The oldest hour with data while there was no frontier yet (its rolling windows wait).
+    first_unpublished: Option<Hour>,
     rules: RuleSet,
     revision: u64,
     retention_hours: i64,
@@ -130,6 +132,7 @@ impl Engine {
             ads: HashMap::new(),
             dirty: BTreeSet::new(),
             frontier: None,
+            first_unpublished: None,
             rules: RuleSet::new(&cfg.rules, &windows),
             revision: first_revision,
             // A late fact may change any window that contains its bucket, so buckets live for
@@ -345,7 +348,9 @@ impl Engine {
         // live value moves as data arrives; it is published again when it changes.
         let frontier = watermark.map(|w| hour_of(w) + 1);
         let mut windows: BTreeSet<(Hour, Hour, usize, u32)> = BTreeSet::new();
-        let first_dirty = self.dirty.iter().map(|(_, h)| *h).min();
+        if let Some(h) = self.dirty.iter().map(|(_, h)| *h).min() {
+            self.first_unpublished = Some(self.first_unpublished.map_or(h, |f| f.min(h)));
+        }
         for (scope, hour) in std::mem::take(&mut self.dirty) {
             for (wi, spec) in self.windows.iter().enumerate() {
                 match spec {
@@ -363,11 +368,13 @@ impl Engine {
             }
         }
         if let Some(f) = frontier {
-            // The first time, every window from the first data on; then each newly reached end.
+            // The first time, every window from the first data on (data may have arrived while
+            // there was no watermark yet); then each newly reached end.
             let from = match self.frontier {
                 Some(old) => old + 1,
-                None => first_dirty.map_or(f, |h| (h + 1).min(f)),
+                None => self.first_unpublished.map_or(f, |h| (h + 1).min(f)),
             };
+            self.first_unpublished = None;
             for end in from..=f {
                 for (wi, spec) in self.windows.iter().enumerate() {
                     let WindowSpec::Rolling(r) = spec else {
@@ -701,6 +708,39 @@ mod tests {
         );
         // The watermark is 12:25 on Nov 3, so the open window ends at 13:00 and none later.
         assert_eq!(rolling("2026-11-03T14:00:00Z"), None);
+    }
+
+    #[test]
+    fn rolling_windows_of_data_read_before_the_first_watermark_are_published() {
+        let mut e = Engine::new(&ProcessorConfig::default(), 0);
+        let now = Instant::now();
+        let other = PartitionId {
+            topic: Topic::Orders,
+            partition: 1,
+        };
+        e.register_partition(other, now);
+        e.apply(&placed("a", "2026-11-02T10:30:00Z", "1.00"), P0, now);
+        // Partition 1 has not been read: no watermark, so no rolling window yet.
+        let first = e.flush(now, Utc::now());
+        assert!(
+            first
+                .updates
+                .iter()
+                .all(|u| u.window.name == "business_day")
+        );
+        e.apply(&placed("b", "2026-11-03T10:30:00Z", "1.00"), P0, now);
+        e.apply(&placed("c", "2026-11-03T10:30:00Z", "1.00"), other, now);
+        let second = e.flush(now, Utc::now());
+        let ends: BTreeSet<DateTime<Utc>> = second
+            .updates
+            .iter()
+            .filter(|u| u.kpi == "orders" && u.window.name == "rolling_24h")
+            .map(|u| u.window.end)
+            .collect();
+        // Every window from order a's hour on, not only the newest.
+        assert_eq!(ends.first(), Some(&t("2026-11-02T11:00:00Z")));
+        assert_eq!(ends.last(), Some(&t("2026-11-03T11:00:00Z")));
+        assert_eq!(ends.len(), 25);
     }
 
     #[test]

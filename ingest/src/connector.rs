@@ -1,0 +1,131 @@
+//! What a connector is ([`Connector`]), what a run reports ([`RunStats`]), and the registry.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::{IngestError, Publish};
+
+/// A source of canonical events: reads a platform (or simulates one) and publishes.
+///
+/// Object-safe so the binary can pick one by name from [`REGISTRY`].
+pub trait Connector: Send {
+    /// The registry name, e.g. `simulator`; also the metrics component `ingest.<name>`.
+    fn name(&self) -> &'static str;
+
+    /// Publishes until the source is exhausted, a configured limit is reached, or `shutdown`
+    /// is cancelled; then flushes `publisher`, so `Ok` means every record is delivered.
+    fn run<'a>(
+        &'a mut self,
+        publisher: &'a dyn Publish,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, Result<RunStats, IngestError>>;
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The source had nothing more to publish.
+    Exhausted,
+    /// The configured event limit was reached.
+    MaxEvents,
+    /// The configured wall-clock duration passed.
+    Duration,
+    /// Shutdown was requested.
+    Shutdown,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStats {
+    /// Events handed to the publisher (and delivered: the run flushed before returning).
+    pub published: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Why the run ended.
+    pub stop: StopReason,
+    /// Wall-clock time the run took, flush included.
+    pub elapsed: Duration,
+}
+
+impl RunStats {
+    /// Published events per wall-clock second.
+    pub fn events_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.published as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Builds a connector from its config section (already parsed from the config file).
+pub type BuildConnector = fn(serde_json::Value) -> Result<Box<dyn Connector>, IngestError>;
+
+/// One registered connector.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectorSpec {
+    /// The name used in config and on the command line.
+    pub name: &'static str,
+    /// One line for `--help` and error messages.
+    pub summary: &'static str,
+    /// Parses and validates the config section, then builds the connector.
+    pub build: BuildConnector,
+}
+
+/// Every connector, in one place: adding a connector means adding its folder under
+/// `connectors/` and one line here.
+pub const REGISTRY: &[ConnectorSpec] = &[ConnectorSpec {
+    name: crate::connectors::simulator::NAME,
+    summary: "deterministic synthetic shops: orders, ads, inventory, shipments, anomalies",
+    build: crate::connectors::simulator::build,
+}];
+
+/// Builds the connector called `name` from its config section; unknown names list the known ones.
+pub fn build(name: &str, config: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
+    let spec = REGISTRY.iter().find(|s| s.name == name).ok_or_else(|| {
+        IngestError::config(
+            "connector",
+            format!("{name:?}"),
+            format!(
+                "no such connector; known connectors: {}",
+                REGISTRY
+                    .iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
+    (spec.build)(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_connectors_list_the_known_ones() {
+        let err = build("shopfiy", serde_json::json!({})).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator"#
+        );
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = REGISTRY.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+    }
+
+    #[test]
+    fn the_simulator_builds_from_an_empty_section() {
+        let c = build("simulator", serde_json::json!({})).unwrap();
+        assert_eq!(c.name(), "simulator");
+    }
+}

@@ -1,0 +1,3 @@
+//! Connectors, one folder each; [`crate::connector::REGISTRY`] lists them.
+
+pub mod simulator;

@@ -1,0 +1,34 @@
+//! Connector workers: read (or simulate) the platforms sellers use and publish canonical
+//! events into Kafka.
+//!
+//! ```text
+//!   platform APIs, webhooks ──► Connector ──► Publish ──► Kafka ──► processor ──► sink
+//!   (or the simulator)          (one folder    (KafkaPublisher)
+//!                                per source)      │  events.orders / events.ads / events.logistics
+//!                                                 └► deadletter (what a connector could not use)
+//! ```
+//!
+//! The seams:
+//! - [`Connector`]: reads a source until it ends, a limit is hit or shutdown, and publishes
+//!   every record it read, turned into a canonical [`kpiflow_schemas::Event`];
+//! - [`Publish`]: where connectors put events. [`KafkaPublisher`] sends each event to its
+//!   topic keyed by shop and only reports success once Kafka acknowledged it;
+//!   [`MemoryPublisher`] keeps them in memory for tests.
+//!
+//! Connectors are listed once, in [`connector::REGISTRY`]; each lives in its own folder under
+//! [`connectors`]. The first is the deterministic [`connectors::simulator`], whose
+//! [`generate`](connectors::simulator::generate) function is also how end-to-end tests know
+//! what the pipeline should compute.
+//!
+//! Errors are one type, [`IngestError`], whose variants say whose fault a failure is and
+//! whether retrying can help.
+
+pub mod connector;
+pub mod connectors;
+pub mod error;
+pub mod publish;
+
+pub use connector::{Connector, RunStats, StopReason};
+pub use connectors::simulator::{Simulator, SimulatorConfig};
+pub use error::IngestError;
+pub use publish::{KafkaPublisher, MemoryPublisher, Publish};

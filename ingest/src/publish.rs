@@ -1,0 +1,424 @@
+//! The seam between connectors and Kafka: [`Publish`], its Kafka and in-memory implementations.
+//!
+//! A connector hands canonical events to a [`Publish`] and never sees Kafka. The guarantee a
+//! publisher gives: once [`Publish::flush`] has returned `Ok`, every record passed to
+//! [`Publish::publish`] or [`Publish::dead_letter`] before it is stored by the destination.
+//! A record that could not be stored is an error from a later `publish` or from `flush`;
+//! nothing is dropped silently.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use kpiflow_core::{ComponentMetrics, KafkaConfig};
+use kpiflow_schemas::{DeadLetter, Event, Topic, Topics};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::IngestError;
+
+/// Where connectors put what they read: canonical events, and records they could not use.
+///
+/// Object-safe (methods return boxed futures) so a connector takes `&dyn Publish` and tests
+/// hand it a [`MemoryPublisher`].
+pub trait Publish: Send + Sync {
+    /// Makes sure the destination can take records (creates missing topics); call once before
+    /// publishing.
+    fn ensure_topics(&self) -> BoxFuture<'_, Result<(), IngestError>>;
+
+    /// Sends one event on its topic, keyed by its shop. Returns once the record is accepted
+    /// for delivery (waiting while too many are in flight); delivery itself is confirmed by
+    /// [`Publish::flush`]. An error may concern an earlier record whose delivery failed.
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), IngestError>>;
+
+    /// Sends a record the connector could not turn into an event to the dead-letter topic, as
+    /// a [`DeadLetter`] naming the `stage` (e.g. `ingest.simulator`), a short `reason_kind`
+    /// (e.g. `invalid`) and the full `reason`.
+    fn dead_letter<'a>(
+        &'a self,
+        stage: &'a str,
+        reason_kind: &'a str,
+        reason: &'a str,
+        raw: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), IngestError>>;
+
+    /// Waits until every record sent so far is delivered; the first failure is the error.
+    fn flush(&self) -> BoxFuture<'_, Result<(), IngestError>>;
+}
+
+/// Builds the dead-letter record every publisher sends.
+fn dead_letter_record(stage: &str, reason_kind: &str, reason: &str, raw: &[u8]) -> DeadLetter {
+    DeadLetter {
+        stage: stage.to_string(),
+        reason_kind: reason_kind.to_string(),
+        reason: reason.to_string(),
+        topic: None,
+        partition: None,
+        offset: None,
+        key: None,
+        payload: String::from_utf8_lossy(raw).into_owned(),
+        at: Utc::now(),
+    }
+}
+
+type Pending = FuturesUnordered<BoxFuture<'static, Result<(), IngestError>>>;
+
+/// Publishes to Kafka through the idempotent producer of [`KafkaConfig::producer`].
+///
+/// Each event goes to `Topics::name(event.body.topic())` with the shop as key, so one shop's
+/// events stay in order within a partition. Delivery reports are kept in a bounded set
+/// (at most `max_in_flight` unacknowledged records); `publish` waits when the set is full and
+/// `flush` waits for all of them. Counts `sent` (acknowledged events), `dropped` (dead
+/// letters, by reason kind) and `error("kafka")` in the component's metrics.
+pub struct KafkaPublisher {
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    /// Full topic names, indexed like [`Topic::ALL`].
+    topic_names: Vec<String>,
+    metrics: ComponentMetrics,
+    max_in_flight: usize,
+    // A tokio mutex: it is held while waiting for deliveries when the set is full.
+    pending: tokio::sync::Mutex<Pending>,
+}
+
+impl KafkaPublisher {
+    /// Unacknowledged records allowed before `publish` waits for deliveries.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+
+    /// A publisher for the topics under `kafka.topic_prefix`; validates `kafka` first.
+    /// No connection is made until the first record is sent.
+    pub fn new(kafka: &KafkaConfig, metrics: ComponentMetrics) -> Result<Self, IngestError> {
+        kafka.validate()?;
+        let producer = kafka.producer()?;
+        let topics: Topics = kafka.topics();
+        Ok(KafkaPublisher {
+            kafka: kafka.clone(),
+            producer,
+            topic_names: Topic::ALL.iter().map(|t| topics.name(*t)).collect(),
+            metrics,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            pending: tokio::sync::Mutex::new(FuturesUnordered::new()),
+        })
+    }
+
+    /// Changes how many records may await acknowledgement at once (at least 1).
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.max(1);
+        self
+    }
+
+    fn topic_name(&self, topic: Topic) -> &str {
+        let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
+        &self.topic_names[i]
+    }
+
+    /// Hands one record to the producer and tracks its delivery.
+    async fn send(
+        &self,
+        topic: Topic,
+        key: Option<&str>,
+        payload: &[u8],
+        what: String,
+        is_event: bool,
+    ) -> Result<(), IngestError> {
+        let topic_name = self.topic_name(topic);
+        let mut pending = self.pending.lock().await;
+        // Collecting finished reports now keeps the set small and lets a failure surface close
+        // to the record that caused it.
+        while let Some(Some(done)) = pending.next().now_or_never() {
+            done?;
+        }
+        while pending.len() >= self.max_in_flight {
+            if let Some(done) = pending.next().await {
+                done?;
+            }
+        }
+        let mut record = FutureRecord::<str, [u8]>::to(topic_name).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(track(
+                        delivery,
+                        describe(&what, key, topic_name),
+                        self.metrics.clone(),
+                        is_event,
+                    ));
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    // librdkafka's own queue is full: wait for a delivery to make room.
+                    match pending.next().await {
+                        Some(done) => done?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((source, _)) => {
+                    self.metrics.error("kafka");
+                    return Err(IngestError::Delivery {
+                        record: describe(&what, key, topic_name),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Names a record in errors: `event sim-42-17-placed (key "shop-001") to kpiflow.events.orders`.
+fn describe(what: &str, key: Option<&str>, topic: &str) -> String {
+    format!("{what} (key {:?}) to {topic}", key.unwrap_or_default())
+}
+
+/// Turns a delivery report into `Ok` or an error naming the record, counting either outcome.
+fn track(
+    delivery: DeliveryFuture,
+    record: String,
+    metrics: ComponentMetrics,
+    is_event: bool,
+) -> BoxFuture<'static, Result<(), IngestError>> {
+    Box::pin(async move {
+        let source = match delivery.await {
+            Ok(Ok(_)) => {
+                if is_event {
+                    metrics.sent.inc();
+                }
+                return Ok(());
+            }
+            Ok(Err((e, _message))) => e,
+            // The producer was dropped before it reported: the record's fate is unknown.
+            Err(_canceled) => KafkaError::Canceled,
+        };
+        metrics.error("kafka");
+        Err(IngestError::Delivery { record, source })
+    })
+}
+
+impl Publish for KafkaPublisher {
+    fn ensure_topics(&self) -> BoxFuture<'_, Result<(), IngestError>> {
+        Box::pin(async move { Ok(self.kafka.ensure_topics().await?) })
+    }
+
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            let payload = event.to_json();
+            let what = format!("event {}", event.header.event_id);
+            self.send(event.body.topic(), Some(event.key()), &payload, what, true)
+                .await
+        })
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        stage: &'a str,
+        reason_kind: &'a str,
+        reason: &'a str,
+        raw: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            let record = dead_letter_record(stage, reason_kind, reason, raw);
+            let payload = serde_json::to_vec(&record)
+                .map_err(|e| IngestError::Internal(format!("encoding a dead letter: {e}")))?;
+            let what = format!("dead letter ({reason_kind})");
+            self.send(Topic::DeadLetter, Some(stage), &payload, what, false)
+                .await?;
+            self.metrics.dropped(reason_kind, 1);
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), IngestError>> {
+        Box::pin(async move {
+            let mut pending = self.pending.lock().await;
+            // Await every report even after a failure, so `flush` returning means nothing is
+            // still in flight; the first failure is the one reported.
+            let mut first_error = None;
+            while let Some(done) = pending.next().await {
+                if let Err(e) = done {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
+}
+
+/// Keeps everything in memory, in publish order; for tests.
+#[derive(Default)]
+pub struct MemoryPublisher {
+    events: Mutex<Vec<Event>>,
+    dead_letters: Mutex<Vec<DeadLetter>>,
+    fail_after: Option<usize>,
+    flushes: AtomicUsize,
+}
+
+impl MemoryPublisher {
+    /// An empty publisher that accepts everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A publisher that accepts `n` events and then fails every `publish` with a retryable
+    /// Kafka error, to test how connectors handle a broken destination.
+    pub fn failing_after(n: usize) -> Self {
+        MemoryPublisher {
+            fail_after: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// The events published so far, in order.
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.events).clone()
+    }
+
+    /// The dead letters published so far, in order.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.dead_letters).clone()
+    }
+
+    /// How many times [`Publish::flush`] was called.
+    pub fn flush_count(&self) -> usize {
+        self.flushes.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock cannot leave a Vec half-pushed.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Publish for MemoryPublisher {
+    fn ensure_topics(&self) -> BoxFuture<'_, Result<(), IngestError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            let mut events = lock(&self.events);
+            if self.fail_after.is_some_and(|n| events.len() >= n) {
+                return Err(IngestError::kafka(
+                    format!("memory publisher set to fail after {} events", events.len()),
+                    KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure),
+                ));
+            }
+            events.push(event.clone());
+            Ok(())
+        })
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        stage: &'a str,
+        reason_kind: &'a str,
+        reason: &'a str,
+        raw: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(async move {
+            lock(&self.dead_letters).push(dead_letter_record(stage, reason_kind, reason, raw));
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), IngestError>> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpiflow_schemas::{Channel, EventHeader, Fulfilment, Money, OrderPlaced, SourceTz};
+
+    fn event(id: &str) -> Event {
+        let t = "2026-11-02T17:03:00Z".parse().unwrap();
+        Event::new(
+            EventHeader {
+                event_id: id.into(),
+                source: "test".into(),
+                shop: "shop-001".into(),
+                channel: Channel::Amazon,
+                marketplace: "ATVPDKIKX0DER".into(),
+                sku: None,
+                event_time: t,
+                source_tz: SourceTz::US_PACIFIC,
+                ingest_time: t,
+            },
+            OrderPlaced {
+                order_id: "o-1".into(),
+                total: Money::usd("9.99"),
+                units: 1,
+                fulfilment: Fulfilment::Fba,
+                ship_by: None,
+                deliver_by: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn memory_publisher_keeps_order_and_fails_on_request() {
+        let p = MemoryPublisher::failing_after(2);
+        let dyn_p: &dyn Publish = &p;
+        dyn_p.publish(&event("a")).await.unwrap();
+        dyn_p.publish(&event("b")).await.unwrap();
+        let err = dyn_p.publish(&event("c")).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        dyn_p
+            .dead_letter("ingest.test", "invalid", "field `x`: bad", b"\xffraw")
+            .await
+            .unwrap();
+        dyn_p.flush().await.unwrap();
+        let ids: Vec<_> = p.events().into_iter().map(|e| e.header.event_id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let dl = p.dead_letters();
+        assert_eq!(dl[0].stage, "ingest.test");
+        assert_eq!(dl[0].reason_kind, "invalid");
+        assert_eq!(dl[0].payload, "\u{fffd}raw");
+        assert_eq!(p.flush_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn kafka_publisher_refuses_bad_config_before_connecting() {
+        let kafka = KafkaConfig {
+            bootstrap_servers: "nohostport".into(),
+            ..KafkaConfig::default()
+        };
+        let err = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test"))
+            .err()
+            .expect("bad bootstrap servers are refused");
+        assert!(matches!(err, IngestError::Config { .. }), "{err}");
+        assert!(err.to_string().contains("kafka.bootstrap_servers"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_undeliverable_record_is_an_error_not_a_silent_drop() {
+        // Nothing listens on port 1; deliveries time out after a second.
+        let kafka = KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            client: [("message.timeout.ms".to_string(), "1000".to_string())].into(),
+            ..KafkaConfig::default()
+        };
+        let p = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
+        p.publish(&event("lost")).await.unwrap();
+        let err = p.flush().await.unwrap_err();
+        assert!(matches!(err, IngestError::Delivery { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                r#"kafka: delivery of event lost (key "shop-001") to kpiflow.events.orders failed"#
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+        // Flushing again has nothing left to wait for.
+        p.flush().await.unwrap();
+    }
+}
