@@ -2,7 +2,7 @@
 # scripts/test.sh: THE test command. Runs kpiflow's whole test suite against a real Kafka
 # broker:
 #
-#   cargo test --workspace --all-targets "$@"
+#   cargo test --workspace --all-targets --no-fail-fast "$@"
 #   cargo test --workspace --doc
 #
 # Arguments are passed to the first cargo command, e.g. `scripts/test.sh -p kpiflow-core`
@@ -82,7 +82,7 @@ run() {
 }
 
 status=0
-run cargo test --workspace --all-targets "$@" || status=$?
+run cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 # The doc tests run even if the first command failed, so one run reports every failure.
 run cargo test --workspace --doc || { rc=$?; ((status)) || status=$rc; }
 if ((status)); then

@@ -41,25 +41,9 @@ async fn wait_until_consumed(
     loop {
         let mut behind = Vec::new();
         for topic in topics {
-            let md = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .unwrap();
-            for p in md.topics()[0].partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                    .unwrap();
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, p.id());
-                let committed = consumer
-                    .committed_offsets(tpl, Duration::from_secs(10))
-                    .unwrap();
-                let at = match committed.elements()[0].offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                if at < high {
-                    behind.push(format!("{topic}/{}: {at} of {high}", p.id()));
-                }
+            // A fresh broker may answer "not coordinator" for a while: that is "not yet".
+            if let Err(e) = lag(&consumer, topic, &mut behind) {
+                behind.push(format!("{topic}: {e}"));
             }
         }
         if behind.is_empty() {
@@ -90,6 +74,29 @@ fn dead_letters(kafka: &KafkaConfig, n: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// Appends to `behind` every partition of `topic` whose committed offset is short of its end.
+fn lag(
+    consumer: &BaseConsumer,
+    topic: &str,
+    behind: &mut Vec<String>,
+) -> rdkafka::error::KafkaResult<()> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    for p in md.topics()[0].partitions() {
+        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, p.id());
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let at = match committed.elements()[0].offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        if at < high {
+            behind.push(format!("{topic}/{}: {at} of {high}", p.id()));
+        }
+    }
+    Ok(())
 }
 
 /// One additive fact: `amount` of `measure` for `shop` at unix second `at`.

@@ -459,6 +459,10 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[path = "engine_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use kpiflow_schemas::{
