@@ -54,8 +54,8 @@ enum Command {
         #[arg(long, default_value = "kpiflow-data/demo")]
         data_dir: PathBuf,
     },
-    /// Publish the simulator's stream ([simulate] section) to Kafka.
-    Simulate,
+    /// Publish the simulator's stream ([simulate] section, flags override it) to Kafka.
+    Simulate(SimulateArgs),
     /// Run the KPI engine: events in, KPI updates and breaches out.
     Process,
     /// Write KPI updates and breaches to Parquet and serve /metrics.
@@ -75,6 +75,52 @@ enum Command {
     CheckConfig,
     /// Print the documented example configuration.
     ExampleConfig,
+}
+
+/// Command-line overrides of the `[simulate]` section.
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// Seed of the deterministic stream.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of shops.
+    #[arg(long)]
+    shops: Option<u32>,
+    /// Event-time span in days.
+    #[arg(long)]
+    days: Option<u32>,
+    /// Events per second (wall clock); 0 for as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    max_events: Option<u64>,
+    /// Stop after this much wall-clock time, e.g. 30s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+impl SimulateArgs {
+    fn apply(self, cfg: &mut kpiflow_ingest::SimulatorConfig) {
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = self.shops {
+            cfg.shops = v;
+        }
+        if let Some(v) = self.days {
+            cfg.days = v;
+        }
+        if let Some(v) = self.rate {
+            cfg.rate = (v > 0.0).then_some(v);
+        }
+        if self.max_events.is_some() {
+            cfg.max_events = self.max_events;
+        }
+        if self.duration.is_some() {
+            cfg.duration = self.duration;
+        }
+    }
 }
 
 fn init_tracing(default: &str) {
@@ -139,8 +185,12 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Simulate => {
+        Command::Simulate(args) => {
             cancel_on_signal(shutdown.clone());
+            args.apply(&mut cfg.simulate);
+            cfg.simulate
+                .validate()
+                .context("checking the simulate flags")?;
             let publisher = kpiflow_ingest::publish::KafkaPublisher::new(
                 &cfg.kafka,
                 kpiflow_core::ComponentMetrics::new("ingest.simulator"),

@@ -66,8 +66,14 @@ fn order() -> impl Strategy<Value = Order> {
         })
 }
 
-/// Ad rows: (shop, campaign, day, [(as_of hours after the day, spend cents, sales cents)]).
-fn ad_row() -> impl Strategy<Value = (usize, u8, i64, Vec<(i64, u32, u32)>)> {
+/// One ad row key with its versions: (shop, campaign, day, [(as_of hours after the day,
+/// spend cents, sales cents)]).
+type AdRow = (usize, u8, i64, Vec<(i64, u32, u32)>);
+
+/// The newest version of an ad row: (as_of, unix second, spend, sales), by (shop, campaign, date).
+type NewestAds = HashMap<(String, String, NaiveDate), (DateTime<Utc>, i64, Decimal, Decimal)>;
+
+fn ad_row() -> impl Strategy<Value = AdRow> {
     (
         0usize..2,
         0u8..2,
@@ -76,7 +82,7 @@ fn ad_row() -> impl Strategy<Value = (usize, u8, i64, Vec<(i64, u32, u32)>)> {
     )
 }
 
-fn events(orders: &[Order], ads: &[(usize, u8, i64, Vec<(i64, u32, u32)>)]) -> Vec<(Event, Topic)> {
+fn events(orders: &[Order], ads: &[AdRow]) -> Vec<(Event, Topic)> {
     let t = |min: i64| DateTime::from_timestamp(BASE + min * 60, 0).unwrap();
     let mut out = Vec::new();
     for (i, o) in orders.iter().enumerate() {
@@ -163,8 +169,7 @@ fn events(orders: &[Order], ads: &[(usize, u8, i64, Vec<(i64, u32, u32)>)]) -> V
 /// Facts of the de-duplicated, latest-version data: (shop, measure, unix second, amount).
 fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)> {
     let mut out = Vec::new();
-    let mut ads: HashMap<(String, String, NaiveDate), (DateTime<Utc>, i64, Decimal, Decimal)> =
-        HashMap::new();
+    let mut ads: NewestAds = HashMap::new();
     let mut seen = HashSet::new();
     let one = Decimal::from_i64(1);
     for (e, _) in events {

@@ -38,6 +38,16 @@ pub enum WindowKind {
     Rolling,
 }
 
+impl WindowKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WindowKind::BusinessDay => "business_day",
+            WindowKind::Rolling => "rolling",
+        }
+    }
+}
+
 /// The window a KPI value covers, with its time zone and time basis.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
@@ -65,6 +75,16 @@ pub enum Direction {
     HigherIsBetter,
     /// Larger is worse (late shipment rate).
     LowerIsBetter,
+}
+
+impl Direction {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Direction::HigherIsBetter => "higher_is_better",
+            Direction::LowerIsBetter => "lower_is_better",
+        }
+    }
 }
 
 /// One KPI value for one scope and window; an upsert keyed by (kpi, scope, window).
@@ -158,6 +178,16 @@ pub enum RuleOp {
     Below,
 }
 
+impl RuleOp {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleOp::Above => "above",
+            RuleOp::Below => "below",
+        }
+    }
+}
+
 /// Whether a breach opened or closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -166,6 +196,16 @@ pub enum BreachState {
     Firing,
     /// The KPI is back within its rule.
     Resolved,
+}
+
+impl BreachState {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreachState::Firing => "firing",
+            BreachState::Resolved => "resolved",
+        }
+    }
 }
 
 /// A breach opened or resolved. Both events of one breach share `breach_id`.
@@ -252,4 +292,36 @@ fn decode<T: serde::de::DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<
             problem: e.into_inner().to_string(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asserts that `as_str` is serde's wire name for every listed variant; the match makes
+    /// a variant added later fail to compile here until it is listed.
+    macro_rules! assert_wire_names {
+        ($ty:ident: $($variant:ident),+ $(,)?) => {
+            for v in [$($ty::$variant),+] {
+                match v {
+                    $($ty::$variant)|+ => {}
+                }
+                assert_eq!(
+                    serde_json::to_value(v).unwrap(),
+                    serde_json::Value::String(v.as_str().to_string()),
+                    "{}::{v:?}",
+                    stringify!($ty)
+                );
+            }
+        };
+    }
+
+    #[test]
+    fn as_str_is_the_serde_wire_name_of_every_variant() {
+        assert_wire_names!(Direction: HigherIsBetter, LowerIsBetter);
+        assert_wire_names!(WindowKind: BusinessDay, Rolling);
+        assert_wire_names!(RuleOp: Above, Below);
+        assert_wire_names!(BreachState: Firing, Resolved);
+        assert_wire_names!(Severity: Info, Warning, Critical);
+    }
 }

@@ -221,7 +221,6 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
 mod tests {
     use super::*;
     use crate::Compression;
-    use crate::parquet::breaches::tests::as_stored;
     use crate::parquet::tests::{breach_fixtures, kpi_fixtures, write_with_pause};
     use crate::parquet::write_rows;
     use kpiflow_schemas::KpiUpdate;
@@ -282,7 +281,7 @@ mod tests {
         assert_eq!(back, expected);
 
         let back: Vec<BreachEvent> = read(dir.path(), "SELECT * FROM breaches ORDER BY at").await;
-        let mut expected: Vec<_> = events.into_iter().map(as_stored).collect();
+        let mut expected = events;
         expected.sort_by_key(|b| b.at);
         assert_eq!(back, expected);
 
@@ -387,7 +386,7 @@ mod tests {
         let events = breach_fixtures();
         write_rows(dir.path(), &events, Compression::Zstd).unwrap();
         let open = open_breaches(dir.path()).await.unwrap();
-        assert_eq!(open, vec![as_stored(events[2].clone())]);
+        assert_eq!(open, vec![events[2].clone()]);
     }
 
     #[tokio::test]

@@ -9,8 +9,9 @@
 //! | kpi, owner | Utf8 | no | |
 //! | kpi_version | UInt32 | no | |
 //! | shop, channel, marketplace | Utf8 | no | `scope` |
-//! | window_name | Utf8 | no | `window` |
-//! | window_start, window_end | Timestamp(µs, UTC) | no | `window` |
+//! | window_kind, window_name | Utf8 | no | `window` |
+//! | window_start, window_end | Timestamp(µs, UTC) | no | `window` (start inclusive, end exclusive) |
+//! | time_zone, basis | Utf8 | no | `window` |
 //! | value | Float64 | yes | the KPI value at the transition |
 //! | numerator | Decimal128(38, 9) | no | exact |
 //! | denominator | Decimal128(38, 9) | yes | exact |
@@ -25,16 +26,15 @@
 use std::sync::{Arc, OnceLock};
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{
-    Array, ArrayRef, Decimal128Array, Float64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt32Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use kpiflow_schemas::{BreachEvent, Scope, WindowKind, WindowRef};
+use datafusion::arrow::array::{Array, Float64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type};
+use kpiflow_schemas::BreachEvent;
 
 use super::{
-    Table, TableRow, column, decimal_from_i128, decimal_to_i128, decimal_type, downcast,
-    from_micros, from_wire_name, micros, timestamp_type, wire_name,
+    Columns, Table, TableRow, batch, check_exact, exact_decimal_columns, exact_decimal_fields,
+    from_micros, from_wire_name, optional_primitive_column, primitive_column, scope_columns,
+    scope_fields, string_column, timestamp_column, timestamp_field, utf8_field, window_columns,
+    window_fields,
 };
 use crate::SinkError;
 
@@ -42,31 +42,34 @@ use crate::SinkError;
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| {
-        let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
-        let ts = |name: &str| Field::new(name, timestamp_type(), false);
-        Arc::new(Schema::new(vec![
-            utf8("breach_id"),
-            utf8("rule"),
-            utf8("state"),
-            utf8("severity"),
-            utf8("kpi"),
-            Field::new("kpi_version", DataType::UInt32, false),
-            utf8("owner"),
-            utf8("shop"),
-            utf8("channel"),
-            utf8("marketplace"),
-            utf8("window_name"),
-            ts("window_start"),
-            ts("window_end"),
-            Field::new("value", DataType::Float64, true),
-            Field::new("numerator", decimal_type(), false),
-            Field::new("denominator", decimal_type(), true),
-            utf8("op"),
-            Field::new("threshold", DataType::Float64, false),
-            utf8("message"),
-            ts("at"),
-            ts("emitted_at"),
-        ]))
+        Arc::new(Schema::new(
+            [
+                vec![
+                    utf8_field("breach_id"),
+                    utf8_field("rule"),
+                    utf8_field("state"),
+                    utf8_field("severity"),
+                    utf8_field("kpi"),
+                    Field::new("kpi_version", DataType::UInt32, false),
+                    utf8_field("owner"),
+                ],
+                // shop, channel, marketplace
+                scope_fields(),
+                // window_kind, window_name, window_start, window_end, time_zone, basis
+                window_fields(),
+                vec![Field::new("value", DataType::Float64, true)],
+                // numerator, denominator
+                exact_decimal_fields(),
+                vec![
+                    utf8_field("op"),
+                    Field::new("threshold", DataType::Float64, false),
+                    utf8_field("message"),
+                    timestamp_field("at"),
+                    timestamp_field("emitted_at"),
+                ],
+            ]
+            .concat(),
+        ))
     }))
 }
 
@@ -78,96 +81,62 @@ impl TableRow for BreachEvent {
     }
 
     fn check_storable(&self) -> Result<(), SinkError> {
-        decimal_to_i128(self.numerator, "numerator")?;
-        if let Some(d) = self.denominator {
-            decimal_to_i128(d, "denominator")?;
-        }
-        Ok(())
+        check_exact(self.numerator, self.denominator)
     }
 
     fn to_batch(rows: &[&BreachEvent]) -> Result<RecordBatch, SinkError> {
-        let strings = |f: fn(&BreachEvent) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
-        };
-        let owned = |f: fn(&BreachEvent) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
-        };
-        let times = |f: fn(&BreachEvent) -> i64| -> ArrayRef {
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| f(r)))
-                    .with_timezone("UTC"),
-            )
-        };
-        let decimals = |values: Vec<Option<i128>>| -> Result<ArrayRef, SinkError> {
-            Ok(Arc::new(
-                Decimal128Array::from(values)
-                    .with_precision_and_scale(super::DECIMAL_PRECISION, super::DECIMAL_SCALE)
-                    .map_err(|e| SinkError::Internal(format!("decimal column: {e}")))?,
-            ))
-        };
-        let numerators = rows
-            .iter()
-            .map(|r| decimal_to_i128(r.numerator, "numerator").map(Some))
-            .collect::<Result<Vec<_>, _>>()?;
-        let denominators = rows
-            .iter()
-            .map(|r| {
-                r.denominator
-                    .map(|d| decimal_to_i128(d, "denominator"))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let columns: Vec<ArrayRef> = vec![
-            strings(|r| &r.breach_id),
-            strings(|r| &r.rule),
-            owned(|r| wire_name(&r.state)),
-            strings(|r| r.severity.as_str()),
-            strings(|r| &r.kpi),
-            Arc::new(UInt32Array::from_iter_values(
-                rows.iter().map(|r| r.kpi_version),
-            )),
-            strings(|r| &r.owner),
-            strings(|r| &r.scope.shop),
-            strings(|r| r.scope.channel.as_str()),
-            strings(|r| &r.scope.marketplace),
-            strings(|r| &r.window.name),
-            times(|r| micros(r.window.start)),
-            times(|r| micros(r.window.end)),
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
-            decimals(numerators)?,
-            decimals(denominators)?,
-            owned(|r| wire_name(&r.op)),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.threshold),
-            )),
-            strings(|r| &r.message),
-            times(|r| micros(r.at)),
-            times(|r| micros(r.emitted_at)),
-        ];
-        RecordBatch::try_new(schema(), columns)
-            .map_err(|e| SinkError::Internal(format!("breaches batch: {e}")))
+        let columns = [
+            vec![
+                string_column(rows, |r| &r.breach_id),
+                string_column(rows, |r| &r.rule),
+                string_column(rows, |r| r.state.as_str()),
+                string_column(rows, |r| r.severity.as_str()),
+                string_column(rows, |r| &r.kpi),
+                primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version),
+                string_column(rows, |r| &r.owner),
+            ],
+            scope_columns(rows, |r| &r.scope),
+            window_columns(rows, |r| &r.window),
+            vec![optional_primitive_column::<Float64Type, _>(rows, |r| {
+                r.value
+            })],
+            exact_decimal_columns(rows, |r| r.numerator, |r| r.denominator)?,
+            vec![
+                string_column(rows, |r| r.op.as_str()),
+                primitive_column::<Float64Type, _>(rows, |r| r.threshold),
+                string_column(rows, |r| &r.message),
+                timestamp_column(rows, |r| r.at),
+                timestamp_column(rows, |r| r.emitted_at),
+            ],
+        ]
+        .concat();
+        batch(Self::TABLE, columns)
     }
 
-    /// Reads breach rows back. The table keeps only the window's name and bounds, so the
-    /// window's kind, time zone and basis come back empty (`rolling`, `""`, `""`).
     fn from_batch(batch: &RecordBatch) -> Result<Vec<BreachEvent>, SinkError> {
-        let schema = schema();
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| column(batch, f.name(), f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let s = |i: usize| downcast::<StringArray>(&cols[i], schema.field(i).name());
-        let t = |i: usize| downcast::<TimestampMicrosecondArray>(&cols[i], schema.field(i).name());
-        let d = |i: usize| downcast::<Decimal128Array>(&cols[i], schema.field(i).name());
-        let f = |i: usize| downcast::<Float64Array>(&cols[i], schema.field(i).name());
-        let (breach_id, rule, state, severity, kpi) = (s(0)?, s(1)?, s(2)?, s(3)?, s(4)?);
-        let version = downcast::<UInt32Array>(&cols[5], "kpi_version")?;
-        let (owner, shop, channel, marketplace, window_name) = (s(6)?, s(7)?, s(8)?, s(9)?, s(10)?);
-        let (start, end, value, numerator, denominator) = (t(11)?, t(12)?, f(13)?, d(14)?, d(15)?);
-        let (op, threshold, message, at, emitted_at) = (s(16)?, f(17)?, s(18)?, t(19)?, t(20)?);
+        let c = Columns::of(batch, schema())?;
+        let (scope, window, exact) = (c.scope()?, c.window()?, c.exact_decimals()?);
+        let (breach_id, rule, state) = (
+            c.strings("breach_id")?,
+            c.strings("rule")?,
+            c.strings("state")?,
+        );
+        let (severity, kpi, owner) = (
+            c.strings("severity")?,
+            c.strings("kpi")?,
+            c.strings("owner")?,
+        );
+        let version = c.get::<UInt32Array>("kpi_version")?;
+        let value = c.get::<Float64Array>("value")?;
+        let (op, threshold) = (c.strings("op")?, c.get::<Float64Array>("threshold")?);
+        let (message, at, emitted_at) = (
+            c.strings("message")?,
+            c.times("at")?,
+            c.times("emitted_at")?,
+        );
         (0..batch.num_rows())
             .map(|i| {
+                let (numerator, denominator) = exact.at(i)?;
                 Ok(BreachEvent {
                     breach_id: breach_id.value(i).to_string(),
                     rule: rule.value(i).to_string(),
@@ -176,26 +145,11 @@ impl TableRow for BreachEvent {
                     kpi: kpi.value(i).to_string(),
                     kpi_version: version.value(i),
                     owner: owner.value(i).to_string(),
-                    scope: Scope {
-                        shop: shop.value(i).to_string(),
-                        channel: from_wire_name(channel.value(i), "channel")?,
-                        marketplace: marketplace.value(i).to_string(),
-                    },
-                    window: WindowRef {
-                        kind: WindowKind::Rolling,
-                        name: window_name.value(i).to_string(),
-                        start: from_micros(start.value(i), "window_start")?,
-                        end: from_micros(end.value(i), "window_end")?,
-                        time_zone: String::new(),
-                        basis: String::new(),
-                    },
+                    scope: scope.at(i)?,
+                    window: window.at(i)?,
                     value: value.is_valid(i).then(|| value.value(i)),
-                    numerator: decimal_from_i128(numerator.value(i), "numerator")?,
-                    denominator: denominator
-                        .is_valid(i)
-                        .then(|| denominator.value(i))
-                        .map(|v| decimal_from_i128(v, "denominator"))
-                        .transpose()?,
+                    numerator,
+                    denominator,
                     op: from_wire_name(op.value(i), "op")?,
                     threshold: threshold.value(i),
                     message: message.value(i).to_string(),
@@ -208,25 +162,47 @@ impl TableRow for BreachEvent {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::parquet::tests::breach_fixtures;
-
-    /// What survives the table: the window's kind, zone and basis are not stored.
-    pub(crate) fn as_stored(mut b: BreachEvent) -> BreachEvent {
-        b.window.kind = WindowKind::Rolling;
-        b.window.time_zone.clear();
-        b.window.basis.clear();
-        b
-    }
+    use kpiflow_schemas::WindowKind;
 
     #[test]
     fn rows_round_trip_exactly_through_arrow() {
         let events = breach_fixtures();
+        // Both window kinds, and zones and bases that are not empty: a table that dropped
+        // them could not give these events back.
+        for kind in [WindowKind::Rolling, WindowKind::BusinessDay] {
+            assert!(events.iter().any(|b| b.window.kind == kind), "{kind:?}");
+        }
+        assert!(
+            events
+                .iter()
+                .all(|b| !b.window.time_zone.is_empty() && !b.window.basis.is_empty())
+        );
         let batch = BreachEvent::to_batch(&events.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.schema(), schema());
-        let back = BreachEvent::from_batch(&batch).unwrap();
-        let expected: Vec<_> = events.into_iter().map(as_stored).collect();
-        assert_eq!(back, expected);
+        assert_eq!(BreachEvent::from_batch(&batch).unwrap(), events);
+    }
+
+    #[test]
+    fn the_window_is_stored_whole_under_wire_names() {
+        let events = breach_fixtures();
+        let batch = BreachEvent::to_batch(&events.iter().collect::<Vec<_>>()).unwrap();
+        let c = Columns::of(&batch, schema()).unwrap();
+        let column = |name: &str| -> Vec<String> {
+            let strings = c.strings(name).unwrap();
+            (0..strings.len())
+                .map(|i| strings.value(i).to_string())
+                .collect()
+        };
+        assert_eq!(
+            column("window_kind"),
+            ["rolling", "rolling", "business_day"]
+        );
+        assert_eq!(column("time_zone"), ["UTC", "UTC", "America/Los_Angeles"]);
+        assert_eq!(column("basis"), ["shipped", "shipped", "snapshot"]);
+        assert_eq!(column("state"), ["firing", "resolved", "firing"]);
+        assert_eq!(column("op"), ["above", "above", "above"]);
     }
 }

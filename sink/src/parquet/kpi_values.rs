@@ -23,15 +23,18 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Decimal128Array, Float64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use kpiflow_schemas::{KpiUpdate, Scope, WindowRef};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type,
+};
+use kpiflow_schemas::KpiUpdate;
 
 use super::{
-    Table, TableRow, column, decimal_from_i128, decimal_to_i128, decimal_type, downcast,
-    from_micros, from_wire_name, micros, timestamp_type, wire_name,
+    Columns, Table, TableRow, batch, check_exact, exact_decimal_columns, exact_decimal_fields,
+    from_micros, from_wire_name, optional_primitive_column, optional_string_column,
+    primitive_column, scope_columns, scope_fields, string_column, timestamp_column,
+    timestamp_field, utf8_field, window_columns, window_fields,
 };
 use crate::SinkError;
 
@@ -39,32 +42,32 @@ use crate::SinkError;
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| {
-        let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
-        let ts = |name: &str| Field::new(name, timestamp_type(), false);
-        Arc::new(Schema::new(vec![
-            utf8("kpi"),
-            Field::new("kpi_version", DataType::UInt32, false),
-            utf8("unit"),
-            utf8("direction"),
-            utf8("owner"),
-            utf8("shop"),
-            utf8("channel"),
-            utf8("marketplace"),
-            utf8("window_kind"),
-            utf8("window_name"),
-            ts("window_start"),
-            ts("window_end"),
-            utf8("time_zone"),
-            utf8("basis"),
-            Field::new("numerator", decimal_type(), false),
-            Field::new("denominator", decimal_type(), true),
-            Field::new("value", DataType::Float64, true),
-            Field::new("currency", DataType::Utf8, true),
-            Field::new("revision", DataType::UInt64, false),
-            ts("watermark"),
-            ts("emitted_at"),
-            utf8("key"),
-        ]))
+        Arc::new(Schema::new(
+            [
+                vec![
+                    utf8_field("kpi"),
+                    Field::new("kpi_version", DataType::UInt32, false),
+                    utf8_field("unit"),
+                    utf8_field("direction"),
+                    utf8_field("owner"),
+                ],
+                // shop, channel, marketplace
+                scope_fields(),
+                // window_kind, window_name, window_start, window_end, time_zone, basis
+                window_fields(),
+                // numerator, denominator
+                exact_decimal_fields(),
+                vec![
+                    Field::new("value", DataType::Float64, true),
+                    Field::new("currency", DataType::Utf8, true),
+                    Field::new("revision", DataType::UInt64, false),
+                    timestamp_field("watermark"),
+                    timestamp_field("emitted_at"),
+                    utf8_field("key"),
+                ],
+            ]
+            .concat(),
+        ))
     }))
 }
 
@@ -76,130 +79,60 @@ impl TableRow for KpiUpdate {
     }
 
     fn check_storable(&self) -> Result<(), SinkError> {
-        decimal_to_i128(self.numerator, "numerator")?;
-        if let Some(d) = self.denominator {
-            decimal_to_i128(d, "denominator")?;
-        }
-        Ok(())
+        check_exact(self.numerator, self.denominator)
     }
 
     fn to_batch(rows: &[&KpiUpdate]) -> Result<RecordBatch, SinkError> {
-        let strings = |f: fn(&KpiUpdate) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
-        };
-        let owned = |f: fn(&KpiUpdate) -> String| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
-        };
-        let times = |f: fn(&KpiUpdate) -> i64| -> ArrayRef {
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| f(r)))
-                    .with_timezone("UTC"),
-            )
-        };
-        let decimals = |values: Vec<Option<i128>>| -> Result<ArrayRef, SinkError> {
-            Ok(Arc::new(
-                Decimal128Array::from(values)
-                    .with_precision_and_scale(super::DECIMAL_PRECISION, super::DECIMAL_SCALE)
-                    .map_err(|e| SinkError::Internal(format!("decimal column: {e}")))?,
-            ))
-        };
-        let numerators = rows
-            .iter()
-            .map(|r| decimal_to_i128(r.numerator, "numerator").map(Some))
-            .collect::<Result<Vec<_>, _>>()?;
-        let denominators = rows
-            .iter()
-            .map(|r| {
-                r.denominator
-                    .map(|d| decimal_to_i128(d, "denominator"))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let columns: Vec<ArrayRef> = vec![
-            strings(|r| &r.kpi),
-            Arc::new(UInt32Array::from_iter_values(
-                rows.iter().map(|r| r.kpi_version),
-            )),
-            strings(|r| &r.unit),
-            owned(|r| wire_name(&r.direction)),
-            strings(|r| &r.owner),
-            strings(|r| &r.scope.shop),
-            strings(|r| r.scope.channel.as_str()),
-            strings(|r| &r.scope.marketplace),
-            owned(|r| wire_name(&r.window.kind)),
-            strings(|r| &r.window.name),
-            times(|r| micros(r.window.start)),
-            times(|r| micros(r.window.end)),
-            strings(|r| &r.window.time_zone),
-            strings(|r| &r.window.basis),
-            decimals(numerators)?,
-            decimals(denominators)?,
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
-            Arc::new(StringArray::from_iter(
-                rows.iter().map(|r| r.currency.as_deref()),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|r| r.revision),
-            )),
-            times(|r| micros(r.watermark)),
-            times(|r| micros(r.emitted_at)),
-            owned(KpiUpdate::key),
-        ];
-        RecordBatch::try_new(schema(), columns)
-            .map_err(|e| SinkError::Internal(format!("kpi_values batch: {e}")))
+        let columns = [
+            vec![
+                string_column(rows, |r| &r.kpi),
+                primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version),
+                string_column(rows, |r| &r.unit),
+                string_column(rows, |r| r.direction.as_str()),
+                string_column(rows, |r| &r.owner),
+            ],
+            scope_columns(rows, |r| &r.scope),
+            window_columns(rows, |r| &r.window),
+            exact_decimal_columns(rows, |r| r.numerator, |r| r.denominator)?,
+            vec![
+                optional_primitive_column::<Float64Type, _>(rows, |r| r.value),
+                optional_string_column(rows, |r| r.currency.as_deref()),
+                primitive_column::<UInt64Type, _>(rows, |r| r.revision),
+                timestamp_column(rows, |r| r.watermark),
+                timestamp_column(rows, |r| r.emitted_at),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.key()))),
+            ],
+        ]
+        .concat();
+        batch(Self::TABLE, columns)
     }
 
     fn from_batch(batch: &RecordBatch) -> Result<Vec<KpiUpdate>, SinkError> {
-        let schema = schema();
-        let cols = schema
-            .fields()
-            .iter()
-            .map(|f| column(batch, f.name(), f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let s = |i: usize| downcast::<StringArray>(&cols[i], schema.field(i).name());
-        let t = |i: usize| downcast::<TimestampMicrosecondArray>(&cols[i], schema.field(i).name());
-        let d = |i: usize| downcast::<Decimal128Array>(&cols[i], schema.field(i).name());
-        let (kpi, version, unit, direction, owner) = (
-            s(0)?,
-            downcast::<UInt32Array>(&cols[1], "kpi_version")?,
-            s(2)?,
-            s(3)?,
-            s(4)?,
+        let c = Columns::of(batch, schema())?;
+        let (scope, window, exact) = (c.scope()?, c.window()?, c.exact_decimals()?);
+        let (kpi, unit, direction) = (
+            c.strings("kpi")?,
+            c.strings("unit")?,
+            c.strings("direction")?,
         );
-        let (shop, channel, marketplace, kind, name) = (s(5)?, s(6)?, s(7)?, s(8)?, s(9)?);
-        let (start, end, tz, basis) = (t(10)?, t(11)?, s(12)?, s(13)?);
-        let (numerator, denominator) = (d(14)?, d(15)?);
-        let value = downcast::<Float64Array>(&cols[16], "value")?;
-        let currency = s(17)?;
-        let revision = downcast::<UInt64Array>(&cols[18], "revision")?;
-        let (watermark, emitted_at) = (t(19)?, t(20)?);
+        let (owner, currency) = (c.strings("owner")?, c.strings("currency")?);
+        let version = c.get::<UInt32Array>("kpi_version")?;
+        let value = c.get::<Float64Array>("value")?;
+        let revision = c.get::<UInt64Array>("revision")?;
+        let (watermark, emitted_at) = (c.times("watermark")?, c.times("emitted_at")?);
         (0..batch.num_rows())
             .map(|i| {
+                let (numerator, denominator) = exact.at(i)?;
                 Ok(KpiUpdate {
                     kpi: kpi.value(i).to_string(),
                     kpi_version: version.value(i),
                     unit: unit.value(i).to_string(),
                     direction: from_wire_name(direction.value(i), "direction")?,
                     owner: owner.value(i).to_string(),
-                    scope: Scope {
-                        shop: shop.value(i).to_string(),
-                        channel: from_wire_name(channel.value(i), "channel")?,
-                        marketplace: marketplace.value(i).to_string(),
-                    },
-                    window: WindowRef {
-                        kind: from_wire_name(kind.value(i), "window_kind")?,
-                        name: name.value(i).to_string(),
-                        start: from_micros(start.value(i), "window_start")?,
-                        end: from_micros(end.value(i), "window_end")?,
-                        time_zone: tz.value(i).to_string(),
-                        basis: basis.value(i).to_string(),
-                    },
-                    numerator: decimal_from_i128(numerator.value(i), "numerator")?,
-                    denominator: denominator
-                        .is_valid(i)
-                        .then(|| denominator.value(i))
-                        .map(|v| decimal_from_i128(v, "denominator"))
-                        .transpose()?,
+                    scope: scope.at(i)?,
+                    window: window.at(i)?,
+                    numerator,
+                    denominator,
                     value: value.is_valid(i).then(|| value.value(i)),
                     currency: currency
                         .is_valid(i)
@@ -217,7 +150,9 @@ impl TableRow for KpiUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parquet::downcast;
     use crate::parquet::tests::kpi_fixtures;
+    use datafusion::arrow::array::Decimal128Array;
 
     #[test]
     fn rows_round_trip_exactly_through_arrow() {

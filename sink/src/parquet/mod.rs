@@ -23,14 +23,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Decimal128Array, PrimitiveArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Field, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use kpiflow_schemas::Decimal;
-use serde::Serialize;
+use kpiflow_schemas::{Decimal, Scope, WindowRef};
 use serde::de::DeserializeOwned;
 
 use crate::{Compression, SinkError};
@@ -343,15 +345,6 @@ pub(crate) fn from_micros(v: i64, field: &str) -> Result<DateTime<Utc>, SinkErro
     })
 }
 
-/// The serde wire name of a unit enum, e.g. `higher_is_better`: the same text as on Kafka.
-pub(crate) fn wire_name<T: Serialize + std::fmt::Debug>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        // Only unit enums are passed in; keep a readable fallback rather than panic.
-        _ => format!("{value:?}"),
-    }
-}
-
 /// Parses a wire name back into its enum.
 pub(crate) fn from_wire_name<T: DeserializeOwned>(s: &str, field: &str) -> Result<T, SinkError> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| SinkError::Read {
@@ -402,6 +395,306 @@ pub(crate) fn downcast<'a, A: Array + 'static>(
             array.data_type()
         ))
     })
+}
+
+// ---- columns shared by the tables ----------------------------------------------------------
+
+/// A non-null `Utf8` field.
+pub(crate) fn utf8_field(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, false)
+}
+
+/// A non-null timestamp field (µs, UTC).
+pub(crate) fn timestamp_field(name: &str) -> Field {
+    Field::new(name, timestamp_type(), false)
+}
+
+/// The fields of a [`Scope`]: `shop`, `channel`, `marketplace`.
+pub(crate) fn scope_fields() -> Vec<Field> {
+    vec![
+        utf8_field("shop"),
+        utf8_field("channel"),
+        utf8_field("marketplace"),
+    ]
+}
+
+/// The fields of a [`WindowRef`]: `window_kind`, `window_name`, `window_start`, `window_end`,
+/// `time_zone`, `basis`.
+pub(crate) fn window_fields() -> Vec<Field> {
+    vec![
+        utf8_field("window_kind"),
+        utf8_field("window_name"),
+        timestamp_field("window_start"),
+        timestamp_field("window_end"),
+        utf8_field("time_zone"),
+        utf8_field("basis"),
+    ]
+}
+
+/// The exact fields: `numerator` (not null) and `denominator` (nullable).
+pub(crate) fn exact_decimal_fields() -> Vec<Field> {
+    vec![
+        Field::new("numerator", decimal_type(), false),
+        Field::new("denominator", decimal_type(), true),
+    ]
+}
+
+/// Fails when the numerator or the denominator has more places than the columns keep.
+pub(crate) fn check_exact(
+    numerator: Decimal,
+    denominator: Option<Decimal>,
+) -> Result<(), SinkError> {
+    decimal_to_i128(numerator, "numerator")?;
+    if let Some(d) = denominator {
+        decimal_to_i128(d, "denominator")?;
+    }
+    Ok(())
+}
+
+/// A `Utf8` column of one string per row.
+pub(crate) fn string_column<'a, R>(rows: &[&'a R], f: impl Fn(&'a R) -> &'a str) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| f(r))))
+}
+
+/// A nullable `Utf8` column.
+pub(crate) fn optional_string_column<'a, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> Option<&'a str>,
+) -> ArrayRef {
+    Arc::new(StringArray::from_iter(rows.iter().map(|r| f(r))))
+}
+
+/// A timestamp column (µs, UTC).
+pub(crate) fn timestamp_column<'a, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> DateTime<Utc>,
+) -> ArrayRef {
+    Arc::new(
+        TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| micros(f(r))))
+            .with_timezone("UTC"),
+    )
+}
+
+/// A non-null numeric column, e.g. `primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version)`.
+pub(crate) fn primitive_column<'a, T: ArrowPrimitiveType, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> T::Native,
+) -> ArrayRef {
+    Arc::new(PrimitiveArray::<T>::from_iter_values(
+        rows.iter().map(|r| f(r)),
+    ))
+}
+
+/// A nullable numeric column.
+pub(crate) fn optional_primitive_column<'a, T: ArrowPrimitiveType, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> Option<T::Native>,
+) -> ArrayRef {
+    Arc::new(PrimitiveArray::<T>::from_iter(rows.iter().map(|r| f(r))))
+}
+
+/// The columns of [`scope_fields`].
+pub(crate) fn scope_columns<'a, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> &'a Scope,
+) -> Vec<ArrayRef> {
+    vec![
+        string_column(rows, |r| &f(r).shop),
+        string_column(rows, |r| f(r).channel.as_str()),
+        string_column(rows, |r| &f(r).marketplace),
+    ]
+}
+
+/// The columns of [`window_fields`].
+pub(crate) fn window_columns<'a, R>(
+    rows: &[&'a R],
+    f: impl Fn(&'a R) -> &'a WindowRef,
+) -> Vec<ArrayRef> {
+    vec![
+        string_column(rows, |r| f(r).kind.as_str()),
+        string_column(rows, |r| &f(r).name),
+        timestamp_column(rows, |r| f(r).start),
+        timestamp_column(rows, |r| f(r).end),
+        string_column(rows, |r| &f(r).time_zone),
+        string_column(rows, |r| &f(r).basis),
+    ]
+}
+
+/// The columns of [`exact_decimal_fields`]; fails like [`check_exact`].
+pub(crate) fn exact_decimal_columns<R>(
+    rows: &[&R],
+    numerator: impl Fn(&R) -> Decimal,
+    denominator: impl Fn(&R) -> Option<Decimal>,
+) -> Result<Vec<ArrayRef>, SinkError> {
+    let numerators = rows
+        .iter()
+        .map(|r| decimal_to_i128(numerator(r), "numerator").map(Some))
+        .collect::<Result<Vec<_>, _>>()?;
+    let denominators = rows
+        .iter()
+        .map(|r| {
+            denominator(r)
+                .map(|d| decimal_to_i128(d, "denominator"))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![
+        decimal_column(numerators)?,
+        decimal_column(denominators)?,
+    ])
+}
+
+fn decimal_column(values: Vec<Option<i128>>) -> Result<ArrayRef, SinkError> {
+    Ok(Arc::new(
+        Decimal128Array::from(values)
+            .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
+            .map_err(|e| SinkError::Internal(format!("decimal column: {e}")))?,
+    ))
+}
+
+/// A batch of `table` from its columns, in the order of the table's schema.
+pub(crate) fn batch(table: Table, columns: Vec<ArrayRef>) -> Result<RecordBatch, SinkError> {
+    RecordBatch::try_new(table.schema(), columns)
+        .map_err(|e| SinkError::Internal(format!("{table} batch: {e}")))
+}
+
+/// The columns of a batch in a table's schema, each cast to its type, looked up by name.
+pub(crate) struct Columns {
+    schema: SchemaRef,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Columns {
+    /// Reads every column of `schema` from `batch` (extra columns are ignored).
+    pub(crate) fn of(batch: &RecordBatch, schema: SchemaRef) -> Result<Columns, SinkError> {
+        let arrays = schema
+            .fields()
+            .iter()
+            .map(|f| column(batch, f.name(), f.data_type()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Columns { schema, arrays })
+    }
+
+    /// The column `name` as an `A`.
+    pub(crate) fn get<A: Array + 'static>(&self, name: &str) -> Result<&A, SinkError> {
+        let i = self.schema.index_of(name).map_err(|e| {
+            SinkError::Internal(format!("column `{name}` is not in the table's schema: {e}"))
+        })?;
+        downcast(&self.arrays[i], name)
+    }
+
+    /// A `Utf8` column.
+    pub(crate) fn strings(&self, name: &str) -> Result<&StringArray, SinkError> {
+        self.get(name)
+    }
+
+    /// A timestamp column.
+    pub(crate) fn times(&self, name: &str) -> Result<&TimestampMicrosecondArray, SinkError> {
+        self.get(name)
+    }
+
+    /// The columns of [`scope_fields`].
+    pub(crate) fn scope(&self) -> Result<ScopeReader<'_>, SinkError> {
+        ScopeReader::new(self)
+    }
+
+    /// The columns of [`window_fields`].
+    pub(crate) fn window(&self) -> Result<WindowReader<'_>, SinkError> {
+        WindowReader::new(self)
+    }
+
+    /// The columns of [`exact_decimal_fields`].
+    pub(crate) fn exact_decimals(&self) -> Result<ExactDecimalReader<'_>, SinkError> {
+        ExactDecimalReader::new(self)
+    }
+}
+
+/// Reads a [`Scope`] back from the columns of [`scope_fields`].
+pub(crate) struct ScopeReader<'c> {
+    shop: &'c StringArray,
+    channel: &'c StringArray,
+    marketplace: &'c StringArray,
+}
+
+impl<'c> ScopeReader<'c> {
+    fn new(c: &'c Columns) -> Result<Self, SinkError> {
+        Ok(ScopeReader {
+            shop: c.strings("shop")?,
+            channel: c.strings("channel")?,
+            marketplace: c.strings("marketplace")?,
+        })
+    }
+
+    /// The scope of row `i`.
+    pub(crate) fn at(&self, i: usize) -> Result<Scope, SinkError> {
+        Ok(Scope {
+            shop: self.shop.value(i).to_string(),
+            channel: from_wire_name(self.channel.value(i), "channel")?,
+            marketplace: self.marketplace.value(i).to_string(),
+        })
+    }
+}
+
+/// Reads a [`WindowRef`] back from the columns of [`window_fields`].
+pub(crate) struct WindowReader<'c> {
+    kind: &'c StringArray,
+    name: &'c StringArray,
+    start: &'c TimestampMicrosecondArray,
+    end: &'c TimestampMicrosecondArray,
+    time_zone: &'c StringArray,
+    basis: &'c StringArray,
+}
+
+impl<'c> WindowReader<'c> {
+    fn new(c: &'c Columns) -> Result<Self, SinkError> {
+        Ok(WindowReader {
+            kind: c.strings("window_kind")?,
+            name: c.strings("window_name")?,
+            start: c.times("window_start")?,
+            end: c.times("window_end")?,
+            time_zone: c.strings("time_zone")?,
+            basis: c.strings("basis")?,
+        })
+    }
+
+    /// The window of row `i`.
+    pub(crate) fn at(&self, i: usize) -> Result<WindowRef, SinkError> {
+        Ok(WindowRef {
+            kind: from_wire_name(self.kind.value(i), "window_kind")?,
+            name: self.name.value(i).to_string(),
+            start: from_micros(self.start.value(i), "window_start")?,
+            end: from_micros(self.end.value(i), "window_end")?,
+            time_zone: self.time_zone.value(i).to_string(),
+            basis: self.basis.value(i).to_string(),
+        })
+    }
+}
+
+/// Reads the numerator and denominator back from the columns of [`exact_decimal_fields`].
+pub(crate) struct ExactDecimalReader<'c> {
+    numerator: &'c Decimal128Array,
+    denominator: &'c Decimal128Array,
+}
+
+impl<'c> ExactDecimalReader<'c> {
+    fn new(c: &'c Columns) -> Result<Self, SinkError> {
+        Ok(ExactDecimalReader {
+            numerator: c.get("numerator")?,
+            denominator: c.get("denominator")?,
+        })
+    }
+
+    /// The numerator and denominator of row `i`.
+    pub(crate) fn at(&self, i: usize) -> Result<(Decimal, Option<Decimal>), SinkError> {
+        let numerator = decimal_from_i128(self.numerator.value(i), "numerator")?;
+        let denominator = self
+            .denominator
+            .is_valid(i)
+            .then(|| self.denominator.value(i))
+            .map(|v| decimal_from_i128(v, "denominator"))
+            .transpose()?;
+        Ok((numerator, denominator))
+    }
 }
 
 #[cfg(test)]
