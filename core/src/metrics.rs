@@ -410,6 +410,41 @@ mod tests {
         ));
     }
 
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    /// The real HTTP endpoint, over a socket: what Prometheus and a Kubernetes probe see.
+    #[tokio::test]
+    async fn endpoints_serve_metrics_health_and_readiness() {
+        let readiness = Readiness::default();
+        let ready = readiness.part("processor");
+        ComponentMetrics::new("test.http").received.inc();
+        let stop = CancellationToken::new();
+        let (addr, task) = serve(([127, 0, 0, 1], 0).into(), readiness, stop.clone())
+            .await
+            .unwrap();
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains(r#"kpiflow_events_received_total{component="test.http"} 1"#));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let not_ready = get(addr, "/readyz").await;
+        assert!(
+            not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("not ready: processor"),
+            "{not_ready}"
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn readiness_lists_waiting_parts() {
         let r = Readiness::default();
