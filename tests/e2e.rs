@@ -17,7 +17,6 @@ use kpiflow_processor::rule::threshold::ThresholdRuleConfig;
 use kpiflow_schemas::{CancelledBy, Event, EventBody, RuleOp, Severity, Topic};
 use kpiflow_sink::SinkConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
@@ -33,19 +32,19 @@ async fn wait_until_consumed(
     topics: &[String],
     within: Duration,
 ) {
-    let mut cfg = kafka.client_config().unwrap();
-    cfg.set("group.id", group)
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = cfg.create().unwrap();
     let deadline = Instant::now() + within;
     loop {
-        let mut behind = Vec::new();
-        for topic in topics {
-            // A fresh broker may answer "not coordinator" for a while: that is "not yet".
-            if let Err(e) = lag(&consumer, topic, &mut behind) {
-                behind.push(format!("{topic}: {e}"));
-            }
-        }
+        // A fresh broker may answer "not coordinator" for a while: that is "not yet".
+        let behind = match tokio::task::block_in_place(|| {
+            kafka.group_lag(group, topics, Duration::from_secs(10))
+        }) {
+            Ok(parts) => parts
+                .iter()
+                .filter(|p| p.lag() > 0)
+                .map(|p| format!("{}/{}: {} of {}", p.topic, p.partition, p.committed, p.end))
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
         if behind.is_empty() {
             return;
         }
@@ -59,6 +58,7 @@ async fn wait_until_consumed(
 
 /// The first `n` dead-letter reasons, for failure messages.
 fn dead_letters(kafka: &KafkaConfig, n: usize) -> Vec<String> {
+    use rdkafka::message::Message;
     let topic = kafka.topics().name(Topic::DeadLetter);
     let mut cfg = kafka.client_config().unwrap();
     cfg.set("group.id", format!("{}-inspect", kafka.topic_prefix))
@@ -68,35 +68,11 @@ fn dead_letters(kafka: &KafkaConfig, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < n && Instant::now() < deadline {
-        use rdkafka::message::Message;
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
             out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
         }
     }
     out
-}
-
-/// Appends to `behind` every partition of `topic` whose committed offset is short of its end.
-fn lag(
-    consumer: &BaseConsumer,
-    topic: &str,
-    behind: &mut Vec<String>,
-) -> rdkafka::error::KafkaResult<()> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    for p in md.topics()[0].partitions() {
-        let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, p.id());
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-        let at = match committed.elements()[0].offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        };
-        if at < high {
-            behind.push(format!("{topic}/{}: {at} of {high}", p.id()));
-        }
-    }
-    Ok(())
 }
 
 /// One additive fact: `amount` of `measure` for `shop` at unix second `at`.

@@ -10,6 +10,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::CoreError;
@@ -73,6 +74,26 @@ fn is_secret(key: &str) -> bool {
     ["password", "secret", "key", "token", "jaas"]
         .iter()
         .any(|s| k.contains(s))
+}
+
+/// How far a consumer group's committed offset is behind the end of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// The group's committed offset (0 when it has committed none).
+    pub committed: i64,
+    /// The partition's end offset (high watermark).
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Records the group has not committed yet.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
 }
 
 /// Properties kpiflow sets itself because its delivery guarantees depend on them.
@@ -220,6 +241,62 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false");
         cfg.create()
             .map_err(|e| CoreError::kafka(format!("creating consumer for group {group}"), e))
+    }
+
+    /// The committed offset of `group` against the end of every partition of `topics`.
+    ///
+    /// Blocking (a few broker round-trips): call it from `spawn_blocking` or `block_in_place`
+    /// in async code. A fresh broker may answer "not coordinator" for a while; callers that
+    /// wait for a group to catch up treat an error as "not yet".
+    pub fn group_lag(
+        &self,
+        group: &str,
+        topics: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<PartitionLag>, CoreError> {
+        let mut cfg = self.client_config()?;
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let consumer: rdkafka::consumer::BaseConsumer = cfg
+            .create()
+            .map_err(|e| CoreError::kafka("creating an offsets client", e))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for topic in topics {
+            let md = consumer
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| CoreError::kafka(format!("reading metadata of {topic}"), e))?;
+            for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                let (_, end) = consumer
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(|e| {
+                        CoreError::kafka(format!("reading the end of {topic}/{}", p.id()), e)
+                    })?;
+                tpl.add_partition(topic, p.id());
+                ends.push((topic.clone(), p.id(), end));
+            }
+        }
+        let committed = consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| CoreError::kafka(format!("reading offsets of group {group}"), e))?;
+        Ok(ends
+            .into_iter()
+            .map(|(topic, partition, end)| {
+                let committed = match committed
+                    .find_partition(&topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    _ => 0,
+                };
+                PartitionLag {
+                    topic,
+                    partition,
+                    committed,
+                    end,
+                }
+            })
+            .collect())
     }
 
     /// Waits until a broker answers a metadata request, or `timeout` passes.

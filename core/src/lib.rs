@@ -16,5 +16,5 @@ pub mod kafka;
 pub mod metrics;
 
 pub use error::CoreError;
-pub use kafka::KafkaConfig;
+pub use kafka::{KafkaConfig, PartitionLag};
 pub use metrics::ComponentMetrics;

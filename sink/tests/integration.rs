@@ -11,10 +11,9 @@ use kpiflow_core::metrics;
 use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic};
 use kpiflow_sink::parquet::TableRow;
 use kpiflow_sink::{LiveView, SinkConfig, SinkStats, query};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -48,17 +47,12 @@ async fn produce(kafka: &KafkaConfig, topic: Topic, key: &str, payload: &[u8]) {
 
 /// Waits until `group` has committed, on every partition of `topics`, the end offset.
 async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .unwrap()
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let topics = topics.to_vec();
     let started = Instant::now();
     loop {
         // The offset look-ups block; this test runs on a multi-threaded runtime.
-        let probe = tokio::task::block_in_place(|| lag(&consumer, &topics));
+        let probe =
+            tokio::task::block_in_place(|| kafka.group_lag(group, topics, Duration::from_secs(5)))
+                .map(|parts| parts.iter().map(|p| p.lag()).sum::<i64>());
         match probe {
             Ok(0) => return,
             Ok(lag) if started.elapsed() > DEADLINE => {
@@ -68,32 +62,6 @@ async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-}
-
-/// Records between the group's committed offsets and the end of `topics`.
-fn lag(c: &BaseConsumer, topics: &[String]) -> Result<i64, rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(5);
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for topic in topics {
-        let meta = c.fetch_metadata(Some(topic), timeout)?;
-        for p in meta.topics().iter().flat_map(|t| t.partitions()) {
-            tpl.add_partition(topic, p.id());
-            let (_, high) = c.fetch_watermarks(topic, p.id(), timeout)?;
-            ends.push((topic.clone(), p.id(), high));
-        }
-    }
-    let committed = c.committed_offsets(tpl, timeout)?;
-    Ok(ends
-        .iter()
-        .map(|(topic, p, high)| {
-            let done = match committed.find_partition(topic, *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => 0,
-            };
-            high - done
-        })
-        .sum())
 }
 
 async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
