@@ -133,7 +133,7 @@ impl Engine {
             dirty: BTreeSet::new(),
             frontier: None,
             first_unpublished: None,
-            rules: RuleSet::new(&cfg.rules, &windows),
+            rules: RuleSet::new(&cfg.rules),
             revision: first_revision,
             // A late fact may change any window that contains its bucket, so buckets live for
             // the lateness allowance plus one window, plus the hour in progress.

@@ -5,7 +5,6 @@ pub mod threshold;
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate};
 
-use crate::window::WindowSpec;
 use threshold::{ThresholdRule, ThresholdRuleConfig};
 
 /// Every configured rule, with its per-scope state.
@@ -16,7 +15,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Rules from validated configuration.
-    pub fn new(configs: &[ThresholdRuleConfig], _windows: &[WindowSpec]) -> RuleSet {
+    pub fn new(configs: &[ThresholdRuleConfig]) -> RuleSet {
         RuleSet {
             thresholds: configs.iter().cloned().map(ThresholdRule::new).collect(),
         }
