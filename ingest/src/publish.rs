@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -52,20 +51,6 @@ pub trait Publish: Send + Sync {
 }
 
 /// Builds the dead-letter record every publisher sends.
-fn dead_letter_record(stage: &str, reason_kind: &str, reason: &str, raw: &[u8]) -> DeadLetter {
-    DeadLetter {
-        stage: stage.to_string(),
-        reason_kind: reason_kind.to_string(),
-        reason: reason.to_string(),
-        topic: None,
-        partition: None,
-        offset: None,
-        key: None,
-        payload: String::from_utf8_lossy(raw).into_owned(),
-        at: Utc::now(),
-    }
-}
-
 type Pending = FuturesUnordered<BoxFuture<'static, Result<(), IngestError>>>;
 
 /// Publishes to Kafka through the idempotent producer of [`KafkaConfig::producer`].
@@ -224,9 +209,7 @@ impl Publish for KafkaPublisher {
         raw: &'a [u8],
     ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
-            let record = dead_letter_record(stage, reason_kind, reason, raw);
-            let payload = serde_json::to_vec(&record)
-                .map_err(|e| IngestError::Internal(format!("encoding a dead letter: {e}")))?;
+            let payload = DeadLetter::new(stage, reason_kind, reason, raw).to_json();
             let what = format!("dead letter ({reason_kind})");
             self.send(Topic::DeadLetter, Some(stage), &payload, what, false)
                 .await?;
@@ -323,7 +306,7 @@ impl Publish for MemoryPublisher {
         raw: &'a [u8],
     ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
-            lock(&self.dead_letters).push(dead_letter_record(stage, reason_kind, reason, raw));
+            lock(&self.dead_letters).push(DeadLetter::new(stage, reason_kind, reason, raw));
             Ok(())
         })
     }

@@ -255,22 +255,12 @@ async fn assign_from_beginning(
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {
-    let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-    let letter = DeadLetter {
-        stage: COMPONENT.to_string(),
-        reason_kind: kind.to_string(),
-        reason,
-        topic: Some(msg.topic().to_string()),
-        partition: Some(msg.partition()),
-        offset: Some(msg.offset()),
-        key: key.clone(),
-        payload: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
-        at: Utc::now(),
-    };
+    let letter = DeadLetter::new(COMPONENT, kind, reason, msg.payload().unwrap_or_default())
+        .from_record(msg.topic(), msg.partition(), msg.offset(), msg.key());
     Record {
         topic: topic.to_string(),
-        key: key.unwrap_or_default(),
-        payload: serde_json::to_vec(&letter).expect("dead letters serialize"),
+        key: letter.key.clone().unwrap_or_default(),
+        payload: letter.to_json(),
     }
 }
 

@@ -282,6 +282,49 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+impl DeadLetter {
+    /// A dead letter for `raw`, refused by `stage` for `reason` (class `reason_kind`), now.
+    pub fn new(
+        stage: &str,
+        reason_kind: &str,
+        reason: impl Into<String>,
+        raw: &[u8],
+    ) -> DeadLetter {
+        DeadLetter {
+            stage: stage.to_string(),
+            reason_kind: reason_kind.to_string(),
+            reason: reason.into(),
+            topic: None,
+            partition: None,
+            offset: None,
+            key: None,
+            payload: String::from_utf8_lossy(raw).into_owned(),
+            at: Utc::now(),
+        }
+    }
+
+    /// Records where the refused record was read from.
+    pub fn from_record(
+        mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+    ) -> DeadLetter {
+        self.topic = Some(topic.to_string());
+        self.partition = Some(partition);
+        self.offset = Some(offset);
+        self.key = key.map(|k| String::from_utf8_lossy(k).into_owned());
+        self
+    }
+
+    /// Encodes to the wire JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Owned strings and numbers into a Vec: serializing cannot fail.
+        serde_json::to_vec(self).expect("dead letters serialize")
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<T, SchemaError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use kpiflow_core::KafkaConfig;
 use kpiflow_core::metrics::{self, ComponentMetrics};
 use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic, Topics};
@@ -273,19 +272,9 @@ impl Sink<'_> {
             %reason,
             "dead-lettering an undecodable record"
         );
-        let letter = DeadLetter {
-            stage: "sink".into(),
-            reason_kind: "invalid".into(),
-            reason,
-            topic: Some(m.topic().to_string()),
-            partition: Some(m.partition()),
-            offset: Some(m.offset()),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: String::from_utf8_lossy(payload).into_owned(),
-            at: Utc::now(),
-        };
-        let json = serde_json::to_vec(&letter)
-            .map_err(|e| SinkError::Internal(format!("encoding a dead letter: {e}")))?;
+        let json = DeadLetter::new("sink", "invalid", reason, payload)
+            .from_record(m.topic(), m.partition(), m.offset(), m.key())
+            .to_json();
         let topic = self.topics.name(Topic::DeadLetter);
         let mut record = FutureRecord::to(&topic).payload(&json);
         if let Some(key) = m.key() {
