@@ -130,7 +130,9 @@ fn facts(events: &[Event]) -> Vec<Fact> {
                     a.date,
                 );
                 let newer = match ads.get(&key).map(|old| &old.body) {
-                    Some(EventBody::AdPerformance(old)) => a.as_of > old.as_of,
+                    Some(EventBody::AdPerformance(old)) => {
+                        (a.as_of, &e.header.event_id) > (old.as_of, &ads[&key].header.event_id)
+                    }
                     _ => true,
                 };
                 if newer {

@@ -78,9 +78,12 @@ struct AdKey {
     date: NaiveDate,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct AdVersion {
     as_of: DateTime<Utc>,
+    /// Breaks ties between versions reported at the same `as_of`, so which one counts does
+    /// not depend on the order they arrive in.
+    event_id: String,
     hour: Hour,
     spend: Decimal,
     sales: Decimal,
@@ -288,7 +291,8 @@ impl Engine {
     }
 
     /// Ad rows are restatable: the newest `as_of` per (platform, account, campaign, date)
-    /// counts, so a re-sent row adds only its difference from the version it replaces.
+    /// counts (the larger event id among equal `as_of`s), so a re-sent row adds only its
+    /// difference from the version it replaces.
     fn apply_ad(&mut self, event: &Event, ad: &AdPerformance) -> Applied {
         for (field, money) in [
             ("payload.spend", &ad.spend),
@@ -312,13 +316,17 @@ impl Engine {
         let hour = hour_of(event.header.event_time);
         let new = AdVersion {
             as_of: ad.as_of,
+            event_id: event.header.event_id.clone(),
             hour,
             spend: ad.spend.amount,
             sales: ad.attributed_sales.amount,
         };
-        match self.ads.get(&key).copied() {
-            Some(old) if old.as_of >= new.as_of => return Applied::Superseded,
+        match self.ads.get(&key) {
+            Some(old) if (&old.as_of, &old.event_id) >= (&new.as_of, &new.event_id) => {
+                return Applied::Superseded;
+            }
             Some(old) => {
+                let old = old.clone();
                 self.add(scope, old.hour, Measure::AdSpend, Decimal::ZERO - old.spend);
                 self.add(scope, old.hour, Measure::AdSales, Decimal::ZERO - old.sales);
             }

@@ -70,8 +70,10 @@ fn order() -> impl Strategy<Value = Order> {
 /// spend cents, sales cents)]).
 type AdRow = (usize, u8, i64, Vec<(i64, u32, u32)>);
 
-/// The newest version of an ad row: (as_of, unix second, spend, sales), by (shop, campaign, date).
-type NewestAds = HashMap<(String, String, NaiveDate), (DateTime<Utc>, i64, Decimal, Decimal)>;
+/// The newest version of an ad row: ((as_of, event id), unix second, spend, sales), by
+/// (shop, campaign, date).
+type NewestAds =
+    HashMap<(String, String, NaiveDate), ((DateTime<Utc>, String), i64, Decimal, Decimal)>;
 
 fn ad_row() -> impl Strategy<Value = AdRow> {
     (
@@ -155,8 +157,8 @@ fn events(orders: &[Order], ads: &[AdRow]) -> Vec<(Event, Topic)> {
                         attributed_orders: 1,
                         attributed_sales: cents(*sales),
                         attribution_window: "7d".into(),
-                        // Distinct as_of per version, so "newest" is well defined.
-                        as_of: start + Duration::hours(*hours) + Duration::seconds(v as i64),
+                        // Versions of one key may share an as_of: the event id breaks the tie.
+                        as_of: start + Duration::hours(*hours),
                     },
                 ),
                 Topic::Ads,
@@ -194,10 +196,11 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
             }
             kpiflow_schemas::EventBody::AdPerformance(a) => {
                 let key = (shop, a.campaign_id.clone(), a.date);
-                if ads.get(&key).is_none_or(|old| a.as_of > old.0) {
+                let version = (a.as_of, e.header.event_id.clone());
+                if ads.get(&key).is_none_or(|old| version > old.0) {
                     ads.insert(
                         key,
-                        (a.as_of, at, a.spend.amount, a.attributed_sales.amount),
+                        (version, at, a.spend.amount, a.attributed_sales.amount),
                     );
                 }
             }
