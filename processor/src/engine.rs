@@ -191,11 +191,7 @@ impl Engine {
 
     fn scope_id(&mut self, event: &Event) -> u32 {
         let h = &event.header;
-        let scope = Scope {
-            shop: h.shop.clone(),
-            channel: h.channel,
-            marketplace: h.marketplace.clone(),
-        };
+        let scope = Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone());
         if let Some(id) = self.scope_ids.get(&scope) {
             return *id;
         }
@@ -420,6 +416,7 @@ impl Engine {
                     unit: kpi.unit.to_string(),
                     direction: kpi.direction,
                     owner: kpi.owner.to_string(),
+                    priority: kpiflow_schemas::Priority::Core,
                     scope: self.scopes[scope as usize].scope.clone(),
                     window: spec.window_ref(start, end, kpi.basis),
                     numerator,

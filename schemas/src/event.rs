@@ -395,6 +395,27 @@ pub struct ShipmentMilestone {
     pub units: u32,
 }
 
+/// A connector's periodic health report for one shop. It is not a business fact: it feeds the
+/// processor's staleness rules ("no orders from Amazon for 2 hours") and the health dashboards.
+/// `event_time` is when the report was made (wall clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SourceHeartbeat {
+    /// Connector id, e.g. `amazon_sp_orders`, `shopify_webhook`.
+    pub connector: String,
+    /// When the connector last completed a sync (or accepted a delivery) successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DateTime<Utc>>,
+    /// Newest event time among the records it has published (data freshness).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_event_time: Option<DateTime<Utc>>,
+    /// Records published since the connector started.
+    pub records_published: u64,
+    /// Errors since the connector started.
+    pub errors: u64,
+    /// Failed syncs in a row; 0 when the last sync succeeded.
+    pub consecutive_failures: u32,
+}
+
 macro_rules! event_bodies {
     ($( $variant:ident($ty:ident) = $name:literal v $version:literal, $family:ident; )*) => {
         /// The schema-specific part of an event; one variant per canonical schema.
@@ -470,6 +491,7 @@ event_bodies! {
     AdPerformance(AdPerformance) = "ad.performance" v 1, Ads;
     InventorySnapshot(InventorySnapshot) = "inventory.snapshot" v 1, Logistics;
     ShipmentMilestone(ShipmentMilestone) = "shipment.milestone" v 1, Logistics;
+    SourceHeartbeat(SourceHeartbeat) = "source.heartbeat" v 1, Health;
 }
 
 fn decode_payload<T: DeserializeOwned>(schema: &str, payload: &RawValue) -> Result<T, SchemaError> {
@@ -703,6 +725,7 @@ impl Event {
                 non_empty(schema, "payload.shipment_id", &b.shipment_id)?;
                 non_empty(schema, "payload.warehouse", &b.warehouse)?;
             }
+            EventBody::SourceHeartbeat(b) => non_empty(schema, "payload.connector", &b.connector)?,
         }
         Ok(())
     }

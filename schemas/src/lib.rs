@@ -34,11 +34,11 @@ pub use event::{
     AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, Fulfilment,
     InventorySnapshot, LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered,
     OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone,
-    SourceTz,
+    SourceHeartbeat, SourceTz,
 };
 pub use money::{Decimal, Money};
 pub use output::{
-    BreachEvent, BreachState, DeadLetter, Direction, KpiUpdate, RuleOp, Scope, Severity,
-    WindowKind, WindowRef,
+    BreachEvent, BreachState, DeadLetter, Direction, KpiUpdate, Priority, RuleKind, RuleOp, Scope,
+    Severity, WindowKind, WindowRef,
 };
 pub use topics::{Topic, Topics};

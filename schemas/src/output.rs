@@ -18,11 +18,41 @@ pub struct Scope {
     pub channel: Channel,
     /// Marketplace id.
     pub marketplace: String,
+    /// Seller SKU, for KPIs grouped by SKU (absent for shop-level values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Ad campaign id, for KPIs grouped by campaign (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+}
+
+impl Scope {
+    /// A shop-level scope (no SKU, no campaign).
+    pub fn shop(
+        shop: impl Into<String>,
+        channel: Channel,
+        marketplace: impl Into<String>,
+    ) -> Scope {
+        Scope {
+            shop: shop.into(),
+            channel,
+            marketplace: marketplace.into(),
+            sku: None,
+            campaign: None,
+        }
+    }
 }
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.channel, self.marketplace, self.shop)
+        write!(f, "{}/{}/{}", self.channel, self.marketplace, self.shop)?;
+        if let Some(sku) = &self.sku {
+            write!(f, "/sku={sku}")?;
+        }
+        if let Some(campaign) = &self.campaign {
+            write!(f, "/campaign={campaign}")?;
+        }
+        Ok(())
     }
 }
 
@@ -34,8 +64,15 @@ impl std::fmt::Display for Scope {
 pub enum WindowKind {
     /// A calendar day in the window's time zone (23, 24 or 25 hours long).
     BusinessDay,
+    /// A calendar week (Monday to Monday) in the window's time zone.
+    Week,
+    /// A calendar month in the window's time zone.
+    Month,
     /// The last N hours ending at `end` (sliding by one hour).
     Rolling,
+    /// N hours ending a fixed lag before the newest hour, e.g. Amazon's on-time delivery
+    /// rate: 14 days ending 7 days ago, so deliveries still in transit have landed.
+    Lagged,
 }
 
 impl WindowKind {
@@ -43,7 +80,10 @@ impl WindowKind {
     pub fn as_str(&self) -> &'static str {
         match self {
             WindowKind::BusinessDay => "business_day",
+            WindowKind::Week => "week",
+            WindowKind::Month => "month",
             WindowKind::Rolling => "rolling",
+            WindowKind::Lagged => "lagged",
         }
     }
 }
@@ -87,6 +127,26 @@ impl Direction {
     }
 }
 
+/// Whether a KPI is one of the few shown first, or supporting detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// One of the 3 to 5 KPIs a team watches first.
+    Core,
+    /// Detail behind the core KPIs.
+    Supporting,
+}
+
+impl Priority {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Priority::Core => "core",
+            Priority::Supporting => "supporting",
+        }
+    }
+}
+
 /// One KPI value for one scope and window; an upsert keyed by (kpi, scope, window).
 ///
 /// A window is published again whenever late or restated data changes it; readers keep the
@@ -103,6 +163,8 @@ pub struct KpiUpdate {
     pub direction: Direction,
     /// Team that owns the KPI, e.g. `operations`, `ads`.
     pub owner: String,
+    /// Core or supporting.
+    pub priority: Priority,
     /// The shop the value is about.
     pub scope: Scope,
     /// The window the value covers.
@@ -208,6 +270,30 @@ impl BreachState {
     }
 }
 
+/// What kind of rule opened a breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// The value crossed a static threshold.
+    Threshold,
+    /// The value changed by more than a percentage against an earlier window (WoW, MoM) or a
+    /// configured baseline.
+    Trend,
+    /// A source sent nothing for longer than allowed.
+    Staleness,
+}
+
+impl RuleKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleKind::Threshold => "threshold",
+            RuleKind::Trend => "trend",
+            RuleKind::Staleness => "staleness",
+        }
+    }
+}
+
 /// A breach opened or resolved. Both events of one breach share `breach_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BreachEvent {
@@ -215,6 +301,8 @@ pub struct BreachEvent {
     pub breach_id: String,
     /// Rule id from the configuration.
     pub rule: String,
+    /// Threshold, trend or staleness.
+    pub rule_kind: RuleKind,
     /// Firing or resolved.
     pub state: BreachState,
     /// Severity of the rule.
@@ -223,8 +311,13 @@ pub struct BreachEvent {
     pub kpi: String,
     /// Version of the KPI's definition.
     pub kpi_version: u32,
-    /// Team that owns the KPI.
+    /// Team that owns the KPI (who gets the alert).
     pub owner: String,
+    /// Core or supporting.
+    pub priority: Priority,
+    /// Unit of `value` and `threshold`: `ratio`, `money`, `count`, `days`, `percent` (trend
+    /// rules compare a percentage change), `seconds` (staleness).
+    pub unit: String,
     /// The shop the breach is about.
     pub scope: Scope,
     /// The window whose value opened (or closed) the breach.
@@ -240,8 +333,14 @@ pub struct BreachEvent {
     pub op: RuleOp,
     /// Threshold that opens the breach.
     pub threshold: f64,
+    /// Trend rules: the value compared against (the earlier window's value or the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
     /// A sentence for humans.
     pub message: String,
+    /// Link to the runbook for this rule, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
     /// Event time of the transition (the end of the window that caused it).
     pub at: DateTime<Utc>,
     /// Wall-clock publish time.
@@ -362,7 +461,9 @@ mod tests {
     #[test]
     fn as_str_is_the_serde_wire_name_of_every_variant() {
         assert_wire_names!(Direction: HigherIsBetter, LowerIsBetter);
-        assert_wire_names!(WindowKind: BusinessDay, Rolling);
+        assert_wire_names!(WindowKind: BusinessDay, Week, Month, Rolling, Lagged);
+        assert_wire_names!(Priority: Core, Supporting);
+        assert_wire_names!(RuleKind: Threshold, Trend, Staleness);
         assert_wire_names!(RuleOp: Above, Below);
         assert_wire_names!(BreachState: Firing, Resolved);
         assert_wire_names!(Severity: Info, Warning, Critical);

@@ -9,6 +9,8 @@ pub enum Topic {
     Ads,
     /// Inventory snapshots and shipment milestones, keyed by shop.
     Logistics,
+    /// Connector heartbeats (`source.heartbeat`), keyed by shop.
+    Health,
     /// KPI values, keyed by [`crate::KpiUpdate::key`] (an upsert stream: compaction-friendly).
     KpiUpdates,
     /// Breach events, keyed by breach id.
@@ -19,17 +21,18 @@ pub enum Topic {
 
 impl Topic {
     /// All topics, in a stable order.
-    pub const ALL: [Topic; 6] = [
+    pub const ALL: [Topic; 7] = [
         Topic::Orders,
         Topic::Ads,
         Topic::Logistics,
+        Topic::Health,
         Topic::KpiUpdates,
         Topic::Breaches,
         Topic::DeadLetter,
     ];
 
     /// The topics canonical events travel on.
-    pub const EVENTS: [Topic; 3] = [Topic::Orders, Topic::Ads, Topic::Logistics];
+    pub const EVENTS: [Topic; 4] = [Topic::Orders, Topic::Ads, Topic::Logistics, Topic::Health];
 
     /// The name after the prefix.
     pub fn suffix(&self) -> &'static str {
@@ -37,6 +40,7 @@ impl Topic {
             Topic::Orders => "events.orders",
             Topic::Ads => "events.ads",
             Topic::Logistics => "events.logistics",
+            Topic::Health => "events.health",
             Topic::KpiUpdates => "kpi.updates",
             Topic::Breaches => "breaches",
             Topic::DeadLetter => "deadletter",

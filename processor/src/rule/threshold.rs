@@ -216,11 +216,14 @@ impl ThresholdRule {
         BreachEvent {
             breach_id,
             rule: self.cfg.id.clone(),
+            rule_kind: kpiflow_schemas::RuleKind::Threshold,
             state,
             severity: self.cfg.severity,
             kpi: u.kpi.clone(),
             kpi_version: u.kpi_version,
             owner: u.owner.clone(),
+            priority: u.priority,
+            unit: u.unit.clone(),
             scope: u.scope.clone(),
             window: u.window.clone(),
             value: u.value,
@@ -228,7 +231,9 @@ impl ThresholdRule {
             denominator: u.denominator,
             op: self.cfg.op,
             threshold: self.cfg.threshold,
+            baseline: None,
             message,
+            runbook_url: None,
             at: u.window.end,
             emitted_at: wall,
         }
@@ -261,11 +266,8 @@ mod tests {
             unit: "ratio".into(),
             direction: Direction::LowerIsBetter,
             owner: "warehouse".into(),
-            scope: Scope {
-                shop: "s".into(),
-                channel: Channel::Amazon,
-                marketplace: "US".into(),
-            },
+            priority: kpiflow_schemas::Priority::Core,
+            scope: Scope::shop("s", Channel::Amazon, "US"),
             window: WindowRef {
                 kind: WindowKind::Rolling,
                 name: "rolling_24h".into(),

@@ -4,11 +4,13 @@
 //! | column | type | null | from |
 //! |---|---|---|---|
 //! | breach_id, rule | Utf8 | no | both events of one breach share `breach_id` |
+//! | rule_kind | Utf8 | no | `threshold`, `trend`, `staleness` |
 //! | state | Utf8 | no | `firing` or `resolved` |
 //! | severity | Utf8 | no | `info`, `warning`, `critical` |
-//! | kpi, owner | Utf8 | no | |
+//! | kpi, owner, priority, unit | Utf8 | no | |
 //! | kpi_version | UInt32 | no | |
 //! | shop, channel, marketplace | Utf8 | no | `scope` |
+//! | sku, campaign | Utf8 | yes | `scope` |
 //! | window_kind, window_name | Utf8 | no | `window` |
 //! | window_start, window_end | Timestamp(µs, UTC) | no | `window` (start inclusive, end exclusive) |
 //! | time_zone, basis | Utf8 | no | `window` |
@@ -17,7 +19,9 @@
 //! | denominator | Decimal128(38, 9) | yes | exact |
 //! | op | Utf8 | no | `above` or `below` |
 //! | threshold | Float64 | no | |
+//! | baseline | Float64 | yes | trend rules: the value compared against |
 //! | message | Utf8 | no | for humans |
+//! | runbook_url | Utf8 | yes | |
 //! | at, emitted_at | Timestamp(µs, UTC) | no | event time, publish time |
 //!
 //! Readers add the partition column `date` (Date32). After a crash the same event may appear
@@ -32,9 +36,9 @@ use kpiflow_schemas::BreachEvent;
 
 use super::{
     Columns, Table, TableRow, batch, check_exact, exact_decimal_columns, exact_decimal_fields,
-    from_micros, from_wire_name, optional_primitive_column, primitive_column, scope_columns,
-    scope_fields, string_column, timestamp_column, timestamp_field, utf8_field, window_columns,
-    window_fields,
+    from_micros, from_wire_name, optional_primitive_column, optional_string,
+    optional_string_column, primitive_column, scope_columns, scope_fields, string_column,
+    timestamp_column, timestamp_field, utf8_field, window_columns, window_fields,
 };
 use crate::SinkError;
 
@@ -47,13 +51,16 @@ pub fn schema() -> SchemaRef {
                 vec![
                     utf8_field("breach_id"),
                     utf8_field("rule"),
+                    utf8_field("rule_kind"),
                     utf8_field("state"),
                     utf8_field("severity"),
                     utf8_field("kpi"),
                     Field::new("kpi_version", DataType::UInt32, false),
                     utf8_field("owner"),
+                    utf8_field("priority"),
+                    utf8_field("unit"),
                 ],
-                // shop, channel, marketplace
+                // shop, channel, marketplace, sku, campaign
                 scope_fields(),
                 // window_kind, window_name, window_start, window_end, time_zone, basis
                 window_fields(),
@@ -63,7 +70,9 @@ pub fn schema() -> SchemaRef {
                 vec![
                     utf8_field("op"),
                     Field::new("threshold", DataType::Float64, false),
+                    Field::new("baseline", DataType::Float64, true),
                     utf8_field("message"),
+                    Field::new("runbook_url", DataType::Utf8, true),
                     timestamp_field("at"),
                     timestamp_field("emitted_at"),
                 ],
@@ -89,11 +98,14 @@ impl TableRow for BreachEvent {
             vec![
                 string_column(rows, |r| &r.breach_id),
                 string_column(rows, |r| &r.rule),
+                string_column(rows, |r| r.rule_kind.as_str()),
                 string_column(rows, |r| r.state.as_str()),
                 string_column(rows, |r| r.severity.as_str()),
                 string_column(rows, |r| &r.kpi),
                 primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version),
                 string_column(rows, |r| &r.owner),
+                string_column(rows, |r| r.priority.as_str()),
+                string_column(rows, |r| &r.unit),
             ],
             scope_columns(rows, |r| &r.scope),
             window_columns(rows, |r| &r.window),
@@ -104,7 +116,9 @@ impl TableRow for BreachEvent {
             vec![
                 string_column(rows, |r| r.op.as_str()),
                 primitive_column::<Float64Type, _>(rows, |r| r.threshold),
+                optional_primitive_column::<Float64Type, _>(rows, |r| r.baseline),
                 string_column(rows, |r| &r.message),
+                optional_string_column(rows, |r| r.runbook_url.as_deref()),
                 timestamp_column(rows, |r| r.at),
                 timestamp_column(rows, |r| r.emitted_at),
             ],
@@ -126,6 +140,15 @@ impl TableRow for BreachEvent {
             c.strings("kpi")?,
             c.strings("owner")?,
         );
+        let (rule_kind, priority, unit) = (
+            c.strings("rule_kind")?,
+            c.strings("priority")?,
+            c.strings("unit")?,
+        );
+        let (baseline, runbook_url) = (
+            c.get::<Float64Array>("baseline")?,
+            c.strings("runbook_url")?,
+        );
         let version = c.get::<UInt32Array>("kpi_version")?;
         let value = c.get::<Float64Array>("value")?;
         let (op, threshold) = (c.strings("op")?, c.get::<Float64Array>("threshold")?);
@@ -140,11 +163,14 @@ impl TableRow for BreachEvent {
                 Ok(BreachEvent {
                     breach_id: breach_id.value(i).to_string(),
                     rule: rule.value(i).to_string(),
+                    rule_kind: from_wire_name(rule_kind.value(i), "rule_kind")?,
                     state: from_wire_name(state.value(i), "state")?,
                     severity: from_wire_name(severity.value(i), "severity")?,
                     kpi: kpi.value(i).to_string(),
                     kpi_version: version.value(i),
                     owner: owner.value(i).to_string(),
+                    priority: from_wire_name(priority.value(i), "priority")?,
+                    unit: unit.value(i).to_string(),
                     scope: scope.at(i)?,
                     window: window.at(i)?,
                     value: value.is_valid(i).then(|| value.value(i)),
@@ -152,7 +178,9 @@ impl TableRow for BreachEvent {
                     denominator,
                     op: from_wire_name(op.value(i), "op")?,
                     threshold: threshold.value(i),
+                    baseline: baseline.is_valid(i).then(|| baseline.value(i)),
                     message: message.value(i).to_string(),
+                    runbook_url: optional_string(runbook_url, i),
                     at: from_micros(at.value(i), "at")?,
                     emitted_at: from_micros(emitted_at.value(i), "emitted_at")?,
                 })

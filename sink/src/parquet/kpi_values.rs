@@ -3,9 +3,10 @@
 //!
 //! | column | type | null | from |
 //! |---|---|---|---|
-//! | kpi, unit, direction, owner | Utf8 | no | the KPI definition |
+//! | kpi, unit, direction, owner, priority | Utf8 | no | the KPI definition |
 //! | kpi_version | UInt32 | no | |
 //! | shop, channel, marketplace | Utf8 | no | `scope` |
+//! | sku, campaign | Utf8 | yes | `scope`, for KPIs grouped by SKU or campaign |
 //! | window_kind, window_name | Utf8 | no | `window` |
 //! | window_start, window_end | Timestamp(µs, UTC) | no | `window` (start inclusive, end exclusive) |
 //! | time_zone, basis | Utf8 | no | `window` |
@@ -32,9 +33,9 @@ use kpiflow_schemas::KpiUpdate;
 
 use super::{
     Columns, Table, TableRow, batch, check_exact, exact_decimal_columns, exact_decimal_fields,
-    from_micros, from_wire_name, optional_primitive_column, optional_string_column,
-    primitive_column, scope_columns, scope_fields, string_column, timestamp_column,
-    timestamp_field, utf8_field, window_columns, window_fields,
+    from_micros, from_wire_name, optional_primitive_column, optional_string,
+    optional_string_column, primitive_column, scope_columns, scope_fields, string_column,
+    timestamp_column, timestamp_field, utf8_field, window_columns, window_fields,
 };
 use crate::SinkError;
 
@@ -50,8 +51,9 @@ pub fn schema() -> SchemaRef {
                     utf8_field("unit"),
                     utf8_field("direction"),
                     utf8_field("owner"),
+                    utf8_field("priority"),
                 ],
-                // shop, channel, marketplace
+                // shop, channel, marketplace, sku, campaign
                 scope_fields(),
                 // window_kind, window_name, window_start, window_end, time_zone, basis
                 window_fields(),
@@ -90,6 +92,7 @@ impl TableRow for KpiUpdate {
                 string_column(rows, |r| &r.unit),
                 string_column(rows, |r| r.direction.as_str()),
                 string_column(rows, |r| &r.owner),
+                string_column(rows, |r| r.priority.as_str()),
             ],
             scope_columns(rows, |r| &r.scope),
             window_columns(rows, |r| &r.window),
@@ -116,6 +119,7 @@ impl TableRow for KpiUpdate {
             c.strings("direction")?,
         );
         let (owner, currency) = (c.strings("owner")?, c.strings("currency")?);
+        let priority = c.strings("priority")?;
         let version = c.get::<UInt32Array>("kpi_version")?;
         let value = c.get::<Float64Array>("value")?;
         let revision = c.get::<UInt64Array>("revision")?;
@@ -129,15 +133,13 @@ impl TableRow for KpiUpdate {
                     unit: unit.value(i).to_string(),
                     direction: from_wire_name(direction.value(i), "direction")?,
                     owner: owner.value(i).to_string(),
+                    priority: from_wire_name(priority.value(i), "priority")?,
                     scope: scope.at(i)?,
                     window: window.at(i)?,
                     numerator,
                     denominator,
                     value: value.is_valid(i).then(|| value.value(i)),
-                    currency: currency
-                        .is_valid(i)
-                        .then(|| currency.value(i))
-                        .map(str::to_string),
+                    currency: optional_string(currency, i),
                     revision: revision.value(i),
                     watermark: from_micros(watermark.value(i), "watermark")?,
                     emitted_at: from_micros(emitted_at.value(i), "emitted_at")?,
@@ -160,7 +162,7 @@ mod tests {
         let batch = KpiUpdate::to_batch(&kpis.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.schema(), schema());
         assert_eq!(KpiUpdate::from_batch(&batch).unwrap(), kpis);
-        let keys = downcast::<StringArray>(batch.column(21), "key").unwrap();
+        let keys = downcast::<StringArray>(batch.column_by_name("key").unwrap(), "key").unwrap();
         assert_eq!(keys.value(0), kpis[0].key());
     }
 
@@ -168,7 +170,9 @@ mod tests {
     fn decimals_are_stored_at_scale_nine() {
         let kpis = kpi_fixtures();
         let batch = KpiUpdate::to_batch(&[&kpis[0]]).unwrap();
-        let num = downcast::<Decimal128Array>(batch.column(14), "numerator").unwrap();
+        let num =
+            downcast::<Decimal128Array>(batch.column_by_name("numerator").unwrap(), "numerator")
+                .unwrap();
         let expected = kpis[0].numerator.0 * rust_decimal::Decimal::from(1_000_000_000u32);
         assert_eq!(num.value(0).to_string(), expected.normalize().to_string());
         assert_eq!(

@@ -409,12 +409,15 @@ pub(crate) fn timestamp_field(name: &str) -> Field {
     Field::new(name, timestamp_type(), false)
 }
 
-/// The fields of a [`Scope`]: `shop`, `channel`, `marketplace`.
+/// The fields of a [`Scope`]: `shop`, `channel`, `marketplace`, `sku` and `campaign`
+/// (nullable: absent for shop-level values).
 pub(crate) fn scope_fields() -> Vec<Field> {
     vec![
         utf8_field("shop"),
         utf8_field("channel"),
         utf8_field("marketplace"),
+        Field::new("sku", DataType::Utf8, true),
+        Field::new("campaign", DataType::Utf8, true),
     ]
 }
 
@@ -502,6 +505,8 @@ pub(crate) fn scope_columns<'a, R>(
         string_column(rows, |r| &f(r).shop),
         string_column(rows, |r| f(r).channel.as_str()),
         string_column(rows, |r| &f(r).marketplace),
+        optional_string_column(rows, |r| f(r).sku.as_deref()),
+        optional_string_column(rows, |r| f(r).campaign.as_deref()),
     ]
 }
 
@@ -609,11 +614,18 @@ impl Columns {
     }
 }
 
+/// Row `i` of a nullable string column.
+pub(crate) fn optional_string(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
 /// Reads a [`Scope`] back from the columns of [`scope_fields`].
 pub(crate) struct ScopeReader<'c> {
     shop: &'c StringArray,
     channel: &'c StringArray,
     marketplace: &'c StringArray,
+    sku: &'c StringArray,
+    campaign: &'c StringArray,
 }
 
 impl<'c> ScopeReader<'c> {
@@ -622,6 +634,8 @@ impl<'c> ScopeReader<'c> {
             shop: c.strings("shop")?,
             channel: c.strings("channel")?,
             marketplace: c.strings("marketplace")?,
+            sku: c.strings("sku")?,
+            campaign: c.strings("campaign")?,
         })
     }
 
@@ -631,6 +645,8 @@ impl<'c> ScopeReader<'c> {
             shop: self.shop.value(i).to_string(),
             channel: from_wire_name(self.channel.value(i), "channel")?,
             marketplace: self.marketplace.value(i).to_string(),
+            sku: optional_string(self.sku, i),
+            campaign: optional_string(self.campaign, i),
         })
     }
 }
