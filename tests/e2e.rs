@@ -303,7 +303,21 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
             resolve_at: Some(0.06),
             min_denominator: 20,
             severity: Severity::Critical,
+            for_: None,
+            channels: Vec::new(),
+            runbook_url: None,
         }],
+        // The KPIs the reference below knows how to compute.
+        kpis: [
+            "gmv",
+            "orders",
+            "aov",
+            "late_shipment_rate",
+            "cancellation_rate",
+            "roas",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..ProcessorConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
