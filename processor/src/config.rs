@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use crate::ProcessorError;
 use crate::catalog::{Catalog, Source};
+use crate::rule::RuleConfigs;
+use crate::rule::staleness::StalenessRuleConfig;
 use crate::rule::threshold::ThresholdRuleConfig;
+use crate::rule::trend::TrendRuleConfig;
 use crate::template::Template;
 
 /// How late each kind of fact may arrive (against the watermark) and still be counted.
@@ -112,9 +115,15 @@ pub struct ProcessorConfig {
     /// (`currency`) until FX conversion exists. Default `USD`.
     #[serde(default = "ProcessorConfig::currency")]
     pub currency: String,
-    /// Breach rules.
+    /// Threshold breach rules (in addition to the templates').
     #[serde(default)]
     pub rules: Vec<ThresholdRuleConfig>,
+    /// Trend breach rules: change against a week or month earlier, or a baseline.
+    #[serde(default)]
+    pub trend_rules: Vec<TrendRuleConfig>,
+    /// Staleness breach rules: a source silent for too long.
+    #[serde(default)]
+    pub staleness_rules: Vec<StalenessRuleConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -133,6 +142,8 @@ impl Default for ProcessorConfig {
             max_batch: Self::max_batch(),
             currency: Self::currency(),
             rules: Vec::new(),
+            trend_rules: Vec::new(),
+            staleness_rules: Vec::new(),
         }
     }
 }
@@ -228,6 +239,7 @@ impl ProcessorConfig {
         };
         let mut select: Vec<String> = Vec::new();
         let mut rules: Vec<(String, ThresholdRuleConfig)> = Vec::new();
+        let mut trends: Vec<(String, TrendRuleConfig)> = Vec::new();
         for (i, name) in self.templates.iter().enumerate() {
             let t = Template::builtin(name).ok_or_else(|| {
                 ProcessorError::config(
@@ -250,6 +262,12 @@ impl ProcessorConfig {
                     .enumerate()
                     .map(|(j, r)| (format!("template {name} rules[{j}]"), r)),
             );
+            trends.extend(
+                t.trend_rules
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, r)| (format!("template {name} trend_rules[{j}]"), r)),
+            );
         }
         select.extend(self.kpis.iter().cloned());
         rules.extend(
@@ -258,30 +276,52 @@ impl ProcessorConfig {
                 .enumerate()
                 .map(|(i, r)| (format!("rules[{i}]"), r.clone())),
         );
+        trends.extend(
+            self.trend_rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("trend_rules[{i}]"), r.clone())),
+        );
         // A rule on a KPI selects it, and its window is published for that KPI.
-        let selective = !select.is_empty();
-        for (_, r) in &rules {
-            if selective && !select.contains(&r.kpi) {
-                select.push(r.kpi.clone());
-            }
+        let watched: Vec<(String, String)> = rules
+            .iter()
+            .map(|(_, r)| (r.kpi.clone(), r.window.clone()))
+            .chain(
+                trends
+                    .iter()
+                    .map(|(_, r)| (r.kpi.clone(), r.window.clone())),
+            )
+            .collect();
+        if !select.is_empty() {
+            select.extend(watched.iter().map(|(k, _)| k.clone()));
         }
         select.sort();
         select.dedup();
-        let rule_windows: Vec<(String, String)> = rules
-            .iter()
-            .map(|(_, r)| (r.kpi.clone(), r.window.clone()))
-            .collect();
+        let rule_windows = watched;
         let catalog = Catalog::compile(&source, &select, &rule_windows)?;
-        let mut seen: HashMap<&str, &str> = HashMap::new();
-        for (at, r) in &rules {
-            r.validate(at, &catalog)?;
-            if let Some(other) = seen.insert(r.id.as_str(), at.as_str()) {
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut check_id = |at: &str, id: &str| -> Result<(), ProcessorError> {
+            if let Some(other) = seen.insert(id.to_string(), at.to_string()) {
                 return Err(ProcessorError::config(
                     &format!("{at}.id"),
-                    &r.id,
+                    id,
                     format!("{other} has the same id"),
                 ));
             }
+            Ok(())
+        };
+        for (at, r) in &rules {
+            r.validate(at, &catalog)?;
+            check_id(at, &r.id)?;
+        }
+        for (at, r) in &trends {
+            r.validate(at, &catalog)?;
+            check_id(at, &r.id)?;
+        }
+        for (i, r) in self.staleness_rules.iter().enumerate() {
+            let at = format!("staleness_rules[{i}]");
+            r.validate(&at)?;
+            check_id(&at, &r.id)?;
         }
         let time_zones = self
             .marketplace_time_zones
@@ -291,7 +331,11 @@ impl ProcessorConfig {
         Ok(Compiled {
             config: self.clone(),
             catalog: Arc::new(catalog),
-            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            rules: RuleConfigs {
+                thresholds: rules.into_iter().map(|(_, r)| r).collect(),
+                trends: trends.into_iter().map(|(_, r)| r).collect(),
+                staleness: self.staleness_rules.clone(),
+            },
             default_tz: self.tz(),
             time_zones,
         })
@@ -306,7 +350,7 @@ pub struct Compiled {
     /// The catalog, restricted to the selected KPIs.
     pub catalog: Arc<Catalog>,
     /// Breach rules from the templates and the configuration.
-    pub rules: Vec<ThresholdRuleConfig>,
+    pub rules: RuleConfigs,
     /// Business zone of marketplaces without their own.
     pub default_tz: chrono_tz::Tz,
     /// Business zone per marketplace.
@@ -364,7 +408,7 @@ mod tests {
                 ..Default::default()
             };
             let c = cfg.compile().unwrap();
-            assert!(!c.rules.is_empty(), "{n} has rules");
+            assert!(!c.rules.thresholds.is_empty(), "{n} has rules");
         }
         let cfg = ProcessorConfig {
             templates: names,

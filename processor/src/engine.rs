@@ -118,6 +118,8 @@ pub struct Engine {
     /// The oldest hour with data while there was no frontier yet (its rolling windows wait).
     first_unpublished: Option<Hour>,
     rules: RuleSet,
+    /// Newest sign of life per (shop scope, source), for staleness rules.
+    freshness: HashMap<(u32, String), DateTime<Utc>>,
     revision: u64,
     retention_hours: i64,
     evicted_at: Option<Hour>,
@@ -161,7 +163,8 @@ impl Engine {
             dirty: BTreeMap::new(),
             frontier: None,
             first_unpublished: None,
-            rules: RuleSet::new(&compiled.rules),
+            rules: RuleSet::new(&compiled.rules, Instant::now()),
+            freshness: HashMap::new(),
             revision: first_revision,
             // A late fact may change any window that contains its bucket, so buckets live for
             // the lateness allowance plus the longest window, plus the hour in progress.
@@ -344,6 +347,9 @@ impl Engine {
                     verdict,
                     Applied::Counted | Applied::Superseded | Applied::Unused
                 ) {
+                    if self.rules.watches_freshness() {
+                        self.note_freshness(event);
+                    }
                     self.seen.insert(
                         event.header.event_id.clone(),
                         hour_of(event.header.event_time),
@@ -470,6 +476,26 @@ impl Engine {
             (false, true) => Applied::Superseded,
             (false, false) => Applied::Unused,
         }
+    }
+
+    /// Records a sign of life: a record's ingest time, or a heartbeat's last successful sync
+    /// (a heartbeat from a connector whose syncs fail is not one).
+    fn note_freshness(&mut self, event: &Event) {
+        let h = &event.header;
+        let fresh = match &event.body {
+            EventBody::SourceHeartbeat(b) => b.last_success,
+            _ => Some(h.ingest_time),
+        };
+        let Some(fresh) = fresh else { return };
+        let shop = self.scope_id(
+            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
+            GroupBy::Shop,
+        );
+        let slot = self
+            .freshness
+            .entry((shop, h.source.clone()))
+            .or_insert(fresh);
+        *slot = (*slot).max(fresh);
     }
 
     /// Replaces the counted version of a restated fact when this one is newer; returns whether
@@ -691,10 +717,38 @@ impl Engine {
                     watermark: watermark_ts,
                     emitted_at: wall,
                 };
+                let references: Vec<_> = self
+                    .rules
+                    .references_needed(&update)
+                    .into_iter()
+                    .map(|compare| {
+                        let (ps, pe) = window::earlier(def, s.tz, start, end, compare);
+                        let before = self.sum(scope, ps, pe);
+                        let days = Decimal(
+                            rust_decimal::Decimal::new(pe - ps, 0)
+                                / rust_decimal::Decimal::from(24),
+                        );
+                        let n = kpi.numerator.eval(&before, days);
+                        let value = match kpi.denominator.as_ref().map(|d| d.eval(&before, days)) {
+                            Some(d) if d == Decimal::ZERO => None,
+                            Some(d) => Some(n.to_f64() / d.to_f64()),
+                            None => Some(n.to_f64()),
+                        };
+                        (compare, value)
+                    })
+                    .collect();
                 out.breaches
-                    .extend(self.rules.evaluate(scope, &update, wall));
+                    .extend(self.rules.evaluate(scope, &update, &references, wall));
                 out.updates.push(update);
             }
+        }
+        if self.rules.watches_freshness() {
+            let scopes = &self.scopes;
+            let lookup = |id: u32| scopes[id as usize].scope.clone();
+            out.breaches.extend(
+                self.rules
+                    .evaluate_staleness(&self.freshness, &lookup, now, wall),
+            );
         }
         if let Some(wm) = watermark {
             self.evict(hour_of(wm));

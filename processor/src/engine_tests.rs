@@ -301,3 +301,258 @@ fn other_currencies_are_rejected_with_the_field() {
         other => panic!("{other:?}"),
     }
 }
+
+fn only(kpis: &[&str]) -> ProcessorConfig {
+    ProcessorConfig {
+        kpis: kpis.iter().map(|k| k.to_string()).collect(),
+        ..ProcessorConfig::default()
+    }
+}
+
+fn defect(id: &str, at: &str, placed_at: &str, order: &str) -> Event {
+    Event::new(
+        header(id, at),
+        kpiflow_schemas::OrderDefect {
+            order_id: order.into(),
+            placed_at: t(placed_at),
+            kind: kpiflow_schemas::DefectKind::AToZClaim,
+            rating: None,
+        },
+    )
+}
+
+#[test]
+fn a_defect_weeks_later_opens_an_odr_breach_and_counts_once_per_order() {
+    let mut cfg = only(&["order_defect_rate"]);
+    cfg.rules = vec![crate::rule::threshold::ThresholdRuleConfig {
+        id: "odr".into(),
+        kpi: "order_defect_rate".into(),
+        window: "rolling_60d".into(),
+        op: kpiflow_schemas::RuleOp::Above,
+        threshold: 0.01,
+        resolve_at: None,
+        min_denominator: 50,
+        severity: kpiflow_schemas::Severity::Critical,
+        for_: None,
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    for i in 0..100 {
+        e.apply(
+            &placed(&format!("o{i}"), "2026-10-01T18:00:00Z", "10.00"),
+            P0,
+            now,
+        );
+    }
+    let first = e.flush(now, Utc::now());
+    assert!(first.breaches.is_empty());
+    // Three weeks later two defects arrive for one order: it counts once.
+    let later = "2026-10-22T18:00:00Z";
+    assert_eq!(
+        e.apply(
+            &defect("d1", later, "2026-10-01T18:00:00Z", "o-o7"),
+            P0,
+            now
+        ),
+        Applied::Counted
+    );
+    e.apply(
+        &defect("d2", later, "2026-10-01T18:00:00Z", "o-o7"),
+        P0,
+        now,
+    );
+    e.apply(
+        &defect("d3", later, "2026-10-01T18:00:00Z", "o-o9"),
+        P0,
+        now,
+    );
+    let out = e.flush(now, Utc::now());
+    let newest = out
+        .updates
+        .iter()
+        .filter(|u| u.window.name == "rolling_60d")
+        .max_by_key(|u| u.window.end)
+        .unwrap();
+    assert_eq!(
+        (newest.numerator, newest.denominator),
+        (d("2"), Some(d("100")))
+    );
+    assert_eq!(out.breaches.len(), 1, "{:#?}", out.breaches);
+    assert_eq!(out.breaches[0].state, kpiflow_schemas::BreachState::Firing);
+    assert_eq!(out.breaches[0].kpi, "order_defect_rate");
+}
+
+#[test]
+fn a_week_over_week_fall_opens_a_trend_breach() {
+    let mut cfg = only(&["orders"]);
+    cfg.trend_rules = vec![crate::rule::trend::TrendRuleConfig {
+        id: "orders_wow".into(),
+        kpi: "orders".into(),
+        window: "business_day".into(),
+        compare: crate::rule::trend::Compare::WeekAgo,
+        baseline: None,
+        movement: crate::rule::trend::Movement::Fall,
+        change: 0.5,
+        resolve_change: None,
+        min_denominator: 0,
+        severity: kpiflow_schemas::Severity::Warning,
+        for_: None,
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    for i in 0..10 {
+        e.apply(
+            &placed(&format!("a{i}"), "2026-11-02T18:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    assert!(e.flush(now, Utc::now()).breaches.is_empty());
+    for i in 0..4 {
+        e.apply(
+            &placed(&format!("b{i}"), "2026-11-09T18:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    let out = e.flush(now, Utc::now());
+    assert_eq!(out.breaches.len(), 1, "{:#?}", out.breaches);
+    let b = &out.breaches[0];
+    assert_eq!(b.rule_kind, kpiflow_schemas::RuleKind::Trend);
+    assert_eq!(b.baseline, Some(10.0));
+    assert!((b.value.unwrap() + 0.6).abs() < 1e-9, "{b:?}");
+    assert_eq!(b.window.start, t("2026-11-09T08:00:00Z"));
+}
+
+fn snapshot(id: &str, at: &str, sku: &str, sellable: u64) -> Event {
+    let mut h = header(id, at);
+    h.sku = Some(sku.into());
+    Event::new(
+        h,
+        kpiflow_schemas::InventorySnapshot {
+            location: "FBA-US".into(),
+            location_kind: kpiflow_schemas::LocationKind::Fba,
+            sellable,
+            inbound: 0,
+            reserved: 0,
+            unfulfillable: 0,
+        },
+    )
+}
+
+#[test]
+fn stockout_days_take_each_days_last_snapshot_and_cover_reads_the_newest_stock() {
+    let mut e = Engine::new(
+        &only(&["stockout_rate", "stockout_rate_by_sku", "days_of_cover"]),
+        0,
+    );
+    let now = Instant::now();
+    let logistics = PartitionId {
+        topic: Topic::Logistics,
+        partition: 0,
+    };
+    // Nov 2 (Pacific): A is out in the morning but restocked by evening; B has stock.
+    e.apply(
+        &snapshot("s1", "2026-11-02T17:00:00Z", "A", 0),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s2", "2026-11-03T03:00:00Z", "A", 5),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s3", "2026-11-02T17:00:00Z", "B", 3),
+        logistics,
+        now,
+    );
+    // Nov 3: A is out at its last snapshot.
+    e.apply(
+        &snapshot("s4", "2026-11-03T17:00:00Z", "A", 7),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s5", "2026-11-04T02:00:00Z", "A", 0),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s6", "2026-11-03T17:00:00Z", "B", 3),
+        logistics,
+        now,
+    );
+    for i in 0..7 {
+        e.apply(
+            &placed(&format!("o{i}"), "2026-11-03T10:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    e.apply(&placed("late", "2026-11-03T18:30:00Z", "1.00"), P0, now);
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "stockout_rate", "2026-11-02T08:00:00Z"),
+        Some((d("0"), Some(d("2"))))
+    );
+    assert_eq!(
+        day_value(&out, "stockout_rate", "2026-11-03T08:00:00Z"),
+        Some((d("1"), Some(d("2"))))
+    );
+    let sku_a = out
+        .updates
+        .iter()
+        .rev()
+        .find(|u| {
+            u.kpi == "stockout_rate_by_sku"
+                && u.scope.sku.as_deref() == Some("A")
+                && u.window.name == "week"
+        })
+        .unwrap();
+    assert_eq!((sku_a.numerator, sku_a.denominator), (d("1"), Some(d("2"))));
+    // The watermark (orders at 18:30, less 5 minutes) makes the open window end at 19:00: the
+    // newest snapshots before it are A = 7 and B = 3 (A's 02:00 stockout is later), and
+    // 8 units sold in 7 days.
+    let cover = out
+        .updates
+        .iter()
+        .filter(|u| u.kpi == "days_of_cover" && u.window.name == "rolling_7d")
+        .max_by_key(|u| u.window.end)
+        .unwrap();
+    assert_eq!(cover.window.end, t("2026-11-03T19:00:00Z"));
+    assert_eq!(cover.denominator, Some(d("8")));
+    assert_eq!(cover.numerator, d("70"));
+    assert_eq!(cover.value, Some(8.75));
+}
+
+#[test]
+fn a_silent_source_opens_a_staleness_breach_and_data_resolves_it() {
+    let mut cfg = only(&["orders"]);
+    cfg.staleness_rules = vec![crate::rule::staleness::StalenessRuleConfig {
+        id: "silent".into(),
+        source: "test".into(),
+        max_silence: Duration::from_secs(3600),
+        severity: kpiflow_schemas::Severity::Warning,
+        owner: "operations".into(),
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    e.apply(&placed("a", "2026-11-02T18:00:00Z", "1.00"), P0, now);
+    // Within the processor's own first hour, nothing is judged.
+    assert!(e.flush(now, t("2026-11-02T21:00:00Z")).breaches.is_empty());
+    let later = now + Duration::from_secs(2 * 3600);
+    let fired = e.flush(later, t("2026-11-02T21:00:00Z")).breaches;
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].rule_kind, kpiflow_schemas::RuleKind::Staleness);
+    e.apply(&placed("b", "2026-11-02T21:05:00Z", "1.00"), P0, later);
+    let resolved = e.flush(later, t("2026-11-02T21:06:00Z")).breaches;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].state, kpiflow_schemas::BreachState::Resolved);
+}

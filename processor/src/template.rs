@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::catalog::TEMPLATES;
 use crate::rule::threshold::ThresholdRuleConfig;
+use crate::rule::trend::TrendRuleConfig;
 
 /// A template file.
 #[derive(Debug, Clone, Deserialize)]
@@ -15,9 +16,12 @@ pub struct Template {
     pub description: String,
     /// KPI ids from the catalog.
     pub kpis: Vec<String>,
-    /// Breach rules.
+    /// Threshold breach rules.
     #[serde(default)]
     pub rules: Vec<ThresholdRuleConfig>,
+    /// Trend breach rules.
+    #[serde(default)]
+    pub trend_rules: Vec<TrendRuleConfig>,
 }
 
 impl Template {
@@ -33,6 +37,11 @@ impl Template {
         self.rules
             .iter()
             .map(|r| (r.kpi.clone(), r.window.clone()))
+            .chain(
+                self.trend_rules
+                    .iter()
+                    .map(|r| (r.kpi.clone(), r.window.clone())),
+            )
             .collect()
     }
 }
