@@ -27,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event_table;
+pub mod reconcile;
 pub mod rule;
 pub mod run;
 pub mod template;
