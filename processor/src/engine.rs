@@ -691,8 +691,12 @@ impl Engine {
             let def = &catalog.windows[wi];
             for ki in kpis {
                 let kpi = &catalog.kpis[ki];
-                let numerator = kpi.numerator.eval(&sums, window_days);
-                let denominator = kpi.denominator.as_ref().map(|d| d.eval(&sums, window_days));
+                // Normalised so "2" is not published as "2.000000000" (the evaluation scale).
+                let numerator = Decimal(kpi.numerator.eval(&sums, window_days).0.normalize());
+                let denominator = kpi
+                    .denominator
+                    .as_ref()
+                    .map(|d| Decimal(d.eval(&sums, window_days).0.normalize()));
                 let value = match denominator {
                     Some(d) if d == Decimal::ZERO => None,
                     Some(d) => Some(numerator.to_f64() / d.to_f64()),
