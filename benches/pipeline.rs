@@ -59,16 +59,8 @@ fn engine_rate(events: &[Event]) -> f64 {
     let now = Instant::now();
     let t = Instant::now();
     for chunk in events.chunks(20_000) {
-        let batch: Vec<(&Event, PartitionId)> = chunk
-            .iter()
-            .map(|e| {
-                let p = PartitionId {
-                    topic: e.body.topic(),
-                    partition: 0,
-                };
-                (e, p)
-            })
-            .collect();
+        let batch: Vec<(&Event, PartitionId)> =
+            chunk.iter().map(|e| (e, PartitionId::zero_of(e))).collect();
         engine
             .apply_batch(&batch, now)
             .expect("the catalog evaluates");
@@ -91,13 +83,7 @@ fn memory_per_bucket(scopes: usize, hours: i64) -> (f64, usize) {
             .collect();
         let batch: Vec<(&Event, PartitionId)> = events
             .iter()
-            .map(|e| {
-                let p = PartitionId {
-                    topic: Topic::Orders,
-                    partition: 0,
-                };
-                (e, p)
-            })
+            .map(|e| (e, PartitionId::zero_of(e)))
             .collect();
         engine
             .apply_batch(&batch, now)

@@ -29,6 +29,17 @@ pub struct PartitionId {
     pub partition: i32,
 }
 
+impl PartitionId {
+    /// Partition 0 of the event's topic: where a test or benchmark that has no Kafka says its
+    /// events came from.
+    pub fn zero_of(event: &Event) -> PartitionId {
+        PartitionId {
+            topic: event.body.topic(),
+            partition: 0,
+        }
+    }
+}
+
 /// What [`Engine::apply`] did with an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
