@@ -859,6 +859,9 @@ fn level_index(g: GroupBy) -> usize {
     }
 }
 
+#[path = "engine_state.rs"]
+mod state;
+
 #[cfg(test)]
 #[path = "engine_proptests.rs"]
 mod proptests;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
+use serde::{Deserialize, Serialize};
 
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
@@ -23,6 +24,15 @@ pub struct RuleConfigs {
     pub trends: Vec<TrendRuleConfig>,
     /// Silent sources.
     pub staleness: Vec<StalenessRuleConfig>,
+}
+
+/// The rules' memory, by rule id (a rule removed from the configuration loses its state; a
+/// new one starts empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSetState {
+    thresholds: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
+    trends: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
+    staleness: Vec<(String, Vec<((u32, String), String)>)>,
 }
 
 /// Every configured rule, with its per-scope state.
@@ -53,6 +63,46 @@ impl RuleSet {
                 .map(StalenessRule::new)
                 .collect(),
             started,
+        }
+    }
+
+    /// The rules' memory, for checkpoints.
+    pub fn state(&self) -> RuleSetState {
+        RuleSetState {
+            thresholds: self
+                .thresholds
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+            trends: self
+                .trends
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+            staleness: self
+                .staleness
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+        }
+    }
+
+    /// Restores the memory of the rules that still exist.
+    pub fn restore(&mut self, state: RuleSetState) {
+        for (id, s) in state.thresholds {
+            if let Some(r) = self.thresholds.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
+        }
+        for (id, s) in state.trends {
+            if let Some(r) = self.trends.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
+        }
+        for (id, s) in state.staleness {
+            if let Some(r) = self.staleness.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
         }
     }
 
