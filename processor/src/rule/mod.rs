@@ -32,8 +32,11 @@ pub struct RuleConfigs {
 pub struct RuleSetState {
     thresholds: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
     trends: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
-    staleness: Vec<(String, Vec<((u32, String), String)>)>,
+    staleness: Vec<(String, Vec<OpenStaleness>)>,
 }
+
+/// An open staleness breach: ((shop scope, source), breach id).
+type OpenStaleness = ((u32, String), String);
 
 /// Every configured rule, with its per-scope state.
 #[derive(Debug)]
