@@ -151,8 +151,13 @@ async fn raw_consume(kafka: &KafkaConfig, n: usize) -> f64 {
 
 /// Runs the processor until its group has committed the end of every input partition.
 async fn processor_until_caught_up(kafka: &KafkaConfig, group: &str, n: usize) -> f64 {
+    let state = tempfile::tempdir().unwrap();
     let cfg = ProcessorConfig {
         group_id: group.to_string(),
+        checkpoint: kpiflow_processor::config::CheckpointConfig {
+            dir: state.path().to_path_buf(),
+            ..Default::default()
+        },
         idle_timeout: Duration::from_secs(1),
         ..ProcessorConfig::default()
     };
@@ -183,8 +188,13 @@ async fn processor_until_caught_up(kafka: &KafkaConfig, group: &str, n: usize) -
 /// Sends orders for one shop at `rate` per second for `seconds`, with the processor running,
 /// and measures, per order, the time until a KPI update counting it was on the output topic.
 async fn latency(kafka: &KafkaConfig, rate: f64, seconds: f64) -> (f64, f64, usize) {
+    let state = tempfile::tempdir().unwrap();
     let cfg = ProcessorConfig {
         group_id: "bench-latency".into(),
+        checkpoint: kpiflow_processor::config::CheckpointConfig {
+            dir: state.path().to_path_buf(),
+            ..Default::default()
+        },
         idle_timeout: Duration::from_secs(1),
         kpis: vec!["orders".into()],
         ..ProcessorConfig::default()
