@@ -20,6 +20,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/crash.rs"]
+mod crash;
+
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
         .expect("set KPIFLOW_TEST_BOOTSTRAP to a Kafka broker, or run scripts/test.sh")

@@ -1,0 +1,259 @@
+//! Delivery guarantees under SIGKILL: processors killed at random moments while the stream
+//! runs lose nothing and count nothing twice; `KPIFLOW_CRASH_KILLS` sets how many kills (5 by
+//! default; `scripts/soak.sh` repeats the test).
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use kpiflow_core::KafkaConfig;
+use kpiflow_ingest::connectors::simulator::{Simulator, SimulatorConfig, generate};
+use kpiflow_ingest::publish::KafkaPublisher;
+use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
+use rand::Rng;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio_util::sync::CancellationToken;
+
+use super::{Sums, bootstrap, facts, formula, wait_until_consumed};
+
+/// The KPIs `formula` knows.
+const KPIS: &str = r#"["gmv", "orders", "aov", "late_shipment_rate", "cancellation_rate", "roas"]"#;
+
+fn processor_config(dir: &std::path::Path, kafka: &KafkaConfig, group: &str) -> std::path::PathBuf {
+    let path = dir.join("kpiflow.toml");
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "{prefix}"
+partitions = 3
+
+[kafka.client]
+# A killed member's partitions move after this, not after the 45 s default.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[processor]
+group_id = "{group}"
+kpis = {KPIS}
+flush_interval = "200ms"
+idle_timeout = "1s"
+
+[[processor.rules]]
+id = "lsr_high"
+kpi = "late_shipment_rate"
+window = "rolling_24h"
+op = "above"
+threshold = 0.10
+resolve_at = 0.06
+min_denominator = 20
+severity = "critical"
+
+[processor.checkpoint]
+dir = "{state}"
+interval = "300ms"
+"#,
+        bootstrap = kafka.bootstrap_servers,
+        prefix = kafka.topic_prefix,
+        state = dir.join("state").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+        .arg("--config")
+        .arg(config)
+        .arg("process")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Every record of `topic`, from the beginning to its current end.
+fn read_all(kafka: &KafkaConfig, topic: &str) -> Vec<Vec<u8>> {
+    let mut cfg = kafka.client_config().unwrap();
+    cfg.set(
+        "group.id",
+        format!(
+            "{}-read-{}",
+            kafka.topic_prefix,
+            uuid::Uuid::new_v4().simple()
+        ),
+    )
+    .set("auto.offset.reset", "earliest")
+    .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let mut eof = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while eof.len() < kafka.partitions as usize && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
+    let kills: usize = std::env::var("KPIFLOW_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let prefix = format!("crash-{}", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: prefix.clone(),
+        partitions: 3,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let sim = SimulatorConfig {
+        seed: 11,
+        shops: 4,
+        days: 3,
+        orders_per_shop_per_day: 80,
+        duplicate_rate: 0.02,
+        late_rate: 0.03,
+        anomalies: vec![
+            kpiflow_ingest::connectors::simulator::Anomaly::LateShipmentSpike {
+                shop: 0,
+                day: 1,
+                late_share: 0.5,
+                hours: 24,
+            },
+        ],
+        ..SimulatorConfig::default()
+    };
+    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
+    let events = generate(&sim, start_at);
+    // The stream runs for about 12 s while processors are killed.
+    let rate = events.len() as f64 / 12.0;
+    let publisher =
+        KafkaPublisher::new(&kafka, kpiflow_core::ComponentMetrics::new("ingest.crash")).unwrap();
+    let stream = tokio::spawn({
+        let sim = SimulatorConfig {
+            rate: Some(rate),
+            ..sim.clone()
+        };
+        async move {
+            Simulator::with_start(sim, start_at)
+                .unwrap()
+                .run(&publisher, CancellationToken::new())
+                .await
+                .unwrap()
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let group = format!("{prefix}-processor");
+    let config = processor_config(dir.path(), &kafka, &group);
+    let mut rng = rand::rng();
+    for i in 0..kills {
+        let mut child = start(&config, &dir.path().join(format!("run-{i}.log")));
+        let after = Duration::from_millis(rng.random_range(1_000..4_000));
+        tokio::time::sleep(after).await;
+        child.kill().unwrap(); // SIGKILL: no flush, no checkpoint, no goodbye
+        child.wait().unwrap();
+        eprintln!("killed processor {i} after {after:?}");
+    }
+    let published = stream.await.unwrap();
+    assert_eq!(published.published, events.len() as u64);
+
+    let mut last = start(&config, &dir.path().join("final.log"));
+    let topics = kafka.topics();
+    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
+    wait_until_consumed(&kafka, &group, &inputs, Duration::from_secs(240)).await;
+    Command::new("kill")
+        .args(["-TERM", &last.id().to_string()])
+        .status()
+        .unwrap();
+    let status = last.wait().unwrap();
+    assert!(
+        status.success(),
+        "the last processor stops cleanly on SIGTERM: {status:?}"
+    );
+    let checkpoints = std::fs::read_dir(dir.path().join("state").join(&group))
+        .unwrap()
+        .count();
+    assert!(checkpoints >= 1, "state was checkpointed");
+
+    // Final KPI values: the highest revision per key equals the reference.
+    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
+    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
+        let u = KpiUpdate::from_json(&raw).unwrap();
+        if latest
+            .get(&u.key())
+            .is_none_or(|old| u.revision > old.revision)
+        {
+            latest.insert(u.key(), u);
+        }
+    }
+    let sums = Sums::new(facts(&events));
+    let mut wrong = Vec::new();
+    for u in latest.values() {
+        let (num, den) = formula(&u.kpi);
+        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
+        let want = (
+            sums.sum(&u.scope.shop, num, s, e).normalize(),
+            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
+        );
+        let got = (
+            u.numerator.0.normalize(),
+            u.denominator.map(|d| d.0.normalize()),
+        );
+        if got != want {
+            wrong.push(format!("{}: got {got:?}, want {want:?}", u.key()));
+        }
+    }
+    assert!(latest.len() > 1000, "only {} KPI keys", latest.len());
+    assert!(
+        wrong.is_empty(),
+        "{} of {} values differ, e.g. {:#?}",
+        wrong.len(),
+        latest.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+
+    // Breaches: after collapsing repeats of the same (breach id, state), every scope's
+    // breaches alternate firing / resolved, each resolution closing the open breach.
+    let mut seen = std::collections::HashSet::new();
+    let mut open: HashMap<String, String> = HashMap::new();
+    for raw in read_all(&kafka, &topics.name(Topic::Breaches)) {
+        let b = BreachEvent::from_json(&raw).unwrap();
+        if !seen.insert((b.breach_id.clone(), b.state)) {
+            continue;
+        }
+        let key = format!("{}|{}", b.rule, b.scope);
+        match b.state {
+            kpiflow_schemas::BreachState::Firing => {
+                assert!(
+                    open.insert(key.clone(), b.breach_id.clone()).is_none(),
+                    "{key} fired twice"
+                );
+            }
+            kpiflow_schemas::BreachState::Resolved => {
+                assert_eq!(
+                    open.remove(&key),
+                    Some(b.breach_id.clone()),
+                    "{key} resolved a breach that was not open"
+                );
+            }
+        }
+    }
+    assert!(!seen.is_empty(), "the late-shipment spike opens a breach");
+}
