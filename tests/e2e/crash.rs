@@ -257,3 +257,122 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     }
     assert!(!seen.is_empty(), "the late-shipment spike opens a breach");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processors_share_the_partitions_and_survive_losing_one() {
+    let prefix = format!("scale-{}", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: prefix.clone(),
+        partitions: 3,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let sim = SimulatorConfig {
+        seed: 5,
+        shops: 6,
+        days: 2,
+        orders_per_shop_per_day: 60,
+        ..SimulatorConfig::default()
+    };
+    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
+    let events = generate(&sim, start_at);
+    let rate = events.len() as f64 / 10.0;
+    let publisher =
+        KafkaPublisher::new(&kafka, kpiflow_core::ComponentMetrics::new("ingest.scale")).unwrap();
+    let stream = tokio::spawn({
+        let sim = SimulatorConfig {
+            rate: Some(rate),
+            ..sim.clone()
+        };
+        async move {
+            Simulator::with_start(sim, start_at)
+                .unwrap()
+                .run(&publisher, CancellationToken::new())
+                .await
+                .unwrap()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let group = format!("{prefix}-processor");
+    let config = processor_config(dir.path(), &kafka, &group);
+    let mut members: Vec<Child> = (0..3)
+        .map(|i| start(&config, &dir.path().join(format!("member-{i}.log"))))
+        .collect();
+    // Once the group has spread the partitions, one member dies.
+    let spread = Instant::now() + Duration::from_secs(60);
+    let assigned = |i: usize| {
+        std::fs::read_to_string(dir.path().join(format!("member-{i}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .last()
+            .is_some_and(|l| l.contains("tasks=1"))
+    };
+    while !(0..3).all(assigned) {
+        if Instant::now() > spread {
+            let logs: Vec<String> = (0..3)
+                .map(|i| {
+                    std::fs::read_to_string(dir.path().join(format!("member-{i}.log")))
+                        .unwrap_or_default()
+                })
+                .collect();
+            panic!("the three members never held one partition each: {logs:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    members[0].kill().unwrap();
+    members[0].wait().unwrap();
+    let published = stream.await.unwrap();
+    assert_eq!(published.published, events.len() as u64);
+    let topics = kafka.topics();
+    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
+    wait_until_consumed(&kafka, &group, &inputs, Duration::from_secs(240)).await;
+    for m in &mut members[1..] {
+        Command::new("kill")
+            .args(["-TERM", &m.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(m.wait().unwrap().success());
+    }
+    // The survivors took over the dead member's partition, restoring its checkpoint.
+    let took_over = (1..3).any(|i| {
+        std::fs::read_to_string(dir.path().join(format!("member-{i}.log")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("tasks=2") && !l.contains("restored_bytes=0"))
+    });
+    assert!(
+        took_over,
+        "no survivor restored the dead member's partition"
+    );
+
+    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
+    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
+        let u = KpiUpdate::from_json(&raw).unwrap();
+        if latest
+            .get(&u.key())
+            .is_none_or(|old| u.revision > old.revision)
+        {
+            latest.insert(u.key(), u);
+        }
+    }
+    let sums = Sums::new(facts(&events));
+    let shops: std::collections::HashSet<&str> =
+        latest.values().map(|u| u.scope.shop.as_str()).collect();
+    assert_eq!(shops.len(), 6, "every shop has values");
+    for u in latest.values() {
+        let (num, den) = formula(&u.kpi);
+        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
+        let want = (
+            sums.sum(&u.scope.shop, num, s, e).normalize(),
+            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
+        );
+        let got = (
+            u.numerator.0.normalize(),
+            u.denominator.map(|d| d.0.normalize()),
+        );
+        assert_eq!(got, want, "{}", u.key());
+    }
+}
