@@ -305,8 +305,7 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
         std::fs::read_to_string(dir.path().join(format!("member-{i}.log")))
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("partitions assigned"))
-            .last()
+            .rfind(|l| l.contains("partitions assigned"))
             .is_some_and(|l| l.contains("tasks=1"))
     };
     while !(0..3).all(assigned) {
