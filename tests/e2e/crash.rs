@@ -375,3 +375,149 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
         assert_eq!(got, want, "{}", u.key());
     }
 }
+
+/// `deploy/local/kafka.sh <cmd>` for a private broker on `port` with data under `data`.
+fn broker(cmd: &str, port: u16, data: &std::path::Path) -> String {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/local/kafka.sh"
+    ))
+    .arg(cmd)
+    .env("KPIFLOW_KAFKA_PORT", port.to_string())
+    .env("KPIFLOW_KAFKA_DATA", data)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
+    // A broker of its own: the other tests share theirs.
+    let port = std::env::var("KPIFLOW_RESTART_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(39692u16);
+    let data = tempfile::tempdir().unwrap();
+    let bootstrap = broker("start", port, data.path());
+    struct Stop(u16, std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/local/kafka.sh"
+            ))
+            .arg("stop")
+            .env("KPIFLOW_KAFKA_PORT", self.0.to_string())
+            .env("KPIFLOW_KAFKA_DATA", &self.1)
+            .output();
+        }
+    }
+    let _stop = Stop(port, data.path().to_path_buf());
+    let prefix = format!("restart-{}", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap,
+        topic_prefix: prefix.clone(),
+        partitions: 2,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let sim = SimulatorConfig {
+        seed: 3,
+        shops: 3,
+        days: 2,
+        orders_per_shop_per_day: 60,
+        duplicate_rate: 0.02,
+        ..SimulatorConfig::default()
+    };
+    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
+    let events = generate(&sim, start_at);
+    let rate = events.len() as f64 / 10.0;
+    let publisher = KafkaPublisher::new(
+        &kafka,
+        kpiflow_core::ComponentMetrics::new("ingest.restart"),
+    )
+    .unwrap();
+    let stream = tokio::spawn({
+        let sim = SimulatorConfig {
+            rate: Some(rate),
+            ..sim.clone()
+        };
+        async move {
+            Simulator::with_start(sim, start_at)
+                .unwrap()
+                .run(&publisher, CancellationToken::new())
+                .await
+                .unwrap()
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let group = format!("{prefix}-processor");
+    let cfg = kpiflow_processor::ProcessorConfig {
+        group_id: group.clone(),
+        flush_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(1),
+        kpis: [
+            "gmv",
+            "orders",
+            "aov",
+            "late_shipment_rate",
+            "cancellation_rate",
+            "roas",
+        ]
+        .map(String::from)
+        .to_vec(),
+        checkpoint: kpiflow_processor::config::CheckpointConfig {
+            dir: state.path().to_path_buf(),
+            interval: Duration::from_millis(300),
+        },
+        ..kpiflow_processor::ProcessorConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let processor = tokio::spawn({
+        let (kafka, cfg, stop) = (kafka.clone(), cfg.clone(), stop.clone());
+        async move { kpiflow_processor::run::run(&kafka, &cfg, None, stop).await }
+    });
+    // Mid-stream, the broker goes away for a few seconds and comes back with its data.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker("stop", port, data.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker("start", port, data.path());
+    let published = stream.await.unwrap();
+    assert_eq!(published.published, events.len() as u64);
+    let topics = kafka.topics();
+    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
+    wait_until_consumed(&kafka, &group, &inputs, Duration::from_secs(240)).await;
+    stop.cancel();
+    processor.await.unwrap().unwrap();
+
+    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
+    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
+        let u = KpiUpdate::from_json(&raw).unwrap();
+        if latest
+            .get(&u.key())
+            .is_none_or(|old| u.revision > old.revision)
+        {
+            latest.insert(u.key(), u);
+        }
+    }
+    assert!(latest.len() > 100, "only {} KPI keys", latest.len());
+    let sums = Sums::new(facts(&events));
+    for u in latest.values() {
+        let (num, den) = formula(&u.kpi);
+        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
+        let want = (
+            sums.sum(&u.scope.shop, num, s, e).normalize(),
+            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
+        );
+        let got = (
+            u.numerator.0.normalize(),
+            u.denominator.map(|d| d.0.normalize()),
+        );
+        assert_eq!(got, want, "{}", u.key());
+    }
+}
