@@ -77,11 +77,18 @@ pub struct ConnectorSpec {
 
 /// Every connector, in one place: adding a connector means adding its folder under
 /// `connectors/` and one line here.
-pub const REGISTRY: &[ConnectorSpec] = &[ConnectorSpec {
-    name: crate::connectors::simulator::NAME,
-    summary: "deterministic synthetic shops: orders, ads, inventory, shipments, anomalies",
-    build: crate::connectors::simulator::build,
-}];
+pub const REGISTRY: &[ConnectorSpec] = &[
+    ConnectorSpec {
+        name: crate::connectors::simulator::NAME,
+        summary: "deterministic synthetic shops: orders, ads, inventory, shipments, anomalies",
+        build: crate::connectors::simulator::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::shopify::WEBHOOK_NAME,
+        summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create",
+        build: crate::connectors::shopify::webhook::build,
+    },
+];
 
 /// Builds the connector called `name` from its config section; unknown names list the known ones.
 pub fn build(name: &str, config: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
@@ -111,7 +118,7 @@ mod tests {
         let err = build("shopfiy", serde_json::json!({})).err().unwrap();
         assert_eq!(
             err.to_string(),
-            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator"#
+            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, shopify_webhook"#
         );
     }
 

@@ -27,6 +27,8 @@ pub mod connector;
 pub mod connectors;
 pub mod error;
 pub mod publish;
+pub mod push;
+pub mod section;
 
 pub use connector::{Connector, RunStats, StopReason};
 pub use connectors::simulator::{Simulator, SimulatorConfig};

@@ -1,3 +1,4 @@
 //! Connectors, one folder each; [`crate::connector::REGISTRY`] lists them.
 
+pub mod shopify;
 pub mod simulator;
