@@ -16,6 +16,11 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+#[path = "integration/push_http.rs"]
+mod push_http;
+#[path = "integration/shopify.rs"]
+mod shopify;
+
 fn kafka() -> KafkaConfig {
     let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")
         .unwrap_or_else(|_| panic!("set KPIFLOW_TEST_BOOTSTRAP or run scripts/test.sh"));
