@@ -21,6 +21,12 @@ pub trait Connector: Send {
         publisher: &'a dyn Publish,
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<RunStats, IngestError>>;
+
+    /// The pull machinery behind this connector, for [`crate::pull::backfill`]; `None` for
+    /// connectors that do not poll an API.
+    fn as_pull(&mut self) -> Option<&mut crate::pull::PullConnector> {
+        None
+    }
 }
 
 /// Why a run ended.

@@ -27,6 +27,7 @@ pub mod connector;
 pub mod connectors;
 pub mod error;
 pub mod publish;
+pub mod pull;
 pub mod push;
 pub mod section;
 
