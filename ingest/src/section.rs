@@ -58,7 +58,7 @@ mod tests {
     #[allow(dead_code)]
     struct S {
         port: u16,
-        client_secret: crate::push::secret::SecretRef,
+        client_secret: crate::pull::secret::SecretRef,
     }
 
     #[test]

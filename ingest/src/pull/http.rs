@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{RetryPolicy, parse_retry_after};
-use super::secret::Secret;
 use super::token::TokenProvider;
 use crate::IngestError;
+use crate::pull::secret::Secret;
 use kpiflow_core::SourceMetrics;
 
 /// Where and how a client talks to one platform.

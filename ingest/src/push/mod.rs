@@ -1,4 +1,4 @@
-//! What push connectors share: secrets from the environment or files, HMAC signatures, the
+//! What push connectors share: the generic receiver ([`receiver`]), HMAC signatures, the
 //! recent-delivery cache, counters, and the queue that acknowledges a delivery only once Kafka
 //! stored what it carried.
 //!
@@ -14,7 +14,7 @@
 
 pub mod metrics;
 pub mod queue;
+pub mod receiver;
 pub mod recent;
-pub mod secret;
 pub mod server;
 pub mod signature;

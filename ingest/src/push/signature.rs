@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use hmac::{KeyInit, Mac};
 
-use super::secret::Secret;
+use crate::pull::secret::Secret;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -32,7 +32,8 @@ impl SignatureError {
 
 fn mac(secret: &Secret, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.expose()).expect("HMAC accepts any key");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key");
     mac.update(body);
     mac
 }
@@ -65,7 +66,7 @@ mod tests {
     #[test]
     fn a_known_vector_matches() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let s = Secret::new(b"Jefe".to_vec());
+        let s = Secret::new("Jefe");
         let sig = sign(&s, b"what do ya want for nothing?");
         assert_eq!(sig, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
         assert_eq!(
@@ -76,7 +77,7 @@ mod tests {
 
     #[test]
     fn missing_malformed_and_mismatched_are_told_apart() {
-        let s = Secret::new(b"k".to_vec());
+        let s = Secret::new("k");
         assert_eq!(verify(&s, b"x", None), Err(SignatureError::Missing));
         assert_eq!(
             verify(&s, b"x", Some(b"not base64!")),
@@ -86,7 +87,7 @@ mod tests {
             verify(&s, b"x", Some(b"c2hvcnQ=")),
             Err(SignatureError::Malformed)
         );
-        let other = sign(&Secret::new(b"other".to_vec()), b"x");
+        let other = sign(&Secret::new("other"), b"x");
         assert_eq!(
             verify(&s, b"x", Some(other.as_bytes())),
             Err(SignatureError::Mismatch)
@@ -100,7 +101,7 @@ mod tests {
             at in any::<prop::sample::Index>(),
             bit in 0u8..8,
         ) {
-            let s = Secret::new(b"shpss_test".to_vec());
+            let s = Secret::new("shpss_test");
             let sig = sign(&s, &body);
             prop_assert_eq!(verify(&s, &body, Some(sig.as_bytes())), Ok(()));
             let mut tampered = body.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kpiflow_core::{ComponentMetrics, KafkaConfig};
 use kpiflow_ingest::connectors::shopify::{ShopifyWebhook, WebhookConfig};
-use kpiflow_ingest::push::secret::{Secret, SecretRef};
+use kpiflow_ingest::pull::secret::{Secret, SecretRef};
 use kpiflow_ingest::push::signature::sign;
 use kpiflow_ingest::{KafkaPublisher, MemoryPublisher, Publish};
 use kpiflow_schemas::{CancelledBy, DeadLetter, Event, EventBody, Money, Topic};
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::push_http::{Response, post};
 
-const SECRET: &[u8] = b"shpss_test_client_secret_0123456789";
+const SECRET: &str = "shpss_test_client_secret_0123456789";
 const DOMAIN: &str = "acme-ceramics.myshopify.com";
 const PATH: &str = "/webhooks/shopify";
 
@@ -48,7 +48,7 @@ struct Running {
 async fn start(cfg: WebhookConfig, publisher: std::sync::Arc<dyn Publish>) -> Running {
     let hook = std::sync::Arc::new(ShopifyWebhook::new(cfg).expect("valid"));
     let bound = hook
-        .bind_with_secret(Secret::new(SECRET.to_vec()))
+        .bind_with_secret(Secret::new(SECRET))
         .await
         .expect("bind");
     let addr = bound.local_addr();
@@ -100,7 +100,7 @@ async fn deliver(
 }
 
 fn signed(body: &[u8]) -> Option<String> {
-    Some(sign(&Secret::new(SECRET.to_vec()), body))
+    Some(sign(&Secret::new(SECRET), body))
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn a_signed_order_is_published_and_bad_signatures_are_refused() {
     let r = start(config(), publisher.clone()).await;
     let body = fixture("orders_create.json");
 
-    let wrong = sign(&Secret::new(b"someone-elses-secret".to_vec()), &body);
+    let wrong = sign(&Secret::new("someone-elses-secret"), &body);
     let resp = deliver(r.addr, "orders/create", "e-1", &body, Some(wrong)).await;
     assert_eq!(resp.status, 401, "{resp:?}");
     let resp = deliver(r.addr, "orders/create", "e-1", &body, None).await;
@@ -371,7 +371,7 @@ async fn acknowledged_deliveries_are_in_kafka() {
         .expect("broker reachable");
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("client_secret");
-    std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let mut cfg = config();
     cfg.client_secret = SecretRef::File(secret_file);
     let hook = ShopifyWebhook::new(cfg).unwrap();

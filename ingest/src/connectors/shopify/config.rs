@@ -9,7 +9,7 @@ use kpiflow_schemas::{Fulfilment, SourceTz};
 use serde::Deserialize;
 
 use crate::IngestError;
-use crate::push::secret::SecretRef;
+use crate::pull::secret::SecretRef;
 
 /// One Shopify store as kpiflow sees it; keyed by its `*.myshopify.com` domain.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

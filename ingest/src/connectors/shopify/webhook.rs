@@ -23,15 +23,9 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::http::HeaderMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -40,11 +34,11 @@ use super::mapping::{Facts, Mapper};
 use super::payload::{Order, Refund, decode};
 use super::{WEBHOOK_COMPONENT, WEBHOOK_NAME, WEBHOOK_SECTION};
 use crate::connector::{Connector, RunStats, StopReason};
+use crate::pull::secret::Secret;
 use crate::push::metrics::{PushMetrics, PushStats};
-use crate::push::queue::{Delivery, PublishQueue, QueueWorker, Rejected, publish_queue};
-use crate::push::recent::{RecentIds, RecentMap};
-use crate::push::secret::Secret;
-use crate::push::{server, signature};
+use crate::push::queue::{Delivery, Rejected};
+use crate::push::receiver::{self, Mapped, PushMapper, Receiver, ReceiverOptions, header};
+use crate::push::recent::RecentMap;
 use crate::{IngestError, Publish};
 
 /// Header names Shopify sends.
@@ -83,7 +77,7 @@ impl ShopifyWebhook {
     }
 
     /// Resolves the client secret and binds the listener.
-    pub async fn bind(&self) -> Result<BoundWebhook, IngestError> {
+    pub async fn bind(&self) -> Result<Receiver, IngestError> {
         let secret = self
             .cfg
             .client_secret
@@ -92,53 +86,24 @@ impl ShopifyWebhook {
     }
 
     /// Like [`ShopifyWebhook::bind`] with a secret obtained elsewhere.
-    pub async fn bind_with_secret(&self, secret: Secret) -> Result<BoundWebhook, IngestError> {
-        let listener = server::bind(self.cfg.listen, &format!("{WEBHOOK_SECTION}.listen")).await?;
-        let (queue, worker) = publish_queue(self.cfg.queue_capacity, self.metrics.clone());
-        let inner = Arc::new(Inner {
-            secret,
-            recent: RecentIds::new(self.cfg.recent_deliveries),
-            order_dates: RecentMap::new(self.cfg.recent_deliveries),
-            lookback: TimeDelta::from_std(self.cfg.updated_lookback).unwrap_or(TimeDelta::MAX),
-            cfg: self.cfg.clone(),
-            queue,
-            metrics: self.metrics.clone(),
+    pub async fn bind_with_secret(&self, secret: Secret) -> Result<Receiver, IngestError> {
+        let c = &self.cfg;
+        let opts = ReceiverOptions {
+            listen: c.listen,
+            listen_key: format!("{WEBHOOK_SECTION}.listen"),
+            path: c.path.clone(),
+            signature_header: headers::HMAC.into(),
+            max_body_bytes: c.max_body_bytes,
+            ack_deadline: c.ack_deadline,
+            recent_deliveries: c.recent_deliveries,
+            queue_capacity: c.queue_capacity,
+        };
+        let mapper = Arc::new(ShopifyMapper {
+            order_dates: RecentMap::new(c.recent_deliveries),
+            lookback: TimeDelta::from_std(c.updated_lookback).unwrap_or(TimeDelta::MAX),
+            cfg: c.clone(),
         });
-        let routes = Router::new()
-            .route(&self.cfg.path, post(receive))
-            .layer(DefaultBodyLimit::max(self.cfg.max_body_bytes))
-            .with_state(inner);
-        Ok(BoundWebhook {
-            listener,
-            routes,
-            worker,
-        })
-    }
-}
-
-/// A bound receiver, ready to serve.
-pub struct BoundWebhook {
-    listener: TcpListener,
-    routes: Router,
-    worker: QueueWorker,
-}
-
-impl BoundWebhook {
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Serves until `shutdown`; in-flight deliveries are answered before it returns.
-    pub async fn serve(
-        self,
-        publisher: &dyn Publish,
-        shutdown: CancellationToken,
-    ) -> Result<(), IngestError> {
-        tracing::info!(addr = %self.local_addr(), "shopify webhook receiver listening");
-        server::serve(self.listener, self.routes, self.worker, publisher, shutdown).await
+        receiver::bind(opts, secret, mapper, self.metrics.clone()).await
     }
 }
 
@@ -155,7 +120,10 @@ impl Connector for ShopifyWebhook {
         Box::pin(async move {
             let began = Instant::now();
             publisher.ensure_topics().await?;
-            self.bind().await?.serve(publisher, shutdown).await?;
+            let receiver = self.bind().await?;
+            tracing::info!(addr = %receiver.local_addr(), path = %self.cfg.path,
+                "shopify webhook receiver listening");
+            receiver.serve(publisher, shutdown).await?;
             let s = self.stats();
             Ok(RunStats {
                 published: s.published,
@@ -174,88 +142,32 @@ pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, In
     )?)?))
 }
 
-struct Inner {
-    secret: Secret,
+/// Shopify's half of the receiver.
+struct ShopifyMapper {
     cfg: WebhookConfig,
-    queue: PublishQueue,
-    recent: RecentIds,
     /// Order id → created_at, from order deliveries, for `refunds/create`.
     order_dates: RecentMap<DateTime<Utc>>,
     lookback: TimeDelta,
-    metrics: PushMetrics,
 }
 
-fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+impl PushMapper for ShopifyMapper {
+    fn delivery_id(&self, h: &HeaderMap) -> Option<String> {
+        // One event can trigger several topics under one event id: the topic is part of the key.
+        let topic = header(h, headers::TOPIC).unwrap_or_default();
+        header(h, headers::EVENT_ID)
+            .or_else(|| header(h, headers::WEBHOOK_ID))
+            .map(|id| format!("{topic}:{id}"))
+    }
+
+    fn map(&self, h: &HeaderMap, body: &[u8]) -> Mapped {
+        let topic = header(h, headers::TOPIC).unwrap_or_default();
+        let domain = header(h, headers::SHOP_DOMAIN).unwrap_or_default();
+        self.map_topic(topic, domain, body)
+    }
 }
 
-async fn receive(
-    State(s): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> (StatusCode, &'static str) {
-    let began = Instant::now();
-    s.metrics.received();
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            s.metrics.rejected("too_large");
-            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
-        }
-        Err(_) => {
-            s.metrics.rejected("unreadable_body");
-            return (StatusCode::BAD_REQUEST, "unreadable body\n");
-        }
-    };
-    let sig = headers.get(headers::HMAC).map(|v| v.as_bytes());
-    if let Err(e) = signature::verify(&s.secret, &body, sig) {
-        s.metrics.rejected(e.reason());
-        return (StatusCode::UNAUTHORIZED, "invalid signature\n");
-    }
-
-    let topic = header(&headers, headers::TOPIC).unwrap_or_default();
-    let delivery_id = header(&headers, headers::EVENT_ID)
-        .or_else(|| header(&headers, headers::WEBHOOK_ID))
-        .map(|id| format!("{topic}:{id}"));
-    if let Some(id) = &delivery_id
-        && s.recent.contains(id)
-    {
-        s.metrics.duplicate();
-        return (StatusCode::OK, "duplicate\n");
-    }
-
-    let domain = header(&headers, headers::SHOP_DOMAIN).unwrap_or_default();
-    let delivery = match s.map(topic, domain, &body) {
-        Mapped::Publish(d) => d,
-        Mapped::Ignore(reason) => {
-            s.metrics.rejected(reason);
-            Delivery::default()
-        }
-    };
-    if !(delivery.events.is_empty() && delivery.dead_letters.is_empty()) {
-        let deadline = began + s.cfg.ack_deadline;
-        if let Err(e) = s.queue.submit(delivery, deadline).await {
-            tracing::warn!(topic, error = %e, "shopify delivery not acknowledged; answering 503");
-            return (StatusCode::SERVICE_UNAVAILABLE, "not stored yet, retry\n");
-        }
-    }
-    if let Some(id) = &delivery_id {
-        s.recent.insert(id, ());
-    }
-    (StatusCode::OK, "ok\n")
-}
-
-enum Mapped {
-    Publish(Delivery),
-    /// Acknowledged without publishing (counted under this reason).
-    Ignore(&'static str),
-}
-
-impl Inner {
-    fn map(&self, topic: &str, domain: &str, body: &[u8]) -> Mapped {
+impl ShopifyMapper {
+    fn map_topic(&self, topic: &str, domain: &str, body: &[u8]) -> Mapped {
         let dead = |kind: &'static str, reason: String| {
             Mapped::Publish(Delivery {
                 events: vec![],
