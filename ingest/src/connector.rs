@@ -94,6 +94,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create",
         build: crate::connectors::shopify::webhook::build,
     },
+    ConnectorSpec {
+        name: crate::connectors::threepl::NAME,
+        summary: "3PL / overseas warehouse: shipment milestones and stock from CSV files and a webhook",
+        build: crate::connectors::threepl::build,
+    },
 ];
 
 /// Builds the connector called `name` from its config section; unknown names list the known ones.
@@ -124,7 +129,7 @@ mod tests {
         let err = build("shopfiy", serde_json::json!({})).err().unwrap();
         assert_eq!(
             err.to_string(),
-            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, shopify_webhook"#
+            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, shopify_webhook, threepl"#
         );
     }
 

@@ -2,3 +2,4 @@
 
 pub mod shopify;
 pub mod simulator;
+pub mod threepl;

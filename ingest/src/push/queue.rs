@@ -108,7 +108,8 @@ impl QueueWorker {
                     Err(_) => break,
                 }
             }
-            let result = publish_all(publisher, stage, &batch).await;
+            let deliveries: Vec<&Delivery> = batch.iter().map(|j| &j.delivery).collect();
+            let result = publish(publisher, stage, &deliveries).await;
             match &result {
                 Ok(()) => {
                     let events = batch.iter().map(|j| j.delivery.events.len()).sum::<usize>();
@@ -133,17 +134,20 @@ impl QueueWorker {
     }
 }
 
-async fn publish_all(
+/// Publishes `deliveries` (dead letters under `stage`) and flushes: after `Ok` all of it is
+/// stored. The flush happens after a failure too, so an earlier record's failure is not
+/// reported against the next call.
+pub async fn publish(
     publisher: &dyn Publish,
     stage: &str,
-    batch: &[Job],
+    deliveries: &[&Delivery],
 ) -> Result<(), IngestError> {
     let sent = async {
-        for job in batch {
-            for event in &job.delivery.events {
+        for d in deliveries {
+            for event in &d.events {
                 publisher.publish(event).await?;
             }
-            for r in &job.delivery.dead_letters {
+            for r in &d.dead_letters {
                 publisher
                     .dead_letter(stage, r.kind, &r.reason, &r.raw)
                     .await?;
@@ -152,8 +156,6 @@ async fn publish_all(
         Ok::<(), IngestError>(())
     }
     .await;
-    // Flush even after a failure, so an earlier record's failure is not reported against the
-    // next round.
     let flushed = publisher.flush().await;
     sent.and(flushed)
 }
