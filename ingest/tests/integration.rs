@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 mod push_http;
 #[path = "integration/shopify.rs"]
 mod shopify;
+#[path = "integration/threepl.rs"]
+mod threepl;
 
 fn kafka() -> KafkaConfig {
     let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")

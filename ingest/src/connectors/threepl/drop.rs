@@ -278,6 +278,10 @@ impl DropFolder {
         } else {
             self.cfg.done()
         };
+        // Also done by `prepare`; again here in case the folder was removed meanwhile.
+        tokio::fs::create_dir_all(&to_dir)
+            .await
+            .map_err(|e| self.io("creating", &to_dir, e))?;
         let moved_to = free_name(&to_dir, &name).await;
         tokio::fs::rename(path, &moved_to).await.map_err(|e| {
             self.io(
