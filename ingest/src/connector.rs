@@ -95,6 +95,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::shopify::webhook::build,
     },
     ConnectorSpec {
+        name: crate::connectors::shopify::orders::NAME,
+        summary: "Shopify Admin API orders (updated_at_min, Link paging): the webhook's events, polled or backfilled",
+        build: crate::connectors::shopify::orders::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::threepl::NAME,
         summary: "3PL / overseas warehouse: shipment milestones and stock from CSV files and a webhook",
         build: crate::connectors::threepl::build,
@@ -129,7 +134,7 @@ mod tests {
         let err = build("shopfiy", serde_json::json!({})).err().unwrap();
         assert_eq!(
             err.to_string(),
-            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, shopify_webhook, threepl"#
+            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, shopify_webhook, shopify_orders, threepl"#
         );
     }
 

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 mod push_http;
 #[path = "integration/shopify.rs"]
 mod shopify;
+#[path = "integration/shopify_orders.rs"]
+mod shopify_orders;
 #[path = "integration/threepl.rs"]
 mod threepl;
 

@@ -9,10 +9,12 @@
 
 pub mod config;
 pub mod mapping;
+pub mod orders;
 pub mod payload;
 pub mod webhook;
 
 pub use config::{ShopifyShop, WebhookConfig};
+pub use orders::{OrdersConfig, ShopifyOrders};
 pub use webhook::ShopifyWebhook;
 
 /// The webhook receiver's registry name.
