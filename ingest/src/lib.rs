@@ -26,6 +26,7 @@
 pub mod connector;
 pub mod connectors;
 pub mod error;
+pub mod map;
 pub mod publish;
 pub mod pull;
 

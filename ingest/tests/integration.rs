@@ -1,5 +1,7 @@
 //! Against a real broker (`KPIFLOW_TEST_BOOTSTRAP`, set by `scripts/test.sh`): what the
 //! simulator publishes is exactly what it generated, and dead letters arrive with their reason.
+//! The pull connectors run against local HTTP servers speaking each platform's API shapes
+//! (modules under `tests/integration/`, recorded responses under `fixtures/<connector>/`).
 //!
 //! Each test uses its own random topic prefix and consumer group, so runs never see each
 //! other's records.
@@ -15,6 +17,11 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod integration {
+    pub(crate) mod amazon_sp_orders;
+    pub(crate) mod fixture;
+}
 
 fn kafka() -> KafkaConfig {
     let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")
