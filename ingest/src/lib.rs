@@ -26,10 +26,10 @@
 pub mod connector;
 pub mod connectors;
 pub mod error;
+pub mod map;
 pub mod publish;
 pub mod pull;
 pub mod push;
-pub mod section;
 
 pub use connector::{Connector, RunStats, StopReason};
 pub use connectors::simulator::{Simulator, SimulatorConfig};

@@ -1,5 +1,7 @@
 //! Against a real broker (`KPIFLOW_TEST_BOOTSTRAP`, set by `scripts/test.sh`): what the
 //! simulator publishes is exactly what it generated, and dead letters arrive with their reason.
+//! The pull connectors run against local HTTP servers speaking each platform's API shapes
+//! (modules under `tests/integration/`, recorded responses under `fixtures/<connector>/`).
 //!
 //! Each test uses its own random topic prefix and consumer group, so runs never see each
 //! other's records.
@@ -16,14 +18,14 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-#[path = "integration/push_http.rs"]
-mod push_http;
-#[path = "integration/shopify.rs"]
-mod shopify;
-#[path = "integration/shopify_orders.rs"]
-mod shopify_orders;
-#[path = "integration/threepl.rs"]
-mod threepl;
+mod integration {
+    pub(crate) mod amazon_sp_orders;
+    pub(crate) mod fixture;
+    pub(crate) mod push_http;
+    pub(crate) mod shopify;
+    pub(crate) mod shopify_orders;
+    pub(crate) mod threepl;
+}
 
 fn kafka() -> KafkaConfig {
     let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")

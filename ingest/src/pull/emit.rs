@@ -20,6 +20,35 @@ pub struct Origin {
     pub source_tz: SourceTz,
 }
 
+/// One canonical fact read from a platform record, before the shared header fields are added.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    /// Deterministic id: the same platform record and state always give the same id
+    /// (e.g. `amazon:113-1234567-1234567:placed`), so re-reading a window is harmless.
+    pub event_id: String,
+    /// When the fact happened (UTC).
+    pub event_time: DateTime<Utc>,
+    /// Seller SKU, where the fact concerns one.
+    pub sku: Option<String>,
+    /// Marketplace id of the record, where it differs from the source's.
+    pub marketplace: Option<String>,
+    /// The schema-specific part.
+    pub body: EventBody,
+}
+
+impl Fact {
+    /// A fact without SKU or marketplace override.
+    pub fn new(event_id: String, event_time: DateTime<Utc>, body: impl Into<EventBody>) -> Fact {
+        Fact {
+            event_id,
+            event_time,
+            sku: None,
+            marketplace: None,
+            body: body.into(),
+        }
+    }
+}
+
 /// What one sync handed over.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
@@ -121,6 +150,29 @@ impl<'p> Emitter<'p> {
             .max(Some(event.header.event_time));
         self.source.records.inc();
         Ok(())
+    }
+
+    /// Publishes the facts mapped from one platform record, or dead-letters the record with
+    /// the reason mapping failed; `raw` is the record as the platform sent it.
+    pub async fn record(
+        &mut self,
+        mapped: Result<Vec<Fact>, String>,
+        raw: &[u8],
+    ) -> Result<(), IngestError> {
+        self.received();
+        match mapped {
+            Ok(facts) => {
+                for f in facts {
+                    let mut header = self.header(f.event_id, f.event_time, f.sku);
+                    if let Some(m) = f.marketplace {
+                        header.marketplace = m;
+                    }
+                    self.emit(header, f.body, raw).await?;
+                }
+                Ok(())
+            }
+            Err(reason) => self.dead_letter(&reason, raw).await,
+        }
     }
 
     /// Counts one platform record read (before mapping).

@@ -347,13 +347,17 @@ impl HttpClient {
                     match status {
                         StatusCode::TOO_MANY_REQUESTS => {
                             self.metrics.rate_limit_waits.inc();
-                            if let Some(l) = &self.limiter {
-                                l.drain(tokio::time::Instant::now());
-                            }
                             let asked = headers
                                 .get(RETRY_AFTER)
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(|v| parse_retry_after(v, Utc::now()));
+                            // Without a Retry-After the server's budget is spent by its own
+                            // count: empty ours so later requests pace at the sustained rate.
+                            if asked.is_none()
+                                && let Some(l) = &self.limiter
+                            {
+                                l.drain(tokio::time::Instant::now());
+                            }
                             if let Some(asked) = asked
                                 && asked > policy.max_retry_after
                             {

@@ -32,11 +32,13 @@ pub mod settings;
 pub mod token;
 
 pub use cursor::{Cursor, CursorStore};
-pub use emit::{Counts, Emitter, Origin};
+pub use emit::{Counts, Emitter, Fact, Origin};
 pub use http::{HttpClient, HttpOptions, Request, Response, TokenHeader};
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use retry::RetryPolicy;
 pub use runner::{Progress, PullConnector, Source, SyncReport, Window, backfill};
 pub use secret::{Secret, SecretRef};
 pub use settings::{Pull, PullDefaults, PullSettings};
-pub use token::{LwaConfig, OAuthTokens, StaticToken, TokenProvider, WalmartAuthConfig};
+pub use token::{
+    LwaConfig, OAuthTokens, StaticToken, TokenProvider, WalmartAuthConfig, lwa_client,
+};

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use futures::future::BoxFuture;
 use kpiflow_core::{ComponentMetrics, SourceMetrics};
 use tokio::time::Instant;
@@ -171,7 +171,8 @@ impl PullConnector {
     /// publishes a heartbeat, whatever the outcome.
     pub async fn sync_once(&mut self, publisher: &dyn Publish) -> Result<SyncReport, IngestError> {
         let now = Utc::now();
-        let end = self.source.window_end(now);
+        // Whole seconds: the form platforms take timestamps in, so the cursor is what was asked.
+        let end = self.source.window_end(now).trunc_subsecs(0);
         let name = self.source.name();
         let shop = self.source.origin().shop.clone();
         let mut counts = Counts::default();

@@ -107,6 +107,39 @@ impl WalmartAuthConfig {
     }
 }
 
+/// An HTTP client for an Amazon API whose calls carry an LWA access token in `header`
+/// (`x-amz-access-token` for SP-API, `Authorization: Bearer` for Amazon Ads). The token
+/// endpoint shares the API client's timeout and retries, not its rate limit. `key` names the
+/// `auth` section in errors.
+pub fn lwa_client(
+    connector: &'static str,
+    api: super::http::HttpOptions,
+    auth: &LwaConfig,
+    key: &str,
+    metrics: kpiflow_core::SourceMetrics,
+    header: super::http::TokenHeader,
+) -> Result<(HttpClient, std::sync::Arc<OAuthTokens>), IngestError> {
+    let token_url = reqwest::Url::parse(&auth.token_url).map_err(|e| {
+        IngestError::config(
+            format!("{key}.token_url"),
+            format!("{:?}", auth.token_url),
+            format!("not a URL: {e}"),
+        )
+    })?;
+    let token_http = HttpClient::new(
+        connector,
+        super::http::HttpOptions {
+            base_url: token_url,
+            rate_limit: None,
+            ..api.clone()
+        },
+        metrics.clone(),
+    )?;
+    let tokens = std::sync::Arc::new(OAuthTokens::lwa(token_http, auth, key)?);
+    let client = HttpClient::new(connector, api, metrics)?.with_token(tokens.clone(), header);
+    Ok((client, tokens))
+}
+
 enum Grant {
     /// `POST token_url` with `grant_type=refresh_token`.
     Lwa {

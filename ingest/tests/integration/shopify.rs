@@ -364,7 +364,7 @@ async fn healthz_answers() {
 /// secret comes from a file as configured.
 #[tokio::test]
 async fn acknowledged_deliveries_are_in_kafka() {
-    let kafka = super::kafka();
+    let kafka = crate::kafka();
     kafka
         .wait_until_reachable(Duration::from_secs(30))
         .await
@@ -399,8 +399,8 @@ async fn acknowledged_deliveries_are_in_kafka() {
     let (served, ()) = tokio::join!(bound.serve(&publisher, stop.clone()), client);
     served.unwrap();
 
-    let consumer = super::consumer(&kafka, &[Topic::Orders, Topic::DeadLetter]);
-    let got = super::read(&kafka, &consumer, 3).await;
+    let consumer = crate::consumer(&kafka, &[Topic::Orders, Topic::DeadLetter]);
+    let got = crate::read(&kafka, &consumer, 3).await;
     let mut ids = Vec::new();
     for (topic, key, payload) in got {
         match topic {

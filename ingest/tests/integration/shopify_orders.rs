@@ -2,187 +2,102 @@
 //! shape: `Link` header paging with `page_info`, a 429 with `Retry-After`, the access token
 //! header, and a restart from the stored cursor.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use kpiflow_ingest::MemoryPublisher;
-use kpiflow_ingest::connectors::shopify::{OrdersConfig, ShopifyOrders};
+use kpiflow_ingest::connectors::shopify::{OrdersConfig, ShopifyOrders, ShopifyShop};
 use kpiflow_ingest::pull::PullConnector;
 use tokio::time::Instant;
 
+use super::fixture::{Reply, Req, Server, fixture, pull_settings, secret_file};
+
+const C: &str = "shopify";
 const TOKEN: &str = "shpat_test_0123456789abcdef";
 const ORDERS: &str = "/admin/api/2025-10/orders.json";
 
-fn fixture(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/shopify")
-        .join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// One request the server saw: its query pairs and when.
-#[derive(Debug, Clone)]
-struct Seen {
-    query: Vec<(String, String)>,
-    at: Instant,
-    status: u16,
-}
-
-impl Seen {
-    fn get(&self, k: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Clone)]
-struct Fake {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    /// First-page requests to answer with 429 before serving.
-    throttle: Arc<Mutex<u32>>,
-}
-
-async fn orders(State(f): State<Fake>, headers: HeaderMap, uri: Uri) -> Response {
-    let url = reqwest::Url::parse(&format!("http://x{uri}")).unwrap();
-    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    let mut seen = Seen {
-        query,
-        at: Instant::now(),
-        status: 200,
-    };
-    let reply =
-        |seen: &mut Seen, status: StatusCode, h: Vec<(&'static str, String)>, body: String| {
-            seen.status = status.as_u16();
-            let mut r = (status, body).into_response();
-            for (k, v) in h {
-                r.headers_mut().insert(k, v.parse().unwrap());
-            }
-            r.headers_mut().insert(
-                "content-type",
-                "application/json; charset=utf-8".parse().unwrap(),
+/// Answers like the Admin API: checks the token, throttles the first `throttle` first-page
+/// requests with 429 + `Retry-After: 0.5`, and serves the three pages linked by `Link`
+/// headers, refusing filters next to `page_info` as Shopify does.
+async fn fake_shopify(throttle: u32) -> Server {
+    let base: Arc<OnceLock<String>> = Arc::default();
+    let url = base.clone();
+    let throttle = AtomicU32::new(throttle);
+    let server = Server::start(move |req: &Req| {
+        if req.path != ORDERS {
+            return Reply::status(404, format!("no route {}", req.path));
+        }
+        if req.header("x-shopify-access-token") != TOKEN {
+            return Reply::status(
+                401,
+                r#"{"errors":"[API] Invalid API key or access token (unrecognized login or wrong password)"}"#,
             );
-            r
-        };
-    let resp = if headers
-        .get("x-shopify-access-token")
-        .and_then(|v| v.to_str().ok())
-        != Some(TOKEN)
-    {
-        reply(&mut seen, StatusCode::UNAUTHORIZED, vec![],
-            r#"{"errors":"[API] Invalid API key or access token (unrecognized login or wrong password)"}"#.into())
-    } else {
+        }
         let link = |p: &str, rel: &str| {
             format!(
-                "<http://{}{ORDERS}?limit=250&page_info={p}>; rel=\"{rel}\"",
-                f.addr
+                "<{}{ORDERS}?limit=250&page_info={p}>; rel=\"{rel}\"",
+                url.get().expect("set after start")
             )
         };
-        match seen.get("page_info") {
-            None => {
-                let throttled = {
-                    let mut t = f.throttle.lock().unwrap();
-                    let hit = *t > 0;
-                    *t = t.saturating_sub(1);
-                    hit
-                };
-                if seen.get("status") != Some("any") || seen.get("updated_at_min").is_none() {
-                    reply(
-                        &mut seen,
-                        StatusCode::BAD_REQUEST,
-                        vec![],
-                        r#"{"errors":"status=any and updated_at_min expected"}"#.into(),
-                    )
-                } else if throttled {
-                    reply(&mut seen, StatusCode::TOO_MANY_REQUESTS, vec![("retry-after", "0.5".into())],
-                        r#"{"errors":"Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}"#.into())
-                } else {
-                    reply(
-                        &mut seen,
-                        StatusCode::OK,
-                        vec![("link", link("p2", "next"))],
-                        fixture("admin_orders_page1.json"),
-                    )
-                }
+        match req.q("page_info") {
+            "" if req.q("status") != "any" || req.q("updated_at_min").is_empty() => {
+                Reply::status(400, r#"{"errors":"status=any and updated_at_min expected"}"#)
             }
-            // Shopify refuses filters next to page_info.
-            Some(_) if seen.get("updated_at_min").is_some() || seen.get("status").is_some() => {
-                reply(
-                    &mut seen,
-                    StatusCode::BAD_REQUEST,
-                    vec![],
-                    r#"{"errors":{"page_info":"page_info cannot be combined with other filters"}}"#
-                        .into(),
+            "" if throttle
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
+                .is_ok() =>
+            {
+                Reply::status(
+                    429,
+                    r#"{"errors":"Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."}"#,
                 )
+                .with("retry-after", "0.5")
             }
-            Some("p2") => reply(
-                &mut seen,
-                StatusCode::OK,
-                vec![(
-                    "link",
-                    format!("{}, {}", link("p1", "previous"), link("p3", "next")),
-                )],
-                fixture("admin_orders_page2.json"),
+            "" => Reply::json(fixture(C, "admin_orders_page1.json")).with("link", &link("p2", "next")),
+            _ if !req.q("updated_at_min").is_empty() || !req.q("status").is_empty() => Reply::status(
+                400,
+                r#"{"errors":{"page_info":"page_info cannot be combined with other filters"}}"#,
             ),
-            Some("p3") => reply(
-                &mut seen,
-                StatusCode::OK,
-                vec![("link", link("p2", "previous"))],
-                fixture("admin_orders_page3.json"),
+            "p2" => Reply::json(fixture(C, "admin_orders_page2.json")).with(
+                "link",
+                &format!("{}, {}", link("p1", "previous"), link("p3", "next")),
             ),
-            Some(_) => reply(
-                &mut seen,
-                StatusCode::BAD_REQUEST,
-                vec![],
-                r#"{"errors":"bad page_info"}"#.into(),
-            ),
+            "p3" => Reply::json(fixture(C, "admin_orders_page3.json"))
+                .with("link", &link("p2", "previous")),
+            other => Reply::status(400, format!(r#"{{"errors":"bad page_info {other}"}}"#)),
         }
-    };
-    f.seen.lock().unwrap().push(seen);
-    resp
+    })
+    .await;
+    base.set(server.url.clone()).unwrap();
+    server
 }
 
-async fn fake_shopify(throttle: u32) -> Fake {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake = Fake {
-        addr: listener.local_addr().unwrap(),
-        seen: Arc::default(),
-        throttle: Arc::new(Mutex::new(throttle)),
-    };
-    let app = Router::new()
-        .route(ORDERS, get(orders))
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    fake
+fn connector(server: &Server, state: &Path) -> PullConnector {
+    connector_with(server, state, TOKEN)
 }
 
-fn connector(fake: &Fake, state: &Path) -> PullConnector {
-    let token_file = state.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let v = serde_json::json!({
-        "domain": "acme-ceramics.myshopify.com",
-        "access_token": format!("file:{}", token_file.display()),
-        "store": { "shop": "shop-003", "time_zone": "America/New_York" },
-        "pull": {
-            "base_url": format!("http://{}/", fake.addr),
-            "cursor_dir": state.join("cursors"),
-            "overlap": "15m",
-            "initial_lookback": "7days",
-            "max_window": "30days",
-            "retry": { "initial_backoff": "50ms", "max_backoff": "200ms" },
-        },
-    });
-    ShopifyOrders::build(OrdersConfig::from_value(&v).unwrap()).unwrap()
+fn connector_with(server: &Server, state: &Path, token: &str) -> PullConnector {
+    let mut pull = pull_settings(server, &state.join("cursors"));
+    pull.overlap = Some(Duration::from_secs(15 * 60));
+    pull.initial_lookback = Some(Duration::from_secs(7 * 86_400));
+    pull.max_window = Some(Duration::from_secs(30 * 86_400));
+    let mut store = ShopifyShop::for_tests("shop-003");
+    store.time_zone = "America/New_York"
+        .parse()
+        .map(kpiflow_schemas::SourceTz)
+        .unwrap();
+    let cfg = OrdersConfig {
+        domain: "acme-ceramics.myshopify.com".into(),
+        access_token: secret_file(state, "token", token),
+        api_version: "2025-10".into(),
+        page_size: 250,
+        store,
+        pull,
+    };
+    ShopifyOrders::build(cfg).unwrap()
 }
 
 fn order_ids(p: &MemoryPublisher) -> Vec<String> {
@@ -199,31 +114,37 @@ fn time(s: &str) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn pages_follow_the_link_header_and_a_429_is_waited_out() {
-    let fake = fake_shopify(1).await;
+    let server = fake_shopify(1).await;
     let state = tempfile::tempdir().unwrap();
-    let mut c = connector(&fake, state.path());
+    let mut c = connector(&server, state.path());
     let publisher = MemoryPublisher::new();
+    let began = Instant::now();
     let report = c.sync_once(&publisher).await.expect("sync");
-
-    let seen = fake.seen.lock().unwrap().clone();
-    let statuses: Vec<u16> = seen.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [429, 200, 200, 200], "{seen:?}");
+    // Backoffs are 20-100 ms here: only honouring `Retry-After: 0.5` takes this long.
     assert!(
-        seen[1].at - seen[0].at >= Duration::from_millis(500),
-        "Retry-After: 0.5 was honoured ({:?})",
-        seen[1].at - seen[0].at
+        began.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        began.elapsed()
     );
-    assert_eq!(seen[1].get("order"), Some("updated_at asc"));
-    assert_eq!(seen[1].get("limit"), Some("250"));
-    let min = time(seen[1].get("updated_at_min").unwrap());
-    let max = time(seen[1].get("updated_at_max").unwrap());
+
+    let seen = server.requests_to(ORDERS);
+    let pages: Vec<&str> = seen.iter().map(|r| r.q("page_info")).collect();
+    assert_eq!(
+        pages,
+        ["", "", "p2", "p3"],
+        "the throttled first page is asked again"
+    );
+    assert_eq!(seen[0].query, seen[1].query);
+    let first = &seen[1];
+    assert_eq!(first.q("order"), "updated_at asc");
+    assert_eq!(first.q("limit"), "250");
+    let min = time(first.q("updated_at_min"));
+    let max = time(first.q("updated_at_max"));
     let reach = max - min;
     assert!(
         reach >= TimeDelta::days(7) && reach <= TimeDelta::days(7) + TimeDelta::seconds(2),
         "the first run reaches initial_lookback back: {reach}"
     );
-    assert_eq!(seen[2].get("page_info"), Some("p2"));
-    assert_eq!(seen[3].get("page_info"), Some("p3"));
 
     assert_eq!(
         order_ids(&publisher),
@@ -275,14 +196,14 @@ async fn pages_follow_the_link_header_and_a_429_is_waited_out() {
 
 #[tokio::test]
 async fn a_restart_resumes_from_the_stored_cursor() {
-    let fake = fake_shopify(0).await;
+    let server = fake_shopify(0).await;
     let state = tempfile::tempdir().unwrap();
     let first = MemoryPublisher::new();
-    connector(&fake, state.path())
+    connector(&server, state.path())
         .sync_once(&first)
         .await
         .unwrap();
-    let stored = connector(&fake, state.path())
+    let stored = connector(&server, state.path())
         .cursors()
         .load("shopify_orders", "shop-003")
         .await
@@ -290,18 +211,18 @@ async fn a_restart_resumes_from_the_stored_cursor() {
         .unwrap();
 
     // A new process: the next sync starts at the stored mark minus the overlap, not at the
-    // initial lookback, and re-reads give the same ids.
+    // initial lookback, and re-reads give the same ids (the processor counts them once).
     let second = MemoryPublisher::new();
-    let mut restarted = connector(&fake, state.path());
+    let mut restarted = connector(&server, state.path());
     restarted.sync_once(&second).await.unwrap();
-    let seen = fake.seen.lock().unwrap().clone();
-    let firsts: Vec<&Seen> = seen
-        .iter()
-        .filter(|s| s.get("page_info").is_none())
+    let firsts: Vec<Req> = server
+        .requests_to(ORDERS)
+        .into_iter()
+        .filter(|r| r.q("page_info").is_empty())
         .collect();
     assert_eq!(firsts.len(), 2);
     assert_eq!(
-        time(firsts[1].get("updated_at_min").unwrap()),
+        time(firsts[1].q("updated_at_min")),
         (stored.high_water - TimeDelta::minutes(15)).trunc_subsecs(0)
     );
     assert_eq!(order_ids(&first), order_ids(&second));
@@ -312,4 +233,27 @@ async fn a_restart_resumes_from_the_stored_cursor() {
         .unwrap()
         .unwrap();
     assert!(moved.high_water >= stored.high_water);
+}
+
+/// A token the store does not accept fails the sync with the platform's status, and the
+/// cursor does not move.
+#[tokio::test]
+async fn a_rejected_token_fails_the_sync_without_moving_the_cursor() {
+    let server = fake_shopify(0).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut c = connector_with(&server, state.path(), "shpat_revoked");
+    let publisher = MemoryPublisher::new();
+    let err = c.sync_once(&publisher).await.unwrap_err().to_string();
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        !err.contains("shpat_revoked"),
+        "the token is never in errors: {err}"
+    );
+    assert!(
+        c.cursors()
+            .load("shopify_orders", "shop-003")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -310,7 +310,7 @@ async fn the_webhook_checks_its_signature_and_maps_like_the_csv_path() {
 /// is in Kafka once it has moved to done/.
 #[tokio::test]
 async fn a_dropped_file_reaches_kafka() {
-    let kafka = super::kafka();
+    let kafka = crate::kafka();
     kafka
         .wait_until_reachable(Duration::from_secs(30))
         .await
@@ -341,8 +341,8 @@ async fn a_dropped_file_reaches_kafka() {
     );
     let stats = run.unwrap();
     assert_eq!(stats.published, 3);
-    let consumer = super::consumer(&kafka, &[Topic::Logistics]);
-    let got = super::read(&kafka, &consumer, 3).await;
+    let consumer = crate::consumer(&kafka, &[Topic::Logistics]);
+    let got = crate::read(&kafka, &consumer, 3).await;
     let mut skus: Vec<String> = got
         .iter()
         .map(|(_, _, p)| Event::from_json(p).unwrap().header.sku.unwrap())

@@ -180,7 +180,7 @@ impl WebhookConfig {
 
     /// Parses the section (without validating).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, IngestError> {
-        crate::section::parse(super::WEBHOOK_SECTION, value)
+        crate::connector::parse_section(super::WEBHOOK_SECTION, value.clone())
     }
 
     /// Checks every value before any I/O; errors quote key and value.

@@ -92,7 +92,7 @@ pub struct OrdersConfig {
 impl OrdersConfig {
     /// Parses one table (without validating).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, IngestError> {
-        crate::section::parse(SECTION, value)
+        crate::connector::parse_section(SECTION, value.clone())
     }
 
     /// Checks what this connector owns (the `pull` table is checked when resolved).

@@ -177,7 +177,7 @@ pub struct ThreeplConfig {
 impl ThreeplConfig {
     /// Parses the section (without validating).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, IngestError> {
-        crate::section::parse(SECTION, value)
+        crate::connector::parse_section(SECTION, value.clone())
     }
 
     /// Checks every value before any I/O.
