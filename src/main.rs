@@ -56,6 +56,12 @@ enum Command {
     },
     /// Publish the simulator's stream ([simulate] section, flags override it) to Kafka.
     Simulate(SimulateArgs),
+    /// Run a platform connector from [connectors.<name>] (every enabled table of it) until
+    /// Ctrl-C: a webhook receiver, a drop-folder watcher or an API poller.
+    Ingest {
+        /// The connector, e.g. shopify_webhook, shopify_orders, threepl.
+        connector: String,
+    },
     /// Run the KPI engine: events in, KPI updates and breaches out.
     Process,
     /// Write KPI updates and breaches to Parquet and serve /metrics.
@@ -217,6 +223,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(?stats, "simulation published");
             Ok(())
         }
+        Command::Ingest { connector } => {
+            cancel_on_signal(shutdown.clone());
+            ingest(&cfg, &connector, shutdown).await
+        }
         Command::Process => {
             cancel_on_signal(shutdown.clone());
             let readiness = Readiness::default();
@@ -241,7 +251,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => {
-            println!("configuration OK");
+            let n = cfg.check_connectors()?;
+            println!("configuration OK ({n} connector tables checked)");
             Ok(())
         }
         Command::ExampleConfig => {
@@ -249,4 +260,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `kpiflow ingest <name>`: builds every enabled table of `[connectors.<name>]` and runs them
+/// side by side on one publisher until shutdown; one failing stops the others.
+async fn ingest(cfg: &Config, name: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tables: Vec<_> = cfg
+        .connector_tables(name)?
+        .into_iter()
+        .filter(|t| t.enabled)
+        .collect();
+    if tables.is_empty() {
+        anyhow::bail!(
+            "no enabled [connectors.{name}] table in the config (add one, or set enabled = true)"
+        );
+    }
+    let mut connectors = Vec::new();
+    for t in tables {
+        let c = kpiflow_ingest::connector::build(name, t.section)
+            .with_context(|| format!("checking `{}`", t.key))?;
+        connectors.push(c);
+    }
+    // One component label per process, made once: metric families need a 'static str.
+    let component: &'static str = Box::leak(format!("ingest.{name}").into_boxed_str());
+    let publisher = kpiflow_ingest::KafkaPublisher::new(
+        &cfg.kafka,
+        kpiflow_core::ComponentMetrics::new(component),
+    )?;
+    let readiness = Readiness::default();
+    let ready = readiness.part(component);
+    metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = connectors.iter_mut().map(|c| {
+        let (publisher, shutdown) = (&publisher, shutdown.clone());
+        async move {
+            let r = c.run(publisher, shutdown.clone()).await;
+            if r.is_err() {
+                shutdown.cancel();
+            }
+            r
+        }
+    });
+    for stats in futures::future::join_all(runs).await {
+        tracing::info!(?stats, connector = name, "connector stopped");
+        stats?;
+    }
+    Ok(())
 }

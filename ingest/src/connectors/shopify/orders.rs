@@ -31,10 +31,10 @@ use super::mapping::{Facts, Mapper};
 use super::payload::{Order, decode};
 use crate::IngestError;
 use crate::connector::Connector;
-use crate::pull::secret::SecretRef;
+use crate::pull::secret::{Secret, SecretRef};
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    Source, StaticToken, TokenHeader, Window,
+    Source, TokenHeader, TokenProvider, Window,
 };
 
 /// The registry name.
@@ -132,20 +132,23 @@ pub struct ShopifyOrders {
 }
 
 impl ShopifyOrders {
-    /// Validates `cfg`, reads the access token and builds the connector.
+    /// Validates `cfg` and builds the connector. No I/O: the access token is read when a
+    /// request needs it (so `check-config` works without it, and a rotated token file is
+    /// picked up without a restart).
     pub fn build(cfg: OrdersConfig) -> Result<PullConnector, IngestError> {
         cfg.validate()?;
-        let token = cfg
-            .access_token
-            .resolve(&format!("{SECTION}.access_token"))?;
         let mut settings = cfg.pull.clone();
         settings
             .base_url
             .get_or_insert_with(|| format!("https://{}/", cfg.domain));
         let pull = settings.resolve(SECTION, &DEFAULTS)?;
         let metrics = SourceMetrics::new(NAME, &cfg.store.shop);
+        let token = AccessToken {
+            secret: cfg.access_token.clone(),
+            key: format!("{SECTION}.access_token"),
+        };
         let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?.with_token(
-            Arc::new(StaticToken(token)),
+            Arc::new(token),
             TokenHeader::Named(HeaderName::from_static("x-shopify-access-token")),
         );
         let origin = Origin {
@@ -211,6 +214,22 @@ impl ShopifyOrders {
             }
         }
     }
+}
+
+/// The Admin API access token, read from its `env:`/`file:` reference on each use (Shopify
+/// offline tokens do not expire; a 401 fails the sync, and the next one reads the reference
+/// again).
+struct AccessToken {
+    secret: SecretRef,
+    key: String,
+}
+
+impl TokenProvider for AccessToken {
+    fn token(&self) -> BoxFuture<'_, Result<Secret, IngestError>> {
+        Box::pin(async move { self.secret.resolve(&self.key) })
+    }
+
+    fn invalidate(&self, _: &Secret) {}
 }
 
 /// UTC, whole seconds, `Z`.
