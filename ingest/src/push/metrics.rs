@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use kpiflow_core::ComponentMetrics;
 
+use super::health::PushHealth;
+use super::queue::Delivery;
+
 /// What a receiver has seen since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushStats {
@@ -39,6 +42,7 @@ struct Counts {
 pub struct PushMetrics {
     metrics: ComponentMetrics,
     counts: Arc<Counts>,
+    health: Option<Arc<PushHealth>>,
 }
 
 impl PushMetrics {
@@ -47,7 +51,19 @@ impl PushMetrics {
         PushMetrics {
             metrics: ComponentMetrics::new(component),
             counts: Arc::default(),
+            health: None,
         }
+    }
+
+    /// Also keeps per-shop health (source metrics and heartbeats) from acknowledged deliveries.
+    pub fn with_health(mut self, health: Arc<PushHealth>) -> PushMetrics {
+        self.health = Some(health);
+        self
+    }
+
+    /// The per-shop health, if kept.
+    pub fn health(&self) -> Option<&Arc<PushHealth>> {
+        self.health.as_ref()
     }
 
     /// The component label, also the dead-letter stage.
@@ -81,12 +97,27 @@ impl PushMetrics {
         self.counts.duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `events` events and `dead_letters` dead letters were acknowledged by the publisher.
-    pub fn acknowledged(&self, events: u64, dead_letters: u64) {
-        self.counts.published.fetch_add(events, Ordering::Relaxed);
+    /// The publisher acknowledged `deliveries`.
+    pub fn acknowledged(&self, deliveries: &[&Delivery]) {
+        let events: usize = deliveries.iter().map(|d| d.events.len()).sum();
+        let dead: usize = deliveries.iter().map(|d| d.dead_letters.len()).sum();
+        self.counts
+            .published
+            .fetch_add(events as u64, Ordering::Relaxed);
         self.counts
             .dead_lettered
-            .fetch_add(dead_letters, Ordering::Relaxed);
+            .fetch_add(dead as u64, Ordering::Relaxed);
+        if let Some(h) = &self.health {
+            h.record(deliveries, true);
+        }
+    }
+
+    /// Publishing `deliveries` failed (they were not acknowledged).
+    pub fn failed(&self, deliveries: &[&Delivery]) {
+        self.metrics.error("kafka");
+        if let Some(h) = &self.health {
+            h.record(deliveries, false);
+        }
     }
 
     /// An error of `kind` (e.g. `kafka`, `io`).

@@ -12,6 +12,7 @@
 //! (up to a deadline) for the worker, which owns the `&dyn Publish`, to publish and flush it.
 //! Concurrent deliveries share one flush.
 
+pub mod health;
 pub mod metrics;
 pub mod queue;
 pub mod receiver;

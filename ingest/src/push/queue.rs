@@ -111,16 +111,9 @@ impl QueueWorker {
             let deliveries: Vec<&Delivery> = batch.iter().map(|j| &j.delivery).collect();
             let result = publish(publisher, stage, &deliveries).await;
             match &result {
-                Ok(()) => {
-                    let events = batch.iter().map(|j| j.delivery.events.len()).sum::<usize>();
-                    let dls = batch
-                        .iter()
-                        .map(|j| j.delivery.dead_letters.len())
-                        .sum::<usize>();
-                    self.metrics.acknowledged(events as u64, dls as u64);
-                }
+                Ok(()) => self.metrics.acknowledged(&deliveries),
                 Err(e) => {
-                    self.metrics.error("kafka");
+                    self.metrics.failed(&deliveries);
                     tracing::warn!(component = stage, error = %e, deliveries = batch.len(),
                         "not acknowledged; the senders will retry");
                 }
@@ -161,7 +154,7 @@ pub async fn publish(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::MemoryPublisher;
     use std::time::Duration;
@@ -218,7 +211,7 @@ mod tests {
         assert_eq!(r, Err(SubmitError::Deadline));
     }
 
-    pub(super) fn event() -> Event {
+    pub(crate) fn event() -> Event {
         use kpiflow_schemas::*;
         let t = "2026-11-02T17:03:00Z".parse().unwrap();
         Event::new(

@@ -149,6 +149,23 @@ async fn a_signed_order_is_published_and_bad_signatures_are_refused() {
     assert_eq!(p.total, Money::usd("105.40"));
     assert_eq!(p.units, 3);
 
+    // The store's heartbeat now shows the acknowledged delivery.
+    let beats = r.hook.health().heartbeats();
+    assert_eq!(beats.len(), 1);
+    assert_eq!(beats[0].header.shop, "shop-003");
+    let EventBody::SourceHeartbeat(b) = &beats[0].body else {
+        panic!("{beats:?}")
+    };
+    assert_eq!(
+        (b.connector.as_str(), b.records_published),
+        ("shopify_webhook", 1)
+    );
+    assert!(b.last_success.is_some());
+    assert_eq!(
+        b.newest_event_time.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-11-02T17:03:00+00:00")
+    );
+
     let stats = r.hook.stats();
     assert_eq!(stats.received, 5);
     assert_eq!(stats.published, 1);

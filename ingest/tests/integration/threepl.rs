@@ -341,12 +341,22 @@ async fn a_dropped_file_reaches_kafka() {
     );
     let stats = run.unwrap();
     assert_eq!(stats.published, 3);
-    let consumer = crate::consumer(&kafka, &[Topic::Logistics]);
-    let got = crate::read(&kafka, &consumer, 3).await;
-    let mut skus: Vec<String> = got
-        .iter()
-        .map(|(_, _, p)| Event::from_json(p).unwrap().header.sku.unwrap())
-        .collect();
+    // The three snapshots, and the heartbeat of each shop published when the connector started.
+    let consumer = crate::consumer(&kafka, &[Topic::Logistics, Topic::Health]);
+    let got = crate::read(&kafka, &consumer, 5).await;
+    let mut skus = Vec::new();
+    let mut beats = Vec::new();
+    for (topic, key, payload) in &got {
+        let e = Event::from_json(payload).unwrap();
+        assert_eq!(&e.header.shop, key);
+        match topic {
+            Topic::Logistics => skus.push(e.header.sku.unwrap()),
+            Topic::Health => beats.push(e.header.shop),
+            other => panic!("{other:?}"),
+        }
+    }
     skus.sort();
+    beats.sort();
     assert_eq!(skus, ["MUG-SAND-12OZ", "MUG-SLATE-12OZ", "TEE-BLK-M"]);
+    assert_eq!(beats, ["shop-001", "shop-003"]);
 }

@@ -151,8 +151,29 @@ pub struct WebhookConfig {
         with = "humantime_serde"
     )]
     pub updated_lookback: Duration,
+    /// How often a `source.heartbeat` per store is published (last acknowledged delivery,
+    /// newest event time, counts), for staleness rules. Default 1 minute.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// Stores, keyed by `*.myshopify.com` domain.
     pub shops: BTreeMap<String, ShopifyShop>,
+}
+
+/// Push connectors' default heartbeat interval.
+pub fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Checks a heartbeat interval (`key` names it).
+pub fn validate_heartbeat_interval(key: String, d: Duration) -> Result<(), IngestError> {
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(IngestError::config(
+            key,
+            format!("\"{}\"", humantime::format_duration(d)),
+            "must be between 1s and 1h",
+        ));
+    }
+    Ok(())
 }
 
 impl WebhookConfig {
@@ -212,6 +233,7 @@ impl WebhookConfig {
         if self.queue_capacity == 0 {
             return bad("queue_capacity", "0".into(), "must be at least 1");
         }
+        validate_heartbeat_interval(format!("{s}.heartbeat_interval"), self.heartbeat_interval)?;
         validate_shops(s, &self.shops)
     }
 }

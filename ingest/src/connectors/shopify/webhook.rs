@@ -26,6 +26,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
+use kpiflow_schemas::Channel;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +35,9 @@ use super::mapping::{Facts, Mapper};
 use super::payload::{Order, Refund, decode};
 use super::{WEBHOOK_COMPONENT, WEBHOOK_NAME, WEBHOOK_SECTION};
 use crate::connector::{Connector, RunStats, StopReason};
+use crate::pull::Origin;
 use crate::pull::secret::Secret;
+use crate::push::health::PushHealth;
 use crate::push::metrics::{PushMetrics, PushStats};
 use crate::push::queue::{Delivery, Rejected};
 use crate::push::receiver::{self, Mapped, PushMapper, Receiver, ReceiverOptions, header};
@@ -65,10 +68,22 @@ impl ShopifyWebhook {
     /// Validates `cfg`; nothing is read or bound yet.
     pub fn new(cfg: WebhookConfig) -> Result<ShopifyWebhook, IngestError> {
         cfg.validate()?;
+        let origins = cfg.shops.values().map(|s| Origin {
+            shop: s.shop.clone(),
+            channel: Channel::Shopify,
+            marketplace: s.marketplace.clone(),
+            source_tz: s.time_zone,
+        });
+        let health = Arc::new(PushHealth::new(WEBHOOK_NAME, origins));
         Ok(ShopifyWebhook {
             cfg,
-            metrics: PushMetrics::new(WEBHOOK_COMPONENT),
+            metrics: PushMetrics::new(WEBHOOK_COMPONENT).with_health(health),
         })
+    }
+
+    /// Per-store health: source metrics and heartbeats.
+    pub fn health(&self) -> &Arc<PushHealth> {
+        self.metrics.health().expect("set in new")
     }
 
     /// The counters of this receiver.
@@ -123,7 +138,11 @@ impl Connector for ShopifyWebhook {
             let receiver = self.bind().await?;
             tracing::info!(addr = %receiver.local_addr(), path = %self.cfg.path,
                 "shopify webhook receiver listening");
-            receiver.serve(publisher, shutdown).await?;
+            let beating =
+                self.health()
+                    .beat(publisher, self.cfg.heartbeat_interval, shutdown.clone());
+            let (served, ()) = tokio::join!(receiver.serve(publisher, shutdown.clone()), beating);
+            served?;
             let s = self.stats();
             Ok(RunStats {
                 published: s.published,

@@ -172,6 +172,12 @@ pub struct ThreeplConfig {
     /// The webhook, if the 3PL posts records.
     #[serde(default)]
     pub webhook: Option<ThreeplWebhookConfig>,
+    /// How often a `source.heartbeat` per shop is published. Default 1 minute.
+    #[serde(
+        default = "crate::connectors::shopify::config::default_heartbeat_interval",
+        with = "humantime_serde"
+    )]
+    pub heartbeat_interval: Duration,
 }
 
 impl ThreeplConfig {
@@ -203,6 +209,10 @@ impl ThreeplConfig {
                 );
             }
         }
+        crate::connectors::shopify::config::validate_heartbeat_interval(
+            format!("{SECTION}.heartbeat_interval"),
+            self.heartbeat_interval,
+        )?;
         if self.drop.is_none() && self.webhook.is_none() {
             return bad(
                 "drop",

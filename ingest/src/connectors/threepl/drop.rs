@@ -268,11 +268,10 @@ impl DropFolder {
             self.metrics.received();
         }
         if let Err(e) = publish(publisher, COMPONENT, &[d]).await {
-            self.metrics.error("kafka");
+            self.metrics.failed(&[d]);
             return Err(e);
         }
-        self.metrics
-            .acknowledged(d.events.len() as u64, d.dead_letters.len() as u64);
+        self.metrics.acknowledged(&[d]);
         let to_dir = if parsed.failed {
             self.cfg.failed()
         } else {

@@ -47,7 +47,9 @@ pub use config::{DropConfig, ThreeplConfig, ThreeplShop, ThreeplWebhookConfig};
 pub use drop::DropFolder;
 
 use crate::connector::{Connector, RunStats, StopReason};
+use crate::pull::Origin;
 use crate::pull::secret::Secret;
+use crate::push::health::PushHealth;
 use crate::push::metrics::{PushMetrics, PushStats};
 use crate::push::receiver::{self, Receiver, ReceiverOptions};
 use crate::{IngestError, Publish};
@@ -70,10 +72,17 @@ impl Threepl {
     /// Validates `cfg`; nothing is read or bound yet.
     pub fn new(cfg: ThreeplConfig) -> Result<Threepl, IngestError> {
         cfg.validate()?;
+        let origins = cfg.shops.iter().map(|(id, s)| Origin {
+            shop: id.clone(),
+            channel: s.channel,
+            marketplace: s.marketplace.clone(),
+            source_tz: s.time_zone,
+        });
+        let health = Arc::new(PushHealth::new(NAME, origins));
         Ok(Threepl {
             shops: Arc::new(cfg.shops.clone()),
             cfg,
-            metrics: PushMetrics::new(COMPONENT),
+            metrics: PushMetrics::new(COMPONENT).with_health(health),
         })
     }
 
@@ -163,7 +172,12 @@ impl Connector for Threepl {
                     None => Ok(()),
                 }
             };
-            let (served, watched) = tokio::join!(serving, watching);
+            let beating = self.metrics.health().expect("set in new").beat(
+                publisher,
+                self.cfg.heartbeat_interval,
+                shutdown.clone(),
+            );
+            let (served, watched, ()) = tokio::join!(serving, watching, beating);
             served?;
             watched?;
             let s = self.stats();
