@@ -94,6 +94,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         summary: "Amazon SP-API Orders v0 (getOrders by LastUpdatedAfter): placed, shipped, cancelled",
         build: crate::connectors::amazon_sp_orders::build,
     },
+    ConnectorSpec {
+        name: crate::connectors::walmart_orders::NAME,
+        summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
+        build: crate::connectors::walmart_orders::build,
+    },
 ];
 
 /// Builds the connector called `name` from its config section; unknown names list the known ones.

@@ -2,3 +2,4 @@
 
 pub mod amazon_sp_orders;
 pub mod simulator;
+pub mod walmart_orders;
