@@ -95,6 +95,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::amazon_sp_orders::build,
     },
     ConnectorSpec {
+        name: crate::connectors::amazon_ads::NAME,
+        summary: "Amazon Ads reporting v3 (spCampaigns, daily, trailing re-pull): ad.performance with restatements",
+        build: crate::connectors::amazon_ads::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::walmart_orders::NAME,
         summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
         build: crate::connectors::walmart_orders::build,

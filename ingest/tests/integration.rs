@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod integration {
+    pub(crate) mod amazon_ads;
     pub(crate) mod amazon_sp_orders;
     pub(crate) mod fixture;
     pub(crate) mod walmart_orders;
