@@ -1,6 +1,7 @@
 //! Connectors, one folder each; [`crate::connector::REGISTRY`] lists them.
 
 pub mod amazon_ads;
+pub mod amazon_fba_inventory;
 pub mod amazon_sp_orders;
 pub mod simulator;
 pub mod walmart_orders;
