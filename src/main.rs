@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  kpiflow simulate ──► Kafka ──► kpiflow process ──► Kafka ──► kpiflow sink ──► Parquet, /metrics
+//!  kpiflow ingest (platform APIs, [[connectors.*]]) ──► Kafka; kpiflow backfill: one date range
 //!  kpiflow demo: a local broker and all three roles in one process, with a live view
 //!  kpiflow query: DataFusion SQL over the Parquet tables
 //! ```
@@ -11,6 +12,7 @@
 
 mod config;
 mod demo;
+mod pull;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,6 +58,22 @@ enum Command {
     },
     /// Publish the simulator's stream ([simulate] section, flags override it) to Kafka.
     Simulate(SimulateArgs),
+    /// Run every pull connector of the [[connectors.<name>]] tables until Ctrl-C.
+    Ingest,
+    /// Pull a time range from one connector for one shop, with a progress bar and ETA.
+    Backfill {
+        /// The connector, e.g. amazon_sp_orders.
+        connector: String,
+        /// The shop of the [[connectors.<connector>]] table to use.
+        #[arg(long)]
+        shop: String,
+        /// Start: 2026-11-01T00:00:00Z, or a date (midnight UTC).
+        #[arg(long, value_parser = pull::parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End (exclusive). Default: now.
+        #[arg(long, value_parser = pull::parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Run the KPI engine: events in, KPI updates and breaches out.
     Process,
     /// Write KPI updates and breaches to Parquet and serve /metrics.
@@ -216,6 +234,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = sim.run(&publisher, shutdown).await?;
             tracing::info!(?stats, "simulation published");
             Ok(())
+        }
+        Command::Ingest => {
+            cancel_on_signal(shutdown.clone());
+            pull::ingest(cfg, shutdown).await
+        }
+        Command::Backfill {
+            connector,
+            shop,
+            from,
+            to,
+        } => {
+            let to = to.unwrap_or_else(chrono::Utc::now);
+            pull::backfill(cfg, &connector, &shop, from, to).await
         }
         Command::Process => {
             cancel_on_signal(shutdown.clone());
