@@ -273,3 +273,104 @@ async fn a_sync_lands_on_the_broker() {
     let dead = super::pull_through_kafka(&mut c, Topic::Orders, &shop, &PAGE_IDS).await;
     assert!(dead[0].reason.contains("\"9.O\""), "{}", dead[0].reason);
 }
+
+#[tokio::test]
+async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    let from = "2026-11-20T00:00:00Z".parse().unwrap();
+    let to = "2026-11-22T12:00:00Z".parse().unwrap();
+    let mut seen = Vec::new();
+    let stats = kpiflow_ingest::pull::backfill(&mut c, from, to, &p, |progress| {
+        seen.push((
+            progress.done_until,
+            progress.fraction(),
+            progress.counts.published,
+        ));
+    })
+    .await
+    .unwrap();
+    // Steps of max_window (one day): [20th, 21st), [21st, 22nd), [22nd, 22nd 12:00).
+    let starts: Vec<String> = server
+        .requests_to(ORDERS)
+        .iter()
+        .filter(|r| r.q("poIndex").is_empty())
+        .map(|r| {
+            format!(
+                "{}..{}",
+                r.q("lastModifiedStartDate"),
+                r.q("lastModifiedEndDate")
+            )
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2026-11-20T00:00:00Z..2026-11-21T00:00:00Z",
+            "2026-11-21T00:00:00Z..2026-11-22T00:00:00Z",
+            "2026-11-22T00:00:00Z..2026-11-22T12:00:00Z"
+        ]
+    );
+    let fractions: Vec<f64> = seen.iter().map(|s| (s.1 * 100.0).round() / 100.0).collect();
+    assert_eq!(fractions, [0.0, 0.4, 0.8, 1.0]);
+    assert_eq!(seen.last().unwrap().2, 3 * PAGE_IDS.len() as u64);
+    assert_eq!(stats.published, 3 * PAGE_IDS.len() as u64);
+    assert!(c.cursors().load(C, &shop).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn run_syncs_every_interval_until_shutdown() {
+    use kpiflow_ingest::Connector;
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut settings = pull_settings(&server, &dir.path().join("cursors"));
+    settings.interval = Some(Duration::from_secs(1));
+    let mut c = WalmartOrders::build(WalmartOrdersConfig {
+        shop: shop.clone(),
+        limit: 2,
+        pull: settings,
+        auth: WalmartAuthConfig {
+            client_id: secret_file(dir.path(), "wm_id", ID),
+            client_secret: secret_file(dir.path(), "wm_secret", SECRET),
+            service_name: "Walmart Marketplace".into(),
+            refresh_margin: Duration::from_secs(60),
+        },
+    })
+    .unwrap();
+    let p = MemoryPublisher::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    let watched = Arc::new(server);
+    let watch = watched.clone();
+    let waiter = tokio::spawn(async move {
+        // Three syncs (three first-page requests) mean the loop keeps going on its own.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while watch
+            .requests_to(ORDERS)
+            .iter()
+            .filter(|r| r.q("poIndex").is_empty())
+            .count()
+            < 3
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "three syncs within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopper.cancel();
+    });
+    let stats = c.run(&p, stop).await.expect("a clean stop");
+    waiter.await.unwrap();
+    assert_eq!(stats.stop, kpiflow_ingest::StopReason::Shutdown);
+    let beats = p
+        .events()
+        .iter()
+        .filter(|e| e.schema() == "source.heartbeat")
+        .count();
+    assert!(beats >= 3, "a heartbeat per sync, got {beats}");
+}
