@@ -95,6 +95,21 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::amazon_sp_orders::build,
     },
     ConnectorSpec {
+        name: crate::connectors::amazon_fba_inventory::NAME,
+        summary: "Amazon FBA inventory summaries (nextToken paging): inventory.snapshot per SKU",
+        build: crate::connectors::amazon_fba_inventory::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::amazon_ads::NAME,
+        summary: "Amazon Ads reporting v3 (spCampaigns, daily, trailing re-pull): ad.performance with restatements",
+        build: crate::connectors::amazon_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::walmart_orders::NAME,
+        summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
+        build: crate::connectors::walmart_orders::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::shopify::WEBHOOK_NAME,
         summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create",
         build: crate::connectors::shopify::webhook::build,

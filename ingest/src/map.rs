@@ -1,7 +1,7 @@
 //! Reading platform records field by field, with errors that name the field and the value
 //! (the reason a record goes to the dead-letter topic).
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use kpiflow_schemas::{Decimal, Money};
 use serde_json::Value;
 
@@ -162,6 +162,15 @@ fn number_to_decimal(n: &serde_json::Number) -> Option<Decimal> {
         return None;
     }
     text.parse::<rust_decimal::Decimal>().ok().map(Decimal)
+}
+
+/// The first instant of `date` in `tz` (the earliest, where a DST change makes it ambiguous).
+pub fn local_midnight(date: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    (0..3).find_map(|h| {
+        tz.from_local_datetime(&date.and_hms_opt(h, 0, 0)?)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    })
 }
 
 /// A raw record for the dead-letter topic.

@@ -1,6 +1,9 @@
 //! Connectors, one folder each; [`crate::connector::REGISTRY`] lists them.
 
+pub mod amazon_ads;
+pub mod amazon_fba_inventory;
 pub mod amazon_sp_orders;
 pub mod shopify;
 pub mod simulator;
 pub mod threepl;
+pub mod walmart_orders;

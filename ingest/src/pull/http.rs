@@ -56,6 +56,7 @@ pub struct Request {
     body: Option<(&'static str, Vec<u8>)>,
     basic_auth: Option<(Secret, Secret)>,
     authenticate: bool,
+    accept: Vec<StatusCode>,
 }
 
 impl Request {
@@ -78,6 +79,7 @@ impl Request {
             body: None,
             basic_auth: None,
             authenticate: true,
+            accept: Vec::new(),
         }
     }
 
@@ -116,6 +118,12 @@ impl Request {
         self
     }
 
+    /// Treats `status` as an answer rather than a failure (Walmart answers "no orders" with 404).
+    pub fn accept_status(mut self, status: StatusCode) -> Request {
+        self.accept.push(status);
+        self
+    }
+
     /// Sends no access token (token endpoints, pre-signed download URLs).
     pub fn without_token(mut self) -> Request {
         self.authenticate = false;
@@ -131,7 +139,7 @@ impl Request {
     }
 }
 
-/// A successful (2xx) response, body read.
+/// A successful (2xx, or accepted with [`Request::accept_status`]) response, body read.
 #[derive(Debug, Clone)]
 pub struct Response {
     /// The status.
@@ -335,7 +343,7 @@ impl HttpClient {
                             ));
                         }
                     };
-                    if status.is_success() {
+                    if status.is_success() || req.accept.contains(&status) {
                         return Ok(Response {
                             status,
                             headers,

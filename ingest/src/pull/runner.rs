@@ -52,6 +52,13 @@ pub trait Source: Send + Sync {
         now
     }
 
+    /// `true` for sources that read the platform's current state (stock levels) rather than
+    /// changes in a time range: each sync is then one call of [`Source::sync`] with the
+    /// window from the last sync to now.
+    fn snapshot(&self) -> bool {
+        false
+    }
+
     /// Reads everything the platform changed in `window` (following its paging to the end)
     /// and hands it to `out`. Records that cannot be mapped go to [`Emitter::dead_letter`];
     /// an `Err` aborts the sync, and nothing of the window is checkpointed.
@@ -183,9 +190,18 @@ impl PullConnector {
                 Some(c) => c.high_water - Self::delta(self.pull.overlap),
                 None => end - Self::delta(self.pull.initial_lookback),
             };
+            if self.source.snapshot() {
+                from = cursor.as_ref().map_or(end, |c| c.high_water.min(end));
+            }
             let mut at = from;
-            while at < end {
-                let to = (at + Self::delta(self.pull.max_window)).min(end);
+            // A snapshot source is read once per sync, even when no time has passed.
+            let mut once = self.source.snapshot();
+            while at < end || std::mem::take(&mut once) {
+                let to = if self.source.snapshot() {
+                    end
+                } else {
+                    (at + Self::delta(self.pull.max_window)).min(end)
+                };
                 let (c, r) = self.step(Window { from: at, to }, publisher).await;
                 counts.add(&c);
                 r?;

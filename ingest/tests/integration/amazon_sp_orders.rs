@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kpiflow_core::{ComponentMetrics, SourceMetrics};
+use kpiflow_core::SourceMetrics;
+use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::amazon_sp_orders::{AmazonOrders, AmazonOrdersConfig};
 use kpiflow_ingest::pull::PullConnector;
-use kpiflow_ingest::{KafkaPublisher, MemoryPublisher};
-use kpiflow_schemas::{DeadLetter, Event, EventBody, Topic};
+use kpiflow_schemas::{Event, EventBody, Topic};
 
 use super::fixture::{Reply, Req, Server, fixture, lwa, lwa_token, pull_settings};
 
@@ -362,52 +362,13 @@ async fn a_restart_resumes_from_the_cursor_minus_the_overlap() {
     assert!(placed.iter().all(|e| e.body == placed[0].body));
 }
 
-/// Through Kafka: events keyed by shop on events.orders, the dead letter on deadletter, the
-/// heartbeat on events.health.
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let kafka = crate::kafka();
-    kafka
-        .wait_until_reachable(Duration::from_secs(30))
-        .await
-        .expect("broker reachable");
     let server = server(page).await;
     let dir = tempfile::tempdir().unwrap();
     let shop = shop();
     let mut c = connector(&server, dir.path(), &shop);
-    let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
-    use kpiflow_ingest::Publish;
-    publisher.ensure_topics().await.unwrap();
-    c.sync_once(&publisher).await.expect("sync delivered");
-
-    let consumer = crate::consumer(&kafka, &[Topic::Orders, Topic::Health, Topic::DeadLetter]);
-    let got = crate::read(&kafka, &consumer, 9).await;
-    let mut orders = Vec::new();
-    let (mut beats, mut dead) = (0, Vec::new());
-    for (topic, key, payload) in got {
-        match topic {
-            Topic::Orders => {
-                assert_eq!(key, shop);
-                orders.push(Event::from_json(&payload).unwrap().header.event_id);
-            }
-            Topic::Health => {
-                assert_eq!(key, shop);
-                assert_eq!(
-                    Event::from_json(&payload).unwrap().schema(),
-                    "source.heartbeat"
-                );
-                beats += 1;
-            }
-            Topic::DeadLetter => dead.push(serde_json::from_slice::<DeadLetter>(&payload).unwrap()),
-            other => panic!("unexpected topic {other:?}"),
-        }
-    }
-    assert_eq!(
-        orders, PAGE_IDS,
-        "one shop, one partition: Kafka keeps the order"
-    );
-    assert_eq!(beats, 1);
-    assert_eq!(dead.len(), 1);
+    let dead = super::pull_through_kafka(&mut c, Topic::Orders, &shop, &PAGE_IDS).await;
     assert!(
         dead[0].reason.contains("`OrderTotal.Amount`"),
         "{}",

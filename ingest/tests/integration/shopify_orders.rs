@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use kpiflow_ingest::MemoryPublisher;
-use kpiflow_ingest::connectors::shopify::{OrdersConfig, ShopifyOrders, ShopifyShop};
+use kpiflow_ingest::connectors::shopify::{OrdersConfig, ShopifyOrders};
 use kpiflow_ingest::pull::PullConnector;
 use tokio::time::Instant;
 
@@ -84,19 +84,15 @@ fn connector_with(server: &Server, state: &Path, token: &str) -> PullConnector {
     pull.overlap = Some(Duration::from_secs(15 * 60));
     pull.initial_lookback = Some(Duration::from_secs(7 * 86_400));
     pull.max_window = Some(Duration::from_secs(30 * 86_400));
-    let mut store = ShopifyShop::for_tests("shop-003");
-    store.time_zone = "America/New_York"
-        .parse()
-        .map(kpiflow_schemas::SourceTz)
-        .unwrap();
-    let cfg = OrdersConfig {
-        domain: "acme-ceramics.myshopify.com".into(),
-        access_token: secret_file(state, "token", token),
-        api_version: "2025-10".into(),
-        page_size: 250,
-        store,
-        pull,
-    };
+    let v = serde_json::json!({
+        "shop": "shop-003",
+        "domain": "acme-ceramics.myshopify.com",
+        "access_token": "env:UNUSED",
+        "time_zone": "America/New_York",
+    });
+    let mut cfg = OrdersConfig::from_value(&v).unwrap();
+    cfg.access_token = secret_file(state, "token", token);
+    cfg.pull = pull;
     ShopifyOrders::build(cfg).unwrap()
 }
 

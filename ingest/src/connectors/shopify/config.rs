@@ -36,16 +36,16 @@ pub struct ShopifyShop {
 }
 
 impl ShopifyShop {
-    fn default_marketplace() -> String {
+    pub(crate) fn default_marketplace() -> String {
         "US".into()
     }
-    fn default_time_zone() -> SourceTz {
+    pub(crate) fn default_time_zone() -> SourceTz {
         SourceTz::US_PACIFIC
     }
-    fn default_fulfilment() -> Fulfilment {
+    pub(crate) fn default_fulfilment() -> Fulfilment {
         Fulfilment::Merchant
     }
-    fn default_handling_time() -> Duration {
+    pub(crate) fn default_handling_time() -> Duration {
         Duration::from_secs(2 * 86_400)
     }
 

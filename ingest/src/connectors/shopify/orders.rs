@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::Channel;
+use kpiflow_schemas::{Channel, Fulfilment, SourceTz};
 use reqwest::header::{HeaderMap, HeaderName, LINK};
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,6 +70,8 @@ fn default_page_size() -> u32 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrdersConfig {
+    /// The kpiflow shop id events carry (and `kpiflow backfill --shop` names).
+    pub shop: String,
     /// The store's `*.myshopify.com` domain; the API base URL is `https://<domain>/` unless
     /// `pull.base_url` says otherwise.
     pub domain: String,
@@ -81,9 +83,21 @@ pub struct OrdersConfig {
     /// `limit` per page, 1 to 250. Default 250.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// How the store's events are labelled (shop id, marketplace, zone, fulfilment, handling
-    /// time), as in `[connectors.shopify_webhook.shops.<domain>]`.
-    pub store: ShopifyShop,
+    /// Marketplace id on events. Default `US`.
+    #[serde(default = "ShopifyShop::default_marketplace")]
+    pub marketplace: String,
+    /// The store's IANA time zone. Default `America/Los_Angeles`.
+    #[serde(default = "ShopifyShop::default_time_zone")]
+    pub time_zone: SourceTz,
+    /// How the store's orders are fulfilled. Default `merchant`.
+    #[serde(default = "ShopifyShop::default_fulfilment")]
+    pub fulfilment: Fulfilment,
+    /// The promised handling time (ship-by = `created_at` + this). Default 2 days.
+    #[serde(
+        default = "ShopifyShop::default_handling_time",
+        with = "humantime_serde"
+    )]
+    pub handling_time: Duration,
     /// Polling, HTTP and cursor settings.
     #[serde(default)]
     pub pull: PullSettings,
@@ -95,9 +109,20 @@ impl OrdersConfig {
         crate::connector::parse_section(SECTION, value.clone())
     }
 
+    /// The store's labels, as the webhook's `shops` tables hold them.
+    pub fn store(&self) -> ShopifyShop {
+        ShopifyShop {
+            shop: self.shop.clone(),
+            marketplace: self.marketplace.clone(),
+            time_zone: self.time_zone,
+            fulfilment: self.fulfilment,
+            handling_time: self.handling_time,
+        }
+    }
+
     /// Checks what this connector owns (the `pull` table is checked when resolved).
     pub fn validate(&self) -> Result<(), IngestError> {
-        let shops = [(self.domain.clone(), self.store.clone())].into();
+        let shops = [(self.domain.clone(), self.store())].into();
         super::config::validate_shops(SECTION, &shops)?;
         let v = &self.api_version;
         let ok = v.len() == 7
@@ -127,6 +152,7 @@ impl OrdersConfig {
 /// The orders source of one store.
 pub struct ShopifyOrders {
     cfg: OrdersConfig,
+    store: ShopifyShop,
     origin: Origin,
     http: HttpClient,
 }
@@ -142,7 +168,7 @@ impl ShopifyOrders {
             .base_url
             .get_or_insert_with(|| format!("https://{}/", cfg.domain));
         let pull = settings.resolve(SECTION, &DEFAULTS)?;
-        let metrics = SourceMetrics::new(NAME, &cfg.store.shop);
+        let metrics = SourceMetrics::new(NAME, &cfg.shop);
         let token = AccessToken {
             secret: cfg.access_token.clone(),
             key: format!("{SECTION}.access_token"),
@@ -152,12 +178,17 @@ impl ShopifyOrders {
             TokenHeader::Named(HeaderName::from_static("x-shopify-access-token")),
         );
         let origin = Origin {
-            shop: cfg.store.shop.clone(),
+            shop: cfg.shop.clone(),
             channel: Channel::Shopify,
-            marketplace: cfg.store.marketplace.clone(),
-            source_tz: cfg.store.time_zone,
+            marketplace: cfg.marketplace.clone(),
+            source_tz: cfg.time_zone,
         };
-        let source = ShopifyOrders { cfg, origin, http };
+        let source = ShopifyOrders {
+            store: cfg.store(),
+            cfg,
+            origin,
+            http,
+        };
         Ok(PullConnector::new(Box::new(source), pull, metrics))
     }
 
@@ -178,7 +209,7 @@ impl ShopifyOrders {
             let resp = self.http.send(&req).await?;
             let page: Page = resp.json(NAME)?;
             let mapper = Mapper {
-                shop: &self.cfg.store,
+                shop: &self.store,
                 source: NAME,
                 now: Utc::now(),
             };
@@ -333,7 +364,7 @@ mod tests {
     fn config_errors_name_key_and_value() {
         let v = serde_json::json!({
             "domain": "acme.myshopify.com", "access_token": "env:T",
-            "api_version": "latest", "store": {"shop": "shop-003"}
+            "api_version": "latest", "shop": "shop-003"
         });
         let c = OrdersConfig::from_value(&v).unwrap();
         assert_eq!(
@@ -341,7 +372,7 @@ mod tests {
             "bad config: `connectors.shopify_orders.api_version` = \"latest\": expected a version such as \"2025-10\""
         );
         let v = serde_json::json!({"domain": "acme.myshopify.com", "access_token": "shpat_pasted",
-            "store": {"shop": "s"}});
+            "shop": "s"});
         let err = OrdersConfig::from_value(&v).unwrap_err().to_string();
         assert!(!err.contains("shpat_pasted"), "{err}");
     }
