@@ -50,6 +50,8 @@ impl PushHealth {
         let mut shops = self.shops.lock().unwrap_or_else(PoisonError::into_inner);
         for (shop, counts) in per_shop {
             if let Some((_, h)) = shops.get_mut(shop) {
+                // The pull side counts records as it emits them; here they count once stored.
+                h.metrics().records.inc_by(counts.published);
                 h.record(now, &counts, ok);
             }
         }
