@@ -20,6 +20,11 @@
 //! [`generate`](connectors::simulator::generate) function is also how end-to-end tests know
 //! what the pipeline should compute.
 //!
+//! Shared machinery, one module per direction: [`pull`] for connectors that poll an API (HTTP
+//! client, rate limit, retries, tokens, cursors, heartbeats) and [`push`] for those that are
+//! sent data (webhook receivers that verify signatures and acknowledge only after Kafka did,
+//! drop folders).
+//!
 //! Errors are one type, [`IngestError`], whose variants say whose fault a failure is and
 //! whether retrying can help.
 

@@ -1,5 +1,5 @@
 //! `threepl`: shipment milestones and stock levels from a 3PL / overseas warehouse, read from a
-//! CSV drop folder ([`drop`]) and/or received on a signed JSON webhook ([`webhook`]); both
+//! CSV drop folder ([`folder`]) and/or received on a signed JSON webhook ([`webhook`]); both
 //! map records with the same code ([`records`]), so both give the same event ids.
 //!
 //! # File format (one kind per file, told apart by the header)
@@ -33,7 +33,7 @@
 //! or the same record arriving by webhook, is counted once by the processor.
 
 pub mod config;
-pub mod drop;
+pub mod folder;
 pub mod records;
 pub mod webhook;
 
@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DropConfig, ThreeplConfig, ThreeplShop, ThreeplWebhookConfig};
-pub use drop::DropFolder;
+pub use folder::DropFolder;
 
 use crate::connector::{Connector, RunStats, StopReason};
 use crate::pull::Origin;
