@@ -323,7 +323,6 @@ async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
 
 #[tokio::test]
 async fn run_syncs_every_interval_until_shutdown() {
-    use kpiflow_ingest::Connector;
     let server = server(page).await;
     let dir = tempfile::tempdir().unwrap();
     let shop = shop();
