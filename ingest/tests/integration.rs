@@ -24,6 +24,7 @@ mod integration {
     pub(crate) mod amazon_sp_orders;
     pub(crate) mod config_example;
     pub(crate) mod fixture;
+    pub(crate) mod google_ads;
     pub(crate) mod walmart_orders;
 
     use std::time::Duration;
