@@ -25,6 +25,7 @@ mod integration {
     pub(crate) mod config_example;
     pub(crate) mod fixture;
     pub(crate) mod google_ads;
+    pub(crate) mod meta_ads;
     pub(crate) mod walmart_orders;
 
     use std::time::Duration;

@@ -4,5 +4,6 @@ pub mod amazon_ads;
 pub mod amazon_fba_inventory;
 pub mod amazon_sp_orders;
 pub mod google_ads;
+pub mod meta_ads;
 pub mod simulator;
 pub mod walmart_orders;
