@@ -105,6 +105,16 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::amazon_ads::build,
     },
     ConnectorSpec {
+        name: crate::connectors::google_ads::NAME,
+        summary: "Google Ads GAQL search (campaign x day, cost in micros, trailing re-pull): ad.performance",
+        build: crate::connectors::google_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::meta_ads::NAME,
+        summary: "Meta insights (campaign x day, one purchase action type, cursor paging): ad.performance",
+        build: crate::connectors::meta_ads::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::walmart_orders::NAME,
         summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
         build: crate::connectors::walmart_orders::build,

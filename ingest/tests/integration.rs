@@ -24,6 +24,8 @@ mod integration {
     pub(crate) mod amazon_sp_orders;
     pub(crate) mod config_example;
     pub(crate) mod fixture;
+    pub(crate) mod google_ads;
+    pub(crate) mod meta_ads;
     pub(crate) mod push_config_example;
     pub(crate) mod push_http;
     pub(crate) mod shopify;

@@ -3,6 +3,8 @@
 pub mod amazon_ads;
 pub mod amazon_fba_inventory;
 pub mod amazon_sp_orders;
+pub mod google_ads;
+pub mod meta_ads;
 pub mod shopify;
 pub mod simulator;
 pub mod threepl;

@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 
 use super::rate_limit::{RateLimit, RateLimiter};
 use super::retry::{RetryPolicy, parse_retry_after};
+use super::secret::Secret;
 use super::token::TokenProvider;
 use crate::IngestError;
-use crate::pull::secret::Secret;
 use kpiflow_core::SourceMetrics;
 
 /// Where and how a client talks to one platform.
@@ -181,7 +181,13 @@ pub struct HttpClient {
     token: Option<(Arc<dyn TokenProvider>, TokenHeader)>,
     headers: Vec<(HeaderName, HeaderValue)>,
     metrics: SourceMetrics,
+    throttled: Option<Throttled>,
 }
+
+/// Recognises a platform's own "slow down" answer that is not a 429 (Meta: HTTP 400 with error
+/// code 17 or 80004): `Some(wait)` treats the response like a 429 whose Retry-After is `wait`
+/// (`None`: back off).
+pub type Throttled = fn(StatusCode, &HeaderMap, &[u8]) -> Option<Option<Duration>>;
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,7 +223,14 @@ impl HttpClient {
             token: None,
             headers: Vec::new(),
             metrics,
+            throttled: None,
         })
+    }
+
+    /// Treats the responses `detector` recognises as rate limiting, like a 429.
+    pub fn with_throttle_detector(mut self, detector: Throttled) -> Self {
+        self.throttled = Some(detector);
+        self
     }
 
     /// Puts an access token from `provider` on every request (unless
@@ -352,13 +365,21 @@ impl HttpClient {
                         });
                     }
                     let excerpt = excerpt(&body);
+                    let platform_throttle = self.throttled.and_then(|d| d(status, &headers, &body));
+                    let status = if platform_throttle.is_some() {
+                        StatusCode::TOO_MANY_REQUESTS
+                    } else {
+                        status
+                    };
                     match status {
                         StatusCode::TOO_MANY_REQUESTS => {
                             self.metrics.rate_limit_waits.inc();
-                            let asked = headers
-                                .get(RETRY_AFTER)
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| parse_retry_after(v, Utc::now()));
+                            let asked = platform_throttle.flatten().or_else(|| {
+                                headers
+                                    .get(RETRY_AFTER)
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| parse_retry_after(v, Utc::now()))
+                            });
                             // Without a Retry-After the server's budget is spent by its own
                             // count: empty ours so later requests pace at the sustained rate.
                             if asked.is_none()

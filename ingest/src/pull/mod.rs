@@ -33,7 +33,7 @@ pub mod token;
 
 pub use cursor::{Cursor, CursorStore};
 pub use emit::{Counts, Emitter, Fact, Origin};
-pub use http::{HttpClient, HttpOptions, Request, Response, TokenHeader};
+pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeader};
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use retry::RetryPolicy;
 pub use runner::{Progress, PullConnector, Source, SyncReport, Window, backfill};

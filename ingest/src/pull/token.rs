@@ -37,21 +37,24 @@ impl TokenProvider for StaticToken {
     fn invalidate(&self, _: &Secret) {}
 }
 
-fn default_lwa_url() -> String {
-    "https://api.amazon.com/auth/o2/token".into()
-}
+/// The Login With Amazon token endpoint.
+pub const LWA_TOKEN_URL: &str = "https://api.amazon.com/auth/o2/token";
+/// Google's OAuth 2.0 token endpoint.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 
 fn default_margin() -> Duration {
     Duration::from_secs(60)
 }
 
-/// `auth` of the Amazon connectors: a Login With Amazon app and the seller's refresh token.
+/// `auth` of the Amazon connectors (a Login With Amazon app and the seller's refresh token)
+/// and of Google Ads (an OAuth client and refresh token): the OAuth 2.0 refresh-token grant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LwaConfig {
-    /// The LWA token endpoint. Default `"https://api.amazon.com/auth/o2/token"`.
-    #[serde(default = "default_lwa_url")]
-    pub token_url: String,
+    /// The token endpoint. Default: the platform's (`https://api.amazon.com/auth/o2/token`
+    /// for Amazon, `https://oauth2.googleapis.com/token` for Google).
+    #[serde(default)]
+    pub token_url: Option<String>,
     /// The LWA app's client id (`env:NAME` or `file:/path`).
     pub client_id: SecretRef,
     /// The LWA app's client secret (`env:NAME` or `file:/path`).
@@ -107,22 +110,24 @@ impl WalmartAuthConfig {
     }
 }
 
-/// An HTTP client for an Amazon API whose calls carry an LWA access token in `header`
-/// (`x-amz-access-token` for SP-API, `Authorization: Bearer` for Amazon Ads). The token
-/// endpoint shares the API client's timeout and retries, not its rate limit. `key` names the
-/// `auth` section in errors.
+/// An HTTP client whose calls carry an access token from the refresh-token grant in `header`
+/// (`x-amz-access-token` for SP-API, `Authorization: Bearer` for Amazon Ads and Google). The
+/// token endpoint (`auth.token_url`, else `default_token_url`) shares the API client's
+/// timeout and retries, not its rate limit. `key` names the `auth` section in errors.
 pub fn lwa_client(
     connector: &'static str,
     api: super::http::HttpOptions,
     auth: &LwaConfig,
     key: &str,
+    default_token_url: &str,
     metrics: kpiflow_core::SourceMetrics,
     header: super::http::TokenHeader,
 ) -> Result<(HttpClient, std::sync::Arc<OAuthTokens>), IngestError> {
-    let token_url = reqwest::Url::parse(&auth.token_url).map_err(|e| {
+    let url = auth.token_url.as_deref().unwrap_or(default_token_url);
+    let token_url = reqwest::Url::parse(url).map_err(|e| {
         IngestError::config(
             format!("{key}.token_url"),
-            format!("{:?}", auth.token_url),
+            format!("{url:?}"),
             format!("not a URL: {e}"),
         )
     })?;
@@ -173,8 +178,8 @@ impl std::fmt::Debug for OAuthTokens {
 }
 
 impl OAuthTokens {
-    /// Login With Amazon: `http` points at `cfg.token_url` (its base URL); `key` names the
-    /// config section in errors.
+    /// The refresh-token grant (Login With Amazon, Google): `http` points at the token URL
+    /// (its base URL); `key` names the config section in errors.
     pub fn lwa(http: HttpClient, cfg: &LwaConfig, key: &str) -> Result<OAuthTokens, IngestError> {
         let grant = Grant::Lwa {
             client_id: cfg.client_id.resolve(&format!("{key}.client_id"))?,

@@ -3,7 +3,7 @@
 
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
-    amazon_ads, amazon_fba_inventory, amazon_sp_orders, walmart_orders,
+    amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -63,6 +63,20 @@ fn every_documented_connector_key_parses_and_validates() {
     w.pull
         .resolve(walmart_orders::SECTION, &walmart_orders::DEFAULTS)
         .unwrap();
+    let g: google_ads::GoogleAdsConfig =
+        parse_section(google_ads::SECTION, one("google_ads")).unwrap();
+    assert_eq!(g.channel, kpiflow_schemas::Channel::Shopify);
+    g.pull
+        .resolve(google_ads::SECTION, &google_ads::DEFAULTS)
+        .unwrap();
+    let m: meta_ads::MetaAdsConfig = parse_section(meta_ads::SECTION, one("meta_ads")).unwrap();
+    assert_eq!(
+        m.purchase_action_type,
+        "offsite_conversion.fb_pixel_purchase"
+    );
+    m.pull
+        .resolve(meta_ads::SECTION, &meta_ads::DEFAULTS)
+        .unwrap();
     let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         documented,
@@ -70,6 +84,8 @@ fn every_documented_connector_key_parses_and_validates() {
             "amazon_ads",
             "amazon_fba_inventory",
             "amazon_sp_orders",
+            "google_ads",
+            "meta_ads",
             "walmart_orders"
         ]
     );

@@ -191,7 +191,7 @@ pub(crate) const LWA_REFRESH_TOKEN: &str = "Atzr|test-refresh-token";
 /// LWA credentials in files under `dir`; the token endpoint is `server`'s `/auth/o2/token`.
 pub(crate) fn lwa(server: &Server, dir: &std::path::Path) -> LwaConfig {
     LwaConfig {
-        token_url: format!("{}/auth/o2/token", server.url),
+        token_url: Some(format!("{}/auth/o2/token", server.url)),
         client_id: secret_file(dir, "client_id", LWA_CLIENT_ID),
         client_secret: secret_file(dir, "client_secret", LWA_CLIENT_SECRET),
         refresh_token: secret_file(dir, "refresh_token", LWA_REFRESH_TOKEN),

@@ -184,6 +184,7 @@ impl AmazonAds {
             pull.http.clone(),
             &cfg.auth,
             &auth_key,
+            crate::pull::token::LWA_TOKEN_URL,
             metrics.clone(),
             TokenHeader::Bearer,
         )?;

@@ -107,6 +107,7 @@ impl FbaInventory {
             pull.http.clone(),
             &cfg.auth,
             &format!("{SECTION}.auth"),
+            crate::pull::token::LWA_TOKEN_URL,
             metrics.clone(),
             TokenHeader::Named(reqwest::header::HeaderName::from_static(
                 "x-amz-access-token",

@@ -130,6 +130,7 @@ impl AmazonOrders {
             pull.http.clone(),
             &cfg.auth,
             &format!("{SECTION}.auth"),
+            crate::pull::token::LWA_TOKEN_URL,
             metrics.clone(),
             TokenHeader::Named(reqwest::header::HeaderName::from_static(
                 "x-amz-access-token",
