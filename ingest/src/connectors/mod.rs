@@ -6,4 +6,5 @@ pub mod amazon_sp_orders;
 pub mod google_ads;
 pub mod meta_ads;
 pub mod simulator;
+pub mod tiktok_ads;
 pub mod walmart_orders;
