@@ -115,6 +115,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::meta_ads::build,
     },
     ConnectorSpec {
+        name: crate::connectors::tiktok_ads::NAME,
+        summary: "TikTok for Business integrated report (campaign x day, page paging): ad.performance",
+        build: crate::connectors::tiktok_ads::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::walmart_orders::NAME,
         summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
         build: crate::connectors::walmart_orders::build,

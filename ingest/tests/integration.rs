@@ -31,6 +31,7 @@ mod integration {
     pub(crate) mod shopify;
     pub(crate) mod shopify_orders;
     pub(crate) mod threepl;
+    pub(crate) mod tiktok_ads;
     pub(crate) mod walmart_orders;
 
     use std::time::Duration;

@@ -8,4 +8,5 @@ pub mod meta_ads;
 pub mod shopify;
 pub mod simulator;
 pub mod threepl;
+pub mod tiktok_ads;
 pub mod walmart_orders;

@@ -185,8 +185,8 @@ pub struct HttpClient {
 }
 
 /// Recognises a platform's own "slow down" answer that is not a 429 (Meta: HTTP 400 with error
-/// code 17 or 80004): `Some(wait)` treats the response like a 429 whose Retry-After is `wait`
-/// (`None`: back off).
+/// code 17 or 80004; TikTok: HTTP 200 with code 40100): `Some(wait)` treats the response like a
+/// 429 whose Retry-After is `wait` (`None`: back off).
 pub type Throttled = fn(StatusCode, &HeaderMap, &[u8]) -> Option<Option<Duration>>;
 
 impl std::fmt::Debug for HttpClient {
@@ -356,7 +356,11 @@ impl HttpClient {
                             ));
                         }
                     };
-                    if status.is_success() || req.accept.contains(&status) {
+                    // Some platforms throttle with a 200 and an error code in the body (TikTok).
+                    let platform_throttle = self.throttled.and_then(|d| d(status, &headers, &body));
+                    if platform_throttle.is_none()
+                        && (status.is_success() || req.accept.contains(&status))
+                    {
                         return Ok(Response {
                             status,
                             headers,
@@ -365,7 +369,6 @@ impl HttpClient {
                         });
                     }
                     let excerpt = excerpt(&body);
-                    let platform_throttle = self.throttled.and_then(|d| d(status, &headers, &body));
                     let status = if platform_throttle.is_some() {
                         StatusCode::TOO_MANY_REQUESTS
                     } else {

@@ -3,7 +3,8 @@
 
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
-    amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, walmart_orders,
+    amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, tiktok_ads,
+    walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -77,6 +78,12 @@ fn every_documented_connector_key_parses_and_validates() {
     m.pull
         .resolve(meta_ads::SECTION, &meta_ads::DEFAULTS)
         .unwrap();
+    let t: tiktok_ads::TiktokAdsConfig =
+        parse_section(tiktok_ads::SECTION, one("tiktok_ads")).unwrap();
+    assert_eq!(t.channel, kpiflow_schemas::Channel::TiktokShop);
+    t.pull
+        .resolve(tiktok_ads::SECTION, &tiktok_ads::DEFAULTS)
+        .unwrap();
     let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         documented,
@@ -86,6 +93,7 @@ fn every_documented_connector_key_parses_and_validates() {
             "amazon_sp_orders",
             "google_ads",
             "meta_ads",
+            "tiktok_ads",
             "walmart_orders"
         ]
     );
