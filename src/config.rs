@@ -55,6 +55,10 @@ pub(crate) struct Config {
     /// `[sink]`: Parquet output.
     #[serde(default)]
     pub sink: SinkConfig,
+    /// `[[connectors.<name>]]`: pull connectors, one table per shop (parsed and checked by
+    /// each connector when built).
+    #[serde(default)]
+    pub connectors: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 impl Config {
@@ -87,6 +91,17 @@ impl Config {
         self.simulate.validate()?;
         self.processor.validate()?;
         self.sink.validate()?;
+        for name in self.connectors.keys() {
+            let pull = kpiflow_ingest::connector::REGISTRY
+                .iter()
+                .filter(|s| s.name != kpiflow_ingest::connectors::simulator::NAME);
+            if !pull.clone().any(|s| s.name == name) {
+                anyhow::bail!(
+                    "bad config: `connectors.{name}`: no such pull connector; known: {}",
+                    pull.map(|s| s.name).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -121,6 +136,16 @@ mod tests {
         assert!(
             Config::parse("", "empty").is_ok(),
             "every section is optional"
+        );
+        let err = format!(
+            "{:#}",
+            Config::parse("[[connectors.amazon_orders]]\nshop = \"s\"", "test").unwrap_err()
+        );
+        assert!(
+            err.contains(
+                "`connectors.amazon_orders`: no such pull connector; known: amazon_sp_orders"
+            ),
+            "{err}"
         );
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //!  kpiflow simulate ──► Kafka ──► kpiflow process ──► Kafka ──► kpiflow sink ──► Parquet, /metrics
+//!  kpiflow ingest (platform APIs, webhooks, drop folders: [[connectors.*]]) ──► Kafka;
+//!  kpiflow backfill: one date range
 //!  kpiflow demo: a local broker and all three roles in one process, with a live view
 //!  kpiflow query: DataFusion SQL over the Parquet tables
 //! ```
@@ -11,6 +13,7 @@
 
 mod config;
 mod demo;
+mod pull;
 mod reconcile;
 
 use std::path::PathBuf;
@@ -57,6 +60,26 @@ enum Command {
     },
     /// Publish the simulator's stream ([simulate] section, flags override it) to Kafka.
     Simulate(SimulateArgs),
+    /// Run the connectors of the [[connectors.<name>]] tables until Ctrl-C: API pollers,
+    /// webhook receivers (shopify_webhook, threepl) and drop-folder watchers.
+    Ingest {
+        /// Run only these connectors, e.g. `shopify_webhook`. Default: every configured one.
+        connectors: Vec<String>,
+    },
+    /// Pull a time range from one connector for one shop, with a progress bar and ETA.
+    Backfill {
+        /// The connector, e.g. amazon_sp_orders.
+        connector: String,
+        /// The shop of the [[connectors.<connector>]] table to use.
+        #[arg(long)]
+        shop: String,
+        /// Start: 2026-11-01T00:00:00Z, or a date (midnight UTC).
+        #[arg(long, value_parser = pull::parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End (exclusive). Default: now.
+        #[arg(long, value_parser = pull::parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Run the KPI engine: events in, KPI updates and breaches out.
     Process,
     /// Write KPI updates and breaches to Parquet and serve /metrics.
@@ -223,6 +246,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = sim.run(&publisher, shutdown).await?;
             tracing::info!(?stats, "simulation published");
             Ok(())
+        }
+        Command::Ingest { connectors } => {
+            cancel_on_signal(shutdown.clone());
+            pull::ingest(cfg, &connectors, shutdown).await
+        }
+        Command::Backfill {
+            connector,
+            shop,
+            from,
+            to,
+        } => {
+            let to = to.unwrap_or_else(chrono::Utc::now);
+            pull::backfill(cfg, &connector, &shop, from, to).await
         }
         Command::Process => {
             cancel_on_signal(shutdown.clone());

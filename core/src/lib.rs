@@ -17,4 +17,4 @@ pub mod metrics;
 
 pub use error::CoreError;
 pub use kafka::{KafkaConfig, PartitionLag};
-pub use metrics::ComponentMetrics;
+pub use metrics::{ComponentMetrics, SourceMetrics};

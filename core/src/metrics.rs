@@ -55,6 +55,22 @@ pub mod names {
     pub const SINK_FILES: &str = "kpiflow_sink_files_total";
     /// Rows the sink committed (counter; `table`).
     pub const SINK_ROWS: &str = "kpiflow_sink_rows_total";
+    /// When a source connector last completed a sync, Unix seconds (gauge; `connector`, `shop`).
+    pub const SOURCE_LAST_SUCCESS: &str = "kpiflow_source_last_success_timestamp_seconds";
+    /// Newest event time a source connector has published, Unix seconds (gauge; `connector`,
+    /// `shop`); data freshness is `time() - kpiflow_source_newest_event_timestamp_seconds`.
+    pub const SOURCE_NEWEST_EVENT: &str = "kpiflow_source_newest_event_timestamp_seconds";
+    /// Events a source connector published (counter; `connector`, `shop`).
+    pub const SOURCE_RECORDS: &str = "kpiflow_source_records_published_total";
+    /// Failed syncs and failed requests of a source connector (counter; `connector`, `shop`).
+    pub const SOURCE_ERRORS: &str = "kpiflow_source_errors_total";
+    /// Failed syncs in a row (gauge; `connector`, `shop`); 0 after a success.
+    pub const SOURCE_CONSECUTIVE_FAILURES: &str = "kpiflow_source_consecutive_failures";
+    /// Times a request waited for the rate limit: the client-side limiter or a 429
+    /// (counter; `connector`, `shop`).
+    pub const SOURCE_RATE_LIMIT_WAITS: &str = "kpiflow_source_rate_limit_waits_total";
+    /// Requests retried after a 5xx, a 429 or a connection error (counter; `connector`, `shop`).
+    pub const SOURCE_RETRIES: &str = "kpiflow_source_retries_total";
 }
 
 /// Label keys.
@@ -83,6 +99,8 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// Parquet table.
     pub const TABLE: &str = "table";
+    /// Source connector, e.g. `amazon_sp_orders`.
+    pub const CONNECTOR: &str = "connector";
 }
 
 /// The registry all kpiflow metrics live in (the process-wide default registry).
@@ -193,6 +211,52 @@ gauge_vec!(
     names::BREACHES_OPEN,
     "Breaches currently firing.",
     [labels::RULE, labels::SEVERITY]
+);
+
+counter_vec!(
+    source_records,
+    names::SOURCE_RECORDS,
+    "Events a source connector published.",
+    [labels::CONNECTOR, labels::SHOP]
+);
+counter_vec!(
+    source_errors,
+    names::SOURCE_ERRORS,
+    "Failed syncs and requests of a source connector.",
+    [labels::CONNECTOR, labels::SHOP]
+);
+counter_vec!(
+    source_rate_limit_waits,
+    names::SOURCE_RATE_LIMIT_WAITS,
+    "Requests that waited for the client-side rate limit or a 429's Retry-After.",
+    [labels::CONNECTOR, labels::SHOP]
+);
+counter_vec!(
+    source_retries,
+    names::SOURCE_RETRIES,
+    "Requests retried after a 5xx, a 429 or a connection error.",
+    [labels::CONNECTOR, labels::SHOP]
+);
+gauge_vec!(
+    source_last_success,
+    IntGaugeVec,
+    names::SOURCE_LAST_SUCCESS,
+    "When the connector last completed a sync (Unix seconds).",
+    [labels::CONNECTOR, labels::SHOP]
+);
+gauge_vec!(
+    source_newest_event,
+    IntGaugeVec,
+    names::SOURCE_NEWEST_EVENT,
+    "Newest event time the connector published (Unix seconds).",
+    [labels::CONNECTOR, labels::SHOP]
+);
+gauge_vec!(
+    source_consecutive_failures,
+    IntGaugeVec,
+    names::SOURCE_CONSECUTIVE_FAILURES,
+    "Failed syncs in a row.",
+    [labels::CONNECTOR, labels::SHOP]
 );
 
 /// Label keys of the KPI series, in order.
@@ -329,6 +393,41 @@ impl ComponentMetrics {
     /// The watermark gauge of this component.
     pub fn watermark(&self) -> IntGauge {
         watermark().with_label_values(&[self.component])
+    }
+}
+
+/// Health series of one source connector for one shop: sync outcomes, freshness, rate limits.
+#[derive(Clone, Debug)]
+pub struct SourceMetrics {
+    /// Events published.
+    pub records: prometheus::IntCounter,
+    /// Failed syncs and failed requests.
+    pub errors: prometheus::IntCounter,
+    /// Requests that waited for a rate limit (client-side or a 429).
+    pub rate_limit_waits: prometheus::IntCounter,
+    /// Requests retried.
+    pub retries: prometheus::IntCounter,
+    /// Last successful sync, Unix seconds.
+    pub last_success: IntGauge,
+    /// Newest event time published, Unix seconds.
+    pub newest_event: IntGauge,
+    /// Failed syncs in a row.
+    pub consecutive_failures: IntGauge,
+}
+
+impl SourceMetrics {
+    /// The series of `connector` (e.g. `amazon_sp_orders`) for `shop`, registered on first use.
+    pub fn new(connector: &str, shop: &str) -> Self {
+        let l = [connector, shop];
+        SourceMetrics {
+            records: source_records().with_label_values(&l),
+            errors: source_errors().with_label_values(&l),
+            rate_limit_waits: source_rate_limit_waits().with_label_values(&l),
+            retries: source_retries().with_label_values(&l),
+            last_success: source_last_success().with_label_values(&l),
+            newest_event: source_newest_event().with_label_values(&l),
+            consecutive_failures: source_consecutive_failures().with_label_values(&l),
+        }
     }
 }
 

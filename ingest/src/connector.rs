@@ -21,6 +21,12 @@ pub trait Connector: Send {
         publisher: &'a dyn Publish,
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<RunStats, IngestError>>;
+
+    /// The pull machinery behind this connector, for [`crate::pull::backfill`]; `None` for
+    /// connectors that do not poll an API.
+    fn as_pull(&mut self) -> Option<&mut crate::pull::PullConnector> {
+        None
+    }
 }
 
 /// Why a run ended.
@@ -77,11 +83,63 @@ pub struct ConnectorSpec {
 
 /// Every connector, in one place: adding a connector means adding its folder under
 /// `connectors/` and one line here.
-pub const REGISTRY: &[ConnectorSpec] = &[ConnectorSpec {
-    name: crate::connectors::simulator::NAME,
-    summary: "deterministic synthetic shops: orders, ads, inventory, shipments, anomalies",
-    build: crate::connectors::simulator::build,
-}];
+pub const REGISTRY: &[ConnectorSpec] = &[
+    ConnectorSpec {
+        name: crate::connectors::simulator::NAME,
+        summary: "deterministic synthetic shops: orders, ads, inventory, shipments, anomalies",
+        build: crate::connectors::simulator::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::amazon_sp_orders::NAME,
+        summary: "Amazon SP-API Orders v0 (getOrders by LastUpdatedAfter): placed, shipped, cancelled",
+        build: crate::connectors::amazon_sp_orders::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::amazon_fba_inventory::NAME,
+        summary: "Amazon FBA inventory summaries (nextToken paging): inventory.snapshot per SKU",
+        build: crate::connectors::amazon_fba_inventory::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::amazon_ads::NAME,
+        summary: "Amazon Ads reporting v3 (spCampaigns, daily, trailing re-pull): ad.performance with restatements",
+        build: crate::connectors::amazon_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::google_ads::NAME,
+        summary: "Google Ads GAQL search (campaign x day, cost in micros, trailing re-pull): ad.performance",
+        build: crate::connectors::google_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::meta_ads::NAME,
+        summary: "Meta insights (campaign x day, one purchase action type, cursor paging): ad.performance",
+        build: crate::connectors::meta_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::tiktok_ads::NAME,
+        summary: "TikTok for Business integrated report (campaign x day, page paging): ad.performance",
+        build: crate::connectors::tiktok_ads::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::walmart_orders::NAME,
+        summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
+        build: crate::connectors::walmart_orders::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::shopify::WEBHOOK_NAME,
+        summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create",
+        build: crate::connectors::shopify::webhook::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::shopify::orders::NAME,
+        summary: "Shopify Admin API orders (updated_at_min, Link paging): the webhook's events, polled or backfilled",
+        build: crate::connectors::shopify::orders::build,
+    },
+    ConnectorSpec {
+        name: crate::connectors::threepl::NAME,
+        summary: "3PL / overseas warehouse: shipment milestones and stock from CSV files and a webhook",
+        build: crate::connectors::threepl::build,
+    },
+];
 
 /// Builds the connector called `name` from its config section; unknown names list the known ones.
 pub fn build(name: &str, config: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
@@ -102,6 +160,70 @@ pub fn build(name: &str, config: serde_json::Value) -> Result<Box<dyn Connector>
     (spec.build)(config)
 }
 
+/// Parses a config section (`section` is its key, e.g. `simulate` or
+/// `connectors.walmart_orders`); errors name the full key and quote the value, e.g.
+/// ``bad config: `simulate.shops` = "x": invalid type: string "x", expected u32``.
+pub fn parse_section<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: serde_json::Value,
+) -> Result<T, IngestError> {
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().clone();
+        let last = path
+            .iter()
+            .next_back()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let problem = e.into_inner().to_string();
+        // A credential pasted where a reference belongs must not reach the logs, nor a whole
+        // table that may hold one, nor the value of a misspelt key (`secert = "…"`): an
+        // unknown key's value says nothing about the mistake.
+        let at = if is_credential_key(&last) {
+            "\"***\"".to_string()
+        } else if problem.starts_with("unknown field") {
+            "(not read)".to_string()
+        } else {
+            let v = value_at(&value, &path);
+            if v.starts_with('{') || v.starts_with('[') {
+                "(a table)".to_string()
+            } else {
+                v
+            }
+        };
+        let key = match path.to_string().as_str() {
+            "." => section.to_string(),
+            p => format!("{section}.{p}"),
+        };
+        IngestError::config(key, at, problem)
+    })
+}
+
+/// Keys whose values may be credentials.
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "token", "password", "client_id", "key"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// The config value at `path`, compact JSON, for error messages.
+fn value_at(root: &serde_json::Value, path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut cur = Some(root);
+    for seg in path.iter() {
+        cur = match (seg, cur) {
+            (Segment::Seq { index }, Some(v)) => v.get(*index),
+            (Segment::Map { key }, Some(v)) => v.get(key),
+            (Segment::Enum { .. }, v) => v,
+            _ => None,
+        };
+    }
+    match cur {
+        Some(v) => v.to_string(),
+        None => "(missing)".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,10 +231,58 @@ mod tests {
     #[test]
     fn unknown_connectors_list_the_known_ones() {
         let err = build("shopfiy", serde_json::json!({})).err().unwrap();
-        assert_eq!(
-            err.to_string(),
-            r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator"#
+        let err = err.to_string();
+        assert!(
+            err.starts_with(
+                r#"bad config: `connector` = "shopfiy": no such connector; known connectors: simulator, amazon_sp_orders"#
+            ),
+            "{err}"
         );
+        assert!(
+            err.contains("shopify_webhook, shopify_orders, threepl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tables_are_not_quoted_in_errors() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct S {
+            shop: String,
+        }
+        let err = parse_section::<S>(
+            "connectors.x",
+            serde_json::json!({"shop": "s", "secert": "shpss_pasted"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `secert`"), "{err}");
+        assert!(!err.contains("shpss_pasted"), "{err}");
+    }
+
+    #[test]
+    fn pasted_credentials_are_not_echoed() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct S {
+            auth: crate::pull::LwaConfig,
+        }
+        let err = parse_section::<S>(
+            "connectors.amazon_sp_orders",
+            serde_json::json!({"auth": {"client_id": "env:ID", "client_secret": "amzn1.secret-value",
+                                        "refresh_token": "env:R"}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "bad config: `connectors.amazon_sp_orders.auth.client_secret` = \"***\""
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("amzn1"), "{err}");
     }
 
     #[test]

@@ -20,13 +20,21 @@
 //! [`generate`](connectors::simulator::generate) function is also how end-to-end tests know
 //! what the pipeline should compute.
 //!
+//! Shared machinery, one module per direction: [`pull`] for connectors that poll an API (HTTP
+//! client, rate limit, retries, tokens, cursors, heartbeats) and [`push`] for those that are
+//! sent data (webhook receivers that verify signatures and acknowledge only after Kafka did,
+//! drop folders).
+//!
 //! Errors are one type, [`IngestError`], whose variants say whose fault a failure is and
 //! whether retrying can help.
 
 pub mod connector;
 pub mod connectors;
 pub mod error;
+pub mod map;
 pub mod publish;
+pub mod pull;
+pub mod push;
 
 pub use connector::{Connector, RunStats, StopReason};
 pub use connectors::simulator::{Simulator, SimulatorConfig};

@@ -1,5 +1,7 @@
 //! Against a real broker (`KPIFLOW_TEST_BOOTSTRAP`, set by `scripts/test.sh`): what the
 //! simulator publishes is exactly what it generated, and dead letters arrive with their reason.
+//! The pull connectors run against local HTTP servers speaking each platform's API shapes
+//! (modules under `tests/integration/`, recorded responses under `fixtures/<connector>/`).
 //!
 //! Each test uses its own random topic prefix and consumer group, so runs never see each
 //! other's records.
@@ -15,6 +17,87 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod integration {
+    pub(crate) mod amazon_ads;
+    pub(crate) mod amazon_fba_inventory;
+    pub(crate) mod amazon_sp_orders;
+    pub(crate) mod config_example;
+    pub(crate) mod fixture;
+    pub(crate) mod google_ads;
+    pub(crate) mod meta_ads;
+    pub(crate) mod push_config_example;
+    pub(crate) mod push_http;
+    pub(crate) mod shopify;
+    pub(crate) mod shopify_orders;
+    pub(crate) mod threepl;
+    pub(crate) mod tiktok_ads;
+    pub(crate) mod walmart_orders;
+
+    use std::time::Duration;
+
+    use kpiflow_core::ComponentMetrics;
+    use kpiflow_ingest::pull::PullConnector;
+    use kpiflow_ingest::{KafkaPublisher, Publish};
+    use kpiflow_schemas::{DeadLetter, Event, Topic};
+
+    /// One sync of `c` through a real broker: the events arrive on `topic` keyed by `shop` in
+    /// `want_ids` order, one heartbeat on events.health; returns the dead letters.
+    pub(crate) async fn pull_through_kafka(
+        c: &mut PullConnector,
+        topic: Topic,
+        shop: &str,
+        want_ids: &[&str],
+    ) -> Vec<DeadLetter> {
+        pull_through_kafka_prefix(c, topic, shop, want_ids, want_ids.len()).await
+    }
+
+    /// Like [`pull_through_kafka`], for `events` events of which the first are `want_ids`.
+    pub(crate) async fn pull_through_kafka_prefix(
+        c: &mut PullConnector,
+        topic: Topic,
+        shop: &str,
+        want_ids: &[&str],
+        events: usize,
+    ) -> Vec<DeadLetter> {
+        let kafka = crate::kafka();
+        kafka
+            .wait_until_reachable(Duration::from_secs(30))
+            .await
+            .expect("broker reachable");
+        let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
+        publisher.ensure_topics().await.unwrap();
+        let report = c.sync_once(&publisher).await.expect("sync delivered");
+        assert_eq!(report.counts.published as usize, events);
+        let want = events + 1 + report.counts.dead_lettered as usize;
+        let consumer = crate::consumer(&kafka, &[topic, Topic::Health, Topic::DeadLetter]);
+        let (mut ids, mut beats, mut dead) = (Vec::new(), 0, Vec::new());
+        for (t, key, payload) in crate::read(&kafka, &consumer, want).await {
+            if t == Topic::DeadLetter {
+                dead.push(serde_json::from_slice::<DeadLetter>(&payload).unwrap());
+                continue;
+            }
+            assert_eq!(key, shop, "records are keyed by shop");
+            let event = Event::from_json(&payload).expect("a valid event");
+            if t == Topic::Health {
+                assert_eq!(event.schema(), "source.heartbeat");
+                beats += 1;
+            } else {
+                assert_eq!(t, topic);
+                ids.push(event.header.event_id);
+            }
+        }
+        assert_eq!(ids.len(), events);
+        assert_eq!(
+            ids[..want_ids.len()],
+            *want_ids,
+            "one shop, one partition: Kafka keeps the order"
+        );
+        assert_eq!(beats, 1);
+        assert_eq!(dead.len() as u64, report.counts.dead_lettered);
+        dead
+    }
+}
 
 fn kafka() -> KafkaConfig {
     let bootstrap = std::env::var("KPIFLOW_TEST_BOOTSTRAP")

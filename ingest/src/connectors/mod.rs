@@ -1,3 +1,12 @@
 //! Connectors, one folder each; [`crate::connector::REGISTRY`] lists them.
 
+pub mod amazon_ads;
+pub mod amazon_fba_inventory;
+pub mod amazon_sp_orders;
+pub mod google_ads;
+pub mod meta_ads;
+pub mod shopify;
 pub mod simulator;
+pub mod threepl;
+pub mod tiktok_ads;
+pub mod walmart_orders;

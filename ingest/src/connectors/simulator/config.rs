@@ -200,15 +200,7 @@ impl SimulatorConfig {
     /// Parses the `[simulate]` section; errors name the key, e.g. `simulate.anomalies[0].kind`.
     /// Does not validate: call [`SimulatorConfig::validate`].
     pub fn from_value(value: serde_json::Value) -> Result<Self, IngestError> {
-        serde_path_to_error::deserialize(&value).map_err(|e| {
-            let path = e.path().clone();
-            let at = value_at(&value, &path);
-            let key = match path.to_string().as_str() {
-                "." => SECTION.to_string(),
-                p => format!("{SECTION}.{p}"),
-            };
-            IngestError::config(key, at, e.into_inner().to_string())
-        })
+        crate::connector::parse_section(SECTION, value)
     }
 
     /// The event-time start: `start` if set, else `now - days` (whole seconds).
@@ -394,24 +386,6 @@ impl SimulatorConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// The config value at `path`, compact JSON, for error messages.
-fn value_at(root: &serde_json::Value, path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut cur = Some(root);
-    for seg in path.iter() {
-        cur = match (seg, cur) {
-            (Segment::Seq { index }, Some(v)) => v.get(*index),
-            (Segment::Map { key }, Some(v)) => v.get(key),
-            (Segment::Enum { .. }, v) => v,
-            _ => None,
-        };
-    }
-    match cur {
-        Some(v) => v.to_string(),
-        None => "(missing)".to_string(),
     }
 }
 

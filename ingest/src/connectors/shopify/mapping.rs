@@ -1,0 +1,453 @@
+//! Shopify orders and refunds → canonical events, shared by the webhook and the backfill so
+//! both paths produce the same event ids.
+//!
+//! Event ids come from the fact, not from the delivery: `shopify-<order id>-placed`, `-paid`,
+//! `-cancelled`, `-shipped-<fulfillment id>`, `-refund-<refund id>`. A retried webhook, the
+//! same fact seen again in `orders/updated`, and the backfill all yield the same id, which the
+//! processor counts once.
+//!
+//! Time basis (domain reference §5): `order.placed` at `created_at` (it fires for unpaid
+//! orders too); `order.paid` at `processed_at`, the paid basis for revenue; `order.shipped` at
+//! the fulfilment's `created_at`; `order.cancelled` at `cancelled_at`; `order.refunded` at the
+//! refund's `processed_at` (else `created_at`). All kept in UTC with the shop's zone as
+//! `source_tz`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kpiflow_schemas::{
+    CancelledBy, Channel, Decimal, Event, EventBody, EventHeader, Money, OrderCancelled, OrderPaid,
+    OrderPlaced, OrderRefunded, OrderShipped,
+};
+
+use super::config::ShopifyShop;
+use super::payload::{Order, Refund};
+
+/// Financial statuses meaning the order was paid at `processed_at` (refunds come later).
+const PAID_STATUSES: [&str; 3] = ["paid", "partially_refunded", "refunded"];
+
+/// Who cancelled, from Shopify's `cancel_reason`.
+///
+/// - `customer` → [`CancelledBy::Buyer`]: the buyer asked; not held against the seller.
+/// - `declined` → [`CancelledBy::System`]: the payment was declined.
+/// - `fraud` → [`CancelledBy::System`]: cancelled on Shopify's fraud analysis; a risk
+///   control, not a failure to fulfil.
+/// - `inventory`, `staff`, `other`, absent or unknown → [`CancelledBy::Seller`]: out of stock
+///   and staff errors are the seller's; an unstated reason counts against the seller too, so
+///   the cancellation rate is never understated.
+pub fn cancelled_by(reason: Option<&str>) -> CancelledBy {
+    match reason {
+        Some("customer") => CancelledBy::Buyer,
+        Some("declined" | "fraud") => CancelledBy::System,
+        _ => CancelledBy::Seller,
+    }
+}
+
+/// The facts a delivery may reveal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facts {
+    /// `orders/create`: the placement.
+    Placed,
+    /// `orders/paid`: the payment.
+    Paid,
+    /// `orders/cancelled`: the cancellation.
+    Cancelled,
+    /// `orders/updated`: payment, fulfilments, cancellation and refunds whose own time is at
+    /// most `lookback` before the order's `updated_at`: the change that triggered the update,
+    /// not every old fact again (which the processor would refuse as late).
+    Updated {
+        /// How far before `updated_at` a fact may be.
+        lookback: TimeDelta,
+    },
+    /// The backfill: everything the order shows.
+    All,
+}
+
+/// Builds events for one shop; `source` is the connector name.
+pub struct Mapper<'a> {
+    /// The shop's settings.
+    pub shop: &'a ShopifyShop,
+    /// `shopify_webhook` or `shopify_orders`.
+    pub source: &'static str,
+    /// Ingest time.
+    pub now: DateTime<Utc>,
+}
+
+impl Mapper<'_> {
+    fn header(&self, id: String, at: DateTime<Utc>, sku: Option<String>) -> EventHeader {
+        EventHeader {
+            event_id: id,
+            source: self.source.to_string(),
+            shop: self.shop.shop.clone(),
+            channel: Channel::Shopify,
+            marketplace: self.shop.marketplace.clone(),
+            sku,
+            event_time: at,
+            source_tz: self.shop.time_zone,
+            ingest_time: self.now,
+        }
+    }
+
+    fn event(
+        &self,
+        id: String,
+        at: DateTime<Utc>,
+        sku: Option<String>,
+        body: impl Into<EventBody>,
+    ) -> Result<Event, String> {
+        let e = Event::new(self.header(id, at, sku), body);
+        e.validate().map_err(|err| err.to_string())?;
+        Ok(e)
+    }
+
+    /// The events `facts` selects from `order`. An error names the field and value; the
+    /// caller dead-letters the whole payload.
+    pub fn order(&self, order: &Order, facts: Facts) -> Result<Vec<Event>, String> {
+        let placed = order.created_at.0;
+        let oid = order.id.to_string();
+        let sku = single_sku(order);
+        let units: u32 = order.line_items.iter().map(|l| l.quantity).sum();
+        let money = |amount: Decimal| Money {
+            amount,
+            currency: order.currency.clone(),
+        };
+        let ship_by = placed + self.shop.handling_time_delta();
+        let recent = |t: DateTime<Utc>| match facts {
+            Facts::Updated { lookback } => order.updated_at.is_none_or(|u| t >= u.0 - lookback),
+            _ => true,
+        };
+        let mut out = Vec::new();
+
+        if matches!(facts, Facts::Placed | Facts::All) {
+            if units == 0 {
+                return Err(format!(
+                    "order {oid}: field `line_items`: no units ordered (quantities sum to 0)"
+                ));
+            }
+            out.push(self.event(
+                format!("shopify-{oid}-placed"),
+                placed,
+                sku.clone(),
+                OrderPlaced {
+                    order_id: oid.clone(),
+                    total: money(order.total_price),
+                    units,
+                    fulfilment: self.shop.fulfilment,
+                    ship_by: Some(ship_by),
+                    deliver_by: None,
+                },
+            )?);
+        }
+
+        let paid_status = order
+            .financial_status
+            .as_deref()
+            .is_some_and(|s| PAID_STATUSES.contains(&s));
+        let wants_paid = match facts {
+            Facts::Paid => true,
+            Facts::Updated { .. } | Facts::All => paid_status,
+            _ => false,
+        };
+        if wants_paid {
+            let paid_at = order.processed_at.map(|t| t.0).ok_or_else(|| {
+                format!("order {oid}: field `processed_at`: missing on a paid order (the paid time basis)")
+            })?;
+            if recent(paid_at) {
+                out.push(self.event(
+                    format!("shopify-{oid}-paid"),
+                    paid_at,
+                    sku.clone(),
+                    OrderPaid {
+                        order_id: oid.clone(),
+                        placed_at: placed,
+                        amount: money(order.total_price),
+                    },
+                )?);
+            }
+        }
+
+        if matches!(facts, Facts::Updated { .. } | Facts::All) {
+            for f in &order.fulfillments {
+                if f.status.as_deref() != Some("success") || !recent(f.created_at.0) {
+                    continue;
+                }
+                let shipped: u32 = f.line_items.iter().map(|l| l.quantity).sum();
+                let tracking = f.tracking_number.clone().filter(|t| !t.trim().is_empty());
+                out.push(self.event(
+                    format!("shopify-{oid}-shipped-{}", f.id),
+                    f.created_at.0,
+                    sku.clone(),
+                    OrderShipped {
+                        order_id: oid.clone(),
+                        placed_at: placed,
+                        ship_by,
+                        deliver_by: None,
+                        units: if shipped > 0 { shipped } else { units.max(1) },
+                        carrier: f.tracking_company.clone(),
+                        // Shopify reports no carrier scan; a tracking number is the evidence.
+                        tracking_valid: tracking.is_some(),
+                        tracking_id: tracking,
+                    },
+                )?);
+            }
+        }
+
+        let wants_cancel = match facts {
+            Facts::Cancelled => true,
+            Facts::Updated { .. } | Facts::All => order.cancelled_at.is_some(),
+            _ => false,
+        };
+        if wants_cancel {
+            let at = order.cancelled_at.map(|t| t.0).ok_or_else(|| {
+                format!("order {oid}: field `cancelled_at`: missing on a cancelled order")
+            })?;
+            if recent(at) {
+                out.push(self.event(
+                    format!("shopify-{oid}-cancelled"),
+                    at,
+                    sku.clone(),
+                    OrderCancelled {
+                        order_id: oid.clone(),
+                        placed_at: placed,
+                        cancelled_by: cancelled_by(order.cancel_reason.as_deref()),
+                        reason: order.cancel_reason.clone(),
+                    },
+                )?);
+            }
+        }
+
+        if matches!(facts, Facts::Updated { .. } | Facts::All) {
+            for r in &order.refunds {
+                if let Some(e) = self.refund(r, placed, Some(&order.currency))?
+                    && recent(e.header.event_time)
+                {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `order.refunded` event of `refund` of an order placed at `placed_at`: the sum of its
+    /// successful refund transactions, exactly, in their one currency. `None` when nothing was
+    /// paid back (e.g. a restock-only refund).
+    pub fn refund(
+        &self,
+        refund: &Refund,
+        placed_at: DateTime<Utc>,
+        order_currency: Option<&str>,
+    ) -> Result<Option<Event>, String> {
+        let oid = refund.order_id.to_string();
+        let mut total = Decimal::ZERO;
+        let mut currency: Option<String> = None;
+        for (i, t) in refund.transactions.iter().enumerate() {
+            if t.kind != "refund" || t.status.as_deref().is_some_and(|s| s != "success") {
+                continue;
+            }
+            let c = t
+                .currency
+                .clone()
+                .or_else(|| order_currency.map(str::to_string))
+                .ok_or_else(|| {
+                    format!("refund {}: field `transactions[{i}].currency`: missing, and no order currency is known", refund.id)
+                })?;
+            match &currency {
+                Some(seen) if *seen != c => {
+                    return Err(format!(
+                        "refund {}: field `transactions[{i}].currency`: {c:?} differs from {seen:?} in the same refund",
+                        refund.id
+                    ));
+                }
+                _ => currency = Some(c),
+            }
+            total += t.amount;
+        }
+        let Some(currency) = currency else {
+            return Ok(None);
+        };
+        if total == Decimal::ZERO {
+            return Ok(None);
+        }
+        let at = refund.processed_at.unwrap_or(refund.created_at).0;
+        self.event(
+            format!("shopify-{oid}-refund-{}", refund.id),
+            at,
+            None,
+            OrderRefunded {
+                order_id: oid,
+                placed_at,
+                amount: Money {
+                    amount: total,
+                    currency,
+                },
+                // Shopify refunds carry no fault; the refund-rate rules that count only the
+                // seller's faults are Walmart's.
+                seller_fault: false,
+            },
+        )
+        .map(Some)
+    }
+}
+
+/// The order's SKU when all its lines share one, so SKU-scoped KPIs can use it.
+fn single_sku(order: &Order) -> Option<String> {
+    let mut skus = order
+        .line_items
+        .iter()
+        .filter_map(|l| l.sku.as_deref())
+        .filter(|s| !s.trim().is_empty());
+    let first = skus.next()?;
+    skus.all(|s| s == first).then(|| first.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::shopify::payload::decode;
+
+    fn shop() -> ShopifyShop {
+        ShopifyShop::for_tests("shop-003")
+    }
+
+    fn order(extra: serde_json::Value) -> Order {
+        let mut v = serde_json::json!({
+            "id": 5501234567890u64,
+            "created_at": "2026-11-02T12:03:00-05:00",
+            "processed_at": "2026-11-02T12:05:00-05:00",
+            "updated_at": "2026-11-04T09:00:00-05:00",
+            "financial_status": "paid",
+            "total_price": "105.40",
+            "currency": "USD",
+            "line_items": [{"quantity": 2, "sku": "MUG-01"}, {"quantity": 1, "sku": "MUG-01"}],
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        decode(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn mapper(shop: &ShopifyShop) -> Mapper<'_> {
+        Mapper {
+            shop,
+            source: "shopify_webhook",
+            now: "2026-11-04T14:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn placed_uses_created_at_and_paid_uses_processed_at() {
+        let s = shop();
+        let m = mapper(&s);
+        let o = order(serde_json::json!({}));
+        let placed = m.order(&o, Facts::Placed).unwrap();
+        assert_eq!(placed.len(), 1);
+        let h = &placed[0].header;
+        assert_eq!(h.event_id, "shopify-5501234567890-placed");
+        assert_eq!(h.event_time.to_rfc3339(), "2026-11-02T17:03:00+00:00");
+        assert_eq!(h.sku.as_deref(), Some("MUG-01"));
+        let EventBody::OrderPlaced(p) = &placed[0].body else {
+            panic!("{placed:?}")
+        };
+        assert_eq!((p.units, p.total.amount.to_string()), (3, "105.40".into()));
+        let paid = m.order(&o, Facts::Paid).unwrap();
+        assert_eq!(paid[0].header.event_id, "shopify-5501234567890-paid");
+        assert_eq!(
+            paid[0].header.event_time.to_rfc3339(),
+            "2026-11-02T17:05:00+00:00"
+        );
+    }
+
+    #[test]
+    fn cancel_reasons_decide_who_cancelled() {
+        assert_eq!(cancelled_by(Some("customer")), CancelledBy::Buyer);
+        assert_eq!(cancelled_by(Some("inventory")), CancelledBy::Seller);
+        assert_eq!(cancelled_by(Some("fraud")), CancelledBy::System);
+        assert_eq!(cancelled_by(Some("declined")), CancelledBy::System);
+        assert_eq!(cancelled_by(Some("other")), CancelledBy::Seller);
+        assert_eq!(cancelled_by(None), CancelledBy::Seller);
+    }
+
+    #[test]
+    fn refunds_sum_successful_refund_transactions_exactly() {
+        let s = shop();
+        let m = mapper(&s);
+        let r: Refund = decode(
+            br#"{"id": 77, "order_id": 9, "created_at": "2026-11-05T10:00:00Z",
+                 "transactions": [
+                   {"kind": "refund", "status": "success", "amount": "0.10", "currency": "USD"},
+                   {"kind": "refund", "status": "success", "amount": "0.20", "currency": "USD"},
+                   {"kind": "refund", "status": "failure", "amount": "99.00", "currency": "USD"},
+                   {"kind": "sale", "status": "success", "amount": "5.00", "currency": "USD"}]}"#,
+        )
+        .unwrap();
+        let e = m
+            .refund(&r, "2026-11-01T00:00:00Z".parse().unwrap(), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.header.event_id, "shopify-9-refund-77");
+        let EventBody::OrderRefunded(b) = &e.body else {
+            panic!()
+        };
+        assert_eq!(b.amount, Money::usd("0.30"));
+        let mixed: Refund = decode(
+            br#"{"id": 78, "order_id": 9, "created_at": "2026-11-05T10:00:00Z",
+                 "transactions": [
+                   {"kind": "refund", "status": "success", "amount": "1.00", "currency": "USD"},
+                   {"kind": "refund", "status": "success", "amount": "1.00", "currency": "CAD"}]}"#,
+        )
+        .unwrap();
+        let err = m
+            .refund(&mixed, "2026-11-01T00:00:00Z".parse().unwrap(), None)
+            .unwrap_err();
+        assert!(err.contains("transactions[1].currency"), "{err}");
+    }
+
+    #[test]
+    fn updated_reveals_only_recent_facts() {
+        let s = shop();
+        let m = mapper(&s);
+        let o = order(serde_json::json!({
+            "fulfillments": [
+                {"id": 1, "created_at": "2026-11-04T08:00:00-05:00", "status": "success",
+                 "tracking_company": "UPS", "tracking_number": "1Z999",
+                 "line_items": [{"quantity": 3, "sku": "MUG-01"}]},
+                {"id": 2, "created_at": "2026-11-04T08:30:00-05:00", "status": "cancelled"}
+            ]
+        }));
+        let events = m
+            .order(
+                &o,
+                Facts::Updated {
+                    lookback: TimeDelta::hours(24),
+                },
+            )
+            .unwrap();
+        let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
+        // Paid two days before the update: not re-announced; only the new fulfilment.
+        assert_eq!(ids, ["shopify-5501234567890-shipped-1"]);
+        let all = m.order(&o, Facts::All).unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = decode::<Order>(
+            br#"{"id": 1, "created_at": "yesterday", "total_price": "1.00", "currency": "USD"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            r#"field `created_at`: expected an RFC 3339 time such as "2026-11-02T12:03:00-05:00", got "yesterday""#
+        );
+        let err = decode::<Order>(
+            br#"{"id": 1, "created_at": "2026-11-02T12:03:00Z", "total_price": 1.5, "currency": "USD"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("field `total_price`: expected a decimal string"),
+            "{err}"
+        );
+        let s = shop();
+        let o = order(serde_json::json!({"line_items": []}));
+        let err = mapper(&s).order(&o, Facts::Placed).unwrap_err();
+        assert!(err.contains("`line_items`"), "{err}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Reading platform records field by field, with errors that name the field and the value
+//! (the reason a record goes to the dead-letter topic).
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use kpiflow_schemas::{Decimal, Money};
+use serde_json::Value;
+
+/// Why a record could not be mapped: names the field, the value and the rule.
+pub type MapError = String;
+
+/// One platform record (a JSON object), read by dotted field paths such as `OrderTotal.Amount`.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a>(pub &'a Value);
+
+impl<'a> Record<'a> {
+    /// The value at `path`, if present and not null.
+    pub fn get(&self, path: &str) -> Option<&'a Value> {
+        let mut cur = self.0;
+        for part in path.split('.') {
+            cur = cur.get(part)?;
+        }
+        (!cur.is_null()).then_some(cur)
+    }
+
+    /// A required string.
+    pub fn str(&self, path: &str) -> Result<&'a str, MapError> {
+        match self.get(path) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+            Some(v) => Err(format!(
+                "field `{path}`: expected a non-empty string, got {v}"
+            )),
+            None => Err(format!("field `{path}` is missing")),
+        }
+    }
+
+    /// An optional string (absent, null or empty is `None`).
+    pub fn opt_str(&self, path: &str) -> Result<Option<&'a str>, MapError> {
+        match self.get(path) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(_) => self.str(path).map(Some),
+        }
+    }
+
+    /// A required RFC 3339 / ISO 8601 timestamp with an offset, e.g. `2026-11-02T17:03:00Z`.
+    pub fn time(&self, path: &str) -> Result<DateTime<Utc>, MapError> {
+        let s = self.str(path)?;
+        parse_time(s).ok_or_else(|| {
+            format!("field `{path}`: expected an ISO 8601 time with offset such as \"2026-11-02T17:03:00Z\", got {s:?}")
+        })
+    }
+
+    /// An optional timestamp.
+    pub fn opt_time(&self, path: &str) -> Result<Option<DateTime<Utc>>, MapError> {
+        match self.opt_str(path)? {
+            None => Ok(None),
+            Some(_) => self.time(path).map(Some),
+        }
+    }
+
+    /// A required date `YYYY-MM-DD`.
+    pub fn date(&self, path: &str) -> Result<NaiveDate, MapError> {
+        let s = self.str(path)?;
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            format!("field `{path}`: expected a date such as \"2026-11-02\", got {s:?}")
+        })
+    }
+
+    /// A required epoch-milliseconds timestamp (a JSON integer or a string of digits).
+    pub fn epoch_ms(&self, path: &str) -> Result<DateTime<Utc>, MapError> {
+        let ms = self.int(path)?;
+        DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| format!("field `{path}`: {ms} is not a time in epoch milliseconds"))
+    }
+
+    /// A required integer, from a JSON integer or a string of digits (platforms do both).
+    pub fn int(&self, path: &str) -> Result<i64, MapError> {
+        match self.get(path) {
+            Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().unwrap_or_default()),
+            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => {
+                Ok(s.trim().parse().unwrap_or_default())
+            }
+            Some(v) => Err(format!("field `{path}`: expected an integer, got {v}")),
+            None => Err(format!("field `{path}` is missing")),
+        }
+    }
+
+    /// A required count (non-negative integer).
+    pub fn count(&self, path: &str) -> Result<u64, MapError> {
+        let n = self.int(path)?;
+        u64::try_from(n).map_err(|_| format!("field `{path}`: must not be negative, got {n}"))
+    }
+
+    /// An optional count; absent is 0.
+    pub fn count_or_zero(&self, path: &str) -> Result<u64, MapError> {
+        if self.get(path).is_none() {
+            return Ok(0);
+        }
+        self.count(path)
+    }
+
+    /// A required exact decimal: a decimal string (`"12.34"`), or a JSON number read through
+    /// its shortest decimal form (exact for the up to 15 significant digits money has; report
+    /// APIs send numbers).
+    pub fn decimal(&self, path: &str) -> Result<Decimal, MapError> {
+        match self.get(path) {
+            Some(Value::String(s)) => Decimal::parse(s.trim()).ok_or_else(|| {
+                format!("field `{path}`: expected a decimal such as \"12.34\", got {s:?}")
+            }),
+            Some(Value::Number(n)) => number_to_decimal(n)
+                .ok_or_else(|| format!("field `{path}`: {n} is not an exact decimal")),
+            Some(v) => Err(format!(
+                "field `{path}`: expected a decimal such as \"12.34\", got {v}"
+            )),
+            None => Err(format!("field `{path}` is missing")),
+        }
+    }
+
+    /// Money from an amount field and a currency code, e.g. (`OrderTotal.Amount`,
+    /// `OrderTotal.CurrencyCode`).
+    pub fn money(&self, amount: &str, currency: &str) -> Result<Money, MapError> {
+        Ok(Money {
+            amount: self.decimal(amount)?,
+            currency: self.currency(currency)?,
+        })
+    }
+
+    /// A required ISO 4217 code.
+    pub fn currency(&self, path: &str) -> Result<String, MapError> {
+        let c = self.str(path)?;
+        if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(c.to_string())
+        } else {
+            Err(format!(
+                "field `{path}`: expected an ISO 4217 code such as \"USD\", got {c:?}"
+            ))
+        }
+    }
+}
+
+/// Parses RFC 3339, also with a space instead of `T` (some platforms write that).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1)))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn number_to_decimal(n: &serde_json::Number) -> Option<Decimal> {
+    if let Some(i) = n.as_i64() {
+        return Some(Decimal::from_i64(i));
+    }
+    let f = n.as_f64()?;
+    if !f.is_finite() {
+        return None;
+    }
+    // Rust prints the shortest decimal that reads back as the same f64: the digits the
+    // platform wrote, as long as it wrote at most 15 significant ones.
+    let text = format!("{f}");
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    if digits > 17 {
+        return None;
+    }
+    text.parse::<rust_decimal::Decimal>().ok().map(Decimal)
+}
+
+/// The first instant of `date` in `tz` (the earliest, where a DST change makes it ambiguous).
+pub fn local_midnight(date: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    (0..3).find_map(|h| {
+        tz.from_local_datetime(&date.and_hms_opt(h, 0, 0)?)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+    })
+}
+
+/// A raw record for the dead-letter topic.
+pub fn raw(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_are_read_by_path_and_errors_name_field_and_value() {
+        let v = json!({"OrderTotal": {"Amount": "25.98", "CurrencyCode": "USD"},
+                       "PurchaseDate": "2026-11-02T17:03:00Z", "n": "3", "bad": "12,5",
+                       "cost": 12.34, "ms": 1_793_000_000_000_i64});
+        let r = Record(&v);
+        let m = r
+            .money("OrderTotal.Amount", "OrderTotal.CurrencyCode")
+            .unwrap();
+        assert_eq!(
+            (m.amount.to_string(), m.currency.as_str()),
+            ("25.98".into(), "USD")
+        );
+        assert_eq!(r.count("n").unwrap(), 3);
+        assert_eq!(r.decimal("cost").unwrap().to_string(), "12.34");
+        assert_eq!(
+            r.decimal("bad").unwrap_err(),
+            "field `bad`: expected a decimal such as \"12.34\", got \"12,5\""
+        );
+        assert_eq!(r.str("Nope.x").unwrap_err(), "field `Nope.x` is missing");
+        assert_eq!(
+            r.time("n").unwrap_err(),
+            "field `n`: expected an ISO 4217 time with offset such as \"2026-11-02T17:03:00Z\", got \"3\""
+                .replace("ISO 4217", "ISO 8601")
+        );
+        assert_eq!(r.epoch_ms("ms").unwrap().timestamp(), 1_793_000_000);
+        assert_eq!(
+            r.time("PurchaseDate").unwrap().to_rfc3339(),
+            "2026-11-02T17:03:00+00:00"
+        );
+    }
+
+    #[test]
+    fn report_numbers_keep_their_written_digits() {
+        for (n, want) in [
+            (json!(0.1), "0.1"),
+            (json!(1234.56), "1234.56"),
+            (json!(7), "7"),
+        ] {
+            assert_eq!(
+                Record(&json!({ "x": n })).decimal("x").unwrap().to_string(),
+                want
+            );
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The documented example config: its commented-out connector tables, uncommented, parse and
+//! validate, so the documentation cannot drift from the code.
+
+use kpiflow_ingest::connector::parse_section;
+use kpiflow_ingest::connectors::{
+    amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, tiktok_ads,
+    walmart_orders,
+};
+
+/// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
+fn uncommented_connectors() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config/kpiflow.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text
+        .find("# ─── Pull connectors")
+        .expect("the connectors part");
+    let toml: String = text[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || is_assignment(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let v: toml::Value = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    serde_json::to_value(v).unwrap()
+}
+
+/// `name = …` with a lower-case key at the start of the line.
+fn is_assignment(l: &str) -> bool {
+    l.split_once(" = ").is_some_and(|(k, _)| {
+        !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    })
+}
+
+#[test]
+fn every_documented_connector_key_parses_and_validates() {
+    let v = uncommented_connectors();
+    let c = &v["connectors"];
+    let one = |name: &str| c[name][0].clone();
+    let o: amazon_sp_orders::AmazonOrdersConfig =
+        parse_section(amazon_sp_orders::SECTION, one("amazon_sp_orders")).unwrap();
+    o.validate().unwrap();
+    let pull = o
+        .pull
+        .resolve(amazon_sp_orders::SECTION, &amazon_sp_orders::DEFAULTS)
+        .unwrap();
+    assert_eq!(pull.http.rate_limit.unwrap().burst, 20);
+    assert_eq!(pull.http.retry.max_attempts, 6);
+    let i: amazon_fba_inventory::FbaInventoryConfig =
+        parse_section(amazon_fba_inventory::SECTION, one("amazon_fba_inventory")).unwrap();
+    i.pull
+        .resolve(
+            amazon_fba_inventory::SECTION,
+            &amazon_fba_inventory::DEFAULTS,
+        )
+        .unwrap();
+    let a: amazon_ads::AmazonAdsConfig =
+        parse_section(amazon_ads::SECTION, one("amazon_ads")).unwrap();
+    assert_eq!(a.attribution_window, "7d");
+    a.pull
+        .resolve(amazon_ads::SECTION, &amazon_ads::DEFAULTS)
+        .unwrap();
+    let w: walmart_orders::WalmartOrdersConfig =
+        parse_section(walmart_orders::SECTION, one("walmart_orders")).unwrap();
+    w.pull
+        .resolve(walmart_orders::SECTION, &walmart_orders::DEFAULTS)
+        .unwrap();
+    let g: google_ads::GoogleAdsConfig =
+        parse_section(google_ads::SECTION, one("google_ads")).unwrap();
+    assert_eq!(g.channel, kpiflow_schemas::Channel::Shopify);
+    g.pull
+        .resolve(google_ads::SECTION, &google_ads::DEFAULTS)
+        .unwrap();
+    let m: meta_ads::MetaAdsConfig = parse_section(meta_ads::SECTION, one("meta_ads")).unwrap();
+    assert_eq!(
+        m.purchase_action_type,
+        "offsite_conversion.fb_pixel_purchase"
+    );
+    m.pull
+        .resolve(meta_ads::SECTION, &meta_ads::DEFAULTS)
+        .unwrap();
+    let t: tiktok_ads::TiktokAdsConfig =
+        parse_section(tiktok_ads::SECTION, one("tiktok_ads")).unwrap();
+    assert_eq!(t.channel, kpiflow_schemas::Channel::TiktokShop);
+    t.pull
+        .resolve(tiktok_ads::SECTION, &tiktok_ads::DEFAULTS)
+        .unwrap();
+    let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
+    assert_eq!(
+        documented,
+        [
+            "amazon_ads",
+            "amazon_fba_inventory",
+            "amazon_sp_orders",
+            "google_ads",
+            "meta_ads",
+            "tiktok_ads",
+            "walmart_orders"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_credential_names_its_key_not_its_value() {
+    let mut section = uncommented_connectors()["connectors"]["walmart_orders"][0].clone();
+    section["auth"]["client_secret"] = "env:KPIFLOW_TEST_UNSET_WALMART_SECRET".into();
+    let err = kpiflow_ingest::connector::build("walmart_orders", section)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("bad config: `connectors.walmart_orders.auth.client_id`")
+            || err.starts_with("bad config: `connectors.walmart_orders.auth.client_secret`"),
+        "{err}"
+    );
+    assert!(err.contains("is not set"), "{err}");
+}

@@ -1,0 +1,50 @@
+//! The Shopify and 3PL part of the documented example config: its commented-out tables,
+//! uncommented, build into connectors, so the documentation cannot drift from the code.
+
+/// The `[[connectors.*]]` examples between the Shopify/3PL marker and the pull marker, with
+/// their `# ` removed.
+fn uncommented() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/config/kpiflow.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let start = text
+        .find("# ─── Shopify and 3PL connectors")
+        .expect("the Shopify and 3PL part");
+    let end = text.find("# ─── Pull connectors").expect("the pull part");
+    let toml: String = text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[')
+                || l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let v: toml::Value = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    serde_json::to_value(v).unwrap()
+}
+
+#[test]
+fn every_documented_shopify_and_3pl_key_builds() {
+    let v = uncommented();
+    let c = v["connectors"].as_object().unwrap();
+    let names: Vec<&String> = c.keys().collect();
+    assert_eq!(names, ["shopify_orders", "shopify_webhook", "threepl"]);
+    for (name, tables) in c {
+        let tables = tables.as_array().expect("[[connectors.<name>]] tables");
+        assert_eq!(tables.len(), 1, "{name}");
+        // Building reads no secret and binds nothing, so it works without the variables.
+        let built = kpiflow_ingest::connector::build(name, tables[0].clone())
+            .unwrap_or_else(|e| panic!("connectors.{name}: {e}"));
+        assert_eq!(built.name(), name);
+    }
+    let hook = &c["shopify_webhook"][0];
+    assert_eq!(hook["ack_deadline"], "4s");
+    assert_eq!(
+        hook["shops"]["acme-ceramics.myshopify.com"]["shop"],
+        "shop-003"
+    );
+    assert_eq!(c["threepl"][0]["drop"]["settle_time"], "10s");
+    assert_eq!(c["shopify_orders"][0]["page_size"], 250);
+}

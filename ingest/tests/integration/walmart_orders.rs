@@ -1,0 +1,375 @@
+//! `walmart_orders` against a local `/v3/token` + `/v3/orders` server: cursor paging, 429
+//! with an HTTP-date Retry-After, token expiry, 5xx, an empty window (404), a malformed order,
+//! restart from the cursor, and the records on a real broker.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kpiflow_core::SourceMetrics;
+use kpiflow_ingest::MemoryPublisher;
+use kpiflow_ingest::connectors::walmart_orders::{WalmartOrders, WalmartOrdersConfig};
+use kpiflow_ingest::pull::{PullConnector, WalmartAuthConfig};
+use kpiflow_schemas::{Event, Topic};
+
+use super::fixture::{Reply, Req, Server, fixture, fixture_with, pull_settings, secret_file};
+
+const C: &str = "walmart_orders";
+const ORDERS: &str = "/v3/orders";
+const TOKEN: &str = "/v3/token";
+const ID: &str = "walmart-client-id";
+const SECRET: &str = "walmart-client-secret";
+
+const PAGE_IDS: [&str; 6] = [
+    "walmart:1796277083022:placed",
+    "walmart:1796277083022:shipped",
+    "walmart:1796277083023:placed",
+    "walmart:1796277083024:placed",
+    "walmart:1796277083024:cancelled",
+    "walmart:1796277083026:placed",
+];
+
+/// `Basic base64(id:secret)`, as Walmart expects on every call.
+fn basic() -> String {
+    // "walmart-client-id:walmart-client-secret"
+    "Basic d2FsbWFydC1jbGllbnQtaWQ6d2FsbWFydC1jbGllbnQtc2VjcmV0".into()
+}
+
+fn page(req: &Req) -> Reply {
+    assert_eq!(req.header("authorization"), basic());
+    assert!(req.header("wm_sec.access_token").starts_with("wm-token-"));
+    assert_eq!(req.header("wm_svc.name"), "Walmart Marketplace");
+    assert_eq!(
+        req.header("wm_qos.correlation_id").len(),
+        36,
+        "a UUID per call"
+    );
+    let name = match req.q("poIndex") {
+        "" => {
+            assert!(!req.q("lastModifiedStartDate").is_empty());
+            "orders-page-1.json"
+        }
+        "2" => "orders-page-2.json",
+        "4" => "orders-page-3.json",
+        other => panic!("unexpected poIndex {other:?}"),
+    };
+    Reply::json(fixture(C, name))
+}
+
+fn token(req: &Req, n: usize) -> Reply {
+    assert_eq!(req.header("authorization"), basic());
+    assert_eq!(req.form()["grant_type"], "client_credentials");
+    assert!(!req.header("wm_qos.correlation_id").is_empty());
+    Reply::json(fixture_with(
+        C,
+        "token.json",
+        &[("token", &format!("wm-token-{n}"))],
+    ))
+}
+
+async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
+    let tokens = AtomicUsize::new(0);
+    Server::start(move |req| match req.path.as_str() {
+        TOKEN => token(req, tokens.fetch_add(1, Ordering::SeqCst) + 1),
+        ORDERS => orders(req),
+        other => Reply::status(404, format!("no route {other}")),
+    })
+    .await
+}
+
+fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
+    WalmartOrders::build(WalmartOrdersConfig {
+        shop: shop.to_string(),
+        limit: 2,
+        pull: pull_settings(server, &dir.join("cursors")),
+        auth: WalmartAuthConfig {
+            client_id: secret_file(dir, "wm_id", ID),
+            client_secret: secret_file(dir, "wm_secret", SECRET),
+            service_name: "Walmart Marketplace".into(),
+            refresh_margin: Duration::from_secs(60),
+        },
+    })
+    .expect("valid config")
+}
+
+fn shop() -> String {
+    format!("shop-{}", uuid::Uuid::new_v4())
+}
+
+fn ids(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.schema() != "source.heartbeat")
+        .map(|e| e.header.event_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn cursor_pages_are_followed_and_a_malformed_order_is_dead_lettered() {
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    c.sync_once(&p).await.expect("sync succeeds");
+    assert_eq!(ids(&p.events()), PAGE_IDS);
+    let dl = p.dead_letters();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(
+        dl[0].reason,
+        "order 1796277083025: orderLines.orderLine[0]: charges.charge[0]: field `chargeAmount.amount`: expected a decimal such as \"12.34\", got \"9.O\""
+    );
+    assert_eq!(p.events()[0].header.channel.as_str(), "walmart");
+    // One token for the whole sync; the cursor's query string was followed verbatim.
+    assert_eq!(server.requests_to(TOKEN).len(), 1);
+    let second = &server.requests_to(ORDERS)[1];
+    assert_eq!(second.q("hasMoreElements"), "true");
+    assert_eq!(second.q("soIndex"), "5");
+    assert_eq!(
+        second.q("lastModifiedStartDate"),
+        "",
+        "the cursor replaces the filters"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_window_is_a_404_and_not_an_error() {
+    let server = server(|_| Reply::status(404, fixture(C, "no-orders-404.json"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    let report = c.sync_once(&p).await.expect("no orders is a success");
+    assert_eq!(report.counts.published, 0);
+    assert!(c.cursors().load(C, &shop).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_429_waits_for_an_http_date_retry_after() {
+    let calls = AtomicUsize::new(0);
+    let server = server(move |req| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Two seconds ahead, rounded down to the second an HTTP date can express.
+            let at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            return Reply::status(429, fixture(C, "error-429.json")).with("retry-after", &date);
+        }
+        page(req)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    let began = std::time::Instant::now();
+    c.sync_once(&p).await.expect("sync succeeds after the wait");
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "the date was honoured"
+    );
+    assert_eq!(ids(&p.events()), PAGE_IDS);
+    assert_eq!(SourceMetrics::new(C, &shop).rate_limit_waits.get(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_replaced() {
+    let server = server(|req| {
+        if req.header("wm_sec.access_token") == "wm-token-1" && !req.q("poIndex").is_empty() {
+            return Reply::status(401, fixture(C, "error-401-expired.json"));
+        }
+        page(req)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = connector(&server, dir.path(), &shop());
+    let p = MemoryPublisher::new();
+    c.sync_once(&p)
+        .await
+        .expect("sync succeeds with a new token");
+    assert_eq!(ids(&p.events()), PAGE_IDS);
+    assert_eq!(server.requests_to(TOKEN).len(), 2);
+}
+
+#[tokio::test]
+async fn a_500_is_retried_and_a_persistent_one_fails_the_sync_without_moving_the_cursor() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let broken = Arc::new(AtomicBool::new(false));
+    let (calls2, broken2) = (calls.clone(), broken.clone());
+    let server = server(move |req| {
+        let n = calls2.fetch_add(1, Ordering::SeqCst);
+        let paging = !req.q("poIndex").is_empty();
+        if n == 1 || (paging && broken2.load(Ordering::SeqCst)) {
+            return Reply::status(500, fixture(C, "error-500.json"));
+        }
+        page(req)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    c.sync_once(&p).await.expect("one 500 is retried");
+    assert_eq!(ids(&p.events()), PAGE_IDS);
+    assert_eq!(SourceMetrics::new(C, &shop).retries.get(), 1);
+    let saved = c.cursors().load(C, &shop).await.unwrap().unwrap();
+
+    broken.store(true, Ordering::SeqCst);
+    let err = c.sync_once(&p).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("HTTP 500 Internal Server Error after 4 attempts"),
+        "{err}"
+    );
+    assert_eq!(c.cursors().load(C, &shop).await.unwrap().unwrap(), saved);
+    assert_eq!(c.health().consecutive_failures, 1);
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_cursor_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let server = server(page).await;
+    let p = MemoryPublisher::new();
+    connector(&server, dir.path(), &shop)
+        .sync_once(&p)
+        .await
+        .unwrap();
+    let saved = connector(&server, dir.path(), &shop)
+        .cursors()
+        .load(C, &shop)
+        .await
+        .unwrap()
+        .unwrap();
+    // A new process re-reads from the cursor minus the overlap; the same orders come back.
+    let mut again = connector(&server, dir.path(), &shop);
+    again.sync_once(&p).await.unwrap();
+    let starts: Vec<String> = server
+        .requests_to(ORDERS)
+        .iter()
+        .filter(|r| r.q("poIndex").is_empty())
+        .map(|r| r.q("lastModifiedStartDate").to_string())
+        .collect();
+    let want = (saved.high_water - chrono::TimeDelta::minutes(15))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(starts[1], want);
+    let all = ids(&p.events());
+    assert_eq!(all.len(), 2 * PAGE_IDS.len(), "the overlap re-reads");
+    let distinct: BTreeSet<_> = all.into_iter().collect();
+    assert_eq!(
+        distinct,
+        PAGE_IDS.iter().map(|s| s.to_string()).collect(),
+        "same ids, nothing new"
+    );
+}
+
+#[tokio::test]
+async fn a_sync_lands_on_the_broker() {
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let dead = super::pull_through_kafka(&mut c, Topic::Orders, &shop, &PAGE_IDS).await;
+    assert!(dead[0].reason.contains("\"9.O\""), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut c = connector(&server, dir.path(), &shop);
+    let p = MemoryPublisher::new();
+    let from = "2026-11-20T00:00:00Z".parse().unwrap();
+    let to = "2026-11-22T12:00:00Z".parse().unwrap();
+    let mut seen = Vec::new();
+    let stats = kpiflow_ingest::pull::backfill(&mut c, from, to, &p, |progress| {
+        seen.push((
+            progress.done_until,
+            progress.fraction(),
+            progress.counts.published,
+        ));
+    })
+    .await
+    .unwrap();
+    // Steps of max_window (one day): [20th, 21st), [21st, 22nd), [22nd, 22nd 12:00).
+    let starts: Vec<String> = server
+        .requests_to(ORDERS)
+        .iter()
+        .filter(|r| r.q("poIndex").is_empty())
+        .map(|r| {
+            format!(
+                "{}..{}",
+                r.q("lastModifiedStartDate"),
+                r.q("lastModifiedEndDate")
+            )
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2026-11-20T00:00:00Z..2026-11-21T00:00:00Z",
+            "2026-11-21T00:00:00Z..2026-11-22T00:00:00Z",
+            "2026-11-22T00:00:00Z..2026-11-22T12:00:00Z"
+        ]
+    );
+    let fractions: Vec<f64> = seen.iter().map(|s| (s.1 * 100.0).round() / 100.0).collect();
+    assert_eq!(fractions, [0.0, 0.4, 0.8, 1.0]);
+    assert_eq!(seen.last().unwrap().2, 3 * PAGE_IDS.len() as u64);
+    assert_eq!(stats.published, 3 * PAGE_IDS.len() as u64);
+    assert!(c.cursors().load(C, &shop).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn run_syncs_every_interval_until_shutdown() {
+    let server = server(page).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shop = shop();
+    let mut settings = pull_settings(&server, &dir.path().join("cursors"));
+    settings.interval = Some(Duration::from_secs(1));
+    let mut c = WalmartOrders::build(WalmartOrdersConfig {
+        shop: shop.clone(),
+        limit: 2,
+        pull: settings,
+        auth: WalmartAuthConfig {
+            client_id: secret_file(dir.path(), "wm_id", ID),
+            client_secret: secret_file(dir.path(), "wm_secret", SECRET),
+            service_name: "Walmart Marketplace".into(),
+            refresh_margin: Duration::from_secs(60),
+        },
+    })
+    .unwrap();
+    let p = MemoryPublisher::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    let watched = Arc::new(server);
+    let watch = watched.clone();
+    let waiter = tokio::spawn(async move {
+        // Three syncs (three first-page requests) mean the loop keeps going on its own.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while watch
+            .requests_to(ORDERS)
+            .iter()
+            .filter(|r| r.q("poIndex").is_empty())
+            .count()
+            < 3
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "three syncs within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stopper.cancel();
+    });
+    let stats = c.run(&p, stop).await.expect("a clean stop");
+    waiter.await.unwrap();
+    assert_eq!(stats.stop, kpiflow_ingest::StopReason::Shutdown);
+    let beats = p
+        .events()
+        .iter()
+        .filter(|e| e.schema() == "source.heartbeat")
+        .count();
+    assert!(beats >= 3, "a heartbeat per sync, got {beats}");
+}
