@@ -27,7 +27,7 @@
 //! field by field with [`map`], dead-lettering what it cannot use with the field and value:
 //!
 //! ```text
-//!  amazon_sp_orders, walmart_orders ─► order.placed / shipped / cancelled
+//!  amazon_sp_orders, walmart_orders, tiktok_shop_orders ─► order.placed / shipped / cancelled
 //!  amazon_fba_inventory             ─► inventory.snapshot
 //!  amazon_ads, google_ads, meta_ads, tiktok_ads ─► ad.performance (versions by as_of)
 //!  every pull connector             ─► source.heartbeat after each sync

@@ -27,6 +27,7 @@ mod integration {
     pub(crate) mod google_ads;
     pub(crate) mod meta_ads;
     pub(crate) mod tiktok_ads;
+    pub(crate) mod tiktok_shop_orders;
     pub(crate) mod walmart_orders;
 
     use std::time::Duration;

@@ -7,4 +7,5 @@ pub mod google_ads;
 pub mod meta_ads;
 pub mod simulator;
 pub mod tiktok_ads;
+pub mod tiktok_shop_orders;
 pub mod walmart_orders;
