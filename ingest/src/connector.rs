@@ -120,6 +120,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::tiktok_ads::build,
     },
     ConnectorSpec {
+        name: crate::connectors::tiktok_shop_orders::NAME,
+        summary: "TikTok Shop order search (update time, next_page_token, signed): placed, shipped, cancelled",
+        build: crate::connectors::tiktok_shop_orders::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::walmart_orders::NAME,
         summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
         build: crate::connectors::walmart_orders::build,

@@ -20,7 +20,20 @@
 //! [`generate`](connectors::simulator::generate) function is also how end-to-end tests know
 //! what the pipeline should compute.
 //!
-//! Shared machinery, one module per direction: [`pull`] for connectors that poll an API (HTTP
+//! The platform connectors poll APIs through the shared machinery of [`pull`]: an HTTP client
+//! (rate limit, Retry-After, backoff, token refresh), durable cursors saved only after the
+//! publisher flushed, heartbeats and per-shop health metrics, and [`pull::backfill`]. Each
+//! implements [`pull::Source`] — one window of one platform for one shop — and maps records
+//! field by field with [`map`], dead-lettering what it cannot use with the field and value:
+//!
+//! ```text
+//!  amazon_sp_orders, walmart_orders, tiktok_shop_orders ─► order.placed / shipped / cancelled
+//!  amazon_fba_inventory             ─► inventory.snapshot
+//!  amazon_ads, google_ads, meta_ads, tiktok_ads ─► ad.performance (versions by as_of)
+//!  every pull connector             ─► source.heartbeat after each sync
+//! ```
+//!
+//! Shared machinery is one module per direction: [`pull`] for connectors that poll an API (HTTP
 //! client, rate limit, retries, tokens, cursors, heartbeats) and [`push`] for those that are
 //! sent data (webhook receivers that verify signatures and acknowledge only after Kafka did,
 //! drop folders).

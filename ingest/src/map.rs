@@ -2,8 +2,10 @@
 //! (the reason a record goes to the dead-letter topic).
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use kpiflow_schemas::{Decimal, Money};
+use kpiflow_schemas::{AdPerformance, Decimal, Money};
 use serde_json::Value;
+
+use crate::pull::Fact;
 
 /// Why a record could not be mapped: names the field, the value and the rule.
 pub type MapError = String;
@@ -171,6 +173,88 @@ pub fn local_midnight(date: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc
             .earliest()
             .map(|t| t.with_timezone(&Utc))
     })
+}
+
+/// What every ad row of one read shares: whose figures, in which currency and zone, as of when.
+#[derive(Debug, Clone)]
+pub struct AdContext<'a> {
+    /// The ad platform, e.g. `amazon_ads`.
+    pub platform: &'static str,
+    /// The ad account (profile, customer, advertiser) id.
+    pub account: &'a str,
+    /// The account's currency (report rows rarely carry it).
+    pub currency: &'a str,
+    /// The account's zone: report dates are its days.
+    pub tz: chrono_tz::Tz,
+    /// The attribution window label, e.g. `7d`.
+    pub window: &'a str,
+    /// When the platform reported these figures (a report's completion, or the read).
+    pub as_of: DateTime<Utc>,
+}
+
+/// One campaign-day of an ad report, read.
+#[derive(Debug, Clone)]
+pub struct AdRow {
+    /// Campaign id.
+    pub campaign: String,
+    /// Report date, in the account's zone.
+    pub date: NaiveDate,
+    /// Impressions.
+    pub impressions: u64,
+    /// Clicks.
+    pub clicks: u64,
+    /// Spend, in the account's currency.
+    pub spend: Decimal,
+    /// Attributed orders.
+    pub orders: u64,
+    /// Attributed sales, in the account's currency.
+    pub sales: Decimal,
+}
+
+impl AdContext<'_> {
+    /// The `ad.performance` fact of `row`: timed at the start of its date in the account's
+    /// zone, with the id `{platform}:{account}:{campaign}:{date}:{as_of ms}`, so every version
+    /// of a (platform, account, campaign, date) is its own event and the latest `as_of` wins.
+    pub fn fact(&self, row: AdRow) -> Result<Vec<Fact>, MapError> {
+        let day_start = local_midnight(row.date, self.tz)
+            .ok_or_else(|| format!("date {} has no midnight in {}", row.date, self.tz))?;
+        let money = |amount: Decimal| Money {
+            amount,
+            currency: self.currency.to_string(),
+        };
+        let id = format!(
+            "{}:{}:{}:{}:{}",
+            self.platform,
+            self.account,
+            row.campaign,
+            row.date,
+            self.as_of.timestamp_millis()
+        );
+        let body = AdPerformance {
+            platform: self.platform.to_string(),
+            account_id: self.account.to_string(),
+            campaign_id: row.campaign,
+            date: row.date,
+            impressions: row.impressions,
+            clicks: row.clicks,
+            spend: money(row.spend),
+            attributed_orders: row.orders,
+            attributed_sales: money(row.sales),
+            attribution_window: self.window.to_string(),
+            as_of: self.as_of,
+        };
+        Ok(vec![Fact::new(id, day_start, body)])
+    }
+}
+
+/// A fractional count (data-driven attribution: 3.5 conversions) as whole orders, rounded
+/// half away from zero; `field` names it in errors.
+pub fn whole(value: Decimal, field: &str) -> Result<u64, MapError> {
+    let rounded = value
+        .0
+        .round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    u64::try_from(rounded.mantissa())
+        .map_err(|_| format!("field `{field}`: expected a count, got {value}"))
 }
 
 /// A raw record for the dead-letter topic.

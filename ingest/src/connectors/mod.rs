@@ -9,4 +9,5 @@ pub mod shopify;
 pub mod simulator;
 pub mod threepl;
 pub mod tiktok_ads;
+pub mod tiktok_shop_orders;
 pub mod walmart_orders;

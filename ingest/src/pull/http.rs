@@ -103,6 +103,13 @@ impl Request {
         self
     }
 
+    /// A JSON body given as bytes, sent exactly as given (for signed requests, whose signature
+    /// covers the body bytes).
+    pub fn raw_json(mut self, body: Vec<u8>) -> Request {
+        self.body = Some(("application/json", body));
+        self
+    }
+
     /// An `application/x-www-form-urlencoded` body (token requests; values may be secrets).
     pub fn form(mut self, fields: &[(&str, &str)]) -> Request {
         let mut url = Url::parse("http://form.invalid/").expect("a valid URL");
@@ -240,11 +247,15 @@ impl HttpClient {
         self
     }
 
-    /// Adds a header to every request, e.g. `WM_SVC.NAME`.
+    /// Adds a header to every request, e.g. `WM_SVC.NAME`. Values are marked sensitive (some
+    /// are credentials, e.g. Google's `developer-token`) and never appear in errors.
     pub fn with_header(mut self, name: &'static str, value: &str) -> Result<Self, IngestError> {
-        let v = HeaderValue::from_str(value).map_err(|_| {
-            IngestError::Internal(format!("header {name}: {value:?} is not a header value"))
+        let mut v = HeaderValue::from_str(value).map_err(|_| IngestError::Config {
+            key: format!("{} header {name}", self.connector),
+            value: "(hidden)".into(),
+            problem: "not a valid HTTP header value".into(),
         })?;
+        v.set_sensitive(true);
         self.headers.push((HeaderName::from_static(name), v));
         Ok(self)
     }
@@ -320,7 +331,17 @@ impl HttpClient {
                 let token = provider.token().await?;
                 builder = match header {
                     TokenHeader::Bearer => builder.bearer_auth(token.expose()),
-                    TokenHeader::Named(name) => builder.header(name, token.expose()),
+                    TokenHeader::Named(name) => {
+                        let mut v = HeaderValue::from_str(token.expose()).map_err(|_| {
+                            self.external(
+                                "the access token is not a valid header value".into(),
+                                false,
+                            )
+                        })?;
+                        // Keeps it out of any debug output of the request.
+                        v.set_sensitive(true);
+                        builder.header(name, v)
+                    }
                 };
                 sent_token = Some(token);
             }

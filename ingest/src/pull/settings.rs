@@ -182,6 +182,49 @@ impl PullSettings {
     }
 }
 
+/// Serde defaults shared by connector sections.
+pub mod defaults {
+    /// `"US"`.
+    pub fn us() -> String {
+        "US".into()
+    }
+    /// `"ATVPDKIKX0DER"` (Amazon US).
+    pub fn amazon_us() -> String {
+        "ATVPDKIKX0DER".into()
+    }
+    /// `"America/Los_Angeles"`.
+    pub fn us_pacific() -> String {
+        "America/Los_Angeles".into()
+    }
+    /// `"USD"`.
+    pub fn usd() -> String {
+        "USD".into()
+    }
+}
+
+/// `value` as an IANA time zone; `key` names it in the error.
+pub fn time_zone(key: &str, value: &str) -> Result<chrono_tz::Tz, IngestError> {
+    value.parse().map_err(|_| {
+        IngestError::config(
+            key,
+            format!("{value:?}"),
+            "expected an IANA time zone such as \"America/Los_Angeles\"",
+        )
+    })
+}
+
+/// Refuses an empty (or blank) `value`; `key` names it in the error.
+pub fn non_empty(key: &str, value: &str) -> Result<(), IngestError> {
+    if value.trim().is_empty() {
+        return Err(IngestError::config(
+            key,
+            format!("{value:?}"),
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

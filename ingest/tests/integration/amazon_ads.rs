@@ -13,10 +13,11 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsConfig};
 use kpiflow_ingest::pull::PullConnector;
-use kpiflow_schemas::{AdPerformance, Event, EventBody, Topic};
+use kpiflow_schemas::Topic;
 
 use super::fixture::{
-    LWA_CLIENT_ID, Reply, Req, Server, fixture, fixture_with, lwa, lwa_token, pull_settings,
+    LWA_CLIENT_ID, Reply, Req, Server, ad_rows, fixture, fixture_with, lwa, lwa_token,
+    pull_settings, shop,
 };
 
 const C: &str = "amazon_ads";
@@ -131,20 +132,6 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
     .expect("valid config")
 }
 
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
-fn ads(events: &[Event]) -> Vec<(String, AdPerformance)> {
-    events
-        .iter()
-        .filter_map(|e| match &e.body {
-            EventBody::AdPerformance(a) => Some((e.header.event_id.clone(), a.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 fn pacific_day(t: chrono::DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&chrono_tz::America::Los_Angeles)
         .date_naive()
@@ -162,7 +149,7 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
         .await
         .unwrap();
 
-    let first = ads(&p.events());
+    let first = ad_rows(&p.events());
     assert_eq!(first.len(), 4, "five rows, one malformed");
     let dl = p.dead_letters();
     assert_eq!(dl.len(), 1);
@@ -233,7 +220,7 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
         creates[1]["startDate"].as_str().unwrap(),
         pacific_day(saved.high_water - TimeDelta::days(14)).to_string()
     );
-    let all = ads(&p.events());
+    let all = ad_rows(&p.events());
     assert_eq!(all.len(), 9);
     let second = &all[4..];
     let restated = second
@@ -275,7 +262,7 @@ async fn a_429_on_create_waits_and_a_5xx_on_download_is_retried() {
         .await
         .unwrap();
     assert!(began.elapsed() >= Duration::from_secs(1));
-    assert_eq!(ads(&p.events()).len(), 4);
+    assert_eq!(ad_rows(&p.events()).len(), 4);
     assert_eq!(server.requests_to("/reporting/reports").len(), 2);
     let m = SourceMetrics::new(C, &shop);
     assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
@@ -295,7 +282,7 @@ async fn an_expired_token_is_refreshed_while_polling() {
         .sync_once(&p)
         .await
         .unwrap();
-    assert_eq!(ads(&p.events()).len(), 4);
+    assert_eq!(ad_rows(&p.events()).len(), 4);
     assert_eq!(server.requests_to(TOKEN).len(), 2);
 }
 

@@ -11,7 +11,7 @@ use kpiflow_ingest::connectors::amazon_fba_inventory::{FbaInventory, FbaInventor
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Event, EventBody, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, lwa, lwa_token, pull_settings};
+use super::fixture::{Reply, Req, Server, fixture, lwa, lwa_token, pull_settings, shop};
 
 const C: &str = "amazon_fba_inventory";
 const SUMMARIES: &str = "/fba/inventory/v1/summaries";
@@ -47,10 +47,6 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
         auth: lwa(server, dir),
     })
     .expect("valid config")
-}
-
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
 }
 
 fn snapshots(events: &[Event]) -> Vec<&Event> {

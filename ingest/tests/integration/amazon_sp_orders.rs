@@ -10,9 +10,9 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::amazon_sp_orders::{AmazonOrders, AmazonOrdersConfig};
 use kpiflow_ingest::pull::PullConnector;
-use kpiflow_schemas::{Event, EventBody, Topic};
+use kpiflow_schemas::{EventBody, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, lwa, lwa_token, pull_settings};
+use super::fixture::{Reply, Req, Server, fixture, ids, lwa, lwa_token, pull_settings, shop};
 
 const C: &str = "amazon_sp_orders";
 const ORDERS: &str = "/orders/v0/orders";
@@ -70,18 +70,6 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
         auth: lwa(server, dir),
     };
     AmazonOrders::build(cfg).expect("valid config")
-}
-
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
-fn ids(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.schema() != "source.heartbeat")
-        .map(|e| e.header.event_id.clone())
-        .collect()
 }
 
 #[tokio::test]

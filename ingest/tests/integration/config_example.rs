@@ -4,7 +4,7 @@
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, tiktok_ads,
-    walmart_orders,
+    tiktok_shop_orders, walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -84,6 +84,11 @@ fn every_documented_connector_key_parses_and_validates() {
     t.pull
         .resolve(tiktok_ads::SECTION, &tiktok_ads::DEFAULTS)
         .unwrap();
+    let s: tiktok_shop_orders::TiktokShopOrdersConfig =
+        parse_section(tiktok_shop_orders::SECTION, one("tiktok_shop_orders")).unwrap();
+    s.pull
+        .resolve(tiktok_shop_orders::SECTION, &tiktok_shop_orders::DEFAULTS)
+        .unwrap();
     let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         documented,
@@ -94,6 +99,7 @@ fn every_documented_connector_key_parses_and_validates() {
             "google_ads",
             "meta_ads",
             "tiktok_ads",
+            "tiktok_shop_orders",
             "walmart_orders"
         ]
     );

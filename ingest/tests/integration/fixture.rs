@@ -216,3 +216,32 @@ pub(crate) fn lwa_token(req: &Req, n: usize) -> Reply {
         &[("token", &format!("Atza|token-{n}"))],
     ))
 }
+
+/// A fresh shop id, so each test's per-shop metric series start at zero.
+pub(crate) fn shop() -> String {
+    format!("shop-{}", uuid::Uuid::new_v4())
+}
+
+/// The ids of the business events (heartbeats left out), in publish order.
+pub(crate) fn ids(events: &[kpiflow_schemas::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.schema() != "source.heartbeat")
+        .map(|e| e.header.event_id.clone())
+        .collect()
+}
+
+/// The `ad.performance` events with their ids, in publish order.
+pub(crate) fn ad_rows(
+    events: &[kpiflow_schemas::Event],
+) -> Vec<(String, kpiflow_schemas::AdPerformance)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            kpiflow_schemas::EventBody::AdPerformance(a) => {
+                Some((e.header.event_id.clone(), a.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}

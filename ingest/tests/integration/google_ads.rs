@@ -10,9 +10,11 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::google_ads::{GoogleAds, GoogleAdsConfig};
 use kpiflow_ingest::pull::PullConnector;
-use kpiflow_schemas::{AdPerformance, Channel, Event, EventBody, Topic};
+use kpiflow_schemas::{Channel, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, fixture_with, lwa, pull_settings, secret_file};
+use super::fixture::{
+    Reply, Req, Server, ad_rows, fixture, fixture_with, lwa, pull_settings, secret_file, shop,
+};
 
 const C: &str = "google_ads";
 const SEARCH: &str = "/v21/customers/1234567890/googleAds:search";
@@ -78,20 +80,6 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
     .expect("valid config")
 }
 
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
-fn ads(events: &[Event]) -> Vec<(String, AdPerformance)> {
-    events
-        .iter()
-        .filter_map(|e| match &e.body {
-            EventBody::AdPerformance(a) => Some((e.header.event_id.clone(), a.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 fn query_dates(req: &Req) -> (NaiveDate, NaiveDate) {
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     let q = body["query"].as_str().unwrap();
@@ -109,7 +97,7 @@ async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
         .sync_once(&p)
         .await
         .unwrap();
-    let rows = ads(&p.events());
+    let rows = ad_rows(&p.events());
     assert_eq!(rows.len(), 3, "four rows, one malformed");
     let (_, first) = &rows[0];
     assert_eq!(first.spend.amount.to_string(), "41.25");
@@ -154,7 +142,7 @@ async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
     assert_eq!(to - from, TimeDelta::days(14));
     // The second sync's rows are versions of the same keys as of that sync: a later as_of
     // has its own id; within the same second, the identical version keeps the same id.
-    let all = ads(&p.events());
+    let all = ad_rows(&p.events());
     assert_eq!(all.len(), 6);
     assert!(all[3].1.as_of >= all[0].1.as_of);
     assert_eq!(all[3].0 == all[0].0, all[3].1.as_of == all[0].1.as_of);
@@ -188,7 +176,7 @@ async fn rate_limits_token_expiry_and_unavailability_are_absorbed() {
         .await
         .unwrap();
     assert!(began.elapsed() >= Duration::from_secs(1));
-    assert_eq!(ads(&p.events()).len(), 3);
+    assert_eq!(ad_rows(&p.events()).len(), 3);
     assert_eq!(server.requests_to(TOKEN).len(), 2);
     let m = SourceMetrics::new(C, &shop);
     assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));

@@ -11,7 +11,9 @@ use kpiflow_ingest::connectors::meta_ads::{MetaAds, MetaAdsConfig};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{AdPerformance, Channel, Event, EventBody, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, fixture_with, pull_settings, secret_file};
+use super::fixture::{
+    Reply, Req, Server, ad_rows, fixture, fixture_with, pull_settings, secret_file, shop,
+};
 
 const C: &str = "meta_ads";
 const INSIGHTS: &str = "/v21.0/act_1234567890/insights";
@@ -61,18 +63,8 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
     .expect("valid config")
 }
 
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
 fn ads(events: &[Event]) -> Vec<AdPerformance> {
-    events
-        .iter()
-        .filter_map(|e| match &e.body {
-            EventBody::AdPerformance(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect()
+    ad_rows(events).into_iter().map(|(_, a)| a).collect()
 }
 
 fn since(req: &Req) -> NaiveDate {

@@ -9,9 +9,9 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::tiktok_ads::{TiktokAds, TiktokAdsConfig};
 use kpiflow_ingest::pull::PullConnector;
-use kpiflow_schemas::{AdPerformance, Channel, Event, EventBody, Topic};
+use kpiflow_schemas::{AdPerformance, Channel, Event, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, pull_settings, secret_file};
+use super::fixture::{Reply, Req, Server, ad_rows, fixture, pull_settings, secret_file, shop};
 
 const C: &str = "tiktok_ads";
 const REPORT: &str = "/open_api/v1.3/report/integrated/get/";
@@ -52,18 +52,8 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
     .expect("valid config")
 }
 
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
 fn ads(events: &[Event]) -> Vec<AdPerformance> {
-    events
-        .iter()
-        .filter_map(|e| match &e.body {
-            EventBody::AdPerformance(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect()
+    ad_rows(events).into_iter().map(|(_, a)| a).collect()
 }
 
 #[tokio::test]

@@ -11,9 +11,11 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::walmart_orders::{WalmartOrders, WalmartOrdersConfig};
 use kpiflow_ingest::pull::{PullConnector, WalmartAuthConfig};
-use kpiflow_schemas::{Event, Topic};
+use kpiflow_schemas::Topic;
 
-use super::fixture::{Reply, Req, Server, fixture, fixture_with, pull_settings, secret_file};
+use super::fixture::{
+    Reply, Req, Server, fixture, fixture_with, ids, pull_settings, secret_file, shop,
+};
 
 const C: &str = "walmart_orders";
 const ORDERS: &str = "/v3/orders";
@@ -91,18 +93,6 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
         },
     })
     .expect("valid config")
-}
-
-fn shop() -> String {
-    format!("shop-{}", uuid::Uuid::new_v4())
-}
-
-fn ids(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e.schema() != "source.heartbeat")
-        .map(|e| e.header.event_id.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -340,21 +330,21 @@ async fn run_syncs_every_interval_until_shutdown() {
         },
     })
     .unwrap();
-    let p = MemoryPublisher::new();
+    let p = Arc::new(MemoryPublisher::new());
     let stop = tokio_util::sync::CancellationToken::new();
-    let stopper = stop.clone();
-    let watched = Arc::new(server);
-    let watch = watched.clone();
-    let waiter = tokio::spawn(async move {
-        // Three syncs (three first-page requests) mean the loop keeps going on its own.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while watch
-            .requests_to(ORDERS)
+    let (stopper, watched) = (stop.clone(), p.clone());
+    let beats = move || {
+        watched
+            .events()
             .iter()
-            .filter(|r| r.q("poIndex").is_empty())
+            .filter(|e| e.schema() == "source.heartbeat")
             .count()
-            < 3
-        {
+    };
+    let count = beats.clone();
+    let waiter = tokio::spawn(async move {
+        // Three heartbeats mean three completed syncs: the loop keeps going on its own.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while count() < 3 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "three syncs within 30 s"
@@ -363,13 +353,14 @@ async fn run_syncs_every_interval_until_shutdown() {
         }
         stopper.cancel();
     });
-    let stats = c.run(&p, stop).await.expect("a clean stop");
+    let stats = c.run(p.as_ref(), stop).await.expect("a clean stop");
     waiter.await.unwrap();
     assert_eq!(stats.stop, kpiflow_ingest::StopReason::Shutdown);
-    let beats = p
-        .events()
+    assert!(beats() >= 3);
+    let firsts = server
+        .requests_to(ORDERS)
         .iter()
-        .filter(|e| e.schema() == "source.heartbeat")
+        .filter(|r| r.q("poIndex").is_empty())
         .count();
-    assert!(beats >= 3, "a heartbeat per sync, got {beats}");
+    assert!(firsts >= 3, "one read per sync, got {firsts}");
 }

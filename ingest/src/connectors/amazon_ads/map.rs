@@ -1,34 +1,20 @@
 //! One report row → `ad.performance`, a version of (amazon_ads, profile, campaign, date) as
 //! of the report's completion.
 
-use chrono::{DateTime, Utc};
-use kpiflow_schemas::{AdPerformance, Money};
+use kpiflow_schemas::Decimal;
 use serde_json::Value;
 
-use crate::map::{MapError, Record, local_midnight};
+use crate::map::{AdContext, AdRow, MapError, Record};
 use crate::pull::Fact;
 
-/// What every row of one report shares.
-#[derive(Debug, Clone)]
-pub struct Context<'a> {
-    /// The profile id.
-    pub account_id: &'a str,
-    /// The profile's currency.
-    pub currency: &'a str,
-    /// The profile's zone.
-    pub tz: chrono_tz::Tz,
-    /// `7d` or `14d`.
-    pub window: &'a str,
-    /// The orders column, e.g. `purchases7d`.
-    pub purchases: &'a str,
-    /// The sales column, e.g. `sales7d`.
-    pub sales: &'a str,
-    /// The report's `completedAt`.
-    pub as_of: DateTime<Utc>,
-}
-
-/// Maps one row; `Err` names the field and value that made it unusable.
-pub fn row(v: &Value, ctx: &Context<'_>) -> Result<Vec<Fact>, MapError> {
+/// Maps one row; `purchases` and `sales` are the columns of the attribution window (e.g.
+/// `purchases7d`, `sales7d`). `Err` names the field and value that made it unusable.
+pub fn row(
+    v: &Value,
+    ctx: &AdContext<'_>,
+    purchases: &str,
+    sales: &str,
+) -> Result<Vec<Fact>, MapError> {
     let r = Record(v);
     let campaign = match r.get("campaignId") {
         Some(Value::Number(n)) => n.to_string(),
@@ -36,47 +22,22 @@ pub fn row(v: &Value, ctx: &Context<'_>) -> Result<Vec<Fact>, MapError> {
         Some(other) => return Err(format!("field `campaignId`: expected an id, got {other}")),
         None => return Err("field `campaignId` is missing".into()),
     };
-    let date = r.date("date")?;
-    let impressions = r.count("impressions")?;
-    let clicks = r.count("clicks")?;
-    let money = |field: &str| -> Result<Money, MapError> {
-        let amount = if r.get(field).is_none() {
-            kpiflow_schemas::Decimal::ZERO
+    let or_zero = |field: &str| -> Result<Decimal, MapError> {
+        if r.get(field).is_none() {
+            Ok(Decimal::ZERO)
         } else {
-            r.decimal(field)?
-        };
-        Ok(Money {
-            amount,
-            currency: ctx.currency.to_string(),
-        })
+            r.decimal(field)
+        }
     };
-    let spend = money("cost")?;
-    let sales = money(ctx.sales)?;
-    let orders = r.count_or_zero(ctx.purchases)?;
-    let day_start = local_midnight(date, ctx.tz)
-        .ok_or_else(|| format!("field `date`: {date} has no midnight in {}", ctx.tz))?;
-    let body = AdPerformance {
-        platform: "amazon_ads".into(),
-        account_id: ctx.account_id.to_string(),
-        campaign_id: campaign.clone(),
-        date,
-        impressions,
-        clicks,
-        spend,
-        attributed_orders: orders,
-        attributed_sales: sales,
-        attribution_window: ctx.window.to_string(),
-        as_of: ctx.as_of,
-    };
-    Ok(vec![Fact::new(
-        format!(
-            "amazon_ads:{}:{campaign}:{date}:{}",
-            ctx.account_id,
-            ctx.as_of.timestamp_millis()
-        ),
-        day_start,
-        body,
-    )])
+    ctx.fact(AdRow {
+        campaign,
+        date: r.date("date")?,
+        impressions: r.count("impressions")?,
+        clicks: r.count("clicks")?,
+        spend: or_zero("cost")?,
+        orders: r.count_or_zero(purchases)?,
+        sales: or_zero(sales)?,
+    })
 }
 
 #[cfg(test)]
@@ -85,14 +46,13 @@ mod tests {
     use kpiflow_schemas::EventBody;
     use serde_json::json;
 
-    fn ctx() -> Context<'static> {
-        Context {
-            account_id: "3245645645645",
+    fn ctx() -> AdContext<'static> {
+        AdContext {
+            platform: "amazon_ads",
+            account: "3245645645645",
             currency: "USD",
             tz: chrono_tz::America::Los_Angeles,
             window: "7d",
-            purchases: "purchases7d",
-            sales: "sales7d",
             as_of: "2026-11-27T10:00:00Z".parse().unwrap(),
         }
     }
@@ -102,7 +62,7 @@ mod tests {
         let v = json!({"date": "2026-11-20", "campaignId": 1234567890123_i64, "impressions": 1520,
                        "clicks": 31, "cost": 24.87, "purchases7d": 4, "sales7d": 103.96,
                        "purchases14d": 5, "sales14d": 129.95});
-        let facts = row(&v, &ctx()).unwrap();
+        let facts = row(&v, &ctx(), "purchases7d", "sales7d").unwrap();
         assert_eq!(
             facts[0].event_id,
             "amazon_ads:3245645645645:1234567890123:2026-11-20:1795773600000"
@@ -124,7 +84,7 @@ mod tests {
     fn a_bad_row_names_the_field() {
         let v = json!({"date": "20/11/2026", "campaignId": 1, "impressions": 1, "clicks": 0});
         assert_eq!(
-            row(&v, &ctx()).unwrap_err(),
+            row(&v, &ctx(), "purchases7d", "sales7d").unwrap_err(),
             "field `date`: expected a date such as \"2026-11-02\", got \"20/11/2026\""
         );
     }

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
-use crate::map::{parse_time, raw};
+use crate::map::{AdContext, parse_time, raw};
 use crate::pull::{
     Emitter, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, RateLimit,
     Request, Source, TokenHeader, Window, lwa_client,
@@ -58,20 +58,11 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
     }),
 };
 
-fn default_marketplace() -> String {
-    "ATVPDKIKX0DER".into()
-}
-fn default_tz() -> String {
-    "America/Los_Angeles".into()
-}
 fn default_report_type() -> String {
     "spCampaigns".into()
 }
 fn default_window() -> String {
     "7d".into()
-}
-fn default_currency() -> String {
-    "USD".into()
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(30)
@@ -89,13 +80,13 @@ pub struct AmazonAdsConfig {
     /// The advertising profile id (`Amazon-Advertising-API-Scope`).
     pub profile_id: String,
     /// The marketplace the profile advertises in. Default `"ATVPDKIKX0DER"`.
-    #[serde(default = "default_marketplace")]
+    #[serde(default = "crate::pull::settings::defaults::amazon_us")]
     pub marketplace: String,
     /// The profile's time zone (report dates are its days). Default `"America/Los_Angeles"`.
-    #[serde(default = "default_tz")]
+    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// The profile's currency (report rows carry none). Default `"USD"`.
-    #[serde(default = "default_currency")]
+    #[serde(default = "crate::pull::settings::defaults::usd")]
     pub currency: String,
     /// Sponsored Products report type, `spCampaigns`. Default `"spCampaigns"`.
     #[serde(default = "default_report_type")]
@@ -131,17 +122,9 @@ impl AmazonAds {
     pub fn build(cfg: AmazonAdsConfig) -> Result<PullConnector, IngestError> {
         let key = |k: &str| format!("{SECTION}.{k}");
         for (k, v) in [("shop", &cfg.shop), ("profile_id", &cfg.profile_id)] {
-            if v.trim().is_empty() {
-                return Err(IngestError::config(key(k), "\"\"", "must not be empty"));
-            }
+            crate::pull::settings::non_empty(&key(k), v)?;
         }
-        let tz: chrono_tz::Tz = cfg.time_zone.parse().map_err(|_| {
-            IngestError::config(
-                key("time_zone"),
-                format!("{:?}", cfg.time_zone),
-                "expected an IANA time zone such as \"America/Los_Angeles\"",
-            )
-        })?;
+        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
         if !matches!(cfg.attribution_window.as_str(), "7d" | "14d") {
             return Err(IngestError::config(
                 key("attribution_window"),
@@ -275,17 +258,17 @@ impl AmazonAds {
             )
         })?;
         tracing::info!(connector = NAME, shop = %self.cfg.shop, report = %created.report_id, %start, %end, rows = rows.len(), "report downloaded");
-        let ctx = map::Context {
-            account_id: &self.cfg.profile_id,
+        let ctx = AdContext {
+            platform: NAME,
+            account: &self.cfg.profile_id,
             currency: &self.cfg.currency,
             tz: self.tz,
             window: &self.cfg.attribution_window,
-            purchases,
-            sales,
             as_of,
         };
         for r in &rows {
-            out.record(map::row(r, &ctx), &raw(r)).await?;
+            out.record(map::row(r, &ctx, purchases, sales), &raw(r))
+                .await?;
         }
         Ok(())
     }

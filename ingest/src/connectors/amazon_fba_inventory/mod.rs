@@ -51,9 +51,6 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
     }),
 };
 
-fn us() -> String {
-    "ATVPDKIKX0DER".into()
-}
 fn fba_us() -> String {
     "FBA-US".into()
 }
@@ -65,7 +62,7 @@ pub struct FbaInventoryConfig {
     /// The shop id events carry (the Kafka key).
     pub shop: String,
     /// The marketplace (`granularityId`, `marketplaceIds`). Default `"ATVPDKIKX0DER"`.
-    #[serde(default = "us")]
+    #[serde(default = "crate::pull::settings::defaults::amazon_us")]
     pub marketplace: String,
     /// The location id snapshots carry. Default `"FBA-US"`.
     #[serde(default = "fba_us")]
@@ -92,13 +89,7 @@ impl FbaInventory {
             ("marketplace", &cfg.marketplace),
             ("location", &cfg.location),
         ] {
-            if v.trim().is_empty() {
-                return Err(IngestError::config(
-                    format!("{SECTION}.{k}"),
-                    "\"\"",
-                    "must not be empty",
-                ));
-            }
+            crate::pull::settings::non_empty(&format!("{SECTION}.{k}"), v)?;
         }
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let metrics = SourceMetrics::new(NAME, &cfg.shop);

@@ -85,13 +85,7 @@ pub struct AmazonOrdersConfig {
 impl AmazonOrdersConfig {
     /// Checks the values this connector owns (the `pull` table is checked when resolved).
     pub fn validate(&self) -> Result<(), IngestError> {
-        if self.shop.trim().is_empty() {
-            return Err(IngestError::config(
-                format!("{SECTION}.shop"),
-                "\"\"",
-                "must not be empty",
-            ));
-        }
+        crate::pull::settings::non_empty(&format!("{SECTION}.shop"), &self.shop)?;
         if self.marketplace_ids.is_empty()
             || self.marketplace_ids.iter().any(|m| m.trim().is_empty())
         {

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
-use crate::map::raw;
+use crate::map::{AdContext, raw};
 use crate::pull::token::GOOGLE_TOKEN_URL;
 use crate::pull::{
     Emitter, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, RateLimit,
@@ -62,15 +62,6 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
 fn d_channel() -> Channel {
     Channel::Shopify
 }
-fn d_marketplace() -> String {
-    "US".into()
-}
-fn d_tz() -> String {
-    "America/Los_Angeles".into()
-}
-fn d_currency() -> String {
-    "USD".into()
-}
 fn d_window() -> String {
     "30d".into()
 }
@@ -93,13 +84,13 @@ pub struct GoogleAdsConfig {
     #[serde(default = "d_channel")]
     pub channel: Channel,
     /// Marketplace id events carry. Default `"US"`.
-    #[serde(default = "d_marketplace")]
+    #[serde(default = "crate::pull::settings::defaults::us")]
     pub marketplace: String,
     /// The account's time zone. Default `"America/Los_Angeles"`.
-    #[serde(default = "d_tz")]
+    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// The account's currency. Default `"USD"`.
-    #[serde(default = "d_currency")]
+    #[serde(default = "crate::pull::settings::defaults::usd")]
     pub currency: String,
     /// The conversion window the account's conversion actions use, as a label. Default `"30d"`.
     #[serde(default = "d_window")]
@@ -137,20 +128,8 @@ impl GoogleAds {
                 "expected ten digits, e.g. \"123-456-7890\"",
             ));
         }
-        if cfg.shop.trim().is_empty() {
-            return Err(IngestError::config(
-                key("shop"),
-                "\"\"",
-                "must not be empty",
-            ));
-        }
-        let tz: chrono_tz::Tz = cfg.time_zone.parse().map_err(|_| {
-            IngestError::config(
-                key("time_zone"),
-                format!("{:?}", cfg.time_zone),
-                "expected an IANA time zone such as \"America/Los_Angeles\"",
-            )
-        })?;
+        crate::pull::settings::non_empty(&key("shop"), &cfg.shop)?;
+        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let metrics = SourceMetrics::new(NAME, &cfg.shop);
         let (http, _) = lwa_client(
@@ -199,8 +178,9 @@ impl GoogleAds {
             "{}/customers/{}/googleAds:search",
             self.cfg.api_version, self.customer
         );
-        let ctx = map::Context {
-            customer: &self.customer,
+        let ctx = AdContext {
+            platform: NAME,
+            account: &self.customer,
             currency: &self.cfg.currency,
             tz: self.tz,
             window: &self.cfg.attribution_window,

@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
-use crate::map::raw;
+use crate::map::{AdContext, raw};
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
     SecretRef, Source, StaticToken, TokenHeader, Window,
@@ -66,15 +66,6 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
 fn d_channel() -> Channel {
     Channel::Shopify
 }
-fn d_marketplace() -> String {
-    "US".into()
-}
-fn d_tz() -> String {
-    "America/Los_Angeles".into()
-}
-fn d_currency() -> String {
-    "USD".into()
-}
 fn d_window() -> String {
     "7d_click_1d_view".into()
 }
@@ -100,13 +91,13 @@ pub struct MetaAdsConfig {
     #[serde(default = "d_channel")]
     pub channel: Channel,
     /// Marketplace id events carry. Default `"US"`.
-    #[serde(default = "d_marketplace")]
+    #[serde(default = "crate::pull::settings::defaults::us")]
     pub marketplace: String,
     /// The ad account's time zone. Default `"America/Los_Angeles"`.
-    #[serde(default = "d_tz")]
+    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// The ad account's currency. Default `"USD"`.
-    #[serde(default = "d_currency")]
+    #[serde(default = "crate::pull::settings::defaults::usd")]
     pub currency: String,
     /// The one action type counted as a purchase. Default
     /// `"offsite_conversion.fb_pixel_purchase"`.
@@ -147,17 +138,8 @@ impl MetaAds {
                 "expected the account's digits, without \"act_\"",
             ));
         }
-        if cfg.shop.trim().is_empty() || cfg.purchase_action_type.trim().is_empty() {
-            return Err(IngestError::config(
-                key(if cfg.shop.trim().is_empty() {
-                    "shop"
-                } else {
-                    "purchase_action_type"
-                }),
-                "\"\"",
-                "must not be empty",
-            ));
-        }
+        crate::pull::settings::non_empty(&key("shop"), &cfg.shop)?;
+        crate::pull::settings::non_empty(&key("purchase_action_type"), &cfg.purchase_action_type)?;
         if !(1..=500).contains(&cfg.limit) {
             return Err(IngestError::config(
                 key("limit"),
@@ -165,13 +147,7 @@ impl MetaAds {
                 "must be between 1 and 500",
             ));
         }
-        let tz: chrono_tz::Tz = cfg.time_zone.parse().map_err(|_| {
-            IngestError::config(
-                key("time_zone"),
-                format!("{:?}", cfg.time_zone),
-                "expected an IANA time zone such as \"America/Los_Angeles\"",
-            )
-        })?;
+        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let metrics = SourceMetrics::new(NAME, &cfg.shop);
         let token = cfg.access_token.resolve(&key("access_token"))?;
@@ -197,12 +173,12 @@ impl MetaAds {
         let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
         let since = day(window.from);
         let until = day(window.to - chrono::TimeDelta::seconds(1)).max(since);
-        let ctx = map::Context {
+        let ctx = AdContext {
+            platform: NAME,
             account: &self.cfg.ad_account_id,
             currency: &self.cfg.currency,
             tz: self.tz,
             window: &self.cfg.attribution_window,
-            purchase: &self.cfg.purchase_action_type,
             as_of: window.to,
         };
         let mut req = Request::get(format!(
@@ -223,7 +199,8 @@ impl MetaAds {
         loop {
             let page: Page = self.http.send(&req).await?.json(NAME)?;
             for r in &page.data {
-                out.record(map::row(r, &ctx), &raw(r)).await?;
+                out.record(map::row(r, &ctx, &self.cfg.purchase_action_type), &raw(r))
+                    .await?;
             }
             match page.paging.and_then(|p| p.next) {
                 Some(next) if !next.is_empty() => req = Request::get(next),

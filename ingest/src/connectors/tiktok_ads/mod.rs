@@ -40,7 +40,7 @@ use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
-use crate::map::raw;
+use crate::map::{AdContext, raw};
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
     SecretRef, Source, StaticToken, TokenHeader, Window,
@@ -71,15 +71,6 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
 fn d_channel() -> Channel {
     Channel::TiktokShop
 }
-fn d_marketplace() -> String {
-    "US".into()
-}
-fn d_tz() -> String {
-    "America/Los_Angeles".into()
-}
-fn d_currency() -> String {
-    "USD".into()
-}
 fn d_window() -> String {
     "7d_click_1d_view".into()
 }
@@ -99,13 +90,13 @@ pub struct TiktokAdsConfig {
     #[serde(default = "d_channel")]
     pub channel: Channel,
     /// Marketplace id events carry. Default `"US"`.
-    #[serde(default = "d_marketplace")]
+    #[serde(default = "crate::pull::settings::defaults::us")]
     pub marketplace: String,
     /// The advertiser's time zone (report days are its days). Default `"America/Los_Angeles"`.
-    #[serde(default = "d_tz")]
+    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// The advertiser's currency. Default `"USD"`.
-    #[serde(default = "d_currency")]
+    #[serde(default = "crate::pull::settings::defaults::usd")]
     pub currency: String,
     /// The attribution setting, as a label. Default `"7d_click_1d_view"`.
     #[serde(default = "d_window")]
@@ -139,13 +130,7 @@ impl TiktokAds {
                 "expected the advertiser's digits",
             ));
         }
-        if cfg.shop.trim().is_empty() {
-            return Err(IngestError::config(
-                key("shop"),
-                "\"\"",
-                "must not be empty",
-            ));
-        }
+        crate::pull::settings::non_empty(&key("shop"), &cfg.shop)?;
         if !(1..=1000).contains(&cfg.page_size) {
             return Err(IngestError::config(
                 key("page_size"),
@@ -153,13 +138,7 @@ impl TiktokAds {
                 "must be between 1 and 1000",
             ));
         }
-        let tz: chrono_tz::Tz = cfg.time_zone.parse().map_err(|_| {
-            IngestError::config(
-                key("time_zone"),
-                format!("{:?}", cfg.time_zone),
-                "expected an IANA time zone such as \"America/Los_Angeles\"",
-            )
-        })?;
+        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let metrics = SourceMetrics::new(NAME, &cfg.shop);
         let token = cfg.access_token.resolve(&key("access_token"))?;
@@ -188,8 +167,9 @@ impl TiktokAds {
         let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
         let start = day(window.from);
         let end = day(window.to - chrono::TimeDelta::seconds(1)).max(start);
-        let ctx = map::Context {
-            advertiser: &self.cfg.advertiser_id,
+        let ctx = AdContext {
+            platform: NAME,
+            account: &self.cfg.advertiser_id,
             currency: &self.cfg.currency,
             tz: self.tz,
             window: &self.cfg.attribution_window,

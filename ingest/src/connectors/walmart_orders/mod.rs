@@ -86,13 +86,7 @@ pub struct WalmartOrders {
 impl WalmartOrders {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: WalmartOrdersConfig) -> Result<PullConnector, IngestError> {
-        if cfg.shop.trim().is_empty() {
-            return Err(IngestError::config(
-                format!("{SECTION}.shop"),
-                "\"\"",
-                "must not be empty",
-            ));
-        }
+        crate::pull::settings::non_empty(&format!("{SECTION}.shop"), &cfg.shop)?;
         if !(1..=200).contains(&cfg.limit) {
             return Err(IngestError::config(
                 format!("{SECTION}.limit"),

@@ -1,0 +1,152 @@
+//! One TikTok Shop `order` → the canonical lifecycle events its status implies.
+//!
+//! | `status` | events (ids `tiktok_shop:{id}:{kind}`) |
+//! |---|---|
+//! | UNPAID | none yet (not an order until paid) |
+//! | ON_HOLD, AWAITING_SHIPMENT, PARTIALLY_SHIPPING, AWAITING_COLLECTION | `placed` |
+//! | IN_TRANSIT, DELIVERED, COMPLETED | `placed`, `shipped` |
+//! | CANCELLED | `placed` (if it was paid), `cancelled` |
+//!
+//! `placed` is timed at `create_time` with `payment.total_amount`; `shipped` at `rts_time`
+//! (ready to ship, the hand-over TikTok measures) with `rts_sla_time` as ship-by;
+//! `cancelled` at `update_time`, by whom `cancellation_initiator` says.
+
+use chrono::{DateTime, Utc};
+use kpiflow_schemas::{
+    CancelledBy, EventBody, Fulfilment, OrderCancelled, OrderPlaced, OrderShipped,
+};
+use serde_json::Value;
+
+use crate::map::{MapError, Record};
+use crate::pull::Fact;
+
+const STATUSES: [&str; 9] = [
+    "UNPAID",
+    "ON_HOLD",
+    "AWAITING_SHIPMENT",
+    "PARTIALLY_SHIPPING",
+    "AWAITING_COLLECTION",
+    "IN_TRANSIT",
+    "DELIVERED",
+    "COMPLETED",
+    "CANCELLED",
+];
+
+fn secs(r: &Record<'_>, path: &str) -> Result<Option<DateTime<Utc>>, MapError> {
+    if r.get(path).is_none() {
+        return Ok(None);
+    }
+    let s = r.int(path)?;
+    DateTime::from_timestamp(s, 0)
+        .map(Some)
+        .ok_or_else(|| format!("field `{path}`: {s} is not a time in Unix seconds"))
+}
+
+/// Maps one `order`; `Err` names the field and value that made it unusable.
+pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
+    let r = Record(v);
+    let id = r.str("id")?;
+    let at = |e: MapError| format!("order {id}: {e}");
+    let status = r.str("status").map_err(at)?;
+    if !STATUSES.contains(&status) {
+        return Err(at(format!(
+            "field `status`: unknown status {status:?} (known: {})",
+            STATUSES.join(", ")
+        )));
+    }
+    let placed_at = secs(&r, "create_time")
+        .map_err(at)?
+        .ok_or_else(|| at("field `create_time` is missing".into()))?;
+    let updated_at = secs(&r, "update_time").map_err(at)?.unwrap_or(placed_at);
+    let ship_by = secs(&r, "rts_sla_time").map_err(at)?;
+    let fulfilment = match r.opt_str("fulfillment_type").map_err(at)? {
+        None | Some("FULFILLMENT_BY_SELLER") => Fulfilment::Merchant,
+        Some("FULFILLMENT_BY_TIKTOK") => Fulfilment::ThirdParty,
+        Some(other) => {
+            return Err(at(format!(
+                "field `fulfillment_type`: expected FULFILLMENT_BY_SELLER or FULFILLMENT_BY_TIKTOK, got {other:?}"
+            )));
+        }
+    };
+    let units = match r.get("line_items") {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            u32::try_from(items.len()).unwrap_or(u32::MAX)
+        }
+        _ => return Err(at("field `line_items`: expected a non-empty list".into())),
+    };
+    let paid = r.get("paid_time").is_some() || !matches!(status, "UNPAID" | "CANCELLED");
+    let fact = |kind: &str, t: DateTime<Utc>, body: EventBody| {
+        Fact::new(format!("tiktok_shop:{id}:{kind}"), t, body)
+    };
+    let mut facts = Vec::new();
+    if status == "UNPAID" {
+        return Ok(facts);
+    }
+    if paid {
+        let total = r
+            .money("payment.total_amount", "payment.currency")
+            .map_err(at)?;
+        facts.push(fact(
+            "placed",
+            placed_at,
+            OrderPlaced {
+                order_id: id.to_string(),
+                total,
+                units,
+                fulfilment,
+                ship_by,
+                deliver_by: None,
+            }
+            .into(),
+        ));
+    }
+    if matches!(status, "IN_TRANSIT" | "DELIVERED" | "COMPLETED") {
+        let ship_by = ship_by
+            .ok_or_else(|| at("field `rts_sla_time` is missing on a shipped order".into()))?;
+        let shipped_at = secs(&r, "rts_time")
+            .map_err(at)?
+            .unwrap_or(updated_at)
+            .max(placed_at);
+        let tracking = r
+            .opt_str("tracking_number")
+            .map_err(at)?
+            .map(str::to_string);
+        facts.push(fact(
+            "shipped",
+            shipped_at,
+            OrderShipped {
+                order_id: id.to_string(),
+                placed_at,
+                ship_by,
+                deliver_by: None,
+                units,
+                carrier: r
+                    .opt_str("shipping_provider")
+                    .map_err(at)?
+                    .map(str::to_string),
+                tracking_valid: tracking.is_some(),
+                tracking_id: tracking,
+            }
+            .into(),
+        ));
+    }
+    if status == "CANCELLED" {
+        let by = match r.opt_str("cancellation_initiator").map_err(at)? {
+            Some("BUYER") => CancelledBy::Buyer,
+            Some("SYSTEM") => CancelledBy::System,
+            _ => CancelledBy::Seller,
+        };
+        facts.push(fact(
+            "cancelled",
+            updated_at.max(placed_at),
+            OrderCancelled {
+                order_id: id.to_string(),
+                placed_at,
+                cancelled_by: by,
+                reason: r.opt_str("cancel_reason").map_err(at)?.map(str::to_string),
+            }
+            .into(),
+        ));
+    }
+    Ok(facts)
+}
