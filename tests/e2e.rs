@@ -20,6 +20,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/dashboards.rs"]
+mod dashboards;
+
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
         .expect("set KPIFLOW_TEST_BOOTSTRAP to a Kafka broker, or run scripts/test.sh")
@@ -317,7 +320,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     let (k, p, s) = (kafka.clone(), processor.clone(), stop.clone());
     let proc_task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &p, None, s).await });
     let (k, c, s) = (kafka.clone(), sink.clone(), stop.clone());
-    let sink_task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, s).await });
+    let sink_task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, None, s).await });
 
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
@@ -342,6 +345,8 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         );
     }
     assert_eq!(stats.duplicates as usize, events.len() - ids.len());
+    // Every role has reported: the dashboards and rules may only use what /metrics shows.
+    dashboards::assert_deploy_uses_exported_metrics().await;
 
     // Every KPI value in Parquet equals the value computed from the events.
     let sums = Sums::new(facts(&events));

@@ -52,6 +52,7 @@
 //! # }
 //! ```
 
+pub mod alert;
 pub mod config;
 pub mod error;
 pub mod live;
@@ -62,7 +63,8 @@ pub mod run;
 
 mod current;
 
-pub use config::{Compression, SinkConfig};
+pub use alert::{AlertStats, AlertsConfig, run_alerts};
+pub use config::{Compression, PrometheusConfig, SinkConfig};
 pub use error::SinkError;
 pub use live::LiveView;
 pub use prometheus::KpiGauges;
