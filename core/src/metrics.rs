@@ -403,6 +403,9 @@ pub struct ComponentMetrics {
 impl ComponentMetrics {
     /// Counters for `component` (e.g. `processor`), registered on first use.
     pub fn new(component: &'static str) -> Self {
+        // Every component dead-letters invalid records: that series exists from the start at
+        // zero, so increase() and the dead-letter alert see the first one.
+        let _ = events_dropped().with_label_values(&[component, "invalid"]);
         ComponentMetrics {
             component,
             received: events_received().with_label_values(&[component]),
