@@ -12,6 +12,7 @@
 
 mod config;
 mod demo;
+mod reconcile;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Recompute the KPIs as batch SQL over the events archive and list the windows whose
+    /// published values differ (exit code 1 when any do).
+    Reconcile(reconcile::Args),
     /// Check a configuration file and exit.
     CheckConfig,
     /// Print the documented example configuration.
@@ -281,6 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", kpiflow_sink::format_batches(&batches, format)?);
             Ok(())
         }
+        Command::Reconcile(args) => reconcile::run(&cfg.processor, &cfg.sink.dir, args).await,
         Command::CheckConfig => {
             println!("configuration OK");
             Ok(())

@@ -241,6 +241,7 @@ async fn rows(dir: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_and_resolves() {
+    let test_started = Instant::now();
     let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
     let kafka: KafkaConfig = toml::from_str(&format!(
         "bootstrap_servers = \"{}\"\ntopic_prefix = \"{prefix}\"",
@@ -306,7 +307,21 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
             resolve_at: Some(0.06),
             min_denominator: 20,
             severity: Severity::Critical,
+            for_: None,
+            channels: Vec::new(),
+            runbook_url: None,
         }],
+        // The KPIs the reference below knows how to compute.
+        kpis: [
+            "gmv",
+            "orders",
+            "aov",
+            "late_shipment_rate",
+            "cancellation_rate",
+            "roas",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..ProcessorConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -442,4 +457,69 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         shipped >= Decimal::from(20) && late / shipped > Decimal::new(10, 2),
         "{late}/{shipped}"
     );
+
+    // `kpiflow reconcile` recomputes the same values from an events archive.
+    eprintln!("pipeline part took {:?}", test_started.elapsed());
+    assert_reconciles(dir.path(), &events);
+}
+
+/// Writes `events` as one Parquet file of the `events` table under `dir`.
+fn write_events(dir: &std::path::Path, name: &str, events: &[Event]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let batch = kpiflow_processor::event_table::to_batch(events).unwrap();
+    let file = std::fs::File::create(dir.join(name)).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Runs `kpiflow reconcile` over the sink folder; returns (success, stdout).
+fn reconcile_command(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+        .args(["reconcile", "--format", "csv", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), format!("{stdout}{stderr}"))
+}
+
+/// The stream and the batch recomputation agree on what the pipeline published, and a fact
+/// the stream never saw shows up as a difference in exactly the windows it belongs to.
+fn assert_reconciles(dir: &std::path::Path, events: &[Event]) {
+    let archive = dir.join("events");
+    write_events(&archive, "stream.parquet", events);
+    let started = Instant::now();
+    let (ok, out) = reconcile_command(dir, &[]);
+    eprintln!("reconcile took {:?}: {}", started.elapsed(), out.trim());
+    assert!(ok, "reconcile found differences: {out}");
+    assert!(out.contains("published windows match"), "{out}");
+
+    // One order the stream never saw, for shop-001 in the middle of the span.
+    let mut extra = events
+        .iter()
+        .find(|e| e.header.shop == "shop-001" && matches!(e.body, EventBody::OrderPlaced(_)))
+        .unwrap()
+        .clone();
+    extra.header.event_id = "never-streamed".into();
+    write_events(&archive, "extra.parquet", &[extra.clone()]);
+    let (ok, out) = reconcile_command(dir, &["--kpi", "orders"]);
+    assert!(!ok, "an unseen order must be reported: {out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("orders,")).collect();
+    assert!(!lines.is_empty(), "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("amazon/ATVPDKIKX0DER/shop-001") || l.contains("/shop-001,")),
+        "only shop-001's windows differ: {lines:#?}"
+    );
+    let at = extra.header.event_time;
+    for l in &lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let (s, e): (DateTime<Utc>, DateTime<Utc>) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        assert!(s <= at && at < e, "{l} does not contain {at}");
+    }
 }

@@ -1,12 +1,20 @@
-//! `[processor]` configuration: time zone, windows, lateness, rules.
+//! `[processor]` configuration: catalog and templates, time zones, lateness, rules.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, Offset, TimeZone, Utc};
 use serde::Deserialize;
 
 use crate::ProcessorError;
+use crate::catalog::{Catalog, Source};
+use crate::rule::RuleConfigs;
+use crate::rule::staleness::StalenessRuleConfig;
 use crate::rule::threshold::ThresholdRuleConfig;
+use crate::rule::trend::TrendRuleConfig;
+use crate::template::Template;
 
 /// How late each kind of fact may arrive (against the watermark) and still be counted.
 /// Later facts are not dropped silently: they go to the dead-letter topic as `late`.
@@ -65,14 +73,25 @@ pub struct ProcessorConfig {
     /// Consumer group the processor reports its progress (and lag) under. Default `kpiflow-processor`.
     #[serde(default = "ProcessorConfig::group_id")]
     pub group_id: String,
-    /// IANA zone of business days. Default `America/Los_Angeles` (Amazon US's day). Must have
+    /// IANA zone of business days (and weeks, months) for marketplaces not listed in
+    /// `marketplace_time_zones`. Default `America/Los_Angeles` (Amazon US's day). Must have
     /// whole-hour UTC offsets, because aggregates are kept in one-hour buckets.
     #[serde(default = "ProcessorConfig::time_zone")]
     pub time_zone: String,
-    /// Lengths, in hours, of the rolling windows to publish (each slides by one hour).
-    /// Default `[24]`.
-    #[serde(default = "ProcessorConfig::rolling_hours")]
-    pub rolling_hours: Vec<u32>,
+    /// Business time zone per marketplace id, e.g. `{ A1VC38T7YXB528 = "Asia/Tokyo" }`.
+    #[serde(default)]
+    pub marketplace_time_zones: BTreeMap<String, String>,
+    /// KPI catalog file (TOML); default: the built-in catalog (`processor/catalog/kpis.toml`).
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
+    /// Templates whose KPIs and rules are used: `fba`, `overseas_warehouse`, `dtc`,
+    /// `amazon_account_health`, `walmart_seller_performance`. With neither `templates` nor
+    /// `kpis`, every KPI of the catalog is published.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// More KPI ids to publish, beyond the templates'.
+    #[serde(default)]
+    pub kpis: Vec<String>,
     /// How far behind the newest event time the watermark trails, to absorb ordinary
     /// reordering. Default `5m`.
     #[serde(
@@ -96,9 +115,15 @@ pub struct ProcessorConfig {
     /// (`currency`) until FX conversion exists. Default `USD`.
     #[serde(default = "ProcessorConfig::currency")]
     pub currency: String,
-    /// Breach rules.
+    /// Threshold breach rules (in addition to the templates').
     #[serde(default)]
     pub rules: Vec<ThresholdRuleConfig>,
+    /// Trend breach rules: change against a week or month earlier, or a baseline.
+    #[serde(default)]
+    pub trend_rules: Vec<TrendRuleConfig>,
+    /// Staleness breach rules: a source silent for too long.
+    #[serde(default)]
+    pub staleness_rules: Vec<StalenessRuleConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -106,7 +131,10 @@ impl Default for ProcessorConfig {
         ProcessorConfig {
             group_id: Self::group_id(),
             time_zone: Self::time_zone(),
-            rolling_hours: Self::rolling_hours(),
+            marketplace_time_zones: BTreeMap::new(),
+            catalog: None,
+            templates: Vec::new(),
+            kpis: Vec::new(),
             out_of_orderness: Self::out_of_orderness(),
             idle_timeout: Self::idle_timeout(),
             lateness: Lateness::default(),
@@ -114,6 +142,8 @@ impl Default for ProcessorConfig {
             max_batch: Self::max_batch(),
             currency: Self::currency(),
             rules: Vec::new(),
+            trend_rules: Vec::new(),
+            staleness_rules: Vec::new(),
         }
     }
 }
@@ -124,9 +154,6 @@ impl ProcessorConfig {
     }
     fn time_zone() -> String {
         "America/Los_Angeles".into()
-    }
-    fn rolling_hours() -> Vec<u32> {
-        vec![24]
     }
     fn out_of_orderness() -> Duration {
         Duration::from_secs(300)
@@ -158,49 +185,9 @@ impl ProcessorConfig {
                 "must not be empty",
             ));
         }
-        let tz: chrono_tz::Tz = self.time_zone.parse().map_err(|_| {
-            ProcessorError::config(
-                "time_zone",
-                &self.time_zone,
-                "not an IANA time zone (e.g. \"America/Los_Angeles\")",
-            )
-        })?;
-        let year = Utc::now().year();
-        for month in [1, 7] {
-            let t = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).unwrap();
-            let offset = tz
-                .offset_from_utc_datetime(&t.naive_utc())
-                .fix()
-                .local_minus_utc();
-            if offset % 3600 != 0 {
-                return Err(ProcessorError::config(
-                    "time_zone",
-                    &self.time_zone,
-                    format!(
-                        "UTC offset {}h{:02} is not a whole hour; business days are built from one-hour buckets",
-                        offset / 3600,
-                        (offset % 3600).abs() / 60
-                    ),
-                ));
-            }
-        }
-        if self.rolling_hours.is_empty() {
-            return Err(ProcessorError::config(
-                "rolling_hours",
-                &self.rolling_hours,
-                "list at least one window length in hours, e.g. [24]",
-            ));
-        }
-        if let Some(h) = self
-            .rolling_hours
-            .iter()
-            .find(|h| **h == 0 || **h > 24 * 90)
-        {
-            return Err(ProcessorError::config(
-                "rolling_hours",
-                &self.rolling_hours,
-                format!("{h} is not between 1 and 2160 hours (90 days)"),
-            ));
+        check_time_zone("time_zone", &self.time_zone)?;
+        for (marketplace, zone) in &self.marketplace_time_zones {
+            check_time_zone(&format!("marketplace_time_zones.{marketplace}"), zone)?;
         }
         if self.flush_interval.is_zero() {
             return Err(ProcessorError::config(
@@ -225,9 +212,7 @@ impl ProcessorConfig {
                 "expected an ISO 4217 code such as \"USD\"",
             ));
         }
-        let windows = self.window_names();
         for (i, rule) in self.rules.iter().enumerate() {
-            rule.validate(&format!("rules[{i}]"), &windows)?;
             if self.rules[..i].iter().any(|r| r.id == rule.id) {
                 return Err(ProcessorError::config(
                     &format!("rules[{i}].id"),
@@ -239,13 +224,167 @@ impl ProcessorConfig {
         Ok(())
     }
 
-    /// Names of the configured windows, e.g. `business_day`, `rolling_24h`.
-    pub fn window_names(&self) -> Vec<String> {
-        crate::window::specs(self)
+    /// Validates, reads the catalog and templates, and compiles them: everything the engine
+    /// needs, checked before any Kafka I/O.
+    pub fn compile(&self) -> Result<Compiled, ProcessorError> {
+        self.validate()?;
+        let source = match &self.catalog {
+            None => Source::builtin(),
+            Some(path) => Source {
+                name: path.display().to_string(),
+                text: std::fs::read_to_string(path).map_err(|e| {
+                    ProcessorError::config("catalog", path, format!("cannot read: {e}"))
+                })?,
+            },
+        };
+        let mut select: Vec<String> = Vec::new();
+        let mut rules: Vec<(String, ThresholdRuleConfig)> = Vec::new();
+        let mut trends: Vec<(String, TrendRuleConfig)> = Vec::new();
+        for (i, name) in self.templates.iter().enumerate() {
+            let t = Template::builtin(name).ok_or_else(|| {
+                ProcessorError::config(
+                    &format!("templates[{i}]"),
+                    name,
+                    format!(
+                        "no such template; known: {}",
+                        crate::catalog::TEMPLATES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            select.extend(t.kpis.iter().cloned());
+            rules.extend(
+                t.rules
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, r)| (format!("template {name} rules[{j}]"), r)),
+            );
+            trends.extend(
+                t.trend_rules
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, r)| (format!("template {name} trend_rules[{j}]"), r)),
+            );
+        }
+        select.extend(self.kpis.iter().cloned());
+        rules.extend(
+            self.rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("rules[{i}]"), r.clone())),
+        );
+        trends.extend(
+            self.trend_rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("trend_rules[{i}]"), r.clone())),
+        );
+        // A rule on a KPI selects it, and its window is published for that KPI.
+        let watched: Vec<(String, String)> = rules
             .iter()
-            .map(|w| w.name().to_string())
-            .collect()
+            .map(|(_, r)| (r.kpi.clone(), r.window.clone()))
+            .chain(
+                trends
+                    .iter()
+                    .map(|(_, r)| (r.kpi.clone(), r.window.clone())),
+            )
+            .collect();
+        if !select.is_empty() {
+            select.extend(watched.iter().map(|(k, _)| k.clone()));
+        }
+        select.sort();
+        select.dedup();
+        let rule_windows = watched;
+        let catalog = Catalog::compile(&source, &select, &rule_windows)?;
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut check_id = |at: &str, id: &str| -> Result<(), ProcessorError> {
+            if let Some(other) = seen.insert(id.to_string(), at.to_string()) {
+                return Err(ProcessorError::config(
+                    &format!("{at}.id"),
+                    id,
+                    format!("{other} has the same id"),
+                ));
+            }
+            Ok(())
+        };
+        for (at, r) in &rules {
+            r.validate(at, &catalog)?;
+            check_id(at, &r.id)?;
+        }
+        for (at, r) in &trends {
+            r.validate(at, &catalog)?;
+            check_id(at, &r.id)?;
+        }
+        for (i, r) in self.staleness_rules.iter().enumerate() {
+            let at = format!("staleness_rules[{i}]");
+            r.validate(&at)?;
+            check_id(&at, &r.id)?;
+        }
+        let time_zones = self
+            .marketplace_time_zones
+            .iter()
+            .map(|(m, z)| (m.clone(), z.parse().unwrap_or(chrono_tz::UTC)))
+            .collect();
+        Ok(Compiled {
+            config: self.clone(),
+            catalog: Arc::new(catalog),
+            rules: RuleConfigs {
+                thresholds: rules.into_iter().map(|(_, r)| r).collect(),
+                trends: trends.into_iter().map(|(_, r)| r).collect(),
+                staleness: self.staleness_rules.clone(),
+            },
+            default_tz: self.tz(),
+            time_zones,
+        })
     }
+}
+
+/// A validated configuration with its compiled catalog and every rule (templates' first).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The configuration.
+    pub config: ProcessorConfig,
+    /// The catalog, restricted to the selected KPIs.
+    pub catalog: Arc<Catalog>,
+    /// Breach rules from the templates and the configuration.
+    pub rules: RuleConfigs,
+    /// Business zone of marketplaces without their own.
+    pub default_tz: chrono_tz::Tz,
+    /// Business zone per marketplace.
+    pub time_zones: HashMap<String, chrono_tz::Tz>,
+}
+
+fn check_time_zone(key: &str, zone: &str) -> Result<(), ProcessorError> {
+    let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+        ProcessorError::config(
+            key,
+            zone,
+            "not an IANA time zone (e.g. \"America/Los_Angeles\")",
+        )
+    })?;
+    let year = Utc::now().year();
+    for month in [1, 7] {
+        let t = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).unwrap();
+        let offset = tz
+            .offset_from_utc_datetime(&t.naive_utc())
+            .fix()
+            .local_minus_utc();
+        if offset % 3600 != 0 {
+            return Err(ProcessorError::config(
+                key,
+                zone,
+                format!(
+                    "UTC offset {}h{:02} is not a whole hour; business days are built from one-hour buckets",
+                    offset / 3600,
+                    (offset % 3600).abs() / 60
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -254,7 +393,28 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        ProcessorConfig::default().validate().unwrap();
+        ProcessorConfig::default().compile().unwrap();
+    }
+
+    #[test]
+    fn every_template_compiles_alone_and_all_together() {
+        let names: Vec<String> = crate::catalog::TEMPLATES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for n in &names {
+            let cfg = ProcessorConfig {
+                templates: vec![n.clone()],
+                ..Default::default()
+            };
+            let c = cfg.compile().unwrap();
+            assert!(!c.rules.thresholds.is_empty(), "{n} has rules");
+        }
+        let cfg = ProcessorConfig {
+            templates: names,
+            ..Default::default()
+        };
+        cfg.compile().unwrap();
     }
 
     #[test]
@@ -271,14 +431,13 @@ mod tests {
             "{err}"
         );
         let cfg = ProcessorConfig {
-            rolling_hours: vec![24, 0],
+            templates: vec!["fbaa".into()],
             ..Default::default()
         };
+        let err = cfg.compile().unwrap_err().to_string();
         assert!(
-            cfg.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("0 is not between")
+            err.contains("`processor.templates[0]` = \"fbaa\": no such template; known: fba,"),
+            "{err}"
         );
         let cfg = ProcessorConfig {
             currency: "usd".into(),

@@ -1,22 +1,24 @@
-//! The engine: de-duplicates, places measures in hour buckets, publishes changed windows.
+//! The engine: de-duplicates, evaluates the catalog's measures over batches of events, keeps
+//! hour buckets per scope, applies restatements as differences, publishes changed windows.
 //!
 //! It does no I/O and reads no clock of its own: callers pass wall-clock instants in, so tests
 //! and benchmarks drive it deterministically.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, Utc};
-use kpiflow_schemas::{
-    AdPerformance, BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic,
-};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
 
-use crate::ProcessorConfig;
-use crate::catalog::{self, Contribution, KPIS, MEASURES, Measure};
-use crate::config::Lateness;
+use crate::catalog::{Catalog, GroupBy, WindowKindConfig};
+use crate::config::{Compiled, Lateness};
+use crate::event_table;
 use crate::rule::RuleSet;
 use crate::watermark::Watermarks;
-use crate::window::{self, Hour, WindowSpec, hour_of};
+use crate::window::{self, Hour, hour_of};
+use crate::{ProcessorConfig, ProcessorError};
 
 /// Where a record came from: which topic family and partition (watermarks are per partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,7 +38,7 @@ pub enum Applied {
     Duplicate,
     /// A newer version of this restatable fact was already applied; ignored.
     Superseded,
-    /// Valid, but no KPI of the catalog uses it yet.
+    /// Valid, but no selected KPI uses it.
     Unused,
     /// Later than its kind's allowed lateness: not counted, to be dead-lettered.
     Late {
@@ -61,37 +63,43 @@ pub struct Outputs {
     pub breaches: Vec<BreachEvent>,
 }
 
-type Sums = [Decimal; MEASURES];
+type Sums = Box<[Decimal]>;
 
 #[derive(Debug)]
 struct ScopeState {
     scope: Scope,
-    buckets: BTreeMap<Hour, Sums>,
+    level: GroupBy,
+    tz: Tz,
+    hours: BTreeMap<Hour, Sums>,
+    /// The same sums per UTC day, so long windows add days instead of hours.
+    days: BTreeMap<i64, Sums>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct AdKey {
-    scope: u32,
-    platform: String,
-    account: String,
-    campaign: String,
-    date: NaiveDate,
-}
-
+/// One counted version of a restated fact: what it added, so a newer version can take it back.
 #[derive(Debug, Clone)]
-struct AdVersion {
-    as_of: DateTime<Utc>,
-    /// Breaks ties between versions reported at the same `as_of`, so which one counts does
-    /// not depend on the order they arrive in.
+struct Version {
+    version: i64,
     event_id: String,
-    hour: Hour,
-    spend: Decimal,
-    sales: Decimal,
+    newest_hour: Hour,
+    added: Vec<(u32, Hour, u16, Decimal)>,
 }
+
+/// One gauge report (stock level) per key and hour: the largest version wins.
+#[derive(Debug, Clone)]
+struct Report {
+    version: i64,
+    event_id: String,
+    values: Vec<(u16, Decimal)>,
+}
+
+/// Gauge reports of one scope, by (replace group, key) and hour.
+type GaugeSeries = HashMap<(u16, String), BTreeMap<Hour, Report>>;
 
 /// The KPI engine's state and logic.
 pub struct Engine {
-    windows: Vec<WindowSpec>,
+    catalog: Arc<Catalog>,
+    default_tz: Tz,
+    time_zones: HashMap<String, Tz>,
     lateness: Lateness,
     currency: String,
     watermarks: Watermarks,
@@ -99,52 +107,78 @@ pub struct Engine {
     scope_ids: HashMap<Scope, u32>,
     /// Event ids already counted, with the hour of their event time (for eviction).
     seen: HashMap<String, Hour>,
-    /// The version of each restatable ad row that is currently counted.
-    ads: HashMap<AdKey, AdVersion>,
-    /// (scope, hour) buckets changed since the last flush.
-    dirty: BTreeSet<(u32, Hour)>,
+    /// The counted version of each restated fact, by (replace group, shop scope, key).
+    replaced: HashMap<(u16, u32, String), Version>,
+    /// Gauge reports by scope, (replace group, key), hour.
+    gauges: HashMap<u32, GaugeSeries>,
+    /// (scope, hour) buckets changed since the last flush, with the measures changed.
+    dirty: BTreeMap<(u32, Hour), u64>,
     /// Rolling windows ending at or before this hour have been published.
     frontier: Option<Hour>,
     /// The oldest hour with data while there was no frontier yet (its rolling windows wait).
     first_unpublished: Option<Hour>,
     rules: RuleSet,
+    /// Newest sign of life per (shop scope, source), for staleness rules.
+    freshness: HashMap<(u32, String), DateTime<Utc>>,
     revision: u64,
     retention_hours: i64,
     evicted_at: Option<Hour>,
-    scratch: Vec<Contribution>,
+    /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
+    sku_measures: u64,
+    campaign_measures: u64,
 }
 
 impl Engine {
-    /// An empty engine for a validated configuration. `first_revision` seeds the revision
-    /// counter; callers pass wall-clock microseconds so revisions keep growing across restarts.
+    /// An engine for the built-in catalog and `cfg` (which must validate); for tests and
+    /// benchmarks. `first_revision` seeds the revision counter.
     pub fn new(cfg: &ProcessorConfig, first_revision: u64) -> Engine {
-        let windows = window::specs(cfg);
-        let longest_window = windows
-            .iter()
-            .map(WindowSpec::max_hours)
-            .max()
-            .unwrap_or(25);
+        let compiled = cfg.compile().expect("a valid processor config");
+        Engine::with(&compiled, first_revision)
+    }
+
+    /// An engine for a compiled configuration. `first_revision` seeds the revision counter;
+    /// callers pass wall-clock microseconds so revisions keep growing across restarts.
+    pub fn with(compiled: &Compiled, first_revision: u64) -> Engine {
+        let cfg = &compiled.config;
+        let catalog = Arc::clone(&compiled.catalog);
         let lateness_hours = cfg.lateness.max().as_secs().div_ceil(3600) as i64;
+        let level_mask = |g: GroupBy| {
+            catalog
+                .kpis
+                .iter()
+                .filter(|k| k.config.group_by == g)
+                .fold(0u64, |m, k| m | k.mask)
+        };
         Engine {
+            default_tz: compiled.default_tz,
+            time_zones: compiled.time_zones.clone(),
             lateness: cfg.lateness.clone(),
             currency: cfg.currency.clone(),
             watermarks: Watermarks::new(cfg.out_of_orderness, cfg.idle_timeout),
             scopes: Vec::new(),
             scope_ids: HashMap::new(),
             seen: HashMap::new(),
-            ads: HashMap::new(),
-            dirty: BTreeSet::new(),
+            replaced: HashMap::new(),
+            gauges: HashMap::new(),
+            dirty: BTreeMap::new(),
             frontier: None,
             first_unpublished: None,
-            rules: RuleSet::new(&cfg.rules),
+            rules: RuleSet::new(&compiled.rules, Instant::now()),
+            freshness: HashMap::new(),
             revision: first_revision,
             // A late fact may change any window that contains its bucket, so buckets live for
-            // the lateness allowance plus one window, plus the hour in progress.
-            retention_hours: lateness_hours + longest_window + 1,
+            // the lateness allowance plus the longest window, plus the hour in progress.
+            retention_hours: lateness_hours + catalog.longest_window_hours() + 1,
             evicted_at: None,
-            scratch: Vec::with_capacity(4),
-            windows,
+            sku_measures: level_mask(GroupBy::Sku),
+            campaign_measures: level_mask(GroupBy::Campaign),
+            catalog,
         }
+    }
+
+    /// The catalog in use.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The watermark as of the last flush.
@@ -153,9 +187,9 @@ impl Engine {
     }
 
     /// Declares an input partition before reading it (see [`Watermarks::register`]).
-    /// Partitions that do not drive the watermark (ad rows) are ignored.
+    /// Partitions that do not drive the watermark (ad rows, heartbeats) are ignored.
     pub fn register_partition(&mut self, partition: PartitionId, now: Instant) {
-        if partition.topic != Topic::Ads {
+        if drives_watermark(partition.topic) {
             self.watermarks.register(partition, now);
         }
     }
@@ -170,9 +204,14 @@ impl Engine {
         self.watermarks.set_caught_up(partition, caught_up);
     }
 
-    /// Number of (shop, hour) buckets held.
+    /// Number of (scope, hour) buckets held.
     pub fn state_buckets(&self) -> usize {
-        self.scopes.iter().map(|s| s.buckets.len()).sum()
+        self.scopes.iter().map(|s| s.hours.len()).sum()
+    }
+
+    /// Number of scopes (shop, SKU, campaign) held.
+    pub fn state_scopes(&self) -> usize {
+        self.scopes.len()
     }
 
     /// Number of event ids remembered for de-duplication.
@@ -183,87 +222,359 @@ impl Engine {
     fn allowance(&self, body: &EventBody) -> (&'static str, Duration) {
         match body.topic() {
             Topic::Ads => ("ads", self.lateness.ads),
-            Topic::Logistics => ("logistics", self.lateness.logistics),
+            Topic::Logistics | Topic::Health => ("logistics", self.lateness.logistics),
             _ if matches!(body, EventBody::OrderDefect(_)) => ("defects", self.lateness.defects),
             _ => ("orders", self.lateness.orders),
         }
     }
 
-    fn scope_id(&mut self, event: &Event) -> u32 {
-        let h = &event.header;
-        let scope = Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone());
+    fn scope_id(&mut self, scope: Scope, level: GroupBy) -> u32 {
         if let Some(id) = self.scope_ids.get(&scope) {
             return *id;
         }
         let id = self.scopes.len() as u32;
+        let tz = self
+            .time_zones
+            .get(&scope.marketplace)
+            .copied()
+            .unwrap_or(self.default_tz);
         self.scope_ids.insert(scope.clone(), id);
         self.scopes.push(ScopeState {
             scope,
-            buckets: BTreeMap::new(),
+            level,
+            tz,
+            hours: BTreeMap::new(),
+            days: BTreeMap::new(),
         });
         id
     }
 
-    fn check_currency(&self, event: &Event, field: &str, money: &Money) -> Result<(), Applied> {
-        if money.currency == self.currency {
-            return Ok(());
-        }
-        Err(Applied::Rejected {
-            kind: "currency",
-            reason: format!(
-                "{}: field `{field}.currency`: {:?} is not the pipeline currency {:?} (FX conversion is not supported yet; set processor.currency)",
-                event.schema(),
-                money.currency,
-                self.currency
-            ),
-        })
-    }
-
-    /// Applies one valid event read from `partition` at wall-clock `now`.
-    pub fn apply(&mut self, event: &Event, partition: PartitionId, now: Instant) -> Applied {
-        let h = &event.header;
-        if self.seen.contains_key(&h.event_id) {
-            return Applied::Duplicate;
-        }
-        let mut contributions = std::mem::take(&mut self.scratch);
-        contributions.clear();
-        let result = self.apply_inner(event, &mut contributions);
-        self.scratch = contributions;
-        if matches!(
-            result,
-            Applied::Counted | Applied::Superseded | Applied::Unused
-        ) {
-            self.seen.insert(h.event_id.clone(), hour_of(h.event_time));
-            // Ad rows are dated by their report day and always arrive a day or more after it;
-            // letting them drive the watermark would hold every window back by that delay.
-            if partition.topic != Topic::Ads {
-                self.watermarks.observe(partition, h.event_time, now);
+    fn check_currency(&self, event: &Event) -> Result<(), Applied> {
+        let money: Vec<(&str, &Money)> = match &event.body {
+            EventBody::OrderPlaced(o) => vec![("payload.total", &o.total)],
+            EventBody::OrderPaid(o) => vec![("payload.amount", &o.amount)],
+            EventBody::OrderRefunded(o) => vec![("payload.amount", &o.amount)],
+            EventBody::AdPerformance(a) => vec![
+                ("payload.spend", &a.spend),
+                ("payload.attributed_sales", &a.attributed_sales),
+            ],
+            _ => vec![],
+        };
+        for (field, m) in money {
+            if m.currency != self.currency {
+                return Err(Applied::Rejected {
+                    kind: "currency",
+                    reason: format!(
+                        "{}: field `{field}.currency`: {:?} is not the pipeline currency {:?} (FX conversion is not supported yet; set processor.currency)",
+                        event.schema(),
+                        m.currency,
+                        self.currency
+                    ),
+                });
             }
         }
-        result
+        Ok(())
     }
 
-    fn apply_inner(&mut self, event: &Event, out: &mut Vec<Contribution>) -> Applied {
-        if let EventBody::OrderPlaced(o) = &event.body
-            && let Err(rejected) = self.check_currency(event, "payload.total", &o.total)
-        {
-            return rejected;
+    /// Applies one valid event read from `partition` at wall-clock `now`. Batches are faster:
+    /// see [`Engine::apply_batch`].
+    pub fn apply(&mut self, event: &Event, partition: PartitionId, now: Instant) -> Applied {
+        self.apply_batch(&[(event, partition)], now)
+            .map(|mut v| v.remove(0))
+            .unwrap_or_else(|e| Applied::Rejected {
+                kind: "internal",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Applies a batch of valid events (in arrival order) at wall-clock `now`; returns what
+    /// happened to each. Fails only on a bug (an expression that type-checked but could not
+    /// be evaluated).
+    pub fn apply_batch(
+        &mut self,
+        events: &[(&Event, PartitionId)],
+        now: Instant,
+    ) -> Result<Vec<Applied>, ProcessorError> {
+        let mut verdicts: Vec<Option<Applied>> = vec![None; events.len()];
+        let mut in_batch: HashSet<&str> = HashSet::new();
+        let mut rows: Vec<usize> = Vec::with_capacity(events.len());
+        for (i, (event, _)) in events.iter().enumerate() {
+            let id = event.header.event_id.as_str();
+            if self.seen.contains_key(id) || !in_batch.insert(id) {
+                verdicts[i] = Some(Applied::Duplicate);
+            } else if let Err(rejected) = self.check_currency(event) {
+                verdicts[i] = Some(rejected);
+            } else if let Err(e) = event_table::check(event) {
+                verdicts[i] = Some(Applied::Rejected {
+                    kind: "invalid",
+                    reason: format!("{}: {e}", event.schema()),
+                });
+            } else {
+                rows.push(i);
+            }
         }
-        if let EventBody::AdPerformance(ad) = &event.body {
-            return self.apply_ad(event, ad);
+        if !rows.is_empty() {
+            let batch = event_table::to_batch(rows.iter().map(|i| events[*i].0)).map_err(|e| {
+                ProcessorError::Internal {
+                    what: "events batch".into(),
+                    problem: e.to_string(),
+                }
+            })?;
+            let schema_index: Vec<usize> = rows
+                .iter()
+                .map(|i| {
+                    let s = events[*i].0.body.schema();
+                    EventBody::SCHEMAS
+                        .iter()
+                        .position(|(n, _)| *n == s)
+                        .unwrap_or(0)
+                })
+                .collect();
+            let evaluated = Arc::clone(&self.catalog).evaluate(&batch, &schema_index)?;
+            // Contributions arrive grouped by measure; regroup them by row.
+            let mut by_row: Vec<Vec<usize>> = vec![Vec::new(); rows.len()];
+            for (ci, c) in evaluated.contributions.iter().enumerate() {
+                by_row[c.row as usize].push(ci);
+            }
+            for (r, &i) in rows.iter().enumerate() {
+                let (event, partition) = events[i];
+                let contributions: Vec<_> = by_row[r]
+                    .iter()
+                    .map(|ci| evaluated.contributions[*ci])
+                    .collect();
+                let verdict = self.apply_row(event, r, &contributions, &evaluated.keys);
+                if matches!(
+                    verdict,
+                    Applied::Counted | Applied::Superseded | Applied::Unused
+                ) {
+                    if self.rules.watches_freshness() {
+                        self.note_freshness(event);
+                    }
+                    self.seen.insert(
+                        event.header.event_id.clone(),
+                        hour_of(event.header.event_time),
+                    );
+                    if drives_watermark(partition.topic) {
+                        self.watermarks
+                            .observe(partition, event.header.event_time, now);
+                    }
+                }
+                verdicts[i] = Some(verdict);
+            }
         }
-        catalog::contributions(event.header.event_time, &event.body, out);
-        let Some(earliest) = out.iter().map(|c| c.at).min() else {
-            return Applied::Unused;
+        Ok(verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Applied::Unused))
+            .collect())
+    }
+
+    fn apply_row(
+        &mut self,
+        event: &Event,
+        row: usize,
+        contributions: &[crate::catalog::Contribution],
+        keys: &[Option<Vec<(String, i64)>>],
+    ) -> Applied {
+        let earliest = contributions.iter().filter_map(|c| c.time).min();
+        let Some(earliest) = earliest else {
+            return if contributions.is_empty() {
+                Applied::Unused
+            } else {
+                // Only restated facts whose filters are false: they may still replace.
+                self.apply_contributions(event, row, contributions, keys)
+            };
         };
-        if let Some(late) = self.lateness_check(event, earliest) {
+        let basis = DateTime::from_timestamp_micros(earliest).unwrap_or(event.header.event_time);
+        if let Some(late) = self.lateness_check(event, basis) {
             return late;
         }
-        let scope = self.scope_id(event);
-        for c in out.iter() {
-            self.add(scope, hour_of(c.at), c.measure, c.amount);
+        self.apply_contributions(event, row, contributions, keys)
+    }
+
+    fn apply_contributions(
+        &mut self,
+        event: &Event,
+        row: usize,
+        contributions: &[crate::catalog::Contribution],
+        keys: &[Option<Vec<(String, i64)>>],
+    ) -> Applied {
+        let h = &event.header;
+        let shop = self.scope_id(
+            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
+            GroupBy::Shop,
+        );
+        let sku = h.sku.clone();
+        let campaign = match &event.body {
+            EventBody::AdPerformance(a) => Some(a.campaign_id.clone()),
+            _ => None,
+        };
+        // The scopes a contribution to measure `m` lands in.
+        let targets = |engine: &mut Engine, m: u16| -> Vec<u32> {
+            let mut out = vec![shop];
+            let bit = 1u64 << m;
+            if engine.sku_measures & bit != 0
+                && let Some(sku) = &sku
+            {
+                let mut s = engine.scopes[shop as usize].scope.clone();
+                s.sku = Some(sku.clone());
+                out.push(engine.scope_id(s, GroupBy::Sku));
+            }
+            if engine.campaign_measures & bit != 0
+                && let Some(c) = &campaign
+            {
+                let mut s = engine.scopes[shop as usize].scope.clone();
+                s.campaign = Some(c.clone());
+                out.push(engine.scope_id(s, GroupBy::Campaign));
+            }
+            out
+        };
+        let catalog = Arc::clone(&self.catalog);
+        let mut counted = false;
+        let mut superseded = false;
+        // Plain measures add; restated ones are gathered per replace group first.
+        let mut groups: BTreeMap<usize, Vec<(u32, Hour, u16, Decimal)>> = BTreeMap::new();
+        for c in contributions {
+            let measure = &catalog.measures[c.measure as usize];
+            match measure.replace_group {
+                None => {
+                    let Some(t) = c.time else { continue };
+                    let hour = hour_of(DateTime::from_timestamp_micros(t).unwrap_or_default());
+                    for scope in targets(self, c.measure) {
+                        self.add(scope, hour, c.measure, c.value);
+                    }
+                    counted = true;
+                }
+                Some(g) => {
+                    let entry = groups.entry(g).or_default();
+                    if let Some(t) = c.time {
+                        let hour = hour_of(DateTime::from_timestamp_micros(t).unwrap_or_default());
+                        for scope in targets(self, c.measure) {
+                            entry.push((scope, hour, c.measure, c.value));
+                        }
+                    }
+                }
+            }
         }
-        Applied::Counted
+        for (g, added) in groups {
+            let Some(Some(group_keys)) = keys.get(g) else {
+                continue;
+            };
+            let (key, version) = group_keys[row].clone();
+            let applied = if catalog.replace_groups[g].latest {
+                self.apply_gauge(g as u16, key, version, &h.event_id, added)
+            } else {
+                self.apply_restated(g as u16, shop, key, version, &h.event_id, added)
+            };
+            if applied {
+                counted = true;
+            } else {
+                superseded = true;
+            }
+        }
+        match (counted, superseded) {
+            (true, _) => Applied::Counted,
+            (false, true) => Applied::Superseded,
+            (false, false) => Applied::Unused,
+        }
+    }
+
+    /// Records a sign of life: a record's ingest time, or a heartbeat's last successful sync
+    /// (a heartbeat from a connector whose syncs fail is not one).
+    fn note_freshness(&mut self, event: &Event) {
+        let h = &event.header;
+        let fresh = match &event.body {
+            EventBody::SourceHeartbeat(b) => b.last_success,
+            _ => Some(h.ingest_time),
+        };
+        let Some(fresh) = fresh else { return };
+        let shop = self.scope_id(
+            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
+            GroupBy::Shop,
+        );
+        let slot = self
+            .freshness
+            .entry((shop, h.source.clone()))
+            .or_insert(fresh);
+        *slot = (*slot).max(fresh);
+    }
+
+    /// Replaces the counted version of a restated fact when this one is newer; returns whether
+    /// it did. Only the difference reaches the buckets.
+    fn apply_restated(
+        &mut self,
+        group: u16,
+        shop: u32,
+        key: String,
+        version: i64,
+        event_id: &str,
+        added: Vec<(u32, Hour, u16, Decimal)>,
+    ) -> bool {
+        let k = (group, shop, key);
+        if let Some(old) = self.replaced.get(&k) {
+            if (old.version, old.event_id.as_str()) >= (version, event_id) {
+                return false;
+            }
+            let old = self.replaced.remove(&k).expect("just found");
+            for (scope, hour, m, v) in old.added {
+                self.add(scope, hour, m, Decimal::ZERO - v);
+            }
+        }
+        for (scope, hour, m, v) in &added {
+            self.add(*scope, *hour, *m, *v);
+        }
+        let newest_hour = added.iter().map(|a| a.1).max().unwrap_or(Hour::MIN);
+        self.replaced.insert(
+            k,
+            Version {
+                version,
+                event_id: event_id.to_string(),
+                newest_hour,
+                added,
+            },
+        );
+        true
+    }
+
+    /// Records a gauge report (the newest per key and hour wins); windows read the newest
+    /// report at or before their end.
+    fn apply_gauge(
+        &mut self,
+        group: u16,
+        key: String,
+        version: i64,
+        event_id: &str,
+        added: Vec<(u32, Hour, u16, Decimal)>,
+    ) -> bool {
+        let mut applied = false;
+        let mut per_scope: BTreeMap<(u32, Hour), Vec<(u16, Decimal)>> = BTreeMap::new();
+        for (scope, hour, m, v) in added {
+            per_scope.entry((scope, hour)).or_default().push((m, v));
+        }
+        for ((scope, hour), values) in per_scope {
+            let series = self
+                .gauges
+                .entry(scope)
+                .or_default()
+                .entry((group, key.clone()))
+                .or_default();
+            if let Some(old) = series.get(&hour)
+                && (old.version, old.event_id.as_str()) >= (version, event_id)
+            {
+                continue;
+            }
+            let mask = values.iter().fold(0u64, |m, (i, _)| m | (1 << i));
+            series.insert(
+                hour,
+                Report {
+                    version,
+                    event_id: event_id.to_string(),
+                    values,
+                },
+            );
+            *self.dirty.entry((scope, hour)).or_default() |= mask;
+            applied = true;
+        }
+        applied
     }
 
     fn lateness_check(&self, event: &Event, basis: DateTime<Utc>) -> Option<Applied> {
@@ -286,61 +597,13 @@ impl Engine {
         None
     }
 
-    /// Ad rows are restatable: the newest `as_of` per (platform, account, campaign, date)
-    /// counts (the larger event id among equal `as_of`s), so a re-sent row adds only its
-    /// difference from the version it replaces.
-    fn apply_ad(&mut self, event: &Event, ad: &AdPerformance) -> Applied {
-        for (field, money) in [
-            ("payload.spend", &ad.spend),
-            ("payload.attributed_sales", &ad.attributed_sales),
-        ] {
-            if let Err(rejected) = self.check_currency(event, field, money) {
-                return rejected;
-            }
-        }
-        if let Some(late) = self.lateness_check(event, event.header.event_time) {
-            return late;
-        }
-        let scope = self.scope_id(event);
-        let key = AdKey {
-            scope,
-            platform: ad.platform.clone(),
-            account: ad.account_id.clone(),
-            campaign: ad.campaign_id.clone(),
-            date: ad.date,
-        };
-        let hour = hour_of(event.header.event_time);
-        let new = AdVersion {
-            as_of: ad.as_of,
-            event_id: event.header.event_id.clone(),
-            hour,
-            spend: ad.spend.amount,
-            sales: ad.attributed_sales.amount,
-        };
-        match self.ads.get(&key) {
-            Some(old) if (&old.as_of, &old.event_id) >= (&new.as_of, &new.event_id) => {
-                return Applied::Superseded;
-            }
-            Some(old) => {
-                let old = old.clone();
-                self.add(scope, old.hour, Measure::AdSpend, Decimal::ZERO - old.spend);
-                self.add(scope, old.hour, Measure::AdSales, Decimal::ZERO - old.sales);
-            }
-            None => {}
-        }
-        self.add(scope, hour, Measure::AdSpend, new.spend);
-        self.add(scope, hour, Measure::AdSales, new.sales);
-        self.ads.insert(key, new);
-        Applied::Counted
-    }
-
-    fn add(&mut self, scope: u32, hour: Hour, measure: Measure, amount: Decimal) {
-        let sums = self.scopes[scope as usize]
-            .buckets
-            .entry(hour)
-            .or_insert([Decimal::ZERO; MEASURES]);
-        sums[measure.slot()] += amount;
-        self.dirty.insert((scope, hour));
+    fn add(&mut self, scope: u32, hour: Hour, measure: u16, amount: Decimal) {
+        let n = self.catalog.measures.len();
+        let s = &mut self.scopes[scope as usize];
+        let zero = || vec![Decimal::ZERO; n].into_boxed_slice();
+        s.hours.entry(hour).or_insert_with(zero)[measure as usize] += amount;
+        s.days.entry(hour.div_euclid(24)).or_insert_with(zero)[measure as usize] += amount;
+        *self.dirty.entry((scope, hour)).or_default() |= 1 << measure;
     }
 
     /// Advances the watermark at wall-clock `now`, and returns the KPI values of every window
@@ -351,23 +614,27 @@ impl Engine {
         // The open rolling window (ending after the watermark's hour) is published too, so the
         // live value moves as data arrives; it is published again when it changes.
         let frontier = watermark.map(|w| hour_of(w) + 1);
-        let mut windows: BTreeSet<(Hour, Hour, usize, u32)> = BTreeSet::new();
-        if let Some(h) = self.dirty.iter().map(|(_, h)| *h).min() {
+        let catalog = Arc::clone(&self.catalog);
+        // (end, start, window, scope) → measures changed.
+        let mut windows: BTreeMap<(Hour, Hour, usize, u32), u64> = BTreeMap::new();
+        if let Some(h) = self.dirty.keys().map(|(_, h)| *h).min() {
             self.first_unpublished = Some(self.first_unpublished.map_or(h, |f| f.min(h)));
         }
-        for (scope, hour) in std::mem::take(&mut self.dirty) {
-            for (wi, spec) in self.windows.iter().enumerate() {
-                match spec {
-                    WindowSpec::BusinessDay(day) => {
-                        let (start, end) = day.day_of(hour);
-                        windows.insert((end, start, wi, scope));
-                    }
-                    WindowSpec::Rolling(r) => {
-                        let Some(f) = frontier else { continue };
-                        for end in r.ends_containing(hour).take_while(|e| *e <= f) {
-                            windows.insert((end, end - i64::from(r.hours), wi, scope));
-                        }
-                    }
+        let levels = self.level_windows();
+        for ((scope, hour), mask) in std::mem::take(&mut self.dirty) {
+            let s = &self.scopes[scope as usize];
+            for &wi in &levels[level_index(s.level)] {
+                let def = &catalog.windows[wi];
+                if let Some((start, end)) = window::calendar_window(def, s.tz, hour) {
+                    *windows.entry((end, start, wi, scope)).or_default() |= mask;
+                    continue;
+                }
+                let Some(f) = frontier else { continue };
+                let newest_end = f - def.lag_hours;
+                for end in (hour + 1..=hour + def.hours).take_while(|e| *e <= newest_end) {
+                    *windows
+                        .entry((end, end - def.hours, wi, scope))
+                        .or_default() |= mask;
                 }
             }
         }
@@ -379,16 +646,21 @@ impl Engine {
                 None => self.first_unpublished.map_or(f, |h| (h + 1).min(f)),
             };
             self.first_unpublished = None;
-            for end in from..=f {
-                for (wi, spec) in self.windows.iter().enumerate() {
-                    let WindowSpec::Rolling(r) = spec else {
-                        continue;
-                    };
-                    let start = end - i64::from(r.hours);
-                    for (id, s) in self.scopes.iter().enumerate() {
+            for frontier_end in from..=f {
+                for (id, s) in self.scopes.iter().enumerate() {
+                    for &wi in &levels[level_index(s.level)] {
+                        let def = &catalog.windows[wi];
+                        if !matches!(
+                            def.kind,
+                            WindowKindConfig::Rolling | WindowKindConfig::Lagged
+                        ) {
+                            continue;
+                        }
+                        let end = frontier_end - def.lag_hours;
+                        let start = end - def.hours;
                         // Also publish the first window after data left, so it reads zero.
-                        if s.buckets.range(start - 1..end).next().is_some() {
-                            windows.insert((end, start, wi, id as u32));
+                        if s.hours.range(start - 1..end).next().is_some() {
+                            windows.insert((end, start, wi, id as u32), u64::MAX);
                         }
                     }
                 }
@@ -398,39 +670,85 @@ impl Engine {
 
         let mut out = Outputs::default();
         let watermark_ts = watermark.unwrap_or(DateTime::<Utc>::MIN_UTC);
-        for (end, start, wi, scope) in windows {
+        for ((end, start, wi, scope), mask) in windows {
+            let level = self.scopes[scope as usize].level;
+            let kpis: Vec<usize> = catalog
+                .kpis
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| {
+                    k.config.group_by == level && k.windows.contains(&wi) && k.mask & mask != 0
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if kpis.is_empty() {
+                continue;
+            }
             let sums = self.sum(scope, start, end);
-            let spec = &self.windows[wi];
-            for kpi in KPIS {
-                let numerator = sums[kpi.numerator.slot()];
-                let denominator = kpi.denominator.map(|d| sums[d.slot()]);
+            let window_days = Decimal(
+                rust_decimal::Decimal::new(end - start, 0) / rust_decimal::Decimal::from(24),
+            );
+            let def = &catalog.windows[wi];
+            for ki in kpis {
+                let kpi = &catalog.kpis[ki];
+                let numerator = kpi.numerator.eval(&sums, window_days);
+                let denominator = kpi.denominator.as_ref().map(|d| d.eval(&sums, window_days));
                 let value = match denominator {
                     Some(d) if d == Decimal::ZERO => None,
                     Some(d) => Some(numerator.to_f64() / d.to_f64()),
                     None => Some(numerator.to_f64()),
                 };
                 self.revision += 1;
+                let s = &self.scopes[scope as usize];
                 let update = KpiUpdate {
-                    kpi: kpi.id.to_string(),
-                    kpi_version: kpi.version,
-                    unit: kpi.unit.to_string(),
-                    direction: kpi.direction,
-                    owner: kpi.owner.to_string(),
-                    priority: kpiflow_schemas::Priority::Core,
-                    scope: self.scopes[scope as usize].scope.clone(),
-                    window: spec.window_ref(start, end, kpi.basis),
+                    kpi: kpi.id.clone(),
+                    kpi_version: kpi.config.version,
+                    unit: kpi.config.unit.clone(),
+                    direction: kpi.config.direction,
+                    owner: kpi.config.owner.clone(),
+                    priority: kpi.config.priority,
+                    scope: s.scope.clone(),
+                    window: window::window_ref(def, s.tz, start, end, &kpi.basis),
                     numerator,
                     denominator,
                     value,
-                    currency: kpi.is_money().then(|| self.currency.clone()),
+                    currency: (kpi.config.unit == "money").then(|| self.currency.clone()),
                     revision: self.revision,
                     watermark: watermark_ts,
                     emitted_at: wall,
                 };
+                let references: Vec<_> = self
+                    .rules
+                    .references_needed(&update)
+                    .into_iter()
+                    .map(|compare| {
+                        let (ps, pe) = window::earlier(def, s.tz, start, end, compare);
+                        let before = self.sum(scope, ps, pe);
+                        let days = Decimal(
+                            rust_decimal::Decimal::new(pe - ps, 0)
+                                / rust_decimal::Decimal::from(24),
+                        );
+                        let n = kpi.numerator.eval(&before, days);
+                        let value = match kpi.denominator.as_ref().map(|d| d.eval(&before, days)) {
+                            Some(d) if d == Decimal::ZERO => None,
+                            Some(d) => Some(n.to_f64() / d.to_f64()),
+                            None => Some(n.to_f64()),
+                        };
+                        (compare, value)
+                    })
+                    .collect();
                 out.breaches
-                    .extend(self.rules.evaluate(scope, &update, wall));
+                    .extend(self.rules.evaluate(scope, &update, &references, wall));
                 out.updates.push(update);
             }
+        }
+        if self.rules.watches_freshness() {
+            let scopes = &self.scopes;
+            let lookup = |id: u32| scopes[id as usize].scope.clone();
+            out.breaches.extend(
+                self.rules
+                    .evaluate_staleness(&self.freshness, &lookup, now, wall),
+            );
         }
         if let Some(wm) = watermark {
             self.evict(hour_of(wm));
@@ -438,11 +756,49 @@ impl Engine {
         out
     }
 
-    fn sum(&self, scope: u32, start: Hour, end: Hour) -> Sums {
-        let mut sums = [Decimal::ZERO; MEASURES];
-        for (_, bucket) in self.scopes[scope as usize].buckets.range(start..end) {
-            for (acc, v) in sums.iter_mut().zip(bucket) {
+    /// Per scope level (shop, SKU, campaign), the windows its KPIs publish.
+    fn level_windows(&self) -> [Vec<usize>; 3] {
+        let mut out: [Vec<usize>; 3] = Default::default();
+        for k in &self.catalog.kpis {
+            let level = &mut out[level_index(k.config.group_by)];
+            for w in &k.windows {
+                if !level.contains(w) {
+                    level.push(*w);
+                }
+            }
+        }
+        out
+    }
+
+    /// Window sums of every measure over `[start, end)`: edge hours plus whole UTC days, and
+    /// gauges read at `end`.
+    fn sum(&self, scope: u32, start: Hour, end: Hour) -> Vec<Decimal> {
+        let n = self.catalog.measures.len();
+        let mut sums = vec![Decimal::ZERO; n];
+        let s = &self.scopes[scope as usize];
+        let mut add = |bucket: &Sums| {
+            for (acc, v) in sums.iter_mut().zip(bucket.iter()) {
                 *acc += *v;
+            }
+        };
+        let first_day = (start + 23).div_euclid(24);
+        let last_day = end.div_euclid(24);
+        if first_day >= last_day {
+            s.hours.range(start..end).for_each(|(_, b)| add(b));
+        } else {
+            s.hours
+                .range(start..first_day * 24)
+                .for_each(|(_, b)| add(b));
+            s.days.range(first_day..last_day).for_each(|(_, b)| add(b));
+            s.hours.range(last_day * 24..end).for_each(|(_, b)| add(b));
+        }
+        if let Some(series) = self.gauges.get(&scope) {
+            for reports in series.values() {
+                if let Some((_, r)) = reports.range(..end).next_back() {
+                    for (m, v) in &r.values {
+                        sums[*m as usize] += *v;
+                    }
+                }
             }
         }
         sums
@@ -456,10 +812,35 @@ impl Engine {
         self.evicted_at = Some(watermark_hour);
         let cutoff = watermark_hour - self.retention_hours;
         for s in &mut self.scopes {
-            s.buckets = s.buckets.split_off(&cutoff);
+            s.hours = s.hours.split_off(&cutoff);
+            s.days = s.days.split_off(&(cutoff + 23).div_euclid(24));
         }
         self.seen.retain(|_, h| *h >= cutoff);
-        self.ads.retain(|_, v| v.hour >= cutoff);
+        self.replaced.retain(|_, v| v.newest_hour >= cutoff);
+        for series in self.gauges.values_mut() {
+            for reports in series.values_mut() {
+                // Keep the newest report before the cutoff: windows still read it.
+                let keep_from = reports.range(..cutoff).next_back().map(|(h, _)| *h);
+                if let Some(k) = keep_from {
+                    *reports = reports.split_off(&k);
+                }
+            }
+        }
+    }
+}
+
+fn drives_watermark(topic: Topic) -> bool {
+    // Ad rows are dated by their report day and always arrive a day or more after it, and
+    // heartbeats carry wall-clock time: letting either drive the watermark would hold windows
+    // back (ads) or push them ahead of the data (heartbeats during a replay).
+    !matches!(topic, Topic::Ads | Topic::Health)
+}
+
+fn level_index(g: GroupBy) -> usize {
+    match g {
+        GroupBy::Shop => 0,
+        GroupBy::Sku => 1,
+        GroupBy::Campaign => 2,
     }
 }
 
@@ -468,303 +849,5 @@ impl Engine {
 mod proptests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kpiflow_schemas::{
-        CancelledBy, Channel, EventHeader, Fulfilment, OrderCancelled, OrderPlaced, OrderShipped,
-        SourceTz,
-    };
-
-    const P0: PartitionId = PartitionId {
-        topic: Topic::Orders,
-        partition: 0,
-    };
-    const ADS: PartitionId = PartitionId {
-        topic: Topic::Ads,
-        partition: 0,
-    };
-
-    fn t(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    fn header(id: &str, at: &str) -> EventHeader {
-        EventHeader {
-            event_id: id.into(),
-            source: "test".into(),
-            shop: "shop-1".into(),
-            channel: Channel::Amazon,
-            marketplace: "ATVPDKIKX0DER".into(),
-            sku: None,
-            event_time: t(at),
-            source_tz: SourceTz::US_PACIFIC,
-            ingest_time: t(at),
-        }
-    }
-
-    fn placed(id: &str, at: &str, amount: &str) -> Event {
-        Event::new(
-            header(id, at),
-            OrderPlaced {
-                order_id: format!("o-{id}"),
-                total: Money::usd(amount),
-                units: 1,
-                fulfilment: Fulfilment::Fba,
-                ship_by: None,
-                deliver_by: None,
-            },
-        )
-    }
-
-    fn ad(id: &str, date: &str, as_of: &str, spend: &str, sales: &str) -> Event {
-        let d: NaiveDate = date.parse().unwrap();
-        let start = format!("{date}T08:00:00Z");
-        Event::new(
-            header(id, &start),
-            AdPerformance {
-                platform: "amazon_ads".into(),
-                account_id: "a".into(),
-                campaign_id: "c".into(),
-                date: d,
-                impressions: 100,
-                clicks: 10,
-                spend: Money::usd(spend),
-                attributed_orders: 1,
-                attributed_sales: Money::usd(sales),
-                attribution_window: "7d".into(),
-                as_of: t(as_of),
-            },
-        )
-    }
-
-    fn day_value(out: &Outputs, kpi: &str, day_start: &str) -> Option<(Decimal, Option<Decimal>)> {
-        out.updates
-            .iter()
-            .rev()
-            .find(|u| {
-                u.kpi == kpi && u.window.name == "business_day" && u.window.start == t(day_start)
-            })
-            .map(|u| (u.numerator, u.denominator))
-    }
-
-    fn d(s: &str) -> Decimal {
-        Decimal::parse(s).unwrap()
-    }
-
-    #[test]
-    fn duplicates_count_once_and_days_follow_pacific_time() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let now = Instant::now();
-        // 07:30 UTC on Nov 3 is still Nov 2 in Los Angeles (UTC-8).
-        assert_eq!(
-            e.apply(&placed("a", "2026-11-03T07:30:00Z", "10.00"), P0, now),
-            Applied::Counted
-        );
-        assert_eq!(
-            e.apply(&placed("a", "2026-11-03T07:30:00Z", "10.00"), P0, now),
-            Applied::Duplicate
-        );
-        assert_eq!(
-            e.apply(&placed("b", "2026-11-03T08:30:00Z", "5.50"), P0, now),
-            Applied::Counted
-        );
-        let out = e.flush(now, Utc::now());
-        assert_eq!(
-            day_value(&out, "gmv", "2026-11-02T08:00:00Z"),
-            Some((d("10.00"), None))
-        );
-        assert_eq!(
-            day_value(&out, "gmv", "2026-11-03T08:00:00Z"),
-            Some((d("5.50"), None))
-        );
-        assert_eq!(
-            day_value(&out, "aov", "2026-11-02T08:00:00Z"),
-            Some((d("10.00"), Some(d("1"))))
-        );
-    }
-
-    #[test]
-    fn restated_ad_rows_replace_and_older_versions_are_ignored() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let now = Instant::now();
-        assert_eq!(
-            e.apply(
-                &ad("r1", "2026-11-02", "2026-11-03T14:00:00Z", "10", "30"),
-                ADS,
-                now
-            ),
-            Applied::Counted
-        );
-        assert_eq!(
-            e.apply(
-                &ad("r3", "2026-11-02", "2026-11-05T14:00:00Z", "9", "45"),
-                ADS,
-                now
-            ),
-            Applied::Counted
-        );
-        // The day-2 version arrives after the day-3 one: it must not count.
-        assert_eq!(
-            e.apply(
-                &ad("r2", "2026-11-02", "2026-11-04T14:00:00Z", "10", "40"),
-                ADS,
-                now
-            ),
-            Applied::Superseded
-        );
-        let out = e.flush(now, Utc::now());
-        assert_eq!(
-            day_value(&out, "roas", "2026-11-02T08:00:00Z"),
-            Some((d("45"), Some(d("9"))))
-        );
-    }
-
-    #[test]
-    fn late_cancellations_correct_the_order_day_and_too_late_facts_are_refused() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let now = Instant::now();
-        e.apply(&placed("a", "2026-11-02T18:00:00Z", "10.00"), P0, now);
-        let first = e.flush(now, Utc::now());
-        assert_eq!(
-            day_value(&first, "cancellation_rate", "2026-11-02T08:00:00Z"),
-            Some((d("0"), Some(d("1"))))
-        );
-        e.apply(&placed("b", "2026-11-04T18:00:00Z", "10.00"), P0, now);
-        e.flush(now, Utc::now());
-        let cancel = Event::new(
-            header("c", "2026-11-04T19:00:00Z"),
-            OrderCancelled {
-                order_id: "o-a".into(),
-                placed_at: t("2026-11-02T18:00:00Z"),
-                cancelled_by: CancelledBy::Seller,
-                reason: None,
-            },
-        );
-        assert_eq!(e.apply(&cancel, P0, now), Applied::Counted);
-        let second = e.flush(now, Utc::now());
-        assert_eq!(
-            day_value(&second, "cancellation_rate", "2026-11-02T08:00:00Z"),
-            Some((d("1"), Some(d("1"))))
-        );
-        // Orders may be 3 days late by default; one placed 5 days before the watermark is not.
-        let old = placed("z", "2026-10-30T12:00:00Z", "1.00");
-        assert!(matches!(e.apply(&old, P0, now), Applied::Late { .. }));
-    }
-
-    #[test]
-    fn late_shipments_and_rolling_windows() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let now = Instant::now();
-        let ship = |id: &str, at: &str, ship_by: &str| {
-            Event::new(
-                header(id, at),
-                OrderShipped {
-                    order_id: id.into(),
-                    placed_at: t("2026-11-01T00:00:00Z"),
-                    ship_by: t(ship_by),
-                    deliver_by: None,
-                    units: 1,
-                    carrier: None,
-                    tracking_id: None,
-                    tracking_valid: true,
-                },
-            )
-        };
-        e.apply(
-            &ship("s1", "2026-11-02T10:30:00Z", "2026-11-02T12:00:00Z"),
-            P0,
-            now,
-        );
-        e.apply(
-            &ship("s2", "2026-11-02T11:30:00Z", "2026-11-02T11:00:00Z"),
-            P0,
-            now,
-        );
-        e.apply(
-            &ship("s3", "2026-11-03T12:30:00Z", "2026-11-03T13:00:00Z"),
-            P0,
-            now,
-        );
-        let out = e.flush(now, Utc::now());
-        let rolling = |end: &str| {
-            out.updates
-                .iter()
-                .rev()
-                .find(|u| {
-                    u.kpi == "late_shipment_rate"
-                        && u.window.name == "rolling_24h"
-                        && u.window.end == t(end)
-                })
-                .map(|u| (u.numerator, u.denominator))
-        };
-        // [Nov 2 10:00, Nov 3 10:00) holds s1 (on time) and s2 (late).
-        assert_eq!(
-            rolling("2026-11-03T10:00:00Z"),
-            Some((d("1"), Some(d("2"))))
-        );
-        assert_eq!(
-            rolling("2026-11-03T11:00:00Z"),
-            Some((d("1"), Some(d("1"))))
-        );
-        // s2 has left and s3 is not in yet: an empty window reads 0 / 0.
-        assert_eq!(
-            rolling("2026-11-03T12:00:00Z"),
-            Some((d("0"), Some(d("0"))))
-        );
-        assert_eq!(
-            rolling("2026-11-03T13:00:00Z"),
-            Some((d("0"), Some(d("1"))))
-        );
-        // The watermark is 12:25 on Nov 3, so the open window ends at 13:00 and none later.
-        assert_eq!(rolling("2026-11-03T14:00:00Z"), None);
-    }
-
-    #[test]
-    fn rolling_windows_of_data_read_before_the_first_watermark_are_published() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let now = Instant::now();
-        let other = PartitionId {
-            topic: Topic::Orders,
-            partition: 1,
-        };
-        e.register_partition(other, now);
-        e.apply(&placed("a", "2026-11-02T10:30:00Z", "1.00"), P0, now);
-        // Partition 1 has not been read: no watermark, so no rolling window yet.
-        let first = e.flush(now, Utc::now());
-        assert!(
-            first
-                .updates
-                .iter()
-                .all(|u| u.window.name == "business_day")
-        );
-        e.apply(&placed("b", "2026-11-03T10:30:00Z", "1.00"), P0, now);
-        e.apply(&placed("c", "2026-11-03T10:30:00Z", "1.00"), other, now);
-        let second = e.flush(now, Utc::now());
-        let ends: BTreeSet<DateTime<Utc>> = second
-            .updates
-            .iter()
-            .filter(|u| u.kpi == "orders" && u.window.name == "rolling_24h")
-            .map(|u| u.window.end)
-            .collect();
-        // Every window from order a's hour on, not only the newest.
-        assert_eq!(ends.first(), Some(&t("2026-11-02T11:00:00Z")));
-        assert_eq!(ends.last(), Some(&t("2026-11-03T11:00:00Z")));
-        assert_eq!(ends.len(), 25);
-    }
-
-    #[test]
-    fn other_currencies_are_rejected_with_the_field() {
-        let mut e = Engine::new(&ProcessorConfig::default(), 0);
-        let mut ev = placed("a", "2026-11-02T18:00:00Z", "10.00");
-        if let EventBody::OrderPlaced(o) = &mut ev.body {
-            o.total.currency = "EUR".into();
-        }
-        match e.apply(&ev, P0, Instant::now()) {
-            Applied::Rejected { kind, reason } => {
-                assert_eq!(kind, "currency");
-                assert!(reason.contains("payload.total.currency"), "{reason}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
+#[path = "engine_tests.rs"]
+mod tests;

@@ -261,7 +261,14 @@ proptest! {
             delivery.push((all[i].0.header.event_time.timestamp() + 3600, i));
         }
         delivery.sort();
-        let mut engine = Engine::new(&ProcessorConfig::default(), 0);
+        // The KPIs the reference below computes.
+        let cfg = ProcessorConfig {
+            kpis: ["gmv", "orders", "aov", "late_shipment_rate", "cancellation_rate", "roas"]
+                .map(String::from)
+                .to_vec(),
+            ..ProcessorConfig::default()
+        };
+        let mut engine = Engine::new(&cfg, 0);
         let now = Instant::now();
         let mut last: HashMap<String, KpiUpdate> = HashMap::new();
         let mut keep = |out: super::Outputs| {

@@ -15,6 +15,29 @@ pub enum ProcessorError {
         /// What is wrong.
         problem: String,
     },
+    /// A KPI catalog definition is wrong (the operator's fault); retrying cannot help.
+    #[error("bad KPI catalog ({file}): {item}: `{key}` = {value:?}: {problem}")]
+    Catalog {
+        /// The catalog file (or `built-in`).
+        file: String,
+        /// What the definition is, e.g. ``measure `gmv` `` or ``kpi `roas` ``.
+        item: String,
+        /// The key within the definition, e.g. `value`.
+        key: String,
+        /// The expression or value, as written.
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Evaluating a compiled catalog expression failed: a bug (the catalog was type-checked
+    /// at start-up), not bad input; retrying cannot help.
+    #[error("internal error evaluating {what}: {problem}")]
+    Internal {
+        /// Which expression.
+        what: String,
+        /// The underlying error.
+        problem: String,
+    },
     /// Kafka or another shared component failed (external); see [`CoreError::is_retryable`].
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -37,7 +60,9 @@ impl ProcessorError {
     /// `true` when retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ProcessorError::Config { .. } => false,
+            ProcessorError::Config { .. }
+            | ProcessorError::Catalog { .. }
+            | ProcessorError::Internal { .. } => false,
             ProcessorError::Core(e) => e.is_retryable(),
             ProcessorError::Publish(_) => true,
         }

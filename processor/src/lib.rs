@@ -26,8 +26,11 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod event_table;
+pub mod reconcile;
 pub mod rule;
 pub mod run;
+pub mod template;
 pub mod watermark;
 pub mod window;
 

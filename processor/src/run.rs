@@ -58,7 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunStats, ProcessorError> {
     kafka.validate()?;
-    cfg.validate()?;
+    let compiled = cfg.compile()?;
     kafka.wait_until_reachable(Duration::from_secs(60)).await?;
     kafka.ensure_topics().await?;
     let topics = kafka.topics();
@@ -83,7 +83,7 @@ pub async fn run(
     let breaches_topic = topics.name(Topic::Breaches);
 
     let first_revision = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
-    let mut engine = Engine::new(cfg, first_revision);
+    let mut engine = Engine::with(&compiled, first_revision);
     for (topic, partition) in &assigned {
         if let Some(t) = topics.parse(topic) {
             engine.register_partition(
@@ -100,7 +100,9 @@ pub async fn run(
     let mut last_log = Instant::now();
     loop {
         let deadline = tokio::time::Instant::now() + cfg.flush_interval;
-        let mut dead: Vec<Record> = Vec::new();
+        let mut dead: Vec<(usize, Record)> = Vec::new();
+        let mut decoded = Vec::new();
+        let mut dead_letters = Vec::new();
         let mut read = 0usize;
         let mut stopping = false;
         let batch_started = Instant::now();
@@ -130,31 +132,55 @@ pub async fn run(
                 topic,
                 partition: msg.partition(),
             };
-            let verdict = match msg.payload().map(Event::from_json) {
-                None => Err(("invalid", "empty record: no payload".to_string())),
-                Some(Err(e)) => Err(("invalid", e.to_string())),
-                Some(Ok(event)) => match engine.apply(&event, partition, Instant::now()) {
-                    Applied::Counted | Applied::Unused => Ok(()),
-                    Applied::Duplicate => {
-                        duplicates.inc();
-                        stats.duplicates += 1;
-                        Ok(())
-                    }
-                    Applied::Superseded => {
-                        m.dropped("superseded", 1);
-                        Ok(())
-                    }
-                    Applied::Late { reason } => Err(("late", reason)),
-                    Applied::Rejected { kind, reason } => Err((kind, reason)),
-                },
+            match msg.payload().map(Event::from_json) {
+                None => {
+                    dead_letters.push((
+                        read,
+                        "invalid",
+                        "empty record: no payload".to_string(),
+                        msg,
+                    ));
+                }
+                Some(Err(e)) => dead_letters.push((read, "invalid", e.to_string(), msg)),
+                Some(Ok(event)) => decoded.push((read, event, partition, msg)),
+            }
+        }
+        // Measures are evaluated over the whole batch at once (vectorised DataFusion
+        // expressions), so records are decoded first and applied together.
+        let batch: Vec<(&Event, PartitionId)> =
+            decoded.iter().map(|(_, e, p, _)| (e, *p)).collect();
+        let verdicts = engine.apply_batch(&batch, Instant::now())?;
+        for ((seq, _, _, msg), verdict) in decoded.iter().zip(verdicts) {
+            let verdict = match verdict {
+                Applied::Counted | Applied::Unused => Ok(()),
+                Applied::Duplicate => {
+                    duplicates.inc();
+                    stats.duplicates += 1;
+                    Ok(())
+                }
+                Applied::Superseded => {
+                    m.dropped("superseded", 1);
+                    Ok(())
+                }
+                Applied::Late { reason } => Err(("late", reason)),
+                Applied::Rejected { kind, reason } => Err((kind, reason)),
             };
             if let Err((kind, reason)) = verdict {
                 m.dropped(kind, 1);
                 stats.dead_lettered += 1;
                 tracing::debug!(kind, %reason, "dead-lettering a record");
-                dead.push(dead_letter(&msg, &dead_topic, kind, reason));
+                dead.push((*seq, dead_letter(msg, &dead_topic, kind, reason)));
             }
         }
+        for (seq, kind, reason, msg) in dead_letters.drain(..) {
+            m.dropped(kind, 1);
+            stats.dead_lettered += 1;
+            tracing::debug!(kind, %reason, "dead-lettering a record");
+            dead.push((seq, dead_letter(&msg, &dead_topic, kind, reason)));
+        }
+        drop(decoded);
+        // Dead letters keep the order their records were read in.
+        dead.sort_by_key(|(seq, _)| *seq);
 
         for quiet in engine.quiet_partitions(Instant::now()) {
             let name = topics.name(quiet.topic);
@@ -179,9 +205,11 @@ pub async fn run(
         stats.updates += outputs.updates.len() as u64;
         stats.breaches += outputs.breaches.len() as u64;
         let sent = outputs.updates.len() + outputs.breaches.len();
-        let records = dead
-            .into_iter()
-            .chain(encode(outputs, &updates_topic, &breaches_topic));
+        let records = dead.into_iter().map(|(_, r)| r).chain(encode(
+            outputs,
+            &updates_topic,
+            &breaches_topic,
+        ));
         publish(&producer, records).await?;
         m.sent.inc_by(sent as u64);
         if read > 0 {

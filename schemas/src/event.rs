@@ -416,6 +416,66 @@ pub struct SourceHeartbeat {
     pub consecutive_failures: u32,
 }
 
+impl Fulfilment {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Fulfilment::Fba => "fba",
+            Fulfilment::Wfs => "wfs",
+            Fulfilment::Merchant => "merchant",
+            Fulfilment::ThirdParty => "third_party",
+        }
+    }
+}
+
+impl CancelledBy {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CancelledBy::Seller => "seller",
+            CancelledBy::Buyer => "buyer",
+            CancelledBy::System => "system",
+        }
+    }
+}
+
+impl DefectKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DefectKind::NegativeFeedback => "negative_feedback",
+            DefectKind::AToZClaim => "a_to_z_claim",
+            DefectKind::Chargeback => "chargeback",
+        }
+    }
+}
+
+impl LocationKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LocationKind::Fba => "fba",
+            LocationKind::Wfs => "wfs",
+            LocationKind::ThirdParty => "third_party",
+            LocationKind::Own => "own",
+        }
+    }
+}
+
+impl Milestone {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Milestone::Received => "received",
+            Milestone::Packed => "packed",
+            Milestone::HandedToCarrier => "handed_to_carrier",
+            Milestone::InTransit => "in_transit",
+            Milestone::Delivered => "delivered",
+            Milestone::Exception => "exception",
+        }
+    }
+}
+
 macro_rules! event_bodies {
     ($( $variant:ident($ty:ident) = $name:literal v $version:literal, $family:ident; )*) => {
         /// The schema-specific part of an event; one variant per canonical schema.
@@ -747,6 +807,49 @@ fn non_empty(schema: &str, field: &str, value: &str) -> Result<(), SchemaError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_enums_as_str_is_the_serde_wire_name() {
+        fn check<T: Serialize>(v: T, name: &str) {
+            assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(name));
+        }
+        for v in [
+            Fulfilment::Fba,
+            Fulfilment::Wfs,
+            Fulfilment::Merchant,
+            Fulfilment::ThirdParty,
+        ] {
+            check(v, v.as_str());
+        }
+        for v in [CancelledBy::Seller, CancelledBy::Buyer, CancelledBy::System] {
+            check(v, v.as_str());
+        }
+        for v in [
+            DefectKind::NegativeFeedback,
+            DefectKind::AToZClaim,
+            DefectKind::Chargeback,
+        ] {
+            check(v, v.as_str());
+        }
+        for v in [
+            LocationKind::Fba,
+            LocationKind::Wfs,
+            LocationKind::ThirdParty,
+            LocationKind::Own,
+        ] {
+            check(v, v.as_str());
+        }
+        for v in [
+            Milestone::Received,
+            Milestone::Packed,
+            Milestone::HandedToCarrier,
+            Milestone::InTransit,
+            Milestone::Delivered,
+            Milestone::Exception,
+        ] {
+            check(v, v.as_str());
+        }
+    }
     use crate::Money;
 
     fn header() -> EventHeader {

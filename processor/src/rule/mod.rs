@@ -1,37 +1,121 @@
 //! Breach rules: one file per rule kind; [`RuleSet`] runs them over published KPI values.
 
+pub mod staleness;
 pub mod threshold;
+pub mod trend;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{BreachEvent, KpiUpdate};
+use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
 
+use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
+use trend::{Compare, TrendRule, TrendRuleConfig};
+
+/// Every configured rule, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct RuleConfigs {
+    /// Static thresholds.
+    pub thresholds: Vec<ThresholdRuleConfig>,
+    /// Changes against an earlier window or a baseline.
+    pub trends: Vec<TrendRuleConfig>,
+    /// Silent sources.
+    pub staleness: Vec<StalenessRuleConfig>,
+}
 
 /// Every configured rule, with its per-scope state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RuleSet {
     thresholds: Vec<ThresholdRule>,
+    trends: Vec<TrendRule>,
+    staleness: Vec<StalenessRule>,
+    started: Instant,
 }
 
 impl RuleSet {
-    /// Rules from validated configuration.
-    pub fn new(configs: &[ThresholdRuleConfig]) -> RuleSet {
+    /// Rules from validated configuration; `started` is when the processor started (staleness
+    /// rules wait their `max_silence` after it).
+    pub fn new(configs: &RuleConfigs, started: Instant) -> RuleSet {
         RuleSet {
-            thresholds: configs.iter().cloned().map(ThresholdRule::new).collect(),
+            thresholds: configs
+                .thresholds
+                .iter()
+                .cloned()
+                .map(ThresholdRule::new)
+                .collect(),
+            trends: configs.trends.iter().cloned().map(TrendRule::new).collect(),
+            staleness: configs
+                .staleness
+                .iter()
+                .cloned()
+                .map(StalenessRule::new)
+                .collect(),
+            started,
         }
     }
 
+    /// The earlier windows trend rules need for `update`.
+    pub fn references_needed(&self, update: &KpiUpdate) -> Vec<Compare> {
+        let mut out: Vec<Compare> = self
+            .trends
+            .iter()
+            .filter_map(|r| r.reference_needed(update))
+            .filter(|c| *c != Compare::Baseline)
+            .collect();
+        out.dedup();
+        out
+    }
+
     /// Evaluates the rules that watch `update`'s KPI and window; returns any transitions.
-    /// `scope` is the engine's id for `update.scope`.
+    /// `scope` is the engine's id for `update.scope`; `references` holds the values of the
+    /// earlier windows asked for by [`RuleSet::references_needed`].
     pub fn evaluate(
         &mut self,
         scope: u32,
         update: &KpiUpdate,
+        references: &[(Compare, Option<f64>)],
         wall: DateTime<Utc>,
     ) -> Vec<BreachEvent> {
-        self.thresholds
+        let mut out: Vec<BreachEvent> = self
+            .thresholds
             .iter_mut()
             .filter_map(|r| r.evaluate(scope, update, wall))
-            .collect()
+            .collect();
+        for r in &mut self.trends {
+            let Some(compare) = r.reference_needed(update) else {
+                continue;
+            };
+            let reference = references
+                .iter()
+                .find(|(c, _)| *c == compare)
+                .and_then(|(_, v)| *v);
+            out.extend(r.evaluate(scope, update, reference, wall));
+        }
+        out
+    }
+
+    /// Judges source freshness at wall-clock `wall` (processing time `now`).
+    pub fn evaluate_staleness(
+        &mut self,
+        freshness: &HashMap<(u32, String), DateTime<Utc>>,
+        scopes: &dyn Fn(u32) -> Scope,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> Vec<BreachEvent> {
+        let ran = now.saturating_duration_since(self.started);
+        let mut out = Vec::new();
+        for r in &mut self.staleness {
+            if ran >= r.max_silence().min(Duration::from_secs(24 * 3600)) {
+                out.extend(r.evaluate(freshness, scopes, wall));
+            }
+        }
+        out
+    }
+
+    /// Whether any staleness rule exists (the engine tracks freshness only then).
+    pub fn watches_freshness(&self) -> bool {
+        !self.staleness.is_empty()
     }
 }

@@ -1,14 +1,14 @@
-//! Static threshold rules: above / below, a minimum denominator, hysteresis, one open breach
-//! per rule and shop.
+//! Static threshold rules: above / below, a minimum denominator, hysteresis, a `for`
+//! duration, a channel filter, one open breach per rule and scope.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{BreachEvent, BreachState, Decimal, KpiUpdate, RuleOp, Severity};
+use kpiflow_schemas::{BreachEvent, BreachState, Channel, Decimal, KpiUpdate, RuleOp, Severity};
 use serde::Deserialize;
 
 use crate::ProcessorError;
-use crate::catalog;
+use crate::catalog::Catalog;
 
 /// One threshold rule (`[[processor.rules]]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +34,16 @@ pub struct ThresholdRuleConfig {
     /// `info`, `warning` (default) or `critical`.
     #[serde(default = "ThresholdRuleConfig::warning")]
     pub severity: Severity,
+    /// Only fire once the condition has held this long (in event time, window end to window
+    /// end), like Prometheus's `for`. Default `0s`: fire at once.
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<std::time::Duration>,
+    /// Channels the rule applies to (`amazon`, `walmart`, `shopify`, `tiktok_shop`); default all.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Runbook link, carried on breach events (and alert annotations).
+    #[serde(default)]
+    pub runbook_url: Option<String>,
 }
 
 impl ThresholdRuleConfig {
@@ -41,8 +51,8 @@ impl ThresholdRuleConfig {
         Severity::Warning
     }
 
-    /// Checks the rule against the catalog and the configured windows; `at` is its config path.
-    pub fn validate(&self, at: &str, windows: &[String]) -> Result<(), ProcessorError> {
+    /// Checks the rule against the compiled catalog; `at` is its config path.
+    pub fn validate(&self, at: &str, catalog: &Catalog) -> Result<(), ProcessorError> {
         if self.id.trim().is_empty() {
             return Err(ProcessorError::config(
                 &format!("{at}.id"),
@@ -50,14 +60,19 @@ impl ThresholdRuleConfig {
                 "must not be empty",
             ));
         }
-        let Some(kpi) = catalog::kpi(&self.kpi) else {
-            let known: Vec<&str> = catalog::KPIS.iter().map(|k| k.id).collect();
+        let Some(kpi) = catalog.kpi(&self.kpi) else {
+            let known: Vec<&str> = catalog.kpis.iter().map(|k| k.id.as_str()).collect();
             return Err(ProcessorError::config(
                 &format!("{at}.kpi"),
                 &self.kpi,
                 format!("unknown KPI; known KPIs are {}", known.join(", ")),
             ));
         };
+        let windows: Vec<String> = kpi
+            .windows
+            .iter()
+            .map(|w| catalog.windows[*w].name.clone())
+            .collect();
         if !windows.contains(&self.window) {
             return Err(ProcessorError::config(
                 &format!("{at}.window"),
@@ -95,7 +110,7 @@ impl ThresholdRuleConfig {
             return Err(ProcessorError::config(
                 &format!("{at}.min_denominator"),
                 self.min_denominator,
-                format!("KPI {} is not a ratio, so it has no denominator", kpi.id),
+                format!("KPI {} has no denominator", kpi.id),
             ));
         }
         Ok(())
@@ -109,6 +124,8 @@ struct ScopeState {
     newest: Option<DateTime<Utc>>,
     /// The open breach's id.
     open: Option<String>,
+    /// End of the first window of the current run of breaching values (for `for`).
+    pending_since: Option<DateTime<Utc>>,
 }
 
 /// A threshold rule with its per-scope state.
@@ -137,6 +154,9 @@ impl ThresholdRule {
         if u.kpi != self.cfg.kpi || u.window.name != self.cfg.window {
             return None;
         }
+        if !self.cfg.channels.is_empty() && !self.cfg.channels.contains(&u.scope.channel) {
+            return None;
+        }
         let state = self.scopes.entry(scope).or_default();
         if state.newest.is_some_and(|n| u.window.start < n) {
             return None;
@@ -156,6 +176,13 @@ impl ThresholdRule {
         };
         let (state_now, id) = match &state.open {
             None if breached => {
+                let since = *state.pending_since.get_or_insert(u.window.end);
+                if let Some(hold) = self.cfg.for_
+                    && (u.window.end - since).to_std().unwrap_or_default() < hold
+                {
+                    return None;
+                }
+                state.pending_since = None;
                 let id = format!(
                     "{}|{}|{}",
                     self.cfg.id,
@@ -166,6 +193,10 @@ impl ThresholdRule {
                 (BreachState::Firing, id)
             }
             Some(_) if healthy => (BreachState::Resolved, state.open.take()?),
+            None => {
+                state.pending_since = None;
+                return None;
+            }
             _ => return None,
         };
         Some(self.event(u, id, state_now, wall))
@@ -233,7 +264,7 @@ impl ThresholdRule {
             threshold: self.cfg.threshold,
             baseline: None,
             message,
-            runbook_url: None,
+            runbook_url: self.cfg.runbook_url.clone(),
             at: u.window.end,
             emitted_at: wall,
         }
@@ -255,6 +286,9 @@ mod tests {
             resolve_at: Some(0.03),
             min_denominator: 20,
             severity: Severity::Critical,
+            for_: None,
+            channels: Vec::new(),
+            runbook_url: None,
         })
     }
 
@@ -319,28 +353,50 @@ mod tests {
 
     #[test]
     fn validation_names_the_key_and_lists_choices() {
+        let catalog = Catalog::builtin();
         let mut cfg = rule().cfg;
         cfg.kpi = "lsr".into();
-        let err = cfg
-            .validate("rules[0]", &["rolling_24h".into()])
-            .unwrap_err()
-            .to_string();
+        let err = cfg.validate("rules[0]", &catalog).unwrap_err().to_string();
         assert!(
-            err.contains("`processor.rules[0].kpi` = \"lsr\": unknown KPI; known KPIs are gmv"),
+            err.contains("`processor.rules[0].kpi` = \"lsr\": unknown KPI; known KPIs are acos,"),
             "{err}"
         );
         let mut cfg = rule().cfg;
         cfg.resolve_at = Some(0.05);
-        let err = cfg
-            .validate("rules[0]", &["rolling_24h".into()])
-            .unwrap_err()
-            .to_string();
+        let err = cfg.validate("rules[0]", &catalog).unwrap_err().to_string();
         assert!(err.contains("resolve_at"), "{err}");
-        let cfg = rule().cfg;
-        let err = cfg
-            .validate("rules[0]", &["business_day".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("configured windows are business_day"), "{err}");
+        let mut cfg = rule().cfg;
+        cfg.window = "rolling_90d".into();
+        let err = cfg.validate("rules[0]", &catalog).unwrap_err().to_string();
+        assert!(
+            err.contains("`processor.rules[0].window` = \"rolling_90d\": unknown window; configured windows are business_day, rolling_24h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_for_duration_holds_the_breach_until_the_condition_lasted() {
+        let mut r = rule();
+        r.cfg.for_ = Some(std::time::Duration::from_secs(2 * 3600));
+        let now = Utc::now();
+        // Breaching at window ends 25h, 26h: not yet 2 hours.
+        assert!(r.evaluate(0, &update(1, 9, 30), now).is_none());
+        assert!(r.evaluate(0, &update(2, 9, 30), now).is_none());
+        // A healthy value resets the clock.
+        assert!(r.evaluate(0, &update(3, 0, 30), now).is_none());
+        assert!(r.evaluate(0, &update(4, 9, 30), now).is_none());
+        assert!(r.evaluate(0, &update(5, 9, 30), now).is_none());
+        let fired = r.evaluate(0, &update(6, 9, 30), now).unwrap();
+        assert_eq!(fired.state, BreachState::Firing);
+        assert_eq!(fired.at, update(6, 9, 30).window.end);
+    }
+
+    #[test]
+    fn a_channel_filter_ignores_other_channels() {
+        let mut r = rule();
+        r.cfg.channels = vec![Channel::Walmart];
+        assert!(r.evaluate(0, &update(1, 9, 30), Utc::now()).is_none());
+        r.cfg.channels = vec![Channel::Amazon];
+        assert!(r.evaluate(0, &update(1, 9, 30), Utc::now()).is_some());
     }
 }

@@ -24,7 +24,7 @@ impl BusinessDay {
 
     /// The hour index at which `date` begins in the zone. Where midnight does not exist (a DST
     /// jump at midnight) the day begins at the first hour that does.
-    fn midnight(&self, date: NaiveDate) -> Hour {
+    pub fn midnight(&self, date: NaiveDate) -> Hour {
         for hour in 0..24 {
             let local = date.and_hms_opt(hour, 0, 0).expect("valid hour");
             if let Some(t) = self.tz.from_local_datetime(&local).earliest() {

@@ -1,88 +1,117 @@
-//! Window kinds: which hour buckets make up a window, and which windows an hour belongs to.
-//!
-//! Time is kept as hour indexes (`unix seconds / 3600`, floored); a window is the half-open
-//! hour range `[start, end)`.
+//! Windows: one file per kind (business day, week, month, rolling); all are unions of one-hour
+//! UTC buckets, which is why business time zones must have whole-hour offsets.
 
 pub mod business_day;
+pub mod month;
 pub mod rolling;
+pub mod week;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use kpiflow_schemas::{WindowKind, WindowRef};
 
-use crate::ProcessorConfig;
+use crate::catalog::{WindowDef, WindowKindConfig};
+use crate::rule::trend::Compare;
 
-/// An hour index: whole hours since the Unix epoch (floored, so negative before 1970).
+/// Hours since the Unix epoch (UTC), the bucket index.
 pub type Hour = i64;
 
-/// The hour index containing `t`.
+/// The bucket of `t`.
 pub fn hour_of(t: DateTime<Utc>) -> Hour {
     t.timestamp().div_euclid(3600)
 }
 
-/// The start of an hour index, as a timestamp.
+/// The start of bucket `h`.
 pub fn hour_start(h: Hour) -> DateTime<Utc> {
     DateTime::from_timestamp(h * 3600, 0).expect("hour index within chrono's range")
 }
 
-/// One configured window definition.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WindowSpec {
-    /// Calendar days in a time zone.
-    BusinessDay(business_day::BusinessDay),
-    /// The last N hours, sliding by one hour.
-    Rolling(rolling::Rolling),
-}
-
-impl WindowSpec {
-    /// The window's name on outputs and in rules, e.g. `business_day`, `rolling_24h`.
-    pub fn name(&self) -> &str {
-        match self {
-            WindowSpec::BusinessDay(_) => "business_day",
-            WindowSpec::Rolling(r) => r.name(),
-        }
-    }
-
-    /// Longest span of one window, in hours (bounds how long buckets must be kept).
-    pub fn max_hours(&self) -> i64 {
-        match self {
-            WindowSpec::BusinessDay(_) => 25,
-            WindowSpec::Rolling(r) => i64::from(r.hours),
-        }
-    }
-
-    /// The published description of window `[start, end)`.
-    pub fn window_ref(&self, start: Hour, end: Hour, basis: &str) -> WindowRef {
-        let (kind, time_zone) = match self {
-            WindowSpec::BusinessDay(d) => (WindowKind::BusinessDay, d.tz.name().to_string()),
-            WindowSpec::Rolling(_) => (WindowKind::Rolling, "UTC".to_string()),
-        };
-        WindowRef {
-            kind,
-            name: self.name().to_string(),
-            start: hour_start(start),
-            end: hour_start(end),
-            time_zone,
-            basis: basis.to_string(),
-        }
+/// The calendar window (day, week or month in `tz`) containing hour `h`; `None` for rolling
+/// and lagged windows, which are placed by their end.
+pub fn calendar_window(def: &WindowDef, tz: Tz, h: Hour) -> Option<(Hour, Hour)> {
+    let day = business_day::BusinessDay { tz };
+    match def.kind {
+        WindowKindConfig::BusinessDay => Some(day.day_of(h)),
+        WindowKindConfig::Week => Some(week::week_of(&day, h)),
+        WindowKindConfig::Month => Some(month::month_of(&day, h)),
+        WindowKindConfig::Rolling | WindowKindConfig::Lagged => None,
     }
 }
 
-/// The configured windows: the business day, then each rolling length.
-pub fn specs(cfg: &ProcessorConfig) -> Vec<WindowSpec> {
-    let mut specs = vec![WindowSpec::BusinessDay(business_day::BusinessDay {
-        tz: cfg.tz(),
-    })];
-    specs.extend(
-        cfg.rolling_hours
-            .iter()
-            .map(|h| WindowSpec::Rolling(rolling::Rolling::new(*h))),
-    );
-    specs
+/// The same window one week or one month before `[start, end)`: calendar windows move by
+/// local dates (so a DST change in between is respected), rolling ones by 7 or 30 days.
+pub fn earlier(def: &WindowDef, tz: Tz, start: Hour, end: Hour, compare: Compare) -> (Hour, Hour) {
+    let hours_back = match compare {
+        Compare::MonthAgo => 30 * 24,
+        _ => 7 * 24,
+    };
+    if matches!(
+        def.kind,
+        WindowKindConfig::Rolling | WindowKindConfig::Lagged
+    ) {
+        return (start - hours_back, end - hours_back);
+    }
+    let day = business_day::BusinessDay { tz };
+    let date = hour_start(start).with_timezone(&tz).date_naive();
+    let before = match compare {
+        Compare::MonthAgo => date
+            .checked_sub_months(chrono::Months::new(1))
+            .unwrap_or(date - chrono::Duration::days(30)),
+        _ => date - chrono::Duration::days(7),
+    };
+    calendar_window(def, tz, day.midnight(before)).unwrap_or((start - hours_back, end - hours_back))
+}
+
+/// What outputs say about a window.
+pub fn window_ref(def: &WindowDef, tz: Tz, start: Hour, end: Hour, basis: &str) -> WindowRef {
+    let (kind, time_zone) = match def.kind {
+        WindowKindConfig::BusinessDay => (WindowKind::BusinessDay, tz.name()),
+        WindowKindConfig::Week => (WindowKind::Week, tz.name()),
+        WindowKindConfig::Month => (WindowKind::Month, tz.name()),
+        WindowKindConfig::Rolling => (WindowKind::Rolling, "UTC"),
+        WindowKindConfig::Lagged => (WindowKind::Lagged, "UTC"),
+    };
+    WindowRef {
+        kind,
+        name: def.name.clone(),
+        start: hour_start(start),
+        end: hour_start(end),
+        time_zone: time_zone.to_string(),
+        basis: basis.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn earlier_windows_move_by_local_dates() {
+        let la = chrono_tz::America::Los_Angeles;
+        let def = |kind, hours| WindowDef {
+            name: "w".into(),
+            kind,
+            hours,
+            lag_hours: 0,
+        };
+        let at = |s: &str| hour_of(s.parse::<DateTime<Utc>>().unwrap());
+        // Nov 3 (PST) a week back is Oct 27 (PDT): 169 hours earlier, not 168.
+        let day = def(WindowKindConfig::BusinessDay, 0);
+        let (s, e) = calendar_window(&day, la, at("2026-11-03T12:00:00Z")).unwrap();
+        let (ps, pe) = earlier(&day, la, s, e, Compare::WeekAgo);
+        assert_eq!(s - ps, 169);
+        assert_eq!(pe - ps, 24);
+        let month = def(WindowKindConfig::Month, 0);
+        let (s, e) = calendar_window(&month, la, at("2026-03-15T12:00:00Z")).unwrap();
+        let (ps, pe) = earlier(&month, la, s, e, Compare::MonthAgo);
+        assert_eq!(hour_start(ps).to_rfc3339(), "2026-02-01T08:00:00+00:00");
+        assert_eq!(pe, s);
+        let rolling = def(WindowKindConfig::Rolling, 24 * 7);
+        assert_eq!(
+            earlier(&rolling, la, 1000, 1168, Compare::WeekAgo),
+            (832, 1000)
+        );
+    }
 
     #[test]
     fn hours_floor_before_the_epoch() {

@@ -1,0 +1,558 @@
+//! Unit tests of the engine over the built-in catalog.
+
+use super::*;
+use chrono::NaiveDate;
+use kpiflow_schemas::{
+    AdPerformance, CancelledBy, Channel, EventHeader, Fulfilment, OrderCancelled, OrderPlaced,
+    OrderShipped, SourceTz,
+};
+use std::collections::BTreeSet;
+
+const P0: PartitionId = PartitionId {
+    topic: Topic::Orders,
+    partition: 0,
+};
+const ADS: PartitionId = PartitionId {
+    topic: Topic::Ads,
+    partition: 0,
+};
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn header(id: &str, at: &str) -> EventHeader {
+    EventHeader {
+        event_id: id.into(),
+        source: "test".into(),
+        shop: "shop-1".into(),
+        channel: Channel::Amazon,
+        marketplace: "ATVPDKIKX0DER".into(),
+        sku: None,
+        event_time: t(at),
+        source_tz: SourceTz::US_PACIFIC,
+        ingest_time: t(at),
+    }
+}
+
+fn placed(id: &str, at: &str, amount: &str) -> Event {
+    Event::new(
+        header(id, at),
+        OrderPlaced {
+            order_id: format!("o-{id}"),
+            total: Money::usd(amount),
+            units: 1,
+            fulfilment: Fulfilment::Fba,
+            ship_by: None,
+            deliver_by: None,
+        },
+    )
+}
+
+fn ad(id: &str, date: &str, as_of: &str, spend: &str, sales: &str) -> Event {
+    let d: NaiveDate = date.parse().unwrap();
+    let start = format!("{date}T08:00:00Z");
+    Event::new(
+        header(id, &start),
+        AdPerformance {
+            platform: "amazon_ads".into(),
+            account_id: "a".into(),
+            campaign_id: "c".into(),
+            date: d,
+            impressions: 100,
+            clicks: 10,
+            spend: Money::usd(spend),
+            attributed_orders: 1,
+            attributed_sales: Money::usd(sales),
+            attribution_window: "7d".into(),
+            as_of: t(as_of),
+        },
+    )
+}
+
+fn day_value(out: &Outputs, kpi: &str, day_start: &str) -> Option<(Decimal, Option<Decimal>)> {
+    out.updates
+        .iter()
+        .rev()
+        .find(|u| u.kpi == kpi && u.window.name == "business_day" && u.window.start == t(day_start))
+        .map(|u| (u.numerator, u.denominator))
+}
+
+fn d(s: &str) -> Decimal {
+    Decimal::parse(s).unwrap()
+}
+
+#[test]
+fn duplicates_count_once_and_days_follow_pacific_time() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    // 07:30 UTC on Nov 3 is still Nov 2 in Los Angeles (UTC-8).
+    assert_eq!(
+        e.apply(&placed("a", "2026-11-03T07:30:00Z", "10.00"), P0, now),
+        Applied::Counted
+    );
+    assert_eq!(
+        e.apply(&placed("a", "2026-11-03T07:30:00Z", "10.00"), P0, now),
+        Applied::Duplicate
+    );
+    assert_eq!(
+        e.apply(&placed("b", "2026-11-03T08:30:00Z", "5.50"), P0, now),
+        Applied::Counted
+    );
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "gmv", "2026-11-02T08:00:00Z"),
+        Some((d("10.00"), None))
+    );
+    assert_eq!(
+        day_value(&out, "gmv", "2026-11-03T08:00:00Z"),
+        Some((d("5.50"), None))
+    );
+    assert_eq!(
+        day_value(&out, "aov", "2026-11-02T08:00:00Z"),
+        Some((d("10.00"), Some(d("1"))))
+    );
+}
+
+#[test]
+fn restated_ad_rows_replace_and_older_versions_are_ignored() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    assert_eq!(
+        e.apply(
+            &ad("r1", "2026-11-02", "2026-11-03T14:00:00Z", "10", "30"),
+            ADS,
+            now
+        ),
+        Applied::Counted
+    );
+    assert_eq!(
+        e.apply(
+            &ad("r3", "2026-11-02", "2026-11-05T14:00:00Z", "9", "45"),
+            ADS,
+            now
+        ),
+        Applied::Counted
+    );
+    // The day-2 version arrives after the day-3 one: it must not count.
+    assert_eq!(
+        e.apply(
+            &ad("r2", "2026-11-02", "2026-11-04T14:00:00Z", "10", "40"),
+            ADS,
+            now
+        ),
+        Applied::Superseded
+    );
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "roas", "2026-11-02T08:00:00Z"),
+        Some((d("45"), Some(d("9"))))
+    );
+}
+
+#[test]
+fn late_cancellations_correct_the_order_day_and_too_late_facts_are_refused() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    e.apply(&placed("a", "2026-11-02T18:00:00Z", "10.00"), P0, now);
+    let first = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&first, "cancellation_rate", "2026-11-02T08:00:00Z"),
+        Some((d("0"), Some(d("1"))))
+    );
+    e.apply(&placed("b", "2026-11-04T18:00:00Z", "10.00"), P0, now);
+    e.flush(now, Utc::now());
+    let cancel = Event::new(
+        header("c", "2026-11-04T19:00:00Z"),
+        OrderCancelled {
+            order_id: "o-a".into(),
+            placed_at: t("2026-11-02T18:00:00Z"),
+            cancelled_by: CancelledBy::Seller,
+            reason: None,
+        },
+    );
+    assert_eq!(e.apply(&cancel, P0, now), Applied::Counted);
+    let second = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&second, "cancellation_rate", "2026-11-02T08:00:00Z"),
+        Some((d("1"), Some(d("1"))))
+    );
+    // Orders may be 3 days late by default; one placed 5 days before the watermark is not.
+    let old = placed("z", "2026-10-30T12:00:00Z", "1.00");
+    assert!(matches!(e.apply(&old, P0, now), Applied::Late { .. }));
+}
+
+#[test]
+fn late_shipments_and_rolling_windows() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    let ship = |id: &str, at: &str, ship_by: &str| {
+        Event::new(
+            header(id, at),
+            OrderShipped {
+                order_id: id.into(),
+                placed_at: t("2026-11-01T00:00:00Z"),
+                ship_by: t(ship_by),
+                deliver_by: None,
+                units: 1,
+                carrier: None,
+                tracking_id: None,
+                tracking_valid: true,
+            },
+        )
+    };
+    assert_eq!(
+        e.apply(
+            &ship("s1", "2026-11-02T10:30:00Z", "2026-11-02T12:00:00Z"),
+            P0,
+            now,
+        ),
+        Applied::Counted
+    );
+    e.apply(
+        &ship("s2", "2026-11-02T11:30:00Z", "2026-11-02T11:00:00Z"),
+        P0,
+        now,
+    );
+    e.apply(
+        &ship("s3", "2026-11-03T12:30:00Z", "2026-11-03T13:00:00Z"),
+        P0,
+        now,
+    );
+    let out = e.flush(now, Utc::now());
+    let rolling = |end: &str| {
+        out.updates
+            .iter()
+            .rev()
+            .find(|u| {
+                u.kpi == "late_shipment_rate"
+                    && u.window.name == "rolling_24h"
+                    && u.window.end == t(end)
+            })
+            .map(|u| (u.numerator, u.denominator))
+    };
+    // [Nov 2 10:00, Nov 3 10:00) holds s1 (on time) and s2 (late).
+    assert_eq!(
+        rolling("2026-11-03T10:00:00Z"),
+        Some((d("1"), Some(d("2"))))
+    );
+    assert_eq!(
+        rolling("2026-11-03T11:00:00Z"),
+        Some((d("1"), Some(d("1"))))
+    );
+    // s2 has left and s3 is not in yet: an empty window reads 0 / 0.
+    assert_eq!(
+        rolling("2026-11-03T12:00:00Z"),
+        Some((d("0"), Some(d("0"))))
+    );
+    assert_eq!(
+        rolling("2026-11-03T13:00:00Z"),
+        Some((d("0"), Some(d("1"))))
+    );
+    // The watermark is 12:25 on Nov 3, so the open window ends at 13:00 and none later.
+    assert_eq!(rolling("2026-11-03T14:00:00Z"), None);
+}
+
+#[test]
+fn rolling_windows_of_data_read_before_the_first_watermark_are_published() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    let other = PartitionId {
+        topic: Topic::Orders,
+        partition: 1,
+    };
+    e.register_partition(other, now);
+    e.apply(&placed("a", "2026-11-02T10:30:00Z", "1.00"), P0, now);
+    // Partition 1 has not been read: no watermark, so no rolling window yet.
+    let first = e.flush(now, Utc::now());
+    assert!(first.updates.iter().all(|u| matches!(
+        u.window.kind,
+        kpiflow_schemas::WindowKind::BusinessDay
+            | kpiflow_schemas::WindowKind::Week
+            | kpiflow_schemas::WindowKind::Month
+    )));
+    e.apply(&placed("b", "2026-11-03T10:30:00Z", "1.00"), P0, now);
+    e.apply(&placed("c", "2026-11-03T10:30:00Z", "1.00"), other, now);
+    let second = e.flush(now, Utc::now());
+    let ends: BTreeSet<DateTime<Utc>> = second
+        .updates
+        .iter()
+        .filter(|u| u.kpi == "orders" && u.window.name == "rolling_24h")
+        .map(|u| u.window.end)
+        .collect();
+    // Every window from order a's hour on, not only the newest.
+    assert_eq!(ends.first(), Some(&t("2026-11-02T11:00:00Z")));
+    assert_eq!(ends.last(), Some(&t("2026-11-03T11:00:00Z")));
+    assert_eq!(ends.len(), 25);
+}
+
+#[test]
+fn other_currencies_are_rejected_with_the_field() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let mut ev = placed("a", "2026-11-02T18:00:00Z", "10.00");
+    if let EventBody::OrderPlaced(o) = &mut ev.body {
+        o.total.currency = "EUR".into();
+    }
+    match e.apply(&ev, P0, Instant::now()) {
+        Applied::Rejected { kind, reason } => {
+            assert_eq!(kind, "currency");
+            assert!(reason.contains("payload.total.currency"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn only(kpis: &[&str]) -> ProcessorConfig {
+    ProcessorConfig {
+        kpis: kpis.iter().map(|k| k.to_string()).collect(),
+        ..ProcessorConfig::default()
+    }
+}
+
+fn defect(id: &str, at: &str, placed_at: &str, order: &str) -> Event {
+    Event::new(
+        header(id, at),
+        kpiflow_schemas::OrderDefect {
+            order_id: order.into(),
+            placed_at: t(placed_at),
+            kind: kpiflow_schemas::DefectKind::AToZClaim,
+            rating: None,
+        },
+    )
+}
+
+#[test]
+fn a_defect_weeks_later_opens_an_odr_breach_and_counts_once_per_order() {
+    let mut cfg = only(&["order_defect_rate"]);
+    cfg.rules = vec![crate::rule::threshold::ThresholdRuleConfig {
+        id: "odr".into(),
+        kpi: "order_defect_rate".into(),
+        window: "rolling_60d".into(),
+        op: kpiflow_schemas::RuleOp::Above,
+        threshold: 0.01,
+        resolve_at: None,
+        min_denominator: 50,
+        severity: kpiflow_schemas::Severity::Critical,
+        for_: None,
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    for i in 0..100 {
+        e.apply(
+            &placed(&format!("o{i}"), "2026-10-01T18:00:00Z", "10.00"),
+            P0,
+            now,
+        );
+    }
+    let first = e.flush(now, Utc::now());
+    assert!(first.breaches.is_empty());
+    // Three weeks later two defects arrive for one order: it counts once.
+    let later = "2026-10-22T18:00:00Z";
+    assert_eq!(
+        e.apply(
+            &defect("d1", later, "2026-10-01T18:00:00Z", "o-o7"),
+            P0,
+            now
+        ),
+        Applied::Counted
+    );
+    e.apply(
+        &defect("d2", later, "2026-10-01T18:00:00Z", "o-o7"),
+        P0,
+        now,
+    );
+    e.apply(
+        &defect("d3", later, "2026-10-01T18:00:00Z", "o-o9"),
+        P0,
+        now,
+    );
+    let out = e.flush(now, Utc::now());
+    let newest = out
+        .updates
+        .iter()
+        .filter(|u| u.window.name == "rolling_60d")
+        .max_by_key(|u| u.window.end)
+        .unwrap();
+    assert_eq!(
+        (newest.numerator, newest.denominator),
+        (d("2"), Some(d("100")))
+    );
+    assert_eq!(out.breaches.len(), 1, "{:#?}", out.breaches);
+    assert_eq!(out.breaches[0].state, kpiflow_schemas::BreachState::Firing);
+    assert_eq!(out.breaches[0].kpi, "order_defect_rate");
+}
+
+#[test]
+fn a_week_over_week_fall_opens_a_trend_breach() {
+    let mut cfg = only(&["orders"]);
+    cfg.trend_rules = vec![crate::rule::trend::TrendRuleConfig {
+        id: "orders_wow".into(),
+        kpi: "orders".into(),
+        window: "business_day".into(),
+        compare: crate::rule::trend::Compare::WeekAgo,
+        baseline: None,
+        movement: crate::rule::trend::Movement::Fall,
+        change: 0.5,
+        resolve_change: None,
+        min_denominator: 0,
+        severity: kpiflow_schemas::Severity::Warning,
+        for_: None,
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    for i in 0..10 {
+        e.apply(
+            &placed(&format!("a{i}"), "2026-11-02T18:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    assert!(e.flush(now, Utc::now()).breaches.is_empty());
+    for i in 0..4 {
+        e.apply(
+            &placed(&format!("b{i}"), "2026-11-09T18:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    let out = e.flush(now, Utc::now());
+    assert_eq!(out.breaches.len(), 1, "{:#?}", out.breaches);
+    let b = &out.breaches[0];
+    assert_eq!(b.rule_kind, kpiflow_schemas::RuleKind::Trend);
+    assert_eq!(b.baseline, Some(10.0));
+    assert!((b.value.unwrap() + 0.6).abs() < 1e-9, "{b:?}");
+    assert_eq!(b.window.start, t("2026-11-09T08:00:00Z"));
+}
+
+fn snapshot(id: &str, at: &str, sku: &str, sellable: u64) -> Event {
+    let mut h = header(id, at);
+    h.sku = Some(sku.into());
+    Event::new(
+        h,
+        kpiflow_schemas::InventorySnapshot {
+            location: "FBA-US".into(),
+            location_kind: kpiflow_schemas::LocationKind::Fba,
+            sellable,
+            inbound: 0,
+            reserved: 0,
+            unfulfillable: 0,
+        },
+    )
+}
+
+#[test]
+fn stockout_days_take_each_days_last_snapshot_and_cover_reads_the_newest_stock() {
+    let mut e = Engine::new(
+        &only(&["stockout_rate", "stockout_rate_by_sku", "days_of_cover"]),
+        0,
+    );
+    let now = Instant::now();
+    let logistics = PartitionId {
+        topic: Topic::Logistics,
+        partition: 0,
+    };
+    // Nov 2 (Pacific): A is out in the morning but restocked by evening; B has stock.
+    e.apply(
+        &snapshot("s1", "2026-11-02T17:00:00Z", "A", 0),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s2", "2026-11-03T03:00:00Z", "A", 5),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s3", "2026-11-02T17:00:00Z", "B", 3),
+        logistics,
+        now,
+    );
+    // Nov 3: A is out at its last snapshot.
+    e.apply(
+        &snapshot("s4", "2026-11-03T17:00:00Z", "A", 7),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s5", "2026-11-04T02:00:00Z", "A", 0),
+        logistics,
+        now,
+    );
+    e.apply(
+        &snapshot("s6", "2026-11-03T17:00:00Z", "B", 3),
+        logistics,
+        now,
+    );
+    for i in 0..7 {
+        e.apply(
+            &placed(&format!("o{i}"), "2026-11-03T10:00:00Z", "1.00"),
+            P0,
+            now,
+        );
+    }
+    e.apply(&placed("late", "2026-11-03T18:30:00Z", "1.00"), P0, now);
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "stockout_rate", "2026-11-02T08:00:00Z"),
+        Some((d("0"), Some(d("2"))))
+    );
+    assert_eq!(
+        day_value(&out, "stockout_rate", "2026-11-03T08:00:00Z"),
+        Some((d("1"), Some(d("2"))))
+    );
+    let sku_a = out
+        .updates
+        .iter()
+        .rev()
+        .find(|u| {
+            u.kpi == "stockout_rate_by_sku"
+                && u.scope.sku.as_deref() == Some("A")
+                && u.window.name == "week"
+        })
+        .unwrap();
+    assert_eq!((sku_a.numerator, sku_a.denominator), (d("1"), Some(d("2"))));
+    // The watermark (orders at 18:30, less 5 minutes) makes the open window end at 19:00: the
+    // newest snapshots before it are A = 7 and B = 3 (A's 02:00 stockout is later), and
+    // 8 units sold in 7 days.
+    let cover = out
+        .updates
+        .iter()
+        .filter(|u| u.kpi == "days_of_cover" && u.window.name == "rolling_7d")
+        .max_by_key(|u| u.window.end)
+        .unwrap();
+    assert_eq!(cover.window.end, t("2026-11-03T19:00:00Z"));
+    assert_eq!(cover.denominator, Some(d("8")));
+    assert_eq!(cover.numerator, d("70"));
+    assert_eq!(cover.value, Some(8.75));
+}
+
+#[test]
+fn a_silent_source_opens_a_staleness_breach_and_data_resolves_it() {
+    let mut cfg = only(&["orders"]);
+    cfg.staleness_rules = vec![crate::rule::staleness::StalenessRuleConfig {
+        id: "silent".into(),
+        source: "test".into(),
+        max_silence: Duration::from_secs(3600),
+        severity: kpiflow_schemas::Severity::Warning,
+        owner: "operations".into(),
+        channels: vec![],
+        runbook_url: None,
+    }];
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    e.apply(&placed("a", "2026-11-02T18:00:00Z", "1.00"), P0, now);
+    // Within the processor's own first hour, nothing is judged.
+    assert!(e.flush(now, t("2026-11-02T21:00:00Z")).breaches.is_empty());
+    let later = now + Duration::from_secs(2 * 3600);
+    let fired = e.flush(later, t("2026-11-02T21:00:00Z")).breaches;
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].rule_kind, kpiflow_schemas::RuleKind::Staleness);
+    e.apply(&placed("b", "2026-11-02T21:05:00Z", "1.00"), P0, later);
+    let resolved = e.flush(later, t("2026-11-02T21:06:00Z")).breaches;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].state, kpiflow_schemas::BreachState::Resolved);
+}

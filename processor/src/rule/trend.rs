@@ -1,0 +1,346 @@
+//! Trend rules: a KPI changed by more than a fraction against the same window a week or a
+//! month earlier (WoW, MoM), or against a configured baseline (an industry benchmark).
+//!
+//! The change `(value - reference) / |reference|` is judged like a threshold (same `for`,
+//! hysteresis, one open breach per rule and scope), so the two rule kinds share one state
+//! machine: [`ThresholdRule`].
+
+use kpiflow_schemas::{BreachEvent, Channel, KpiUpdate, RuleKind, RuleOp, Severity};
+use serde::Deserialize;
+
+use super::threshold::{ThresholdRule, ThresholdRuleConfig};
+use crate::ProcessorError;
+use crate::catalog::Catalog;
+
+/// What a trend is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    /// The same window one week earlier (WoW).
+    WeekAgo,
+    /// The same window one month earlier (MoM).
+    MonthAgo,
+    /// The rule's `baseline` value.
+    Baseline,
+}
+
+/// Which way a change breaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Movement {
+    /// The KPI rose by more than `change`.
+    Rise,
+    /// The KPI fell by more than `change`.
+    Fall,
+}
+
+/// One trend rule (`[[processor.trend_rules]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrendRuleConfig {
+    /// Unique rule id (shared with threshold rules' ids).
+    pub id: String,
+    /// KPI watched.
+    pub kpi: String,
+    /// Window watched.
+    pub window: String,
+    /// `week_ago`, `month_ago` or `baseline`.
+    pub compare: Compare,
+    /// The reference value when `compare = "baseline"`.
+    #[serde(default)]
+    pub baseline: Option<f64>,
+    /// `rise` or `fall`.
+    pub movement: Movement,
+    /// Relative change that opens a breach, as a fraction: 0.3 = 30%.
+    pub change: f64,
+    /// Relative change at which an open breach resolves (hysteresis); default `change`.
+    #[serde(default)]
+    pub resolve_change: Option<f64>,
+    /// No verdict while the denominator is below this. Default 0.
+    #[serde(default)]
+    pub min_denominator: u64,
+    /// `info`, `warning` (default) or `critical`.
+    #[serde(default = "warning")]
+    pub severity: Severity,
+    /// Only fire once the change has lasted this long (event time).
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<std::time::Duration>,
+    /// Channels the rule applies to; default all.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Runbook link.
+    #[serde(default)]
+    pub runbook_url: Option<String>,
+}
+
+fn warning() -> Severity {
+    Severity::Warning
+}
+
+impl TrendRuleConfig {
+    /// The equivalent threshold on the change.
+    fn as_threshold(&self) -> ThresholdRuleConfig {
+        let sign = match self.movement {
+            Movement::Rise => 1.0,
+            Movement::Fall => -1.0,
+        };
+        ThresholdRuleConfig {
+            id: self.id.clone(),
+            kpi: self.kpi.clone(),
+            window: self.window.clone(),
+            op: match self.movement {
+                Movement::Rise => RuleOp::Above,
+                Movement::Fall => RuleOp::Below,
+            },
+            threshold: sign * self.change,
+            resolve_at: self.resolve_change.map(|r| sign * r),
+            min_denominator: self.min_denominator,
+            severity: self.severity,
+            for_: self.for_,
+            channels: self.channels.clone(),
+            runbook_url: self.runbook_url.clone(),
+        }
+    }
+
+    /// Checks the rule against the compiled catalog; `at` is its config path.
+    pub fn validate(&self, at: &str, catalog: &Catalog) -> Result<(), ProcessorError> {
+        if !(self.change.is_finite() && self.change > 0.0) {
+            return Err(ProcessorError::config(
+                &format!("{at}.change"),
+                self.change,
+                "must be a positive fraction, e.g. 0.3 for 30%",
+            ));
+        }
+        if let Some(r) = self.resolve_change
+            && !(r.is_finite() && (0.0..=self.change).contains(&r))
+        {
+            return Err(ProcessorError::config(
+                &format!("{at}.resolve_change"),
+                r,
+                format!("must be between 0 and change ({})", self.change),
+            ));
+        }
+        self.as_threshold().validate(at, catalog)?;
+        match (self.compare, self.baseline) {
+            (Compare::Baseline, None) => Err(ProcessorError::config(
+                &format!("{at}.baseline"),
+                "",
+                "compare = \"baseline\" needs a baseline value",
+            )),
+            (Compare::Baseline, Some(b)) if !b.is_finite() || b == 0.0 => {
+                Err(ProcessorError::config(
+                    &format!("{at}.baseline"),
+                    b,
+                    "must be a finite number other than 0",
+                ))
+            }
+            (Compare::WeekAgo | Compare::MonthAgo, Some(b)) => Err(ProcessorError::config(
+                &format!("{at}.baseline"),
+                b,
+                "only used with compare = \"baseline\"",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A trend rule with its per-scope state.
+#[derive(Debug)]
+pub struct TrendRule {
+    cfg: TrendRuleConfig,
+    inner: ThresholdRule,
+}
+
+impl TrendRule {
+    /// A rule from validated configuration.
+    pub fn new(cfg: TrendRuleConfig) -> TrendRule {
+        TrendRule {
+            inner: ThresholdRule::new(cfg.as_threshold()),
+            cfg,
+        }
+    }
+
+    /// Whether the rule watches `update`, and against what.
+    pub fn reference_needed(&self, u: &KpiUpdate) -> Option<Compare> {
+        (u.kpi == self.cfg.kpi && u.window.name == self.cfg.window).then_some(self.cfg.compare)
+    }
+
+    /// Judges `u` against `reference` (the earlier window's value; ignored for baselines).
+    pub fn evaluate(
+        &mut self,
+        scope: u32,
+        u: &KpiUpdate,
+        reference: Option<f64>,
+        wall: chrono::DateTime<chrono::Utc>,
+    ) -> Option<BreachEvent> {
+        let reference = match self.cfg.compare {
+            Compare::Baseline => self.cfg.baseline,
+            _ => reference,
+        }?;
+        let value = u.value?;
+        if reference == 0.0 {
+            return None;
+        }
+        let change = (value - reference) / reference.abs();
+        let mut derived = u.clone();
+        derived.value = Some(change);
+        let mut event = self.inner.evaluate(scope, &derived, wall)?;
+        event.rule_kind = RuleKind::Trend;
+        event.unit = "change".into();
+        event.value = Some(change);
+        event.baseline = Some(reference);
+        let against = match self.cfg.compare {
+            Compare::WeekAgo => "the same window a week earlier",
+            Compare::MonthAgo => "the same window a month earlier",
+            Compare::Baseline => "the baseline",
+        };
+        event.message = match event.state {
+            kpiflow_schemas::BreachState::Firing => format!(
+                "{} {} for shop {} ({}) {} {:.1}% against {against} ({} → {}); rule {}.",
+                u.kpi,
+                u.window.name,
+                u.scope.shop,
+                u.scope.channel,
+                if change >= 0.0 { "rose" } else { "fell" },
+                change.abs() * 100.0,
+                short(reference),
+                short(value),
+                self.cfg.id
+            ),
+            kpiflow_schemas::BreachState::Resolved => format!(
+                "{} {} for shop {} ({}) is back within {:.1}% of {against} ({} → {}); rule {} resolved.",
+                u.kpi,
+                u.window.name,
+                u.scope.shop,
+                u.scope.channel,
+                self.cfg.resolve_change.unwrap_or(self.cfg.change) * 100.0,
+                short(reference),
+                short(value),
+                self.cfg.id
+            ),
+        };
+        Some(event)
+    }
+}
+
+fn short(v: f64) -> String {
+    format!("{v:.4}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use kpiflow_schemas::{
+        BreachState, Decimal, Direction, Priority, Scope, WindowKind, WindowRef,
+    };
+
+    fn update(hour: i64, value: f64) -> KpiUpdate {
+        let start = DateTime::from_timestamp(hour * 3600, 0).unwrap();
+        KpiUpdate {
+            kpi: "roas".into(),
+            kpi_version: 1,
+            unit: "ratio".into(),
+            direction: Direction::HigherIsBetter,
+            owner: "ads".into(),
+            priority: Priority::Core,
+            scope: Scope::shop("s", Channel::Amazon, "US"),
+            window: WindowRef {
+                kind: WindowKind::Rolling,
+                name: "rolling_7d".into(),
+                start,
+                end: start + chrono::Duration::days(7),
+                time_zone: "UTC".into(),
+                basis: "ad_date".into(),
+            },
+            numerator: Decimal::from_i64(1),
+            denominator: Some(Decimal::from_i64(1)),
+            value: Some(value),
+            currency: None,
+            revision: 1,
+            watermark: start,
+            emitted_at: start,
+        }
+    }
+
+    fn rule(compare: Compare, baseline: Option<f64>) -> TrendRule {
+        TrendRule::new(TrendRuleConfig {
+            id: "roas_wow_drop".into(),
+            kpi: "roas".into(),
+            window: "rolling_7d".into(),
+            compare,
+            baseline,
+            movement: Movement::Fall,
+            change: 0.3,
+            resolve_change: Some(0.1),
+            min_denominator: 0,
+            severity: Severity::Warning,
+            for_: None,
+            channels: vec![],
+            runbook_url: None,
+        })
+    }
+
+    #[test]
+    fn a_fall_beyond_the_change_fires_and_a_recovery_resolves() {
+        let mut r = rule(Compare::WeekAgo, None);
+        let now = Utc::now();
+        // 3.0 → 2.4 is -20%: within the rule.
+        assert!(r.evaluate(0, &update(1, 2.4), Some(3.0), now).is_none());
+        let fired = r.evaluate(0, &update(2, 1.8), Some(3.0), now).unwrap();
+        assert_eq!(fired.state, BreachState::Firing);
+        assert_eq!(fired.rule_kind, RuleKind::Trend);
+        assert_eq!(fired.baseline, Some(3.0));
+        assert!((fired.value.unwrap() + 0.4).abs() < 1e-9);
+        assert!(
+            fired
+                .message
+                .contains("fell 40.0% against the same window a week earlier (3 → 1.8)"),
+            "{}",
+            fired.message
+        );
+        // -20% is not yet back within 10%.
+        assert!(r.evaluate(0, &update(3, 2.4), Some(3.0), now).is_none());
+        let resolved = r.evaluate(0, &update(4, 2.8), Some(3.0), now).unwrap();
+        assert_eq!(resolved.state, BreachState::Resolved);
+        assert_eq!(resolved.breach_id, fired.breach_id);
+        // No earlier window: no verdict.
+        assert!(r.evaluate(0, &update(5, 0.1), None, now).is_none());
+    }
+
+    #[test]
+    fn a_baseline_is_compared_without_history() {
+        let mut r = rule(Compare::Baseline, Some(2.0));
+        let fired = r.evaluate(0, &update(1, 1.2), None, Utc::now()).unwrap();
+        assert_eq!(fired.baseline, Some(2.0));
+        assert!(
+            fired.message.contains("against the baseline"),
+            "{}",
+            fired.message
+        );
+    }
+
+    #[test]
+    fn validation_names_key_and_value() {
+        let catalog = Catalog::builtin();
+        let mut cfg = rule(Compare::Baseline, None).cfg;
+        let err = cfg
+            .validate("trend_rules[0]", &catalog)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`processor.trend_rules[0].baseline`"), "{err}");
+        cfg.baseline = Some(2.0);
+        cfg.change = -0.2;
+        let err = cfg
+            .validate("trend_rules[0]", &catalog)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`processor.trend_rules[0].change` = -0.2"),
+            "{err}"
+        );
+    }
+}
