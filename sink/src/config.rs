@@ -43,6 +43,10 @@ pub struct SinkConfig {
     /// Parquet compression codec: `"zstd"`, `"snappy"` or `"none"`. Default: `"zstd"`.
     #[serde(default)]
     pub compression: Compression,
+    /// Also archive the canonical events (the `events` table, input of `kpiflow reconcile`):
+    /// the sink then consumes the event topics too. Default: `false`.
+    #[serde(default)]
+    pub events_archive: bool,
     /// `[sink.prometheus]`: which KPI series `/metrics` exports.
     #[serde(default)]
     pub prometheus: PrometheusConfig,
@@ -104,6 +108,7 @@ impl Default for SinkConfig {
             roll_rows: Self::default_roll_rows(),
             roll_interval: Self::default_roll_interval(),
             compression: Compression::default(),
+            events_archive: false,
             prometheus: PrometheusConfig::default(),
         }
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use kpiflow_core::KafkaConfig;
 use kpiflow_core::metrics::{self, ComponentMetrics};
-use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic, Topics};
+use kpiflow_schemas::{BreachEvent, DeadLetter, Event, KpiUpdate, Topic, Topics};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -52,6 +52,11 @@ pub struct SinkStats {
     pub kpi_rows: u64,
     /// Rows committed to `breaches`.
     pub breach_rows: u64,
+    /// Rows committed to `events` (the archive, when on).
+    pub event_rows: u64,
+    /// Event records not archived because they do not decode or do not fit the table (the
+    /// processor dead-letters them; the sink counts them as dropped, reason `not_archived`).
+    pub events_not_archived: u64,
     /// Parquet files committed.
     pub files: u64,
     /// Records sent to the dead-letter topic.
@@ -115,14 +120,18 @@ pub async fn run(
 
     let producer = kafka.producer()?;
     let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);
-    let subscribed = [topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    let mut subscribed = vec![topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    if cfg.events_archive {
+        subscribed.extend(Topic::EVENTS.iter().map(|t| topics.name(*t)));
+    }
+    let names: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[subscribed[0].as_str(), subscribed[1].as_str()])
+        .subscribe(&names)
         .map_err(|e| SinkError::kafka(format!("subscribing to {}", subscribed.join(", ")), e))?;
     let lag = spawn_lag_reporter(
         kafka.clone(),
         cfg.group_id.clone(),
-        subscribed.to_vec(),
+        subscribed.clone(),
         metrics.clone(),
         shutdown.clone(),
     );
@@ -145,6 +154,7 @@ pub async fn run(
         producer,
         kpis: Vec::new(),
         breaches: Vec::new(),
+        events: Vec::new(),
         pending: HashMap::new(),
         stats: SinkStats::default(),
     };
@@ -172,6 +182,7 @@ pub async fn run(
 enum Row {
     Kpi(KpiUpdate),
     Breach(BreachEvent),
+    Event(Box<Event>),
 }
 
 struct Sink<'a> {
@@ -183,6 +194,7 @@ struct Sink<'a> {
     producer: FutureProducer,
     kpis: Vec<KpiUpdate>,
     breaches: Vec<BreachEvent>,
+    events: Vec<Event>,
     /// Next offset to commit per (topic, partition): last handled offset + 1.
     pending: HashMap<(String, i32), i64>,
     stats: SinkStats,
@@ -216,7 +228,7 @@ impl Sink<'_> {
                     Ok(message) => {
                         self.handle(&message).await?;
                         deadline.get_or_insert_with(|| Instant::now() + self.cfg.roll_interval);
-                        if self.kpis.len() + self.breaches.len() >= self.cfg.roll_rows {
+                        if self.buffered() >= self.cfg.roll_rows {
                             self.flush(consumer).await?;
                             deadline = None;
                         }
@@ -260,6 +272,14 @@ impl Sink<'_> {
                     }
                     self.breaches.push(b);
                 }
+                Ok(Row::Event(e)) => self.events.push(*e),
+                // The processor reads the same record and dead-letters it with the reason; a
+                // second dead letter from the archive would only double the noise.
+                Err(reason) if self.is_event_topic(m.topic()) => {
+                    tracing::debug!(topic = m.topic(), %reason, "event not archived");
+                    self.metrics.dropped("not_archived", 1);
+                    self.stats.events_not_archived += 1;
+                }
                 Err(reason) => self.dead_letter(m, payload, reason).await?,
             },
         }
@@ -281,8 +301,24 @@ impl Sink<'_> {
                 .map_err(|e| e.to_string())
                 .and_then(storable)
                 .map(Row::Breach),
+            Some(t) if self.cfg.events_archive && Topic::EVENTS.contains(&t) => {
+                Event::from_json(payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(storable)
+                    .map(|e| Row::Event(Box::new(e)))
+            }
             _ => Err(format!("topic {topic:?} is not one the sink subscribed to")),
         }
+    }
+
+    fn is_event_topic(&self, topic: &str) -> bool {
+        self.topics
+            .parse(topic)
+            .is_some_and(|t| Topic::EVENTS.contains(&t))
+    }
+
+    fn buffered(&self) -> usize {
+        self.kpis.len() + self.breaches.len() + self.events.len()
     }
 
     async fn dead_letter(
@@ -308,16 +344,18 @@ impl Sink<'_> {
 
     /// Writes the buffers to Parquet, then commits the offsets they came from.
     async fn flush(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
-        if self.pending.is_empty() && self.kpis.is_empty() && self.breaches.is_empty() {
+        if self.pending.is_empty() && self.buffered() == 0 {
             return Ok(());
         }
         let kpis = std::mem::take(&mut self.kpis);
         let breaches = std::mem::take(&mut self.breaches);
+        let events = std::mem::take(&mut self.events);
         let dir = self.cfg.dir.clone();
         let compression = self.cfg.compression;
         let written = tokio::task::spawn_blocking(move || {
             let mut files = write_rows(&dir, &kpis, compression)?;
             files.extend(write_rows(&dir, &breaches, compression)?);
+            files.extend(write_rows(&dir, &events, compression)?);
             // Publish times, for the end-to-end latency once the files are in place.
             let emitted: Vec<_> = kpis
                 .iter()
@@ -352,6 +390,7 @@ impl Sink<'_> {
             match f.table {
                 Table::KpiValues => self.stats.kpi_rows += rows,
                 Table::Breaches => self.stats.breach_rows += rows,
+                Table::Events => self.stats.event_rows += rows,
             }
             tracing::debug!(path = %f.path.display(), rows, "committed file");
         }

@@ -8,6 +8,7 @@ mod integration {
     pub(crate) mod daemons;
 
     mod alerts;
+    mod archive;
     mod prometheus;
 }
 

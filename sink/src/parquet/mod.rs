@@ -5,6 +5,7 @@
 //! ```text
 //! <dir>/kpi_values/kpi=late_shipment_rate/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
 //! <dir>/breaches/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
+//! <dir>/events/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet      (sink.events_archive)
 //! <dir>/kpi_values/kpi=gmv/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
 //! ```
 //!
@@ -18,6 +19,7 @@
 //! therefore sees a file whole or not at all.
 
 pub mod breaches;
+pub mod events;
 pub mod kpi_values;
 
 use std::collections::BTreeMap;
@@ -69,17 +71,20 @@ pub enum Table {
     KpiValues,
     /// One row per breach transition ([`breaches`]).
     Breaches,
+    /// One row per canonical event, when the archive is on ([`events`]).
+    Events,
 }
 
 impl Table {
-    /// Both tables.
-    pub const ALL: [Table; 2] = [Table::KpiValues, Table::Breaches];
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::KpiValues, Table::Breaches, Table::Events];
 
     /// The table's name, also its folder under the sink's `dir`.
     pub fn name(&self) -> &'static str {
         match self {
             Table::KpiValues => "kpi_values",
             Table::Breaches => "breaches",
+            Table::Events => "events",
         }
     }
 
@@ -89,7 +94,7 @@ impl Table {
         let date = (DATE_COLUMN.to_string(), DataType::Date32);
         match self {
             Table::KpiValues => vec![(KPI_COLUMN.to_string(), DataType::Utf8), date],
-            Table::Breaches => vec![date],
+            Table::Breaches | Table::Events => vec![date],
         }
     }
 
@@ -98,6 +103,7 @@ impl Table {
         match self {
             Table::KpiValues => kpi_values::schema(),
             Table::Breaches => breaches::schema(),
+            Table::Events => events::schema(),
         }
     }
 
