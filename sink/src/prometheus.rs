@@ -307,6 +307,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_team_or_priority_replaces_the_series_labels() {
+        let mut u = kpi_fixtures().remove(1);
+        u.kpi = "relabel_test_kpi".into();
+        let lines = || {
+            kpiflow_core::metrics::render()
+                .lines()
+                .filter(|l| l.starts_with("kpiflow_kpi_value{") && l.contains("relabel_test_kpi"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut g = KpiGauges::new();
+        assert!(g.apply_kpi(&u));
+        assert_eq!(lines().len(), 1);
+        u.owner = "warehouse".into();
+        u.revision += 1;
+        assert!(g.apply_kpi(&u));
+        let now = lines();
+        assert_eq!(now.len(), 1, "the old label set is gone: {now:?}");
+        assert!(now[0].contains(r#"team="warehouse""#), "{now:?}");
+    }
+
+    #[test]
     fn open_breaches_follow_firing_and_resolve_idempotently() {
         let mut fx = breach_fixtures();
         for b in &mut fx {

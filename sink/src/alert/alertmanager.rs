@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use kpiflow_schemas::{BreachEvent, BreachState};
 use serde::Serialize;
 
-use super::{AlertSink, AlertsConfig, annotations, labels, post_json, redacted};
+use super::{AlertSink, AlertsConfig, annotations, http_client, labels, post_json, redacted};
 use crate::SinkError;
 
 /// Most alerts in one POST when re-sending (Alertmanager reads the whole body into memory).
@@ -94,10 +94,7 @@ impl Alertmanager {
                 base.path().trim_end_matches('/')
             ))
             .map_err(|e| bad_url(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| SinkError::Internal(format!("building the HTTP client: {e}")))?;
+        let client = http_client(cfg)?;
         Ok(Alertmanager {
             client,
             target: format!("alertmanager {}", redacted(&endpoint)),

@@ -159,6 +159,14 @@ pub(crate) fn redacted(url: &reqwest::Url) -> String {
     }
 }
 
+/// The HTTP client of a receiver: `cfg.timeout` per request.
+pub(crate) fn http_client(cfg: &AlertsConfig) -> Result<reqwest::Client, SinkError> {
+    reqwest::Client::builder()
+        .timeout(cfg.timeout)
+        .build()
+        .map_err(|e| SinkError::Internal(format!("building the HTTP client: {e}")))
+}
+
 /// Sends a JSON body and classifies the answer: 2xx accepted; 408, 429, 5xx and transport
 /// errors retryable ([`SinkError::AlertUnavailable`]); other statuses refused for good
 /// ([`SinkError::AlertRejected`]).

@@ -24,7 +24,7 @@ use kpiflow_schemas::{BreachEvent, BreachState};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::{AlertSink, AlertsConfig, SignatureEncoding, post_json, redacted};
+use super::{AlertSink, AlertsConfig, SignatureEncoding, http_client, post_json, redacted};
 use crate::SinkError;
 
 /// Header with the signing time, Unix seconds.
@@ -177,10 +177,7 @@ impl Webhook {
             value: "<redacted>".into(),
             problem: format!("not a URL ({e})"),
         })?;
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .build()
-            .map_err(|e| SinkError::Internal(format!("building the HTTP client: {e}")))?;
+        let client = http_client(cfg)?;
         Ok(Webhook {
             client,
             target: format!("webhook {}", redacted(&url)),
