@@ -103,6 +103,8 @@ async fn run_pipeline(
             .with_context(|| format!("emptying the demo's data folder {}", data_dir.display()))?;
     }
     cfg.sink.dir = data_dir.clone();
+    // The demo's broker starts empty, so old checkpoints would describe data that is gone.
+    cfg.processor.checkpoint.dir = data_dir.join("state");
     if let Some(d) = duration {
         let token = shutdown.clone();
         tokio::spawn(async move {

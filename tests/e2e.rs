@@ -294,8 +294,13 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         .unwrap();
     assert_eq!(published.published, events.len() as u64);
 
+    let state = tempfile::tempdir().unwrap();
     let processor = ProcessorConfig {
         group_id: format!("{prefix}-processor"),
+        checkpoint: kpiflow_processor::config::CheckpointConfig {
+            dir: state.path().to_path_buf(),
+            ..Default::default()
+        },
         idle_timeout: Duration::from_secs(2),
         flush_interval: Duration::from_millis(300),
         rules: vec![ThresholdRuleConfig {

@@ -37,6 +37,10 @@ pub mod names {
     pub const STATE_BUCKETS: &str = "kpiflow_state_buckets";
     /// Seconds from reading a batch to publishing its outputs (histogram; `component`).
     pub const BATCH_SECONDS: &str = "kpiflow_batch_duration_seconds";
+    /// Histogram: seconds to restore the state of newly assigned partitions.
+    pub const RESTORE_SECONDS: &str = "kpiflow_state_restore_duration_seconds";
+    /// Histogram: seconds to write a state checkpoint.
+    pub const CHECKPOINT_SECONDS: &str = "kpiflow_checkpoint_duration_seconds";
     /// A KPI's current value (gauge; `kpi`, `team`, `priority`, `shop`, `channel`,
     /// `marketplace`, `window`, `sku`, `campaign`: see [`KPI_LABELS`](super::KPI_LABELS)).
     pub const KPI_VALUE: &str = "kpiflow_kpi_value";
@@ -383,6 +387,36 @@ pub fn batch_seconds() -> &'static HistogramVec {
             HistogramOpts::new(
                 names::BATCH_SECONDS,
                 "Seconds from reading a batch to publishing its outputs.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            &[labels::COMPONENT],
+        )
+    })
+}
+
+/// State restore duration (on partition assignment).
+pub fn restore_seconds() -> &'static HistogramVec {
+    static CELL: OnceLock<HistogramVec> = OnceLock::new();
+    register(&CELL, || {
+        HistogramVec::new(
+            HistogramOpts::new(
+                names::RESTORE_SECONDS,
+                "Seconds to restore the state of newly assigned partitions from their checkpoints.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+            &[labels::COMPONENT],
+        )
+    })
+}
+
+/// Checkpoint write duration.
+pub fn checkpoint_seconds() -> &'static HistogramVec {
+    static CELL: OnceLock<HistogramVec> = OnceLock::new();
+    register(&CELL, || {
+        HistogramVec::new(
+            HistogramOpts::new(
+                names::CHECKPOINT_SECONDS,
+                "Seconds to write the state checkpoints of one flush.",
             )
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
             &[labels::COMPONENT],

@@ -40,16 +40,8 @@ fn apply_all(engine: &mut Engine, events: &[Event]) -> usize {
     let now = Instant::now();
     let mut published = 0;
     for chunk in events.chunks(20_000) {
-        let batch: Vec<(&Event, PartitionId)> = chunk
-            .iter()
-            .map(|e| {
-                let p = PartitionId {
-                    topic: e.body.topic(),
-                    partition: 0,
-                };
-                (e, p)
-            })
-            .collect();
+        let batch: Vec<(&Event, PartitionId)> =
+            chunk.iter().map(|e| (e, PartitionId::zero_of(e))).collect();
         engine
             .apply_batch(&batch, now)
             .expect("the catalog evaluates");

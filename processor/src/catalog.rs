@@ -161,7 +161,9 @@ pub struct MeasureConfig {
 }
 
 /// Which scopes a KPI is kept for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     /// One value per shop.

@@ -66,6 +66,39 @@ impl Default for Lateness {
     }
 }
 
+/// `[processor.checkpoint]`: durable state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Directory of the checkpoints (one subdirectory per consumer group, one file per input
+    /// partition). Every processor of a group must see the same directory (a shared volume)
+    /// for partitions to move between machines. Default `kpiflow-state`.
+    #[serde(default = "CheckpointConfig::dir")]
+    pub dir: PathBuf,
+    /// How often state is checkpointed (and offsets committed); after a crash at most this
+    /// much input is replayed. Default `10s`.
+    #[serde(default = "CheckpointConfig::interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl CheckpointConfig {
+    fn dir() -> PathBuf {
+        PathBuf::from("kpiflow-state")
+    }
+    fn interval() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            dir: Self::dir(),
+            interval: Self::interval(),
+        }
+    }
+}
+
 /// Settings of the KPI engine (`[processor]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +138,9 @@ pub struct ProcessorConfig {
     /// How late facts may be, per kind.
     #[serde(default)]
     pub lateness: Lateness,
+    /// Where and how often state is checkpointed.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     /// How often aggregates are published and input offsets committed. Default `1s`.
     #[serde(default = "ProcessorConfig::flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
@@ -138,6 +174,7 @@ impl Default for ProcessorConfig {
             out_of_orderness: Self::out_of_orderness(),
             idle_timeout: Self::idle_timeout(),
             lateness: Lateness::default(),
+            checkpoint: CheckpointConfig::default(),
             flush_interval: Self::flush_interval(),
             max_batch: Self::max_batch(),
             currency: Self::currency(),

@@ -29,6 +29,17 @@ pub struct PartitionId {
     pub partition: i32,
 }
 
+impl PartitionId {
+    /// Partition 0 of the event's topic: where a test or benchmark that has no Kafka says its
+    /// events came from.
+    pub fn zero_of(event: &Event) -> PartitionId {
+        PartitionId {
+            topic: event.body.topic(),
+            partition: 0,
+        }
+    }
+}
+
 /// What [`Engine::apply`] did with an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -691,8 +702,12 @@ impl Engine {
             let def = &catalog.windows[wi];
             for ki in kpis {
                 let kpi = &catalog.kpis[ki];
-                let numerator = kpi.numerator.eval(&sums, window_days);
-                let denominator = kpi.denominator.as_ref().map(|d| d.eval(&sums, window_days));
+                // Normalised so "2" is not published as "2.000000000" (the evaluation scale).
+                let numerator = Decimal(kpi.numerator.eval(&sums, window_days).0.normalize());
+                let denominator = kpi
+                    .denominator
+                    .as_ref()
+                    .map(|d| Decimal(d.eval(&sums, window_days).0.normalize()));
                 let value = match denominator {
                     Some(d) if d == Decimal::ZERO => None,
                     Some(d) => Some(numerator.to_f64() / d.to_f64()),
@@ -843,6 +858,9 @@ fn level_index(g: GroupBy) -> usize {
         GroupBy::Campaign => 2,
     }
 }
+
+#[path = "engine_state.rs"]
+mod state;
 
 #[cfg(test)]
 #[path = "engine_proptests.rs"]

@@ -84,7 +84,14 @@ fn ad_row() -> impl Strategy<Value = AdRow> {
     )
 }
 
-fn events(orders: &[Order], ads: &[AdRow]) -> Vec<(Event, Topic)> {
+/// One inventory snapshot: (shop, SKU, minute, sellable units).
+type Snapshot = (usize, u8, i64, u64);
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    (0usize..2, 0u8..3, 0i64..3 * 24 * 60, 0u64..3)
+}
+
+fn events(orders: &[Order], ads: &[AdRow], snapshots: &[Snapshot]) -> Vec<(Event, Topic)> {
     let t = |min: i64| DateTime::from_timestamp(BASE + min * 60, 0).unwrap();
     let mut out = Vec::new();
     for (i, o) in orders.iter().enumerate() {
@@ -165,6 +172,24 @@ fn events(orders: &[Order], ads: &[AdRow]) -> Vec<(Event, Topic)> {
             ));
         }
     }
+    for (k, (shop, sku, minute, sellable)) in snapshots.iter().enumerate() {
+        let mut h = header(format!("inv{k}"), *shop, t(*minute));
+        h.sku = Some(format!("sku-{sku}"));
+        out.push((
+            Event::new(
+                h,
+                kpiflow_schemas::InventorySnapshot {
+                    location: "FBA-US".into(),
+                    location_kind: kpiflow_schemas::LocationKind::Fba,
+                    sellable: *sellable,
+                    inbound: 0,
+                    reserved: 0,
+                    unfulfillable: 0,
+                },
+            ),
+            Topic::Logistics,
+        ));
+    }
     out
 }
 
@@ -172,6 +197,9 @@ fn events(orders: &[Order], ads: &[AdRow]) -> Vec<(Event, Topic)> {
 fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)> {
     let mut out = Vec::new();
     let mut ads: NewestAds = HashMap::new();
+    // The last snapshot of each (shop, SKU, Pacific day): ((time, event id), sellable).
+    type Day = (String, String, NaiveDate);
+    let mut days: HashMap<Day, ((DateTime<Utc>, String), u64)> = HashMap::new();
     let mut seen = HashSet::new();
     let one = Decimal::from_i64(1);
     for (e, _) in events {
@@ -194,6 +222,18 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
             kpiflow_schemas::EventBody::OrderCancelled(c) => {
                 out.push((shop, "cancels", c.placed_at.timestamp(), one))
             }
+            kpiflow_schemas::EventBody::InventorySnapshot(i) => {
+                let date = e
+                    .header
+                    .event_time
+                    .with_timezone(&chrono_tz::America::Los_Angeles)
+                    .date_naive();
+                let key = (shop, e.header.sku.clone().unwrap_or_default(), date);
+                let version = (e.header.event_time, e.header.event_id.clone());
+                if days.get(&key).is_none_or(|old| version > old.0) {
+                    days.insert(key, (version, i.sellable));
+                }
+            }
             kpiflow_schemas::EventBody::AdPerformance(a) => {
                 let key = (shop, a.campaign_id.clone(), a.date);
                 let version = (a.as_of, e.header.event_id.clone());
@@ -210,6 +250,13 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
     for ((shop, _, _), (_, at, spend, sales)) in ads {
         out.push((shop.clone(), "spend", at, spend));
         out.push((shop, "sales", at, sales));
+    }
+    // A SKU-day counts at its last snapshot's time.
+    for ((shop, _, _), ((at, _), sellable)) in days {
+        out.push((shop.clone(), "sku_days", at.timestamp(), one));
+        if sellable == 0 {
+            out.push((shop, "stockout_days", at.timestamp(), one));
+        }
     }
     out
 }
@@ -233,6 +280,7 @@ fn expected(
         "late_shipment_rate" => ("late", Some("shipments")),
         "cancellation_rate" => ("cancels", Some("orders")),
         "roas" => ("sales", Some("spend")),
+        "stockout_rate" => ("stockout_days", Some("sku_days")),
         other => panic!("unknown KPI {other}"),
     };
     (sum(num), den.map(sum))
@@ -245,11 +293,12 @@ proptest! {
     fn streamed_values_equal_a_from_scratch_computation(
         orders in proptest::collection::vec(order(), 1..60),
         ads in proptest::collection::vec(ad_row(), 0..6),
+        snapshots in proptest::collection::vec(snapshot(), 0..30),
         dup_every in 2usize..9,
         jitter in proptest::collection::vec(0i64..7200, 200),
         flush_every in 1usize..40,
     ) {
-        let all = events(&orders, &ads);
+        let all = events(&orders, &ads, &snapshots);
         // Delivery order: event time plus up to 2 h of jitter (well within the 3-day
         // lateness), with every n-th event delivered twice.
         let mut delivery: Vec<(i64, usize)> = all
@@ -263,9 +312,17 @@ proptest! {
         delivery.sort();
         // The KPIs the reference below computes.
         let cfg = ProcessorConfig {
-            kpis: ["gmv", "orders", "aov", "late_shipment_rate", "cancellation_rate", "roas"]
-                .map(String::from)
-                .to_vec(),
+            kpis: [
+                "gmv",
+                "orders",
+                "aov",
+                "late_shipment_rate",
+                "cancellation_rate",
+                "roas",
+                "stockout_rate",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..ProcessorConfig::default()
         };
         let mut engine = Engine::new(&cfg, 0);
@@ -289,6 +346,11 @@ proptest! {
         for u in last.values() {
             prop_assert_eq!((u.numerator, u.denominator), expected(&facts, u), "{}", u.key());
         }
+        // Snapshots are aggregated, not ignored.
+        prop_assert_eq!(
+            snapshots.is_empty(),
+            !last.values().any(|u| u.kpi == "stockout_rate" && u.denominator.is_some_and(|d| d > Decimal::ZERO)),
+        );
         // Every business day that holds an order was published.
         for (shop, _, at, _) in facts.iter().filter(|f| f.1 == "orders") {
             let found = last.values().any(|u| {

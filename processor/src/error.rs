@@ -38,6 +38,13 @@ pub enum ProcessorError {
         /// The underlying error.
         problem: String,
     },
+    /// A state checkpoint cannot be used (corrupt, or from an incompatible version); the
+    /// operator decides whether to delete it and rebuild from the input topics.
+    #[error("bad checkpoint: {problem}")]
+    Checkpoint {
+        /// What is wrong.
+        problem: String,
+    },
     /// Kafka or another shared component failed (external); see [`CoreError::is_retryable`].
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -62,7 +69,8 @@ impl ProcessorError {
         match self {
             ProcessorError::Config { .. }
             | ProcessorError::Catalog { .. }
-            | ProcessorError::Internal { .. } => false,
+            | ProcessorError::Internal { .. }
+            | ProcessorError::Checkpoint { .. } => false,
             ProcessorError::Core(e) => e.is_retryable(),
             ProcessorError::Publish(_) => true,
         }

@@ -23,6 +23,7 @@
 //! zone is an exact set of those buckets (23, 24 or 25 of them across DST changes).
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,11 +1,16 @@
-//! The processor's Kafka loop: read a batch, apply it, publish outputs, await their delivery,
-//! then commit the input offsets.
+//! The processor's Kafka loop: read a batch, apply it to the task that owns each record's
+//! partition, publish outputs and await their delivery, checkpoint, then commit offsets.
 //!
-//! State is in memory in this first cut, so the processor rebuilds it on every start by reading
-//! its input topics from the beginning (as far as retention reaches); committed offsets only
-//! report progress and lag. Outputs are upserts (the highest `revision` per key wins), so the
-//! replay after a restart changes no reader's view. Durable state is the delivery-guarantees
-//! issue's work.
+//! **Guarantee** (any broker with consumer groups): every input event affects the KPI state
+//! exactly once. Each partition number `p` is a task with its own [`Engine`]; its checkpoint
+//! ([`crate::checkpoint`]) holds the engine state *and* the input offsets that state covers,
+//! written only after the outputs of that state were acknowledged by Kafka. On assignment the
+//! consumer is positioned at the checkpoint's offsets (the beginning when there is none) and
+//! the engine restored from it, so a crash replays exactly the records after the checkpoint.
+//! Their outputs are published again: KPI updates are upserts keyed by (KPI, scope, window)
+//! whose highest `revision` wins with the same values, and breach events repeat with the same
+//! `breach_id` and `state`, so readers de-duplicate on (`breach_id`, `state`). Committed
+//! Kafka offsets only report progress and lag.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,13 +21,18 @@ use chrono::Utc;
 use kpiflow_core::metrics::{self, ComponentMetrics};
 use kpiflow_core::{CoreError, KafkaConfig};
 use kpiflow_schemas::{DeadLetter, Event, Topic, Topics};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::TopicPartitionListElem;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::{Checkpoint, CheckpointStore, LocalDirStore};
+use crate::config::Compiled;
 use crate::engine::{Applied, Engine, Outputs, PartitionId};
 use crate::{ProcessorConfig, ProcessorError};
 
@@ -49,8 +59,97 @@ struct Record {
     payload: Vec<u8>,
 }
 
-/// Runs the processor until `shutdown`, then flushes, commits and returns.
-/// `ready` is set once the input partitions are assigned.
+/// What the rebalance callback tells the loop.
+enum Assignment {
+    /// Partition numbers now owned, each with its checkpoint (if any).
+    Assigned(Vec<(i32, Option<Checkpoint>)>),
+    /// Partition numbers no longer owned.
+    Revoked(Vec<i32>),
+    /// A checkpoint could not be read: the processor must stop rather than count twice.
+    Failed(String),
+}
+
+/// Positions newly assigned partitions at their checkpoint's offsets (the beginning when
+/// there is none) and hands the checkpoints to the loop.
+struct Rebalancer {
+    store: Arc<dyn CheckpointStore>,
+    tx: std::sync::mpsc::Sender<Assignment>,
+}
+
+impl ClientContext for Rebalancer {}
+
+impl ConsumerContext for Rebalancer {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = {
+            let mut p: Vec<i32> = tpl
+                .elements()
+                .iter()
+                .map(TopicPartitionListElem::partition)
+                .collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assigned = Vec::new();
+                for p in &partitions {
+                    match self.store.load(*p) {
+                        Ok(cp) => assigned.push((*p, cp)),
+                        Err(e) => {
+                            let _ = self.tx.send(Assignment::Failed(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+                let elements: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, p) in elements {
+                    let suffix = topic.split_once('.').map_or("", |(_, s)| s).to_string();
+                    let offset = assigned
+                        .iter()
+                        .find(|(q, _)| *q == p)
+                        .and_then(|(_, cp)| cp.as_ref()?.offset(&suffix))
+                        .map_or(Offset::Beginning, Offset::Offset);
+                    let _ = tpl.set_partition_offset(&topic, p, offset);
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    let _ = self
+                        .tx
+                        .send(Assignment::Failed(format!("assigning partitions: {e}")));
+                    return;
+                }
+                let _ = self.tx.send(Assignment::Assigned(assigned));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = self.tx.send(Assignment::Revoked(partitions));
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; the group will retry");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// One partition number's engine.
+struct Task {
+    engine: Engine,
+    /// Records applied since the last checkpoint.
+    changed: bool,
+}
+
+/// Runs the processor until `shutdown`, then publishes, checkpoints, commits and returns.
+/// `ready` is set once partitions are assigned and their state restored.
 pub async fn run(
     kafka: &KafkaConfig,
     cfg: &ProcessorConfig,
@@ -59,16 +158,34 @@ pub async fn run(
 ) -> Result<RunStats, ProcessorError> {
     kafka.validate()?;
     let compiled = cfg.compile()?;
+    let store: Arc<dyn CheckpointStore> =
+        Arc::new(LocalDirStore::new(cfg.checkpoint.dir.join(&cfg.group_id))?);
     kafka.wait_until_reachable(Duration::from_secs(60)).await?;
     kafka.ensure_topics().await?;
     let topics = kafka.topics();
-    let consumer = kafka.consumer(&cfg.group_id)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let consumer: StreamConsumer<Rebalancer> = {
+        let mut c = kafka.client_config()?;
+        c.set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false")
+            // Range hands partition p of every event topic to the same member: task p.
+            .set("partition.assignment.strategy", "range");
+        c.create_with_context(Rebalancer {
+            store: Arc::clone(&store),
+            tx,
+        })
+        .map_err(|e| CoreError::kafka(format!("creating consumer for group {}", cfg.group_id), e))?
+    };
+    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
+    consumer
+        .subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())
+        .map_err(|e| CoreError::kafka("subscribing to the event topics", e))?;
     let producer = kafka.producer()?;
-    let assigned = assign_from_beginning(&consumer, &topics).await?;
-    tracing::info!(group = %cfg.group_id, partitions = assigned.len(), "processor reading events from the beginning");
-    if let Some(r) = &ready {
-        r.store(true, Ordering::Relaxed);
-    }
+    tracing::info!(group = %cfg.group_id, checkpoints = %cfg.checkpoint.dir.display(), "processor joining its consumer group");
 
     let m = ComponentMetrics::new(COMPONENT);
     let duplicates = metrics::duplicates().with_label_values(&[COMPONENT]);
@@ -82,22 +199,11 @@ pub async fn run(
     let updates_topic = topics.name(Topic::KpiUpdates);
     let breaches_topic = topics.name(Topic::Breaches);
 
-    let first_revision = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
-    let mut engine = Engine::with(&compiled, first_revision);
-    for (topic, partition) in &assigned {
-        if let Some(t) = topics.parse(topic) {
-            engine.register_partition(
-                PartitionId {
-                    topic: t,
-                    partition: *partition,
-                },
-                Instant::now(),
-            );
-        }
-    }
+    let mut tasks: HashMap<i32, Task> = HashMap::new();
     let mut stats = RunStats::default();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_log = Instant::now();
+    let mut last_checkpoint = Instant::now();
     loop {
         let deadline = tokio::time::Instant::now() + cfg.flush_interval;
         let mut dead: Vec<(usize, Record)> = Vec::new();
@@ -113,6 +219,15 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline) => break,
                 msg = consumer.recv() => msg,
             };
+            // Rebalances run inside recv(): apply them before using what it returned.
+            apply_assignments(
+                &rx,
+                &mut tasks,
+                &mut positions,
+                &compiled,
+                &topics,
+                ready.as_deref(),
+            )?;
             let msg = match msg {
                 Ok(msg) => msg,
                 Err(e) => {
@@ -121,6 +236,10 @@ pub async fn run(
                     continue;
                 }
             };
+            if !tasks.contains_key(&msg.partition()) {
+                // Revoked while the record was in flight: its new owner reads it.
+                continue;
+            }
             read += 1;
             m.received.inc();
             stats.received += 1;
@@ -145,31 +264,52 @@ pub async fn run(
                 Some(Ok(event)) => decoded.push((read, event, partition, msg)),
             }
         }
-        // Measures are evaluated over the whole batch at once (vectorised DataFusion
-        // expressions), so records are decoded first and applied together.
-        let batch: Vec<(&Event, PartitionId)> =
-            decoded.iter().map(|(_, e, p, _)| (e, *p)).collect();
-        let verdicts = engine.apply_batch(&batch, Instant::now())?;
-        for ((seq, _, _, msg), verdict) in decoded.iter().zip(verdicts) {
-            let verdict = match verdict {
-                Applied::Counted | Applied::Unused => Ok(()),
-                Applied::Duplicate => {
-                    duplicates.inc();
-                    stats.duplicates += 1;
-                    Ok(())
-                }
-                Applied::Superseded => {
-                    m.dropped("superseded", 1);
-                    Ok(())
-                }
-                Applied::Late { reason } => Err(("late", reason)),
-                Applied::Rejected { kind, reason } => Err((kind, reason)),
+        apply_assignments(
+            &rx,
+            &mut tasks,
+            &mut positions,
+            &compiled,
+            &topics,
+            ready.as_deref(),
+        )?;
+        // Measures are evaluated over a whole batch at once (vectorised DataFusion
+        // expressions), so records are decoded first and applied together, per task.
+        let mut by_task: HashMap<i32, Vec<usize>> = HashMap::new();
+        for (i, (_, _, p, _)) in decoded.iter().enumerate() {
+            by_task.entry(p.partition).or_default().push(i);
+        }
+        for (p, rows) in by_task {
+            let Some(task) = tasks.get_mut(&p) else {
+                continue;
             };
-            if let Err((kind, reason)) = verdict {
-                m.dropped(kind, 1);
-                stats.dead_lettered += 1;
-                tracing::debug!(kind, %reason, "dead-lettering a record");
-                dead.push((*seq, dead_letter(msg, &dead_topic, kind, reason)));
+            let batch: Vec<(&Event, PartitionId)> = rows
+                .iter()
+                .map(|i| (&decoded[*i].1, decoded[*i].2))
+                .collect();
+            let verdicts = task.engine.apply_batch(&batch, Instant::now())?;
+            task.changed = true;
+            for (i, verdict) in rows.iter().zip(verdicts) {
+                let (seq, _, _, msg) = &decoded[*i];
+                let verdict = match verdict {
+                    Applied::Counted | Applied::Unused => Ok(()),
+                    Applied::Duplicate => {
+                        duplicates.inc();
+                        stats.duplicates += 1;
+                        Ok(())
+                    }
+                    Applied::Superseded => {
+                        m.dropped("superseded", 1);
+                        Ok(())
+                    }
+                    Applied::Late { reason } => Err(("late", reason)),
+                    Applied::Rejected { kind, reason } => Err((kind, reason)),
+                };
+                if let Err((kind, reason)) = verdict {
+                    m.dropped(kind, 1);
+                    stats.dead_lettered += 1;
+                    tracing::debug!(kind, %reason, "dead-lettering a record");
+                    dead.push((*seq, dead_letter(msg, &dead_topic, kind, reason)));
+                }
             }
         }
         for (seq, kind, reason, msg) in dead_letters.drain(..) {
@@ -182,26 +322,32 @@ pub async fn run(
         // Dead letters keep the order their records were read in.
         dead.sort_by_key(|(seq, _)| *seq);
 
-        for quiet in engine.quiet_partitions(Instant::now()) {
-            let name = topics.name(quiet.topic);
-            let at_end =
-                match consumer.fetch_watermarks(&name, quiet.partition, Duration::from_secs(5)) {
-                    Ok((low, high)) => {
-                        positions
-                            .get(&(name, quiet.partition))
-                            .copied()
-                            .unwrap_or(low)
-                            >= high
-                    }
-                    Err(e) => {
-                        m.error("kafka");
-                        tracing::warn!(error = %e, "reading a partition's end offset failed");
-                        false
-                    }
-                };
-            engine.set_caught_up(quiet, at_end);
+        let mut outputs = Outputs::default();
+        for task in tasks.values_mut() {
+            for quiet in task.engine.quiet_partitions(Instant::now()) {
+                let name = topics.name(quiet.topic);
+                let at_end =
+                    match consumer.fetch_watermarks(&name, quiet.partition, Duration::from_secs(5))
+                    {
+                        Ok((low, high)) => {
+                            positions
+                                .get(&(name, quiet.partition))
+                                .copied()
+                                .unwrap_or(low)
+                                >= high
+                        }
+                        Err(e) => {
+                            m.error("kafka");
+                            tracing::warn!(error = %e, "reading a partition's end offset failed");
+                            false
+                        }
+                    };
+                task.engine.set_caught_up(quiet, at_end);
+            }
+            let o = task.engine.flush(Instant::now(), Utc::now());
+            outputs.updates.extend(o.updates);
+            outputs.breaches.extend(o.breaches);
         }
-        let outputs = engine.flush(Instant::now(), Utc::now());
         stats.updates += outputs.updates.len() as u64;
         stats.breaches += outputs.breaches.len() as u64;
         let sent = outputs.updates.len() + outputs.breaches.len();
@@ -213,13 +359,40 @@ pub async fn run(
         publish(&producer, records).await?;
         m.sent.inc_by(sent as u64);
         if read > 0 {
-            commit(&consumer, &positions, &m);
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
         }
-        if let Some(wm) = engine.watermark() {
+        // Outputs are acknowledged: the state that produced them may now become durable.
+        if stopping || last_checkpoint.elapsed() >= cfg.checkpoint.interval {
+            last_checkpoint = Instant::now();
+            let started = Instant::now();
+            let mut written = 0usize;
+            for (p, task) in tasks.iter_mut().filter(|(_, t)| t.changed) {
+                let offsets = Topic::EVENTS
+                    .iter()
+                    .filter_map(|t| {
+                        let next = positions.get(&(topics.name(*t), *p))?;
+                        Some((t.suffix().to_string(), *next))
+                    })
+                    .collect();
+                let bytes = task.engine.snapshot();
+                written += bytes.len();
+                store.save(&Checkpoint::new(*p, offsets, bytes))?;
+                task.changed = false;
+            }
+            if written > 0 {
+                metrics::checkpoint_seconds()
+                    .with_label_values(&[COMPONENT])
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(bytes = written, took = ?started.elapsed(), "checkpoint written");
+                commit(&consumer, &positions, &m);
+            }
+        }
+        let watermark = tasks.values().filter_map(|t| t.engine.watermark()).min();
+        if let Some(wm) = watermark {
             m.watermark().set(wm.timestamp());
         }
-        state_gauge.set(engine.state_buckets() as i64);
+        let buckets: usize = tasks.values().map(|t| t.engine.state_buckets()).sum();
+        state_gauge.set(buckets as i64);
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
             tracing::info!(
@@ -227,8 +400,9 @@ pub async fn run(
                 updates = stats.updates,
                 breaches = stats.breaches,
                 dead_lettered = stats.dead_lettered,
-                watermark = ?engine.watermark(),
-                buckets = engine.state_buckets(),
+                tasks = tasks.len(),
+                watermark = ?watermark,
+                buckets,
                 "processor progress"
             );
         }
@@ -239,47 +413,75 @@ pub async fn run(
     }
 }
 
-/// Assigns every partition of the event topics, starting at the beginning (see module docs).
-async fn assign_from_beginning(
-    consumer: &StreamConsumer,
+/// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
+/// drops revoked ones, without checkpointing them: their new owner restores the last
+/// checkpoint and replays from its offsets.
+fn apply_assignments(
+    rx: &std::sync::mpsc::Receiver<Assignment>,
+    tasks: &mut HashMap<i32, Task>,
+    positions: &mut HashMap<(String, i32), i64>,
+    compiled: &Compiled,
     topics: &Topics,
-) -> Result<Vec<(String, i32)>, ProcessorError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut tpl = TopicPartitionList::new();
-    let mut assigned = Vec::new();
-    for topic in Topic::EVENTS {
-        let name = topics.name(topic);
-        loop {
-            let md = consumer
-                .fetch_metadata(Some(&name), Duration::from_secs(10))
-                .map_err(|e| CoreError::kafka(format!("reading metadata of {name}"), e))?;
-            let partitions: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == name && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if !partitions.is_empty() {
-                for p in partitions {
-                    assigned.push((name.clone(), p));
-                    tpl.add_partition_offset(&name, p, Offset::Beginning)
-                        .map_err(|e| CoreError::kafka(format!("assigning {name}/{p}"), e))?;
+    ready: Option<&AtomicBool>,
+) -> Result<(), ProcessorError> {
+    while let Ok(a) = rx.try_recv() {
+        match a {
+            Assignment::Failed(problem) => return Err(ProcessorError::Checkpoint { problem }),
+            Assignment::Revoked(ps) => {
+                for p in ps {
+                    tasks.remove(&p);
+                    positions.retain(|(_, q), _| *q != p);
                 }
-                break;
+                tracing::info!(tasks = tasks.len(), "partitions revoked");
             }
-            if Instant::now() > deadline {
-                return Err(CoreError::KafkaAdmin(format!(
-                    "topic {name} has no partitions after 60s; create it or enable kafka.create_topics"
-                ))
-                .into());
+            Assignment::Assigned(list) => {
+                let started = Instant::now();
+                let mut bytes = 0usize;
+                for (p, checkpoint) in list {
+                    let first_revision = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
+                    let mut engine = Engine::with(compiled, first_revision);
+                    let now = Instant::now();
+                    if let Some(cp) = &checkpoint {
+                        engine.restore(&cp.engine, now)?;
+                        bytes += cp.engine.len();
+                        for (suffix, next) in &cp.offsets {
+                            positions.insert((format!("{}.{suffix}", topics.prefix()), p), *next);
+                        }
+                    }
+                    for topic in Topic::EVENTS {
+                        engine.register_partition(
+                            PartitionId {
+                                topic,
+                                partition: p,
+                            },
+                            now,
+                        );
+                    }
+                    tasks.insert(
+                        p,
+                        Task {
+                            engine,
+                            changed: false,
+                        },
+                    );
+                }
+                let took = started.elapsed();
+                metrics::restore_seconds()
+                    .with_label_values(&[COMPONENT])
+                    .observe(took.as_secs_f64());
+                tracing::info!(
+                    tasks = tasks.len(),
+                    restored_bytes = bytes,
+                    ?took,
+                    "partitions assigned and state restored"
+                );
+                if let Some(r) = ready {
+                    r.store(true, Ordering::Relaxed);
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| CoreError::kafka("assigning input partitions", e))?;
-    Ok(assigned)
+    Ok(())
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {
@@ -349,7 +551,7 @@ async fn publish(
 }
 
 fn commit(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Rebalancer>,
     positions: &HashMap<(String, i32), i64>,
     m: &ComponentMetrics,
 ) {
@@ -362,8 +564,8 @@ fn commit(
             m.error("kafka");
         }
     }
-    // Offsets only report progress here (state is rebuilt from the beginning), so an
-    // asynchronous commit is enough; a failure is counted and the next flush retries.
+    // Offsets only report progress and lag (positions come from the checkpoints), so an
+    // asynchronous commit is enough; a failure is counted and the next checkpoint retries.
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         m.error("kafka");
         tracing::warn!(error = %e, "committing offsets failed; retrying at the next flush");

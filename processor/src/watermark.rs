@@ -4,8 +4,18 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use kpiflow_schemas::Topic;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::PartitionId;
+
+/// What a checkpoint keeps of the watermarks: event times, not wall-clock instants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkState {
+    /// (topic suffix, partition, newest event time).
+    partitions: Vec<(String, i32, Option<DateTime<Utc>>)>,
+    current: Option<DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Partition {
@@ -50,6 +60,45 @@ impl Watermarks {
             last_seen: now,
             caught_up: false,
         });
+    }
+
+    /// The checkpointable part.
+    pub fn state(&self) -> WatermarkState {
+        let mut partitions: Vec<_> = self
+            .partitions
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.topic.suffix().to_string(),
+                    id.partition,
+                    p.max_event_time,
+                )
+            })
+            .collect();
+        partitions.sort();
+        WatermarkState {
+            partitions,
+            current: self.current,
+        }
+    }
+
+    /// Restores a checkpoint at wall-clock `now`: partitions count as just seen and not yet
+    /// caught up, so the idle logic starts afresh.
+    pub fn restore(&mut self, state: WatermarkState, now: Instant) {
+        for (suffix, partition, max_event_time) in state.partitions {
+            let Some(topic) = Topic::ALL.into_iter().find(|t| t.suffix() == suffix) else {
+                continue;
+            };
+            self.partitions.insert(
+                PartitionId { topic, partition },
+                Partition {
+                    max_event_time,
+                    last_seen: now,
+                    caught_up: false,
+                },
+            );
+        }
+        self.current = state.current;
     }
 
     /// Records an event time seen on `partition` at wall-clock `now`.

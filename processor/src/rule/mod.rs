@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
+use serde::{Deserialize, Serialize};
 
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
@@ -24,6 +25,18 @@ pub struct RuleConfigs {
     /// Silent sources.
     pub staleness: Vec<StalenessRuleConfig>,
 }
+
+/// The rules' memory, by rule id (a rule removed from the configuration loses its state; a
+/// new one starts empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSetState {
+    thresholds: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
+    trends: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
+    staleness: Vec<(String, Vec<OpenStaleness>)>,
+}
+
+/// An open staleness breach: ((shop scope, source), breach id).
+type OpenStaleness = ((u32, String), String);
 
 /// Every configured rule, with its per-scope state.
 #[derive(Debug)]
@@ -53,6 +66,46 @@ impl RuleSet {
                 .map(StalenessRule::new)
                 .collect(),
             started,
+        }
+    }
+
+    /// The rules' memory, for checkpoints.
+    pub fn state(&self) -> RuleSetState {
+        RuleSetState {
+            thresholds: self
+                .thresholds
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+            trends: self
+                .trends
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+            staleness: self
+                .staleness
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
+        }
+    }
+
+    /// Restores the memory of the rules that still exist.
+    pub fn restore(&mut self, state: RuleSetState) {
+        for (id, s) in state.thresholds {
+            if let Some(r) = self.thresholds.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
+        }
+        for (id, s) in state.trends {
+            if let Some(r) = self.trends.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
+        }
+        for (id, s) in state.staleness {
+            if let Some(r) = self.staleness.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
         }
     }
 

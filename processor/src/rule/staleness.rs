@@ -97,6 +97,27 @@ impl StalenessRule {
         }
     }
 
+    /// The rule's id.
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    /// Open breaches, for checkpoints.
+    pub fn state(&self) -> Vec<((u32, String), String)> {
+        let mut out: Vec<_> = self
+            .open
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Restores open breaches from a checkpoint.
+    pub fn restore(&mut self, state: Vec<((u32, String), String)>) {
+        self.open = state.into_iter().collect();
+    }
+
     /// How long the processor must have run before the rule judges.
     pub fn max_silence(&self) -> Duration {
         self.cfg.max_silence

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, BreachState, Channel, Decimal, KpiUpdate, RuleOp, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ProcessorError;
 use crate::catalog::Catalog;
@@ -117,8 +117,9 @@ impl ThresholdRuleConfig {
     }
 }
 
-#[derive(Debug, Default)]
-struct ScopeState {
+/// A rule's memory for one scope; checkpointed with the engine.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeState {
     /// Start of the newest window evaluated; older windows (late corrections) do not move
     /// the breach state backwards in time.
     newest: Option<DateTime<Utc>>,
@@ -142,6 +143,23 @@ impl ThresholdRule {
             cfg,
             scopes: HashMap::new(),
         }
+    }
+
+    /// The rule's id.
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    /// Per-scope state, for checkpoints.
+    pub fn state(&self) -> Vec<(u32, ScopeState)> {
+        let mut out: Vec<_> = self.scopes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    /// Restores per-scope state from a checkpoint.
+    pub fn restore(&mut self, state: Vec<(u32, ScopeState)>) {
+        self.scopes = state.into_iter().collect();
     }
 
     /// Returns a transition when `update` opens or resolves this rule's breach for its scope.

@@ -160,6 +160,21 @@ impl TrendRule {
         }
     }
 
+    /// The rule's id.
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    /// Per-scope state, for checkpoints.
+    pub fn state(&self) -> Vec<(u32, super::threshold::ScopeState)> {
+        self.inner.state()
+    }
+
+    /// Restores per-scope state from a checkpoint.
+    pub fn restore(&mut self, state: Vec<(u32, super::threshold::ScopeState)>) {
+        self.inner.restore(state);
+    }
+
     /// Whether the rule watches `update`, and against what.
     pub fn reference_needed(&self, u: &KpiUpdate) -> Option<Compare> {
         (u.kpi == self.cfg.kpi && u.window.name == self.cfg.window).then_some(self.cfg.compare)

@@ -1,0 +1,419 @@
+//! The engine's state as bytes: what a checkpoint holds, and how it comes back.
+//!
+//! Sums are stored per measure *name*, so a catalog that gained or lost measures since the
+//! checkpoint still restores: known measures keep their sums, new ones start at zero, removed
+//! ones are dropped. Wall-clock instants are not stored; restored partitions count as just
+//! seen.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use kpiflow_schemas::{Decimal, Scope};
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Report, ScopeState, Version};
+use crate::ProcessorError;
+use crate::catalog::GroupBy;
+use crate::rule::RuleSetState;
+use crate::watermark::WatermarkState;
+use crate::window::Hour;
+
+/// Bumped when the layout below changes incompatibly.
+const FORMAT: u32 = 1;
+
+/// A decimal as rust_decimal's 16-byte form: exact and compact.
+type Bytes16 = [u8; 16];
+
+fn pack(d: Decimal) -> Bytes16 {
+    d.0.serialize()
+}
+
+fn unpack(b: Bytes16) -> Decimal {
+    Decimal(rust_decimal::Decimal::deserialize(b))
+}
+
+/// [`Scope`] without its wire attributes: postcard is not self-describing, so fields that
+/// JSON skips when absent must always be written here.
+#[derive(Debug, Serialize, Deserialize)]
+struct ScopeKey {
+    shop: String,
+    channel: kpiflow_schemas::Channel,
+    marketplace: String,
+    sku: Option<String>,
+    campaign: Option<String>,
+}
+
+impl From<&Scope> for ScopeKey {
+    fn from(s: &Scope) -> Self {
+        ScopeKey {
+            shop: s.shop.clone(),
+            channel: s.channel,
+            marketplace: s.marketplace.clone(),
+            sku: s.sku.clone(),
+            campaign: s.campaign.clone(),
+        }
+    }
+}
+
+impl From<ScopeKey> for Scope {
+    fn from(s: ScopeKey) -> Self {
+        Scope {
+            shop: s.shop,
+            channel: s.channel,
+            marketplace: s.marketplace,
+            sku: s.sku,
+            campaign: s.campaign,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ScopeSnapshot {
+    scope: ScopeKey,
+    level: GroupBy,
+    /// (hour, [(measure slot in `EngineState::measures`, sum)]), zero sums left out.
+    hours: Vec<(Hour, Vec<(u16, Bytes16)>)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct VersionSnapshot {
+    group: u16,
+    shop: u32,
+    key: String,
+    version: i64,
+    event_id: String,
+    newest_hour: Hour,
+    added: Vec<(u32, Hour, u16, Bytes16)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReportSnapshot {
+    scope: u32,
+    group: u16,
+    key: String,
+    hour: Hour,
+    version: i64,
+    event_id: String,
+    values: Vec<(u16, Bytes16)>,
+}
+
+/// Everything the engine knows that its input cannot cheaply give back.
+#[derive(Debug, Serialize, Deserialize)]
+struct EngineState {
+    format: u32,
+    /// Measure names, in the slot order used below.
+    measures: Vec<String>,
+    /// Replace groups, as `measure names joined by ","`, in the index order used below.
+    groups: Vec<String>,
+    scopes: Vec<ScopeSnapshot>,
+    seen: Vec<(String, Hour)>,
+    replaced: Vec<VersionSnapshot>,
+    gauges: Vec<ReportSnapshot>,
+    freshness: Vec<((u32, String), DateTime<Utc>)>,
+    frontier: Option<Hour>,
+    first_unpublished: Option<Hour>,
+    revision: u64,
+    evicted_at: Option<Hour>,
+    watermarks: WatermarkState,
+    rules: RuleSetState,
+}
+
+/// Hash maps iterate in no fixed order; sorting keeps snapshots of equal states equal.
+fn sorted<K: Ord, V>(items: impl Iterator<Item = (K, V)>) -> Vec<(K, V)> {
+    let mut v: Vec<(K, V)> = items.collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl Engine {
+    /// The engine's state as bytes (postcard). Call after [`Engine::flush`]: changes not yet
+    /// published are part of the state but their outputs are not.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let measures = self
+            .catalog
+            .measures
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+        let groups = self
+            .catalog
+            .replace_groups
+            .iter()
+            .map(|g| self.group_name(g))
+            .collect();
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| ScopeSnapshot {
+                scope: ScopeKey::from(&s.scope),
+                level: s.level,
+                hours: s
+                    .hours
+                    .iter()
+                    .map(|(h, sums)| {
+                        let values = sums
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| **v != Decimal::ZERO)
+                            .map(|(m, v)| (m as u16, pack(*v)))
+                            .collect();
+                        (*h, values)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut replaced: Vec<VersionSnapshot> = self
+            .replaced
+            .iter()
+            .map(|((group, shop, key), v)| VersionSnapshot {
+                group: *group,
+                shop: *shop,
+                key: key.clone(),
+                version: v.version,
+                event_id: v.event_id.clone(),
+                newest_hour: v.newest_hour,
+                added: v
+                    .added
+                    .iter()
+                    .map(|(s, h, m, d)| (*s, *h, *m, pack(*d)))
+                    .collect(),
+            })
+            .collect();
+        replaced.sort_by(|a, b| (a.group, a.shop, &a.key).cmp(&(b.group, b.shop, &b.key)));
+        let mut gauges = Vec::new();
+        for (scope, series) in &self.gauges {
+            for ((group, key), reports) in series {
+                for (hour, r) in reports {
+                    gauges.push(ReportSnapshot {
+                        scope: *scope,
+                        group: *group,
+                        key: key.clone(),
+                        hour: *hour,
+                        version: r.version,
+                        event_id: r.event_id.clone(),
+                        values: r.values.iter().map(|(m, d)| (*m, pack(*d))).collect(),
+                    });
+                }
+            }
+        }
+        gauges.sort_by(|a, b| {
+            (a.scope, a.group, &a.key, a.hour).cmp(&(b.scope, b.group, &b.key, b.hour))
+        });
+        let state = EngineState {
+            format: FORMAT,
+            measures,
+            groups,
+            scopes,
+            seen: sorted(self.seen.iter().map(|(k, h)| (k.clone(), *h))),
+            replaced,
+            gauges,
+            freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
+            frontier: self.frontier,
+            first_unpublished: self.first_unpublished,
+            revision: self.revision,
+            evicted_at: self.evicted_at,
+            watermarks: self.watermarks.state(),
+            rules: self.rules.state(),
+        };
+        // Plain data into a Vec: encoding cannot fail.
+        postcard::to_stdvec(&state).expect("engine state encodes")
+    }
+
+    fn group_name(&self, g: &crate::catalog::ReplaceGroup) -> String {
+        g.measures
+            .iter()
+            .map(|m| self.catalog.measures[*m].name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Restores a [`Engine::snapshot`] into this engine, which must be new (built for the
+    /// current configuration); `now` is the wall-clock instant of the restore.
+    pub fn restore(&mut self, bytes: &[u8], now: Instant) -> Result<(), ProcessorError> {
+        let state: EngineState =
+            postcard::from_bytes(bytes).map_err(|e| ProcessorError::Checkpoint {
+                problem: format!("cannot decode the engine state: {e}"),
+            })?;
+        if state.format != FORMAT {
+            return Err(ProcessorError::Checkpoint {
+                problem: format!(
+                    "engine state format {} is not the supported {FORMAT}",
+                    state.format
+                ),
+            });
+        }
+        let by_name: HashMap<&str, usize> = self
+            .catalog
+            .measures
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.as_str(), i))
+            .collect();
+        // Old measure slot → new slot (None: the measure no longer exists).
+        let slot: Vec<Option<u16>> = state
+            .measures
+            .iter()
+            .map(|n| by_name.get(n.as_str()).map(|i| *i as u16))
+            .collect();
+        let map = |m: u16| slot.get(m as usize).copied().flatten();
+        let group_names: Vec<String> = self
+            .catalog
+            .replace_groups
+            .iter()
+            .map(|g| self.group_name(g))
+            .collect();
+        let group: Vec<Option<u16>> = state
+            .groups
+            .iter()
+            .map(|n| group_names.iter().position(|g| g == n).map(|i| i as u16))
+            .collect();
+        let map_group = |g: u16| group.get(g as usize).copied().flatten();
+        let n = self.catalog.measures.len();
+        self.scopes.clear();
+        self.scope_ids.clear();
+        for s in state.scopes {
+            let scope = Scope::from(s.scope);
+            let tz = self
+                .time_zones
+                .get(&scope.marketplace)
+                .copied()
+                .unwrap_or(self.default_tz);
+            let mut hours: BTreeMap<Hour, Box<[Decimal]>> = BTreeMap::new();
+            let mut days: BTreeMap<i64, Box<[Decimal]>> = BTreeMap::new();
+            for (h, values) in s.hours {
+                let bucket = hours
+                    .entry(h)
+                    .or_insert_with(|| vec![Decimal::ZERO; n].into_boxed_slice());
+                let day = days
+                    .entry(h.div_euclid(24))
+                    .or_insert_with(|| vec![Decimal::ZERO; n].into_boxed_slice());
+                for (m, v) in values {
+                    if let Some(m) = map(m) {
+                        bucket[m as usize] += unpack(v);
+                        day[m as usize] += unpack(v);
+                    }
+                }
+            }
+            self.scope_ids
+                .insert(scope.clone(), self.scopes.len() as u32);
+            self.scopes.push(ScopeState {
+                scope,
+                level: s.level,
+                tz,
+                hours,
+                days,
+            });
+        }
+        self.seen = state.seen.into_iter().collect();
+        self.replaced = state
+            .replaced
+            .into_iter()
+            .filter_map(|v| {
+                let g = map_group(v.group)?;
+                let added = v
+                    .added
+                    .into_iter()
+                    .filter_map(|(s, h, m, d)| Some((s, h, map(m)?, unpack(d))))
+                    .collect();
+                Some((
+                    (g, v.shop, v.key),
+                    Version {
+                        version: v.version,
+                        event_id: v.event_id,
+                        newest_hour: v.newest_hour,
+                        added,
+                    },
+                ))
+            })
+            .collect();
+        self.gauges.clear();
+        for r in state.gauges {
+            let Some(g) = map_group(r.group) else {
+                continue;
+            };
+            let values = r
+                .values
+                .into_iter()
+                .filter_map(|(m, d)| Some((map(m)?, unpack(d))))
+                .collect();
+            self.gauges
+                .entry(r.scope)
+                .or_default()
+                .entry((g, r.key))
+                .or_default()
+                .insert(
+                    r.hour,
+                    Report {
+                        version: r.version,
+                        event_id: r.event_id,
+                        values,
+                    },
+                );
+        }
+        self.freshness = state.freshness.into_iter().collect();
+        self.frontier = state.frontier;
+        self.first_unpublished = state.first_unpublished;
+        self.revision = self.revision.max(state.revision);
+        self.evicted_at = state.evicted_at;
+        self.watermarks.restore(state.watermarks, now);
+        self.rules.restore(state.rules);
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProcessorConfig;
+    use crate::engine::{Outputs, PartitionId};
+    use kpiflow_ingest::connectors::simulator::{SimulatorConfig, generate};
+
+    #[test]
+    fn a_restored_engine_continues_exactly_like_the_original() {
+        let cfg = ProcessorConfig::default();
+        let sim = SimulatorConfig {
+            shops: 3,
+            days: 3,
+            orders_per_shop_per_day: 40,
+            ..SimulatorConfig::default()
+        };
+        let events = generate(&sim, "2026-11-01T07:00:00Z".parse().unwrap());
+        let (first, rest) = events.split_at(events.len() / 2);
+        let now = Instant::now();
+        let apply = |e: &mut Engine, evs: &[kpiflow_schemas::Event]| -> Outputs {
+            let batch: Vec<_> = evs
+                .iter()
+                .map(|ev| (ev, PartitionId::zero_of(ev)))
+                .collect();
+            e.apply_batch(&batch, now).unwrap();
+            e.flush(now, chrono::Utc::now())
+        };
+        let mut original = Engine::new(&cfg, 0);
+        apply(&mut original, first);
+        let bytes = original.snapshot();
+        let mut restored = Engine::new(&cfg, 0);
+        restored.restore(&bytes, now).unwrap();
+        assert_eq!(restored.snapshot(), bytes, "a restore loses nothing");
+        let a = apply(&mut original, rest);
+        let b = apply(&mut restored, rest);
+        let strip = |o: Outputs| -> Vec<_> {
+            o.updates
+                .into_iter()
+                .map(|u| (u.key(), u.numerator, u.denominator, u.revision))
+                .collect()
+        };
+        assert_eq!(strip(a), strip(b));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let mut e = Engine::new(&ProcessorConfig::default(), 0);
+        let err = e.restore(b"not a checkpoint", Instant::now()).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot decode the engine state"),
+            "{err}"
+        );
+    }
+}
