@@ -7,7 +7,7 @@ use anyhow::Context;
 use kpiflow_core::KafkaConfig;
 use kpiflow_ingest::connectors::simulator::SimulatorConfig;
 use kpiflow_processor::ProcessorConfig;
-use kpiflow_sink::SinkConfig;
+use kpiflow_sink::{AlertsConfig, SinkConfig};
 use serde::Deserialize;
 
 /// The documented example configuration, also the default when no file is given.
@@ -59,6 +59,9 @@ pub(crate) struct Config {
     /// each connector when built).
     #[serde(default)]
     pub connectors: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    /// `[alerts]`: breach alerts to Alertmanager and webhooks.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
                 );
             }
         }
+        self.alerts.validate()?;
         Ok(())
     }
 }
@@ -116,6 +120,27 @@ mod tests {
         assert_eq!(cfg.processor.rules.len(), 3);
         assert_eq!(cfg.simulate.anomalies.len(), 3);
         assert_eq!(cfg.kafka.topic_prefix, "kpiflow");
+    }
+
+    #[test]
+    fn the_deploy_configs_load_and_are_valid() {
+        let compose = Config::parse(
+            include_str!("../deploy/compose/kpiflow.toml"),
+            "deploy/compose/kpiflow.toml",
+        )
+        .unwrap();
+        assert_eq!(compose.kafka.bootstrap_servers, "kafka:9092");
+        assert!(compose.alerts.alertmanager.enabled);
+        let k8s = Config::parse(
+            include_str!("../deploy/k8s/kpiflow.toml"),
+            "deploy/k8s/kpiflow.toml",
+        )
+        .unwrap();
+        assert_eq!(k8s.metrics.listen.port(), 9464);
+        assert!(
+            !Config::load(None).unwrap().alerts.any_enabled(),
+            "alerts are off in the example, so the demo needs no Alertmanager"
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -125,8 +124,14 @@ async fn run_pipeline(
     let sink_live = live.clone();
     let sink_stop = shutdown.clone();
     let sink = tokio::spawn(async move {
-        sink_ready.store(true, Ordering::Relaxed);
-        kpiflow_sink::run(&kafka, &sink_cfg, Some(sink_live), sink_stop).await
+        kpiflow_sink::run(
+            &kafka,
+            &sink_cfg,
+            Some(sink_live),
+            Some(sink_ready),
+            sink_stop,
+        )
+        .await
     });
     let kafka = cfg.kafka.clone();
     let proc_cfg = cfg.processor.clone();

@@ -5,6 +5,7 @@
 //!  kpiflow ingest (platform APIs, webhooks, drop folders: [[connectors.*]]) ──► Kafka;
 //!  kpiflow backfill: one date range
 //!  kpiflow demo: a local broker and all three roles in one process, with a live view
+//!  kpiflow alerts: breaches to Alertmanager / a signed webhook (also part of `kpiflow sink`)
 //!  kpiflow query: DataFusion SQL over the Parquet tables
 //! ```
 
@@ -82,8 +83,11 @@ enum Command {
     },
     /// Run the KPI engine: events in, KPI updates and breaches out.
     Process,
-    /// Write KPI updates and breaches to Parquet and serve /metrics.
+    /// Write KPI updates and breaches to Parquet and serve /metrics; also push breaches to
+    /// the alert receivers enabled in [alerts].
     Sink,
+    /// Push breaches to the alert receivers enabled in [alerts] (Alertmanager, webhook) only.
+    Alerts,
     /// Run DataFusion SQL over the Parquet tables (kpi_values, kpi_latest, breaches).
     Query {
         /// The SQL, e.g. "SELECT kpi, shop, value FROM kpi_latest WHERE window_name = 'business_day'".
@@ -272,9 +276,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signal(shutdown.clone());
             let readiness = Readiness::default();
             let ready = readiness.part("sink");
-            metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            kpiflow_sink::run(&cfg.kafka, &cfg.sink, None, shutdown).await?;
+            metrics::serve(cfg.metrics.listen, readiness.clone(), shutdown.clone()).await?;
+            let sink = async {
+                let result =
+                    kpiflow_sink::run(&cfg.kafka, &cfg.sink, None, Some(ready), shutdown.clone())
+                        .await;
+                // Either half failing stops the other: the process exits to be restarted.
+                shutdown.cancel();
+                result
+            };
+            let alerts = async {
+                let result = kpiflow_sink::run_alerts(
+                    &cfg.kafka,
+                    &cfg.alerts,
+                    Some(&readiness),
+                    shutdown.clone(),
+                )
+                .await;
+                if result.is_err() {
+                    shutdown.cancel();
+                }
+                result
+            };
+            let (sink, alerts) = tokio::join!(sink, alerts);
+            sink?;
+            alerts?;
+            Ok(())
+        }
+        Command::Alerts => {
+            cancel_on_signal(shutdown.clone());
+            anyhow::ensure!(
+                cfg.alerts.any_enabled(),
+                "no alert receiver is enabled: set alerts.alertmanager.enabled or \
+                 alerts.webhook.enabled to true"
+            );
+            let readiness = Readiness::default();
+            metrics::serve(cfg.metrics.listen, readiness.clone(), shutdown.clone()).await?;
+            let stats =
+                kpiflow_sink::run_alerts(&cfg.kafka, &cfg.alerts, Some(&readiness), shutdown)
+                    .await?;
+            tracing::info!(?stats, "alerts stopped");
             Ok(())
         }
         Command::Query { sql, format, dir } => {

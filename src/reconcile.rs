@@ -41,6 +41,10 @@ pub(crate) async fn compare(
     let events = events_dir
         .to_str()
         .with_context(|| format!("{} is not valid UTF-8", events_dir.display()))?;
+    // The sink's session has the `events` table of its own folder; the archive may be
+    // elsewhere (--events).
+    ctx.deregister_table("events")
+        .context("replacing the session's events table")?;
     ctx.register_parquet(
         "events",
         events,

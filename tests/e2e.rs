@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "e2e/crash.rs"]
 mod crash;
+#[path = "e2e/dashboards.rs"]
+mod dashboards;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
@@ -334,13 +336,15 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         dir: dir.path().to_path_buf(),
         group_id: format!("{prefix}-sink"),
         roll_interval: Duration::from_millis(500),
+        // The archive reconcile reads below is the sink's own.
+        events_archive: true,
         ..SinkConfig::default()
     };
     let stop = CancellationToken::new();
     let (k, p, s) = (kafka.clone(), processor.clone(), stop.clone());
     let proc_task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &p, None, s).await });
     let (k, c, s) = (kafka.clone(), sink.clone(), stop.clone());
-    let sink_task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, s).await });
+    let sink_task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, None, s).await });
 
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
@@ -351,8 +355,15 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         Duration::from_secs(180),
     )
     .await;
-    let outputs = vec![topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
-    wait_until_consumed(&kafka, &sink.group_id, &outputs, Duration::from_secs(180)).await;
+    let outputs = [topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    let sink_inputs: Vec<String> = outputs.iter().chain(&inputs).cloned().collect();
+    wait_until_consumed(
+        &kafka,
+        &sink.group_id,
+        &sink_inputs,
+        Duration::from_secs(180),
+    )
+    .await;
     stop.cancel();
     let stats = proc_task.await.unwrap().unwrap();
     sink_task.await.unwrap().unwrap();
@@ -365,6 +376,8 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         );
     }
     assert_eq!(stats.duplicates as usize, events.len() - ids.len());
+    // Every role has reported: the dashboards and rules may only use what /metrics shows.
+    dashboards::assert_deploy_uses_exported_metrics().await;
 
     // Every KPI value in Parquet equals the value computed from the events.
     let sums = Sums::new(facts(&events));
@@ -493,8 +506,13 @@ fn reconcile_command(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
 /// The stream and the batch recomputation agree on what the pipeline published, and a fact
 /// the stream never saw shows up as a difference in exactly the windows it belongs to.
 fn assert_reconciles(dir: &std::path::Path, events: &[Event]) {
+    // The sink archived every delivery (duplicates included) under events/date=…/.
     let archive = dir.join("events");
-    write_events(&archive, "stream.parquet", events);
+    assert!(
+        std::fs::read_dir(&archive).is_ok_and(|mut d| d.next().is_some()),
+        "the sink wrote no events archive in {}",
+        archive.display()
+    );
     let started = Instant::now();
     let (ok, out) = reconcile_command(dir, &[]);
     eprintln!("reconcile took {:?}: {}", started.elapsed(), out.trim());

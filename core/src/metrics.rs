@@ -41,7 +41,8 @@ pub mod names {
     pub const RESTORE_SECONDS: &str = "kpiflow_state_restore_duration_seconds";
     /// Histogram: seconds to write a state checkpoint.
     pub const CHECKPOINT_SECONDS: &str = "kpiflow_checkpoint_duration_seconds";
-    /// A KPI's current value (gauge; `kpi`, `shop`, `channel`, `marketplace`, `window`).
+    /// A KPI's current value (gauge; `kpi`, `team`, `priority`, `shop`, `channel`,
+    /// `marketplace`, `window`, `sku`, `campaign`: see [`KPI_LABELS`](super::KPI_LABELS)).
     pub const KPI_VALUE: &str = "kpiflow_kpi_value";
     /// A KPI's numerator (gauge; same labels as the value).
     pub const KPI_NUMERATOR: &str = "kpiflow_kpi_numerator";
@@ -71,6 +72,30 @@ pub mod names {
     pub const SOURCE_RATE_LIMIT_WAITS: &str = "kpiflow_source_rate_limit_waits_total";
     /// Requests retried after a 5xx, a 429 or a connection error (counter; `connector`, `shop`).
     pub const SOURCE_RETRIES: &str = "kpiflow_source_retries_total";
+    /// Failed writes of a sink: a Parquet flush, an Alertmanager or webhook delivery attempt
+    /// (counter; `sink`).
+    pub const SINK_WRITE_ERRORS: &str = "kpiflow_sink_write_errors_total";
+    /// Canonical events per source and outcome: `accepted`, `late`, `dead_lettered`,
+    /// `duplicate` (counter; `source`, `outcome`). Wired by the processor.
+    pub const SOURCE_EVENTS: &str = "kpiflow_source_events_total";
+    /// Records a consumer group has not committed yet, per partition (gauge; `component`,
+    /// `topic`, `partition`).
+    pub const CONSUMER_LAG: &str = "kpiflow_consumer_lag";
+    /// Seconds from a record's publish time (`emitted_at`) to the moment a component has
+    /// handled it for good: written to Parquet, accepted by Alertmanager (histogram;
+    /// `component`).
+    pub const EVENT_LATENCY_SECONDS: &str = "kpiflow_event_latency_seconds";
+    /// Seconds an offset commit (or checkpoint) took (histogram; `component`).
+    pub const COMMIT_SECONDS: &str = "kpiflow_commit_duration_seconds";
+    /// KPI series exported on `/metrics` (gauge).
+    pub const KPI_SERIES: &str = "kpiflow_kpi_series";
+    /// KPI updates not exported on `/metrics` because the cardinality guard cut their series:
+    /// `sku`, `campaign` (those labels are off) or `limit` (counter; `reason`).
+    pub const KPI_SERIES_CUT: &str = "kpiflow_kpi_series_cut_total";
+    /// Breaches an alert sink holds open and re-sends (gauge; `sink`).
+    pub const ALERTS_OPEN: &str = "kpiflow_alerts_open";
+    /// Alert deliveries accepted by the receiver (counter; `sink`, `state`).
+    pub const ALERTS_SENT: &str = "kpiflow_alerts_sent_total";
 }
 
 /// Label keys.
@@ -101,6 +126,24 @@ pub mod labels {
     pub const TABLE: &str = "table";
     /// Source connector, e.g. `amazon_sp_orders`.
     pub const CONNECTOR: &str = "connector";
+    /// The team that owns a KPI, e.g. `ads`, `operations`, `warehouse`, `customer_service`.
+    pub const TEAM: &str = "team";
+    /// A KPI's priority: `core` (shown first) or `supporting`.
+    pub const PRIORITY: &str = "priority";
+    /// Seller SKU (KPI series grouped by SKU; empty otherwise).
+    pub const SKU: &str = "sku";
+    /// Ad campaign id (KPI series grouped by campaign; empty otherwise).
+    pub const CAMPAIGN: &str = "campaign";
+    /// Which sink: `parquet`, `alertmanager`, `webhook`.
+    pub const SINK: &str = "sink";
+    /// Event source (connector), e.g. `amazon`, `simulator`.
+    pub const SOURCE: &str = "source";
+    /// What happened to an event: `accepted`, `late`, `dead_lettered`, `duplicate`.
+    pub const OUTCOME: &str = "outcome";
+    /// Kafka topic.
+    pub const TOPIC: &str = "topic";
+    /// Kafka partition number.
+    pub const PARTITION: &str = "partition";
 }
 
 /// The registry all kpiflow metrics live in (the process-wide default registry).
@@ -259,13 +302,20 @@ gauge_vec!(
     [labels::CONNECTOR, labels::SHOP]
 );
 
-/// Label keys of the KPI series, in order.
-pub const KPI_LABELS: [&str; 5] = [
+/// Label keys of the KPI series, in order. `team` and `priority` follow from the KPI (they
+/// add no series; dashboards filter by them). `sku` and `campaign` are empty (which
+/// Prometheus treats as absent) for shop-level series and whenever the sink's cardinality
+/// guard keeps SKU or campaign series off.
+pub const KPI_LABELS: [&str; 9] = [
     labels::KPI,
+    labels::TEAM,
+    labels::PRIORITY,
     labels::SHOP,
     labels::CHANNEL,
     labels::MARKETPLACE,
     labels::WINDOW,
+    labels::SKU,
+    labels::CAMPAIGN,
 ];
 
 gauge_vec!(
@@ -275,10 +325,14 @@ gauge_vec!(
     "Current KPI value (latest window).",
     [
         labels::KPI,
+        labels::TEAM,
+        labels::PRIORITY,
         labels::SHOP,
         labels::CHANNEL,
         labels::MARKETPLACE,
-        labels::WINDOW
+        labels::WINDOW,
+        labels::SKU,
+        labels::CAMPAIGN
     ]
 );
 gauge_vec!(
@@ -288,10 +342,14 @@ gauge_vec!(
     "Current KPI numerator (latest window).",
     [
         labels::KPI,
+        labels::TEAM,
+        labels::PRIORITY,
         labels::SHOP,
         labels::CHANNEL,
         labels::MARKETPLACE,
-        labels::WINDOW
+        labels::WINDOW,
+        labels::SKU,
+        labels::CAMPAIGN
     ]
 );
 gauge_vec!(
@@ -301,12 +359,89 @@ gauge_vec!(
     "Current KPI denominator (latest window).",
     [
         labels::KPI,
+        labels::TEAM,
+        labels::PRIORITY,
         labels::SHOP,
         labels::CHANNEL,
         labels::MARKETPLACE,
-        labels::WINDOW
+        labels::WINDOW,
+        labels::SKU,
+        labels::CAMPAIGN
     ]
 );
+counter_vec!(
+    sink_write_errors,
+    names::SINK_WRITE_ERRORS,
+    "Failed sink writes (Parquet flushes, alert delivery attempts).",
+    [labels::SINK]
+);
+counter_vec!(
+    source_events,
+    names::SOURCE_EVENTS,
+    "Canonical events per source and outcome (accepted, late, dead_lettered, duplicate).",
+    [labels::SOURCE, labels::OUTCOME]
+);
+gauge_vec!(
+    consumer_lag,
+    IntGaugeVec,
+    names::CONSUMER_LAG,
+    "Records a consumer group has not committed yet, per partition.",
+    [labels::COMPONENT, labels::TOPIC, labels::PARTITION]
+);
+counter_vec!(
+    kpi_series_cut,
+    names::KPI_SERIES_CUT,
+    "KPI updates not exported because the cardinality guard cut their series, by reason.",
+    [labels::REASON]
+);
+gauge_vec!(
+    alerts_open,
+    IntGaugeVec,
+    names::ALERTS_OPEN,
+    "Breaches an alert sink holds open and re-sends.",
+    [labels::SINK]
+);
+counter_vec!(
+    alerts_sent,
+    names::ALERTS_SENT,
+    "Alert deliveries accepted by the receiver, by breach state.",
+    [labels::SINK, labels::STATE]
+);
+
+/// KPI series exported on `/metrics`.
+pub fn kpi_series() -> &'static IntGauge {
+    static CELL: OnceLock<IntGauge> = OnceLock::new();
+    register(&CELL, || {
+        IntGauge::new(names::KPI_SERIES, "KPI series exported on /metrics.")
+    })
+}
+
+/// Seconds from a record's publish time to the moment a component handled it for good.
+pub fn event_latency_seconds() -> &'static HistogramVec {
+    static CELL: OnceLock<HistogramVec> = OnceLock::new();
+    register(&CELL, || {
+        HistogramVec::new(
+            HistogramOpts::new(
+                names::EVENT_LATENCY_SECONDS,
+                "Seconds from a record's publish time to the moment a component handled it for good.",
+            )
+            .buckets(prometheus::exponential_buckets(0.01, 2.0, 16)?),
+            &[labels::COMPONENT],
+        )
+    })
+}
+
+/// Seconds an offset commit took.
+pub fn commit_seconds() -> &'static HistogramVec {
+    static CELL: OnceLock<HistogramVec> = OnceLock::new();
+    register(&CELL, || {
+        HistogramVec::new(
+            HistogramOpts::new(names::COMMIT_SECONDS, "Seconds an offset commit took.")
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14)?),
+            &[labels::COMPONENT],
+        )
+    })
+}
 
 /// Batch latency histogram.
 pub fn batch_seconds() -> &'static HistogramVec {
@@ -366,6 +501,9 @@ pub struct ComponentMetrics {
 impl ComponentMetrics {
     /// Counters for `component` (e.g. `processor`), registered on first use.
     pub fn new(component: &'static str) -> Self {
+        // Every component dead-letters invalid records: that series exists from the start at
+        // zero, so increase() and the dead-letter alert see the first one.
+        let _ = events_dropped().with_label_values(&[component, "invalid"]);
         ComponentMetrics {
             component,
             received: events_received().with_label_values(&[component]),
@@ -393,6 +531,16 @@ impl ComponentMetrics {
     /// The watermark gauge of this component.
     pub fn watermark(&self) -> IntGauge {
         watermark().with_label_values(&[self.component])
+    }
+
+    /// Publishes this component's consumer lag, one series per partition (from
+    /// [`KafkaConfig::group_lag`](crate::KafkaConfig::group_lag)).
+    pub fn consumer_lag(&self, lags: &[crate::PartitionLag]) {
+        for l in lags {
+            consumer_lag()
+                .with_label_values(&[self.component, l.topic.as_str(), &l.partition.to_string()])
+                .set(l.lag());
+        }
     }
 }
 

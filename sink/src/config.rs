@@ -43,6 +43,48 @@ pub struct SinkConfig {
     /// Parquet compression codec: `"zstd"`, `"snappy"` or `"none"`. Default: `"zstd"`.
     #[serde(default)]
     pub compression: Compression,
+    /// Also archive the canonical events (the `events` table, input of `kpiflow reconcile`):
+    /// the sink then consumes the event topics too. Default: `false`.
+    #[serde(default)]
+    pub events_archive: bool,
+    /// `[sink.prometheus]`: which KPI series `/metrics` exports.
+    #[serde(default)]
+    pub prometheus: PrometheusConfig,
+}
+
+/// The cardinality guard of the KPI gauges (`[sink.prometheus]`).
+///
+/// Every exported series costs Prometheus memory for as long as it is retained; SKU-level
+/// KPIs multiply the series by the catalogue size, so they stay off unless asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Export KPI values grouped by SKU (label `sku`). Default: `false`.
+    #[serde(default)]
+    pub sku_labels: bool,
+    /// Export KPI values grouped by ad campaign (label `campaign`). Default: `false`.
+    #[serde(default)]
+    pub campaign_labels: bool,
+    /// Most KPI series exported; updates of further series are cut and counted in
+    /// `kpiflow_kpi_series_cut_total{reason="limit"}`. Default: `10000`.
+    #[serde(default = "PrometheusConfig::default_max_series")]
+    pub max_series: usize,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            sku_labels: false,
+            campaign_labels: false,
+            max_series: Self::default_max_series(),
+        }
+    }
+}
+
+impl PrometheusConfig {
+    fn default_max_series() -> usize {
+        10_000
+    }
 }
 
 /// Parquet page compression.
@@ -66,6 +108,8 @@ impl Default for SinkConfig {
             roll_rows: Self::default_roll_rows(),
             roll_interval: Self::default_roll_interval(),
             compression: Compression::default(),
+            events_archive: false,
+            prometheus: PrometheusConfig::default(),
         }
     }
 }
@@ -147,6 +191,13 @@ impl SinkConfig {
                 ),
             ));
         }
+        if self.prometheus.max_series < 1 || self.prometheus.max_series > 1_000_000 {
+            return Err(bad(
+                "prometheus.max_series",
+                self.prometheus.max_series.to_string(),
+                "must be between 1 and 1000000".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -191,6 +242,10 @@ mod tests {
             "bad config: sink.group_id = \" \": must not be empty"
         );
         assert!(msg("dir = \"\"").starts_with("bad config: sink.dir = \"\""));
+        assert_eq!(
+            msg("[prometheus]\nmax_series = 0"),
+            "bad config: sink.prometheus.max_series = 0: must be between 1 and 1000000"
+        );
     }
 
     #[test]

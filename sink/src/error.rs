@@ -72,6 +72,26 @@ pub enum SinkError {
         #[source]
         source: DataFusionError,
     },
+    /// An alert receiver (Alertmanager, a webhook) could not be reached, timed out, or answered
+    /// 5xx, 408 or 429 (an external system); retrying helps once it is back.
+    #[error("{target} unavailable: {reason}")]
+    AlertUnavailable {
+        /// The receiver, e.g. `alertmanager http://127.0.0.1:9093` (no path: it may hold a token).
+        target: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An alert receiver refused a delivery with a 4xx status (the payload or the receiver's
+    /// configuration is at fault); retrying the same delivery cannot help.
+    #[error("{target} refused the alert: HTTP {status}: {body}")]
+    AlertRejected {
+        /// The receiver.
+        target: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the receiver's answer.
+        body: String,
+    },
     /// An invariant of this crate did not hold: this is likely a bug in kpiflow-sink.
     #[error("internal error (likely a bug in kpiflow-sink, please report it): {0}")]
     Internal(String),
@@ -114,7 +134,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         use std::io::ErrorKind;
         match self {
-            SinkError::Kafka { .. } => true,
+            SinkError::Kafka { .. } | SinkError::AlertUnavailable { .. } => true,
             SinkError::Core(e) => e.is_retryable(),
             SinkError::Io { source, .. } => !matches!(
                 source.kind(),
@@ -128,6 +148,7 @@ impl SinkError {
             | SinkError::InvalidRecord(_)
             | SinkError::BadQuery { .. }
             | SinkError::Read { .. }
+            | SinkError::AlertRejected { .. }
             | SinkError::Internal(_) => false,
         }
     }
@@ -141,6 +162,8 @@ impl SinkError {
             SinkError::Core(_) | SinkError::Kafka { .. } => "kafka",
             SinkError::Io { .. } | SinkError::Parquet { .. } => "io",
             SinkError::Read { .. } => "read",
+            SinkError::AlertUnavailable { .. } => "unavailable",
+            SinkError::AlertRejected { .. } => "rejected",
             SinkError::Internal(_) => "internal",
         }
     }

@@ -1,4 +1,4 @@
-//! The sink: the end of the pipeline, and what data teams and Grafana read.
+//! The sink: the end of the pipeline, and what data teams, Grafana and on-call read.
 //!
 //! ```text
 //!   processor ─► <prefix>.kpi.updates ─┐
@@ -13,11 +13,13 @@
 //!   └────────────────────────────────────────────────────────────────────┘
 //!        │                                        │
 //!        ▼                                        ▼
-//!   <dir>/kpi_values/date=YYYY-MM-DD/*.parquet    /metrics (kpiflow-core) ─► Prometheus ─► Grafana
+//!   <dir>/kpi_values/kpi=…/date=…/*.parquet       /metrics (kpiflow-core) ─► Prometheus ─► Grafana
 //!   <dir>/breaches/date=YYYY-MM-DD/*.parquet
 //!        │
 //!        ▼
 //!   query: SQL via DataFusion over kpi_values, breaches, kpi_latest ─► data teams
+//!
+//!   <prefix>.breaches ─► alert (one consumer group per receiver) ─► Alertmanager, webhook
 //! ```
 //!
 //! Guarantee: **at-least-once**. Offsets are committed only after the rows they carried are in
@@ -31,7 +33,9 @@
 //! - [`SinkConfig`]: the `[sink]` section of the config file;
 //! - [`parquet`]: Arrow schemas of the two tables and the atomic, Hive-partitioned file writer;
 //! - [`mod@query`]: a DataFusion session over the files, the `kpi_latest` view, output formats;
-//! - [`prometheus`]: the live KPI and breach gauges on `/metrics` (current window only);
+//! - [`prometheus`]: the live KPI and breach gauges on `/metrics` (current window only,
+//!   behind a cardinality guard);
+//! - [`alert`]: breaches to Alertmanager (API v2) and signed webhooks ([`run_alerts`]);
 //! - [`live`]: the latest values and breach events for the demo's console;
 //! - [`SinkError`]: this crate's one error type.
 //!
@@ -52,6 +56,7 @@
 //! # }
 //! ```
 
+pub mod alert;
 pub mod config;
 pub mod error;
 pub mod live;
@@ -62,7 +67,8 @@ pub mod run;
 
 mod current;
 
-pub use config::{Compression, SinkConfig};
+pub use alert::{AlertStats, AlertsConfig, run_alerts};
+pub use config::{Compression, PrometheusConfig, SinkConfig};
 pub use error::SinkError;
 pub use live::LiveView;
 pub use prometheus::KpiGauges;

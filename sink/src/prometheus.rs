@@ -9,7 +9,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use kpiflow_core::metrics;
 use kpiflow_schemas::{BreachEvent, BreachState, KpiUpdate, Severity};
 
-use crate::current::CurrentWindows;
+use crate::config::PrometheusConfig;
+use crate::current::{CurrentWindows, SeriesKey};
 
 /// How many resolved breach ids are remembered to recognise a replayed `resolved` event.
 const REMEMBERED_RESOLVED: usize = 10_000;
@@ -20,8 +21,17 @@ const REMEMBERED_RESOLVED: usize = 10_000;
 ///
 /// Idempotent: the sink is at-least-once, so a replay after a restart may deliver an event
 /// twice; a duplicate changes no gauge and counts no transition.
+///
+/// A cardinality guard ([`PrometheusConfig`]) keeps SKU- and campaign-level series off unless
+/// asked for, and stops adding series at `max_series`; updates it cuts are counted in
+/// `kpiflow_kpi_series_cut_total{reason}` (they still reach Parquet).
 #[derive(Debug, Default)]
 pub struct KpiGauges {
+    guard: PrometheusConfig,
+    /// Series exported so far (what the `max_series` limit counts), with the label values
+    /// last exported for each: `team` and `priority` may change with a KPI's definition,
+    /// and the old label set must then go.
+    exported: HashMap<SeriesKey, Vec<String>>,
     windows: CurrentWindows,
     /// Firing breach ids per (rule, severity).
     open: HashMap<(String, Severity), HashSet<String>>,
@@ -31,9 +41,49 @@ pub struct KpiGauges {
 }
 
 impl KpiGauges {
-    /// Gauges with no series yet.
+    /// Gauges with no series yet and the default guard (shop level only, 10 000 series).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gauges with no series yet and the given cardinality guard.
+    pub fn with_guard(guard: PrometheusConfig) -> Self {
+        KpiGauges {
+            guard,
+            ..Self::default()
+        }
+    }
+
+    /// KPI series exported.
+    pub fn series(&self) -> usize {
+        self.exported.len()
+    }
+
+    /// Whether the guard lets `u`'s series be exported; counts the cut otherwise.
+    fn admitted_by_guard(&mut self, u: &KpiUpdate) -> bool {
+        let reason = if u.scope.sku.is_some() && !self.guard.sku_labels {
+            Some("sku")
+        } else if u.scope.campaign.is_some() && !self.guard.campaign_labels {
+            Some("campaign")
+        } else {
+            let key = SeriesKey::of(u);
+            if self.exported.contains_key(&key) {
+                None
+            } else if self.exported.len() >= self.guard.max_series {
+                Some("limit")
+            } else {
+                self.exported.insert(key, Vec::new());
+                metrics::kpi_series().set(i64::try_from(self.exported.len()).unwrap_or(i64::MAX));
+                None
+            }
+        };
+        match reason {
+            Some(r) => {
+                metrics::kpi_series_cut().with_label_values(&[r]).inc();
+                false
+            }
+            None => true,
+        }
     }
 
     /// Exports `u` if it is for its series' current window; returns whether it did.
@@ -41,17 +91,33 @@ impl KpiGauges {
     /// A value of `None` (denominator zero) removes the value series instead of exporting a
     /// NaN or leaving the previous window's number up: no value is shown as a gap.
     pub fn apply_kpi(&mut self, u: &KpiUpdate) -> bool {
-        if !self.windows.admit(u) {
+        if !self.admitted_by_guard(u) || !self.windows.admit(u) {
             return false;
         }
         let labels = [
             u.kpi.as_str(),
+            u.owner.as_str(),
+            u.priority.as_str(),
             u.scope.shop.as_str(),
             u.scope.channel.as_str(),
             u.scope.marketplace.as_str(),
             u.window.name.as_str(),
+            u.scope.sku.as_deref().unwrap_or(""),
+            u.scope.campaign.as_deref().unwrap_or(""),
         ];
         debug_assert_eq!(metrics::KPI_LABELS.len(), labels.len());
+        if let Some(last) = self.exported.get_mut(&SeriesKey::of(u))
+            && last.iter().map(String::as_str).ne(labels.iter().copied())
+        {
+            if !last.is_empty() {
+                let old: Vec<&str> = last.iter().map(String::as_str).collect();
+                // Removing a series that is not there is fine; the error only says so.
+                drop(metrics::kpi_value().remove_label_values(&old));
+                drop(metrics::kpi_numerator().remove_label_values(&old));
+                drop(metrics::kpi_denominator().remove_label_values(&old));
+            }
+            *last = labels.iter().map(|l| l.to_string()).collect();
+        }
         match u.value {
             Some(v) if v.is_finite() => metrics::kpi_value().with_label_values(&labels).set(v),
             // Removing a series that is not there is fine; the error only says so.
@@ -199,6 +265,67 @@ mod tests {
         assert!(g.apply_kpi(&next));
         assert_eq!(exposed("kpiflow_kpi_value", &next), None);
         assert_eq!(exposed("kpiflow_kpi_numerator", &next), Some(4.0));
+    }
+
+    #[test]
+    fn the_guard_cuts_sku_campaign_and_series_beyond_the_limit() {
+        let cut = |reason: &str| metrics::kpi_series_cut().with_label_values(&[reason]).get();
+        let (sku0, campaign0, limit0) = (cut("sku"), cut("campaign"), cut("limit"));
+        let mut base = kpi_fixtures().remove(1);
+        base.kpi = "guard_test_kpi".into();
+        let mut g = KpiGauges::with_guard(PrometheusConfig {
+            sku_labels: false,
+            campaign_labels: true,
+            max_series: 2,
+        });
+        let mut sku = base.clone();
+        sku.scope.sku = Some("SKU-1".into());
+        assert!(!g.apply_kpi(&sku), "SKU series are off");
+        assert_eq!(exposed("kpiflow_kpi_value", &sku), None);
+        let mut campaign = base.clone();
+        campaign.scope.campaign = Some("cmp-9".into());
+        assert!(g.apply_kpi(&campaign), "campaign series are on");
+        let line = kpiflow_core::metrics::render()
+            .lines()
+            .find(|l| l.starts_with("kpiflow_kpi_value{") && l.contains("guard_test_kpi"))
+            .map(str::to_string)
+            .unwrap();
+        assert!(line.contains(r#"campaign="cmp-9""#), "{line}");
+        assert!(g.apply_kpi(&base));
+        let mut third = base.clone();
+        third.scope.shop = "shop-over-the-limit".into();
+        assert!(!g.apply_kpi(&third), "a third series is over the limit");
+        assert!(
+            g.apply_kpi(&base),
+            "known series keep updating at the limit"
+        );
+        assert_eq!(g.series(), 2);
+        // Other tests run in parallel and may cut too: at least ours were counted.
+        assert!(cut("sku") > sku0);
+        assert!(cut("limit") > limit0);
+        assert!(cut("campaign") >= campaign0);
+    }
+
+    #[test]
+    fn a_new_team_or_priority_replaces_the_series_labels() {
+        let mut u = kpi_fixtures().remove(1);
+        u.kpi = "relabel_test_kpi".into();
+        let lines = || {
+            kpiflow_core::metrics::render()
+                .lines()
+                .filter(|l| l.starts_with("kpiflow_kpi_value{") && l.contains("relabel_test_kpi"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut g = KpiGauges::new();
+        assert!(g.apply_kpi(&u));
+        assert_eq!(lines().len(), 1);
+        u.owner = "warehouse".into();
+        u.revision += 1;
+        assert!(g.apply_kpi(&u));
+        let now = lines();
+        assert_eq!(now.len(), 1, "the old label set is gone: {now:?}");
+        assert!(now[0].contains(r#"team="warehouse""#), "{now:?}");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   `kpi_latest` removes both.
 //!
 //! Every table has the Hive partition column `date` (Date32; UTC date of `window_start` for
-//! KPIs, of `at` for breaches): filter on it to read only the partitions needed.
+//! KPIs, of `at` for breaches), and `kpi_values` / `kpi_latest` also `kpi` (the folder level
+//! above `date`): filter on them to read only the partitions needed.
 //!
 //! ```sql
 //! SELECT kpi, shop, window_start, value FROM kpi_latest
@@ -21,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -55,7 +55,7 @@ pub async fn session(dir: impl AsRef<Path>) -> Result<SessionContext, SinkError>
         let url = table_url(&table.dir(dir))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(FILE_EXTENSION)
-            .with_table_partition_cols(vec![(DATE_COLUMN.to_string(), DataType::Date32)]);
+            .with_table_partition_cols(table.partition_columns());
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
             .with_schema(table.schema());
@@ -121,13 +121,22 @@ fn kpi_latest_ddl() -> String {
     )
 }
 
+/// The table's columns: partition columns other than `date` first (`kpi`), then the files'
+/// columns, then `date` when asked for.
 fn quoted_columns(table: Table, with_date: bool) -> String {
-    let mut names: Vec<String> = table
-        .schema()
-        .fields()
+    let partitions = table.partition_columns();
+    let mut names: Vec<String> = partitions
         .iter()
-        .map(|f| format!("\"{}\"", f.name()))
+        .filter(|(name, _)| name != DATE_COLUMN)
+        .map(|(name, _)| format!("\"{name}\""))
         .collect();
+    names.extend(
+        table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("\"{}\"", f.name())),
+    );
     if with_date {
         names.push(format!("\"{DATE_COLUMN}\""));
     }
@@ -264,7 +273,9 @@ mod tests {
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
         write_rows(dir.path(), &events, Compression::None).unwrap();
         // A file caught mid-write: readers must skip it (it is not even valid Parquet).
-        let partition = dir.path().join("kpi_values/date=2025-03-14");
+        let partition = dir
+            .path()
+            .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
         std::fs::write(
             partition.join(".part-crashed.parquet.tmp"),
             b"PAR1 half a file",
@@ -309,10 +320,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kpis = kpi_fixtures();
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
-        let batch = KpiUpdate::to_batch(&kpis.iter().collect::<Vec<_>>()).unwrap();
+        // One partition's rows (the file goes into that KPI's folder).
+        let lsr: Vec<&KpiUpdate> = kpis
+            .iter()
+            .filter(|k| k.kpi == "late_shipment_rate")
+            .collect();
+        let batch = KpiUpdate::to_batch(&lsr).unwrap();
+        let extra = lsr.len();
         let (half_written, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
         let writer = {
-            let folder = dir.path().join("kpi_values/date=2025-03-14");
+            let folder = dir
+                .path()
+                .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
             let (tell, wait) = (half_written.0, go_on.1);
             std::thread::spawn(move || {
                 write_with_pause(&folder, "part-paused.parquet", &batch, || {
@@ -329,7 +348,66 @@ mod tests {
         let path = writer.join().unwrap();
         assert!(path.ends_with("part-paused.parquet"));
         let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
-        assert_eq!(n, 2 * kpis.len());
+        assert_eq!(n, kpis.len() + extra);
+    }
+
+    /// Schema evolution: files from an older writer that lacked nullable columns, and files
+    /// from a newer writer with a column this reader does not know, read side by side.
+    #[tokio::test]
+    async fn older_and_newer_files_read_with_the_current_schema() {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sku = kpi_fixtures().remove(5);
+        sku.kpi = "evolution_test".into();
+        let folder = dir
+            .path()
+            .join(format!("kpi_values/{}", sku.partition_path()));
+        let current = KpiUpdate::to_batch(&[&sku]).unwrap();
+
+        // An old file: written before `sku`, `campaign` and `currency` existed.
+        let keep: Vec<usize> = (0..current.num_columns())
+            .filter(|i| {
+                let name = current.schema().field(*i).name().clone();
+                !["sku", "campaign", "currency"].contains(&name.as_str())
+            })
+            .collect();
+        let old = current.project(&keep).unwrap();
+        crate::parquet::write_file_atomically(&folder, "part-old.parquet", &old, Compression::Zstd)
+            .unwrap();
+        // A newer file: one more column, unknown to this reader.
+        let mut fields: Vec<Field> = current
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("added_later", DataType::Utf8, true));
+        let mut columns = current.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![Some("x")])));
+        let newer = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        crate::parquet::write_file_atomically(
+            &folder,
+            "part-newer.parquet",
+            &newer,
+            Compression::Zstd,
+        )
+        .unwrap();
+
+        let back: Vec<KpiUpdate> = read(
+            dir.path(),
+            "SELECT * FROM kpi_values ORDER BY sku NULLS FIRST",
+        )
+        .await;
+        let mut without = sku.clone();
+        without.scope.sku = None;
+        without.scope.campaign = None;
+        without.currency = None;
+        assert_eq!(
+            back,
+            vec![without, sku],
+            "missing nullable columns read as null"
+        );
     }
 
     #[tokio::test]

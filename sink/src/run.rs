@@ -16,11 +16,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kpiflow_core::KafkaConfig;
 use kpiflow_core::metrics::{self, ComponentMetrics};
-use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic, Topics};
+use kpiflow_schemas::{BreachEvent, DeadLetter, Event, KpiUpdate, Topic, Topics};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -30,7 +31,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::parquet::{Table, TableRow, WrittenFile, remove_stale_temp_files, write_rows};
+use crate::parquet::{Table, TableRow, remove_stale_temp_files, write_rows};
 use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
 
 /// Temporary files older than this are debris of a crashed writer (a write takes seconds).
@@ -39,6 +40,8 @@ const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a consumer error, so a broken connection does not spin the loop.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// How long start-up waits for a broker to answer before giving up (and being restarted).
+const BROKER_WAIT: Duration = Duration::from_secs(60);
 
 /// What one [`run`] did, returned when it stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +52,11 @@ pub struct SinkStats {
     pub kpi_rows: u64,
     /// Rows committed to `breaches`.
     pub breach_rows: u64,
+    /// Rows committed to `events` (the archive, when on).
+    pub event_rows: u64,
+    /// Event records not archived because they do not decode or do not fit the table (the
+    /// processor dead-letters them; the sink counts them as dropped, reason `not_archived`).
+    pub events_not_archived: u64,
     /// Parquet files committed.
     pub files: u64,
     /// Records sent to the dead-letter topic.
@@ -65,19 +73,31 @@ pub struct SinkStats {
 /// does not decode is published to the dead-letter topic and counted as dropped (`invalid`);
 /// the sink keeps going.
 ///
+/// `ready` (the sink's `/readyz` part) turns true once a broker answered, the topics exist and
+/// the open breaches are restored from Parquet: from then on `/metrics` tells the truth.
+///
 /// Errors stop the sink without committing what was not written, so restarting it is always
 /// safe; [`SinkError::is_retryable`] tells whether a restart may help.
 pub async fn run(
     kafka: &KafkaConfig,
     cfg: &SinkConfig,
     live: Option<LiveView>,
+    ready: Option<Arc<AtomicBool>>,
     shutdown: CancellationToken,
 ) -> Result<SinkStats, SinkError> {
     cfg.validate()?;
     kafka.validate()?;
     let topics = kafka.topics();
+    kafka.wait_until_reachable(BROKER_WAIT).await?;
     kafka.ensure_topics().await?;
     let metrics = ComponentMetrics::new("sink");
+    // Series exist from the start at zero, so rate() and the dashboards see them before the
+    // first error or cut.
+    let _ = metrics::sink_write_errors().with_label_values(&["parquet"]);
+    for reason in ["sku", "campaign", "limit"] {
+        let _ = metrics::kpi_series_cut().with_label_values(&[reason]);
+    }
+    let _ = metrics::kpi_series();
 
     let dir = cfg.dir.clone();
     match tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE)).await {
@@ -87,7 +107,7 @@ pub async fn run(
         Err(e) => return Err(SinkError::Internal(format!("clean-up task failed: {e}"))),
     }
 
-    let mut gauges = KpiGauges::new();
+    let mut gauges = KpiGauges::with_guard(cfg.prometheus);
     // Breaches that opened in an earlier run stay open on /metrics after a restart: their
     // firing events were committed and will not be read again.
     match crate::query::open_breaches(&cfg.dir).await {
@@ -100,10 +120,24 @@ pub async fn run(
 
     let producer = kafka.producer()?;
     let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);
-    let subscribed = [topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    let mut subscribed = vec![topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
+    if cfg.events_archive {
+        subscribed.extend(Topic::EVENTS.iter().map(|t| topics.name(*t)));
+    }
+    let names: Vec<&str> = subscribed.iter().map(String::as_str).collect();
     consumer
-        .subscribe(&[subscribed[0].as_str(), subscribed[1].as_str()])
+        .subscribe(&names)
         .map_err(|e| SinkError::kafka(format!("subscribing to {}", subscribed.join(", ")), e))?;
+    let lag = spawn_lag_reporter(
+        kafka.clone(),
+        cfg.group_id.clone(),
+        subscribed.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    if let Some(r) = &ready {
+        r.store(true, Ordering::Relaxed);
+    }
     tracing::info!(
         group = %cfg.group_id,
         topics = %subscribed.join(", "),
@@ -120,6 +154,7 @@ pub async fn run(
         producer,
         kpis: Vec::new(),
         breaches: Vec::new(),
+        events: Vec::new(),
         pending: HashMap::new(),
         stats: SinkStats::default(),
     };
@@ -128,6 +163,7 @@ pub async fn run(
         Ok(()) => sink.flush(&consumer).await,
         Err(e) => Err(e),
     };
+    lag.abort();
     // Closing a consumer blocks while it leaves the group; keep that off the async threads.
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     match result {
@@ -146,6 +182,7 @@ pub async fn run(
 enum Row {
     Kpi(KpiUpdate),
     Breach(BreachEvent),
+    Event(Box<Event>),
 }
 
 struct Sink<'a> {
@@ -157,6 +194,7 @@ struct Sink<'a> {
     producer: FutureProducer,
     kpis: Vec<KpiUpdate>,
     breaches: Vec<BreachEvent>,
+    events: Vec<Event>,
     /// Next offset to commit per (topic, partition): last handled offset + 1.
     pending: HashMap<(String, i32), i64>,
     stats: SinkStats,
@@ -190,7 +228,7 @@ impl Sink<'_> {
                     Ok(message) => {
                         self.handle(&message).await?;
                         deadline.get_or_insert_with(|| Instant::now() + self.cfg.roll_interval);
-                        if self.kpis.len() + self.breaches.len() >= self.cfg.roll_rows {
+                        if self.buffered() >= self.cfg.roll_rows {
                             self.flush(consumer).await?;
                             deadline = None;
                         }
@@ -234,6 +272,14 @@ impl Sink<'_> {
                     }
                     self.breaches.push(b);
                 }
+                Ok(Row::Event(e)) => self.events.push(*e),
+                // The processor reads the same record and dead-letters it with the reason; a
+                // second dead letter from the archive would only double the noise.
+                Err(reason) if self.is_event_topic(m.topic()) => {
+                    tracing::debug!(topic = m.topic(), %reason, "event not archived");
+                    self.metrics.dropped("not_archived", 1);
+                    self.stats.events_not_archived += 1;
+                }
                 Err(reason) => self.dead_letter(m, payload, reason).await?,
             },
         }
@@ -255,8 +301,24 @@ impl Sink<'_> {
                 .map_err(|e| e.to_string())
                 .and_then(storable)
                 .map(Row::Breach),
+            Some(t) if self.cfg.events_archive && Topic::EVENTS.contains(&t) => {
+                Event::from_json(payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(storable)
+                    .map(|e| Row::Event(Box::new(e)))
+            }
             _ => Err(format!("topic {topic:?} is not one the sink subscribed to")),
         }
+    }
+
+    fn is_event_topic(&self, topic: &str) -> bool {
+        self.topics
+            .parse(topic)
+            .is_some_and(|t| Topic::EVENTS.contains(&t))
+    }
+
+    fn buffered(&self) -> usize {
+        self.kpis.len() + self.breaches.len() + self.events.len()
     }
 
     async fn dead_letter(
@@ -265,29 +327,16 @@ impl Sink<'_> {
         payload: &[u8],
         reason: String,
     ) -> Result<(), SinkError> {
-        tracing::warn!(
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
-            %reason,
-            "dead-lettering an undecodable record"
-        );
-        let json = DeadLetter::new("sink", "invalid", reason, payload)
-            .from_record(m.topic(), m.partition(), m.offset(), m.key())
-            .to_json();
-        let topic = self.topics.name(Topic::DeadLetter);
-        let mut record = FutureRecord::to(&topic).payload(&json);
-        if let Some(key) = m.key() {
-            record = record.key(key);
-        }
-        // Awaited before the offset is noted: the record's only trace must be on disk at Kafka
-        // before the sink may commit past it.
-        self.producer
-            .send(record, DEAD_LETTER_TIMEOUT)
-            .await
-            .map_err(|(e, _)| {
-                SinkError::kafka(format!("publishing a dead letter to {topic}"), e)
-            })?;
+        publish_dead_letter(
+            &self.producer,
+            &self.topics,
+            "sink",
+            "invalid",
+            m,
+            payload,
+            reason,
+        )
+        .await?;
         self.metrics.dropped("invalid", 1);
         self.stats.dead_lettered += 1;
         Ok(())
@@ -295,20 +344,38 @@ impl Sink<'_> {
 
     /// Writes the buffers to Parquet, then commits the offsets they came from.
     async fn flush(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
-        if self.pending.is_empty() && self.kpis.is_empty() && self.breaches.is_empty() {
+        if self.pending.is_empty() && self.buffered() == 0 {
             return Ok(());
         }
         let kpis = std::mem::take(&mut self.kpis);
         let breaches = std::mem::take(&mut self.breaches);
+        let events = std::mem::take(&mut self.events);
         let dir = self.cfg.dir.clone();
         let compression = self.cfg.compression;
-        let files = tokio::task::spawn_blocking(move || -> Result<Vec<WrittenFile>, SinkError> {
+        let written = tokio::task::spawn_blocking(move || {
             let mut files = write_rows(&dir, &kpis, compression)?;
             files.extend(write_rows(&dir, &breaches, compression)?);
-            Ok(files)
+            files.extend(write_rows(&dir, &events, compression)?);
+            // Publish times, for the end-to-end latency once the files are in place.
+            let emitted: Vec<_> = kpis
+                .iter()
+                .map(|k| k.emitted_at)
+                .chain(breaches.iter().map(|b| b.emitted_at))
+                .collect();
+            Ok::<_, SinkError>((files, emitted))
         })
         .await
-        .map_err(|e| SinkError::Internal(format!("write task failed: {e}")))??;
+        .map_err(|e| SinkError::Internal(format!("write task failed: {e}")))?;
+        let (files, emitted) = written.inspect_err(|_| {
+            metrics::sink_write_errors()
+                .with_label_values(&["parquet"])
+                .inc();
+        })?;
+        let now = chrono::Utc::now();
+        let latency = metrics::event_latency_seconds().with_label_values(&["sink"]);
+        for at in emitted {
+            latency.observe((now - at).to_std().unwrap_or_default().as_secs_f64());
+        }
 
         for f in &files {
             let rows = f.rows as u64;
@@ -323,6 +390,7 @@ impl Sink<'_> {
             match f.table {
                 Table::KpiValues => self.stats.kpi_rows += rows,
                 Table::Breaches => self.stats.breach_rows += rows,
+                Table::Events => self.stats.event_rows += rows,
             }
             tracing::debug!(path = %f.path.display(), rows, "committed file");
         }
@@ -358,9 +426,13 @@ impl Sink<'_> {
             return Ok(());
         }
         let c = Arc::clone(consumer);
+        let started = std::time::Instant::now();
         let committed = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
             .await
             .map_err(|e| SinkError::Internal(format!("commit task failed: {e}")))?;
+        metrics::commit_seconds()
+            .with_label_values(&[self.metrics.component()])
+            .observe(started.elapsed().as_secs_f64());
         match committed {
             Ok(()) => self.pending.clear(),
             Err(e) => {
@@ -370,4 +442,71 @@ impl Sink<'_> {
         }
         Ok(())
     }
+}
+
+/// Publishes `payload` (read from `m`) to the dead-letter topic with `reason`, and waits for
+/// the broker's acknowledgement: the record's only trace must be safe at Kafka before the
+/// caller may commit past it.
+pub(crate) async fn publish_dead_letter(
+    producer: &FutureProducer,
+    topics: &Topics,
+    stage: &str,
+    kind: &str,
+    m: &BorrowedMessage<'_>,
+    payload: &[u8],
+    reason: String,
+) -> Result<(), SinkError> {
+    tracing::warn!(
+        stage,
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        %reason,
+        "dead-lettering a record"
+    );
+    let json = DeadLetter::new(stage, kind, reason, payload)
+        .from_record(m.topic(), m.partition(), m.offset(), m.key())
+        .to_json();
+    let topic = topics.name(Topic::DeadLetter);
+    let mut record = FutureRecord::to(&topic).payload(&json);
+    if let Some(key) = m.key() {
+        record = record.key(key);
+    }
+    producer
+        .send(record, DEAD_LETTER_TIMEOUT)
+        .await
+        .map_err(|(e, _)| SinkError::kafka(format!("publishing a dead letter to {topic}"), e))?;
+    Ok(())
+}
+
+/// How often consumer lag is published.
+const LAG_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Publishes `group`'s lag on `topics` as `kpiflow_consumer_lag{component,topic,partition}`
+/// every [`LAG_INTERVAL`] until `shutdown` (look-up failures are skipped: lag is a hint).
+pub(crate) fn spawn_lag_reporter(
+    kafka: KafkaConfig,
+    group: String,
+    topics: Vec<String>,
+    metrics: ComponentMetrics,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LAG_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let (k, g, t) = (kafka.clone(), group.clone(), topics.clone());
+            let lags =
+                tokio::task::spawn_blocking(move || k.group_lag(&g, &t, Duration::from_secs(5)))
+                    .await;
+            match lags {
+                Ok(Ok(lags)) => metrics.consumer_lag(&lags),
+                Ok(Err(e)) => tracing::debug!(error = %e, "consumer lag look-up failed"),
+                Err(_) => return,
+            }
+        }
+    })
 }

@@ -2,6 +2,15 @@
 //!
 //! Needs `KPIFLOW_TEST_BOOTSTRAP=host:port` (scripts/test.sh starts a broker and sets it).
 //! Every run uses its own topic prefix and consumer groups, so runs never see each other.
+//! Modules under `integration/` add real Alertmanager and Prometheus processes.
+
+mod integration {
+    pub(crate) mod daemons;
+
+    mod alerts;
+    mod archive;
+    mod prometheus;
+}
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,22 +26,25 @@ use rdkafka::producer::FutureRecord;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(90);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(90);
 const GARBAGE: &[u8] = br#"{"kpi": 42, "numerator": 1.5}"#;
 
-fn bootstrap() -> String {
+pub(crate) fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
         .unwrap_or_else(|_| panic!("set KPIFLOW_TEST_BOOTSTRAP or run scripts/test.sh"))
 }
 
-fn fixtures<T>(text: &str, decode: fn(&[u8]) -> Result<T, kpiflow_schemas::SchemaError>) -> Vec<T> {
+pub(crate) fn fixtures<T>(
+    text: &str,
+    decode: fn(&[u8]) -> Result<T, kpiflow_schemas::SchemaError>,
+) -> Vec<T> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| decode(l.as_bytes()).expect("fixture decodes"))
         .collect()
 }
 
-async fn produce(kafka: &KafkaConfig, topic: Topic, key: &str, payload: &[u8]) {
+pub(crate) async fn produce(kafka: &KafkaConfig, topic: Topic, key: &str, payload: &[u8]) {
     let producer = kafka.producer().unwrap();
     let name = kafka.topics().name(topic);
     producer
@@ -46,7 +58,7 @@ async fn produce(kafka: &KafkaConfig, topic: Topic, key: &str, payload: &[u8]) {
 }
 
 /// Waits until `group` has committed, on every partition of `topics`, the end offset.
-async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
+pub(crate) async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
     let started = Instant::now();
     loop {
         // The offset look-ups block; this test runs on a multi-threaded runtime.
@@ -64,7 +76,7 @@ async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[String]) {
     }
 }
 
-async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
+pub(crate) async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
     query(dir, sql)
         .await
         .unwrap()
@@ -74,7 +86,7 @@ async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
 }
 
 /// The value of a `metric` line in the exposition whose labels contain all of `labels`.
-fn exposed(metric: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn exposed(metric: &str, labels: &[&str]) -> Option<f64> {
     metrics::render()
         .lines()
         .filter(|l| l.starts_with(&format!("{metric}{{")))
@@ -90,7 +102,7 @@ fn start_sink(
     let shutdown = CancellationToken::new();
     let (kafka, cfg, live, token) = (kafka.clone(), cfg.clone(), live.clone(), shutdown.clone());
     let task = tokio::spawn(async move {
-        kpiflow_sink::run(&kafka, &cfg, Some(live), token)
+        kpiflow_sink::run(&kafka, &cfg, Some(live), None, token)
             .await
             .expect("the sink runs until shutdown")
     });

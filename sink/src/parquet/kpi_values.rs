@@ -1,9 +1,10 @@
-//! Table `kpi_values`: one row per published [`KpiUpdate`], partitioned by the UTC date of
-//! the window's start.
+//! Table `kpi_values`: one row per published [`KpiUpdate`], partitioned by KPI id and the UTC
+//! date of the window's start: `kpi_values/kpi=<id>/date=YYYY-MM-DD/`.
 //!
 //! | column | type | null | from |
 //! |---|---|---|---|
-//! | kpi, unit, direction, owner, priority | Utf8 | no | the KPI definition |
+//! | kpi | Utf8 | no | partition column (the folder name, not in the files) |
+//! | unit, direction, owner, priority | Utf8 | no | the KPI definition |
 //! | kpi_version | UInt32 | no | |
 //! | shop, channel, marketplace | Utf8 | no | `scope` |
 //! | sku, campaign | Utf8 | yes | `scope`, for KPIs grouped by SKU or campaign |
@@ -18,7 +19,7 @@
 //! | watermark, emitted_at | Timestamp(µs, UTC) | no | |
 //! | key | Utf8 | no | [`KpiUpdate::key`] |
 //!
-//! Readers add the partition column `date` (Date32).
+//! Readers add the partition columns `kpi` (Utf8) and `date` (Date32).
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,21 +33,21 @@ use datafusion::arrow::datatypes::{
 use kpiflow_schemas::KpiUpdate;
 
 use super::{
-    Columns, Table, TableRow, batch, check_exact, exact_decimal_columns, exact_decimal_fields,
-    from_micros, from_wire_name, optional_primitive_column, optional_string,
-    optional_string_column, primitive_column, scope_columns, scope_fields, string_column,
-    timestamp_column, timestamp_field, utf8_field, window_columns, window_fields,
+    Columns, DATE_COLUMN, KPI_COLUMN, Table, TableRow, batch, check_exact, column, downcast,
+    exact_decimal_columns, exact_decimal_fields, from_micros, from_wire_name,
+    optional_primitive_column, optional_string, optional_string_column, primitive_column,
+    scope_columns, scope_fields, string_column, timestamp_column, timestamp_field, utf8_field,
+    window_columns, window_fields,
 };
 use crate::SinkError;
 
-/// The schema of `kpi_values` files.
+/// The schema of `kpi_values` files (the `kpi` partition column is not in them).
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| {
         Arc::new(Schema::new(
             [
                 vec![
-                    utf8_field("kpi"),
                     Field::new("kpi_version", DataType::UInt32, false),
                     utf8_field("unit"),
                     utf8_field("direction"),
@@ -80,14 +81,37 @@ impl TableRow for KpiUpdate {
         self.window.start.date_naive()
     }
 
+    fn partition_path(&self) -> String {
+        format!(
+            "{KPI_COLUMN}={}/{DATE_COLUMN}={}",
+            self.kpi,
+            self.partition_date()
+        )
+    }
+
     fn check_storable(&self) -> Result<(), SinkError> {
+        // The id names a folder: keep it to characters every filesystem and object store
+        // takes as they are, so no reader has to unescape it.
+        let folder_safe = !self.kpi.is_empty()
+            && self.kpi.len() <= 200
+            && self
+                .kpi
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            && !self.kpi.starts_with('.');
+        if !folder_safe {
+            return Err(SinkError::InvalidRecord(format!(
+                "field `kpi` = {:?}: a KPI id must be 1-200 letters, digits, '_', '-' or '.' \
+                 (not starting with '.'), as it names the kpi= partition folder",
+                self.kpi
+            )));
+        }
         check_exact(self.numerator, self.denominator)
     }
 
     fn to_batch(rows: &[&KpiUpdate]) -> Result<RecordBatch, SinkError> {
         let columns = [
             vec![
-                string_column(rows, |r| &r.kpi),
                 primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version),
                 string_column(rows, |r| &r.unit),
                 string_column(rows, |r| r.direction.as_str()),
@@ -113,11 +137,10 @@ impl TableRow for KpiUpdate {
     fn from_batch(batch: &RecordBatch) -> Result<Vec<KpiUpdate>, SinkError> {
         let c = Columns::of(batch, schema())?;
         let (scope, window, exact) = (c.scope()?, c.window()?, c.exact_decimals()?);
-        let (kpi, unit, direction) = (
-            c.strings("kpi")?,
-            c.strings("unit")?,
-            c.strings("direction")?,
-        );
+        // The partition column, read from the path by the table.
+        let kpi_column = column(batch, KPI_COLUMN, &DataType::Utf8)?;
+        let kpi = downcast::<StringArray>(&kpi_column, KPI_COLUMN)?;
+        let (unit, direction) = (c.strings("unit")?, c.strings("direction")?);
         let (owner, currency) = (c.strings("owner")?, c.strings("currency")?);
         let priority = c.strings("priority")?;
         let version = c.get::<UInt32Array>("kpi_version")?;
@@ -156,12 +179,32 @@ mod tests {
     use crate::parquet::tests::kpi_fixtures;
     use datafusion::arrow::array::Decimal128Array;
 
+    /// `batch` with the `kpi` partition column a reader adds from the path.
+    pub(crate) fn with_kpi_column(batch: &RecordBatch, kpis: &[KpiUpdate]) -> RecordBatch {
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(utf8_field(KPI_COLUMN));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(
+            kpis.iter().map(|k| k.kpi.as_str()),
+        )));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
     #[test]
     fn rows_round_trip_exactly_through_arrow() {
         let kpis = kpi_fixtures();
         let batch = KpiUpdate::to_batch(&kpis.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.schema(), schema());
-        assert_eq!(KpiUpdate::from_batch(&batch).unwrap(), kpis);
+        assert!(batch.column_by_name("kpi").is_none(), "kpi is in the path");
+        let read = with_kpi_column(&batch, &kpis);
+        assert_eq!(KpiUpdate::from_batch(&read).unwrap(), kpis);
+        let err = KpiUpdate::from_batch(&batch).unwrap_err().to_string();
+        assert!(err.contains("no column `kpi`"), "{err}");
         let keys = downcast::<StringArray>(batch.column_by_name("key").unwrap(), "key").unwrap();
         assert_eq!(keys.value(0), kpis[0].key());
     }
@@ -179,6 +222,17 @@ mod tests {
             num.value_as_string(0),
             format!("{:.9}", kpis[0].numerator.0)
         );
+    }
+
+    #[test]
+    fn kpi_ids_that_cannot_name_a_folder_are_refused() {
+        let mut k = kpi_fixtures().remove(0);
+        assert_eq!(k.partition_path(), "kpi=late_shipment_rate/date=2025-03-14");
+        for bad in ["", "../etc", "a/b", ".hidden", "x y"] {
+            k.kpi = bad.into();
+            let err = k.check_storable().unwrap_err().to_string();
+            assert!(err.contains("field `kpi`"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! Layout under the sink's `dir`:
 //!
 //! ```text
-//! <dir>/kpi_values/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
+//! <dir>/kpi_values/kpi=late_shipment_rate/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
 //! <dir>/breaches/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
-//! <dir>/kpi_values/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
+//! <dir>/events/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet      (sink.events_archive)
+//! <dir>/kpi_values/kpi=gmv/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
 //! ```
+//!
+//! Partitions are Hive-style: a partition column's value lives in the folder name only, not in
+//! the file (`kpi_values` files have no `kpi` column; DataFusion, Spark, DuckDB and Trino read
+//! it back from the path). A query filtering on `kpi` or `date` reads only those folders.
 //!
 //! A file appears under its final name only once it is complete and on disk: it is written
 //! under a hidden temporary name in the same folder, fsynced, renamed (atomic within one
@@ -14,6 +19,7 @@
 //! therefore sees a file whole or not at all.
 
 pub mod breaches;
+pub mod events;
 pub mod kpi_values;
 
 use std::collections::BTreeMap;
@@ -39,6 +45,8 @@ use crate::{Compression, SinkError};
 
 /// The Hive partition column every table is split by: a UTC date, `date=YYYY-MM-DD`.
 pub const DATE_COLUMN: &str = "date";
+/// The Hive partition column `kpi_values` is split by first: the KPI id, `kpi=<id>`.
+pub const KPI_COLUMN: &str = "kpi";
 /// Precision of exact decimal columns (numerator, denominator).
 pub const DECIMAL_PRECISION: u8 = 38;
 /// Scale of exact decimal columns: nine places hold any money or ratio the pipeline makes.
@@ -63,25 +71,39 @@ pub enum Table {
     KpiValues,
     /// One row per breach transition ([`breaches`]).
     Breaches,
+    /// One row per canonical event, when the archive is on ([`events`]).
+    Events,
 }
 
 impl Table {
-    /// Both tables.
-    pub const ALL: [Table; 2] = [Table::KpiValues, Table::Breaches];
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::KpiValues, Table::Breaches, Table::Events];
 
     /// The table's name, also its folder under the sink's `dir`.
     pub fn name(&self) -> &'static str {
         match self {
             Table::KpiValues => "kpi_values",
             Table::Breaches => "breaches",
+            Table::Events => "events",
         }
     }
 
-    /// The schema of the table's files (without the `date` partition column).
+    /// The table's Hive partition columns, outermost first: `kpi_values` by `kpi` (Utf8) then
+    /// `date` (Date32); `breaches` by `date`.
+    pub fn partition_columns(&self) -> Vec<(String, DataType)> {
+        let date = (DATE_COLUMN.to_string(), DataType::Date32);
+        match self {
+            Table::KpiValues => vec![(KPI_COLUMN.to_string(), DataType::Utf8), date],
+            Table::Breaches | Table::Events => vec![date],
+        }
+    }
+
+    /// The schema of the table's files (without the partition columns).
     pub fn schema(&self) -> SchemaRef {
         match self {
             Table::KpiValues => kpi_values::schema(),
             Table::Breaches => breaches::schema(),
+            Table::Events => events::schema(),
         }
     }
 
@@ -105,14 +127,21 @@ pub trait TableRow: Sized {
     /// The UTC date of the partition the row belongs to.
     fn partition_date(&self) -> NaiveDate;
 
+    /// The partition folder under the table's folder, one `name=value` level per partition
+    /// column, e.g. `kpi=gmv/date=2025-03-14`.
+    fn partition_path(&self) -> String {
+        format!("{DATE_COLUMN}={}", self.partition_date())
+    }
+
     /// Fails when the record cannot be stored exactly (e.g. a decimal with more than nine
     /// places); the sink dead-letters such records instead of buffering them.
     fn check_storable(&self) -> Result<(), SinkError>;
 
-    /// Converts rows to one Arrow batch in the table's schema.
+    /// Converts rows to one Arrow batch in the table's file schema (no partition columns).
     fn to_batch(rows: &[&Self]) -> Result<RecordBatch, SinkError>;
 
-    /// Reads rows back from a batch of the table (extra columns such as `date` are ignored).
+    /// Reads rows back from a batch read through the table (with its partition columns;
+    /// extra columns such as `date` are ignored).
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>, SinkError>;
 }
 
@@ -121,6 +150,8 @@ pub trait TableRow: Sized {
 pub struct WrittenFile {
     /// The table.
     pub table: Table,
+    /// The partition folder, e.g. `kpi=gmv/date=2025-03-14`.
+    pub partition: String,
     /// The partition's date.
     pub date: NaiveDate,
     /// The final path.
@@ -129,7 +160,7 @@ pub struct WrittenFile {
     pub rows: usize,
 }
 
-/// Writes `rows` to `dir`: one new file per touched date partition, each committed atomically.
+/// Writes `rows` to `dir`: one new file per touched partition, each committed atomically.
 ///
 /// Blocking (file I/O and fsync): call it from `spawn_blocking` in async code. When it fails
 /// part-way, the partitions written before the failure stay (complete) on disk; the caller
@@ -140,20 +171,24 @@ pub fn write_rows<R: TableRow>(
     rows: &[R],
     compression: Compression,
 ) -> Result<Vec<WrittenFile>, SinkError> {
-    let mut by_date: BTreeMap<NaiveDate, Vec<&R>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<(String, NaiveDate), Vec<&R>> = BTreeMap::new();
     for row in rows {
-        by_date.entry(row.partition_date()).or_default().push(row);
+        by_partition
+            .entry((row.partition_path(), row.partition_date()))
+            .or_default()
+            .push(row);
     }
     let table_dir = R::TABLE.dir(dir);
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    let mut written = Vec::with_capacity(by_date.len());
-    for (date, rows) in by_date {
+    let mut written = Vec::with_capacity(by_partition.len());
+    for ((partition, date), rows) in by_partition {
         let batch = R::to_batch(&rows)?;
-        let partition = table_dir.join(format!("{DATE_COLUMN}={date}"));
+        let folder = table_dir.join(&partition);
         let name = format!("part-{stamp}-{}{FILE_EXTENSION}", uuid::Uuid::new_v4());
-        let path = write_file_atomically(&partition, &name, &batch, compression)?;
+        let path = write_file_atomically(&folder, &name, &batch, compression)?;
         written.push(WrittenFile {
             table: R::TABLE,
+            partition,
             date,
             path,
             rows: rows.len(),
@@ -269,34 +304,37 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
 pub fn remove_stale_temp_files(dir: &Path, older_than: Duration) -> Result<usize, SinkError> {
     let now = SystemTime::now();
     let mut removed = 0;
-    for table in Table::ALL {
-        let table_dir = table.dir(dir);
-        let partitions = match std::fs::read_dir(&table_dir) {
+    // Partition folders nest (kpi=…/date=…): walk every folder under each table.
+    let mut folders: Vec<PathBuf> = Table::ALL.iter().map(|t| t.dir(dir)).collect();
+    while let Some(folder) = folders.pop() {
+        let entries = match std::fs::read_dir(&folder) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SinkError::io("listing", &table_dir, e)),
+            Err(e) => return Err(SinkError::io("listing", &folder, e)),
         };
-        for partition in partitions {
-            let partition = partition.map_err(|e| SinkError::io("listing", &table_dir, e))?;
-            let Ok(files) = std::fs::read_dir(partition.path()) else {
+        for entry in entries {
+            let entry = entry.map_err(|e| SinkError::io("listing", &folder, e))?;
+            let Ok(kind) = entry.file_type() else {
                 continue;
             };
-            for file in files.flatten() {
-                let name = file.file_name();
-                let is_temp = name.to_str().is_some_and(|n| {
-                    n.starts_with(".part-") && n.ends_with(&format!("{FILE_EXTENSION}.tmp"))
-                });
-                let old = file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| now.duration_since(t).ok())
-                    .is_some_and(|age| age >= older_than);
-                if is_temp && old {
-                    std::fs::remove_file(file.path())
-                        .map_err(|e| SinkError::io("removing", file.path(), e))?;
-                    removed += 1;
-                }
+            if kind.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            let is_temp = name.to_str().is_some_and(|n| {
+                n.starts_with(".part-") && n.ends_with(&format!("{FILE_EXTENSION}.tmp"))
+            });
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= older_than);
+            if is_temp && old {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| SinkError::io("removing", entry.path(), e))?;
+                removed += 1;
             }
         }
     }
@@ -805,9 +843,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kpis = kpi_fixtures();
         let files = write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
-        let dates: std::collections::BTreeSet<_> =
-            kpis.iter().map(|k| k.window.start.date_naive()).collect();
-        assert_eq!(files.len(), dates.len(), "one file per touched partition");
+        let partitions: std::collections::BTreeSet<_> = kpis
+            .iter()
+            .map(|k| (k.kpi.clone(), k.window.start.date_naive()))
+            .collect();
+        assert_eq!(
+            files.len(),
+            partitions.len(),
+            "one file per touched partition"
+        );
         assert_eq!(files.iter().map(|f| f.rows).sum::<usize>(), kpis.len());
         for f in &files {
             let rel = f
@@ -817,8 +861,14 @@ pub(crate) mod tests {
                 .to_string_lossy()
                 .into_owned();
             assert!(
-                rel.starts_with(&format!("kpi_values/date={}/part-", f.date)),
+                rel.starts_with(&format!("kpi_values/{}/part-", f.partition)),
                 "{rel}"
+            );
+            assert!(
+                f.partition.starts_with("kpi=")
+                    && f.partition.ends_with(&format!("/date={}", f.date)),
+                "{}",
+                f.partition
             );
             assert!(rel.ends_with(".parquet"), "{rel}");
         }
@@ -857,7 +907,9 @@ pub(crate) mod tests {
     #[test]
     fn stale_temp_files_are_removed_young_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let part = Table::KpiValues.dir(dir.path()).join("date=2025-01-01");
+        let part = Table::KpiValues
+            .dir(dir.path())
+            .join("kpi=gmv/date=2025-01-01");
         std::fs::create_dir_all(&part).unwrap();
         std::fs::write(part.join(".part-a.parquet.tmp"), b"half").unwrap();
         std::fs::write(part.join("part-b.parquet"), b"whole").unwrap();
