@@ -380,6 +380,38 @@ impl KafkaConfig {
     }
 }
 
+/// How often [`spawn_lag_reporter`] publishes consumer lag.
+pub const LAG_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Publishes `group`'s lag on `topics` as `kpiflow_consumer_lag{component,topic,partition}`
+/// every [`LAG_INTERVAL`] until `shutdown` (look-up failures are skipped: lag is a hint).
+pub fn spawn_lag_reporter(
+    kafka: KafkaConfig,
+    group: String,
+    topics: Vec<String>,
+    metrics: crate::metrics::ComponentMetrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LAG_INTERVAL);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let (k, g, t) = (kafka.clone(), group.clone(), topics.clone());
+            let lags =
+                tokio::task::spawn_blocking(move || k.group_lag(&g, &t, Duration::from_secs(5)))
+                    .await;
+            match lags {
+                Ok(Ok(lags)) => metrics.consumer_lag(&lags),
+                Ok(Err(e)) => tracing::debug!(error = %e, "consumer lag look-up failed"),
+                Err(_) => return,
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,6 +199,13 @@ pub async fn run(
     let updates_topic = topics.name(Topic::KpiUpdates);
     let breaches_topic = topics.name(Topic::Breaches);
 
+    let lag = kpiflow_core::kafka::spawn_lag_reporter(
+        kafka.clone(),
+        cfg.group_id.clone(),
+        inputs.clone(),
+        m.clone(),
+        shutdown.clone(),
+    );
     let mut tasks: HashMap<i32, Task> = HashMap::new();
     let mut stats = RunStats::default();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
@@ -289,7 +296,16 @@ pub async fn run(
             let verdicts = task.engine.apply_batch(&batch, Instant::now())?;
             task.changed = true;
             for (i, verdict) in rows.iter().zip(verdicts) {
-                let (seq, _, _, msg) = &decoded[*i];
+                let (seq, event, _, msg) = &decoded[*i];
+                let outcome = match &verdict {
+                    Applied::Counted | Applied::Unused | Applied::Superseded => "accepted",
+                    Applied::Duplicate => "duplicate",
+                    Applied::Late { .. } => "late",
+                    Applied::Rejected { .. } => "dead_lettered",
+                };
+                metrics::source_events()
+                    .with_label_values(&[event.header.source.as_str(), outcome])
+                    .inc();
                 let verdict = match verdict {
                     Applied::Counted | Applied::Unused => Ok(()),
                     Applied::Duplicate => {
@@ -313,6 +329,10 @@ pub async fn run(
             }
         }
         for (seq, kind, reason, msg) in dead_letters.drain(..) {
+            // Undecodable: the source is unknown.
+            metrics::source_events()
+                .with_label_values(&["unknown", "dead_lettered"])
+                .inc();
             m.dropped(kind, 1);
             stats.dead_lettered += 1;
             tracing::debug!(kind, %reason, "dead-lettering a record");
@@ -407,6 +427,7 @@ pub async fn run(
             );
         }
         if stopping {
+            lag.abort();
             tracing::info!(?stats, "processor stopped");
             return Ok(stats);
         }

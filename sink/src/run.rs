@@ -128,7 +128,7 @@ pub async fn run(
     consumer
         .subscribe(&names)
         .map_err(|e| SinkError::kafka(format!("subscribing to {}", subscribed.join(", ")), e))?;
-    let lag = spawn_lag_reporter(
+    let lag = kpiflow_core::kafka::spawn_lag_reporter(
         kafka.clone(),
         cfg.group_id.clone(),
         subscribed.clone(),
@@ -477,36 +477,4 @@ pub(crate) async fn publish_dead_letter(
         .await
         .map_err(|(e, _)| SinkError::kafka(format!("publishing a dead letter to {topic}"), e))?;
     Ok(())
-}
-
-/// How often consumer lag is published.
-const LAG_INTERVAL: Duration = Duration::from_secs(15);
-
-/// Publishes `group`'s lag on `topics` as `kpiflow_consumer_lag{component,topic,partition}`
-/// every [`LAG_INTERVAL`] until `shutdown` (look-up failures are skipped: lag is a hint).
-pub(crate) fn spawn_lag_reporter(
-    kafka: KafkaConfig,
-    group: String,
-    topics: Vec<String>,
-    metrics: ComponentMetrics,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(LAG_INTERVAL);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let (k, g, t) = (kafka.clone(), group.clone(), topics.clone());
-            let lags =
-                tokio::task::spawn_blocking(move || k.group_lag(&g, &t, Duration::from_secs(5)))
-                    .await;
-            match lags {
-                Ok(Ok(lags)) => metrics.consumer_lag(&lags),
-                Ok(Err(e)) => tracing::debug!(error = %e, "consumer lag look-up failed"),
-                Err(_) => return,
-            }
-        }
-    })
 }

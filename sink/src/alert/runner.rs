@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AlertSink, AlertsConfig, sinks};
 use crate::SinkError;
-use crate::run::{publish_dead_letter, spawn_lag_reporter};
+use crate::run::publish_dead_letter;
+use kpiflow_core::kafka::spawn_lag_reporter;
 
 /// Longest the start-up rebuild may go without reading anything before it gives up.
 const REBUILD_STALL: Duration = Duration::from_secs(60);
