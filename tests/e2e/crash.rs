@@ -108,6 +108,75 @@ fn read_all(kafka: &KafkaConfig, topic: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// Publishes the simulator's stream for `sim` at a rate that spreads it over `seconds`.
+fn spawn_stream(
+    kafka: &KafkaConfig,
+    sim: &SimulatorConfig,
+    start_at: chrono::DateTime<chrono::Utc>,
+    n: usize,
+    seconds: f64,
+) -> tokio::task::JoinHandle<kpiflow_ingest::RunStats> {
+    let publisher = KafkaPublisher::new(
+        kafka,
+        kpiflow_core::ComponentMetrics::new("ingest.simulator"),
+    )
+    .unwrap();
+    let sim = SimulatorConfig {
+        rate: Some(n as f64 / seconds),
+        ..sim.clone()
+    };
+    tokio::spawn(async move {
+        Simulator::with_start(sim, start_at)
+            .unwrap()
+            .run(&publisher, CancellationToken::new())
+            .await
+            .unwrap()
+    })
+}
+
+/// The newest revision of every key on the KPI updates topic.
+fn latest_updates(kafka: &KafkaConfig) -> HashMap<String, KpiUpdate> {
+    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
+    for raw in read_all(kafka, &kafka.topics().name(Topic::KpiUpdates)) {
+        let u = KpiUpdate::from_json(&raw).unwrap();
+        if latest
+            .get(&u.key())
+            .is_none_or(|old| u.revision > old.revision)
+        {
+            latest.insert(u.key(), u);
+        }
+    }
+    latest
+}
+
+/// Fails unless every value equals the reference computed from `events`.
+fn assert_exact(latest: &HashMap<String, KpiUpdate>, events: &[kpiflow_schemas::Event]) {
+    let sums = Sums::new(facts(events));
+    let mut wrong = Vec::new();
+    for u in latest.values() {
+        let (num, den) = formula(&u.kpi);
+        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
+        let want = (
+            sums.sum(&u.scope.shop, num, s, e).normalize(),
+            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
+        );
+        let got = (
+            u.numerator.0.normalize(),
+            u.denominator.map(|d| d.0.normalize()),
+        );
+        if got != want {
+            wrong.push(format!("{}: got {got:?}, want {want:?}", u.key()));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} values differ, e.g. {:#?}",
+        wrong.len(),
+        latest.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     let kills: usize = std::env::var("KPIFLOW_CRASH_KILLS")
@@ -142,22 +211,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
     let events = generate(&sim, start_at);
     // The stream runs for about 12 s while processors are killed.
-    let rate = events.len() as f64 / 12.0;
-    let publisher =
-        KafkaPublisher::new(&kafka, kpiflow_core::ComponentMetrics::new("ingest.crash")).unwrap();
-    let stream = tokio::spawn({
-        let sim = SimulatorConfig {
-            rate: Some(rate),
-            ..sim.clone()
-        };
-        async move {
-            Simulator::with_start(sim, start_at)
-                .unwrap()
-                .run(&publisher, CancellationToken::new())
-                .await
-                .unwrap()
-        }
-    });
+    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 12.0);
 
     let dir = tempfile::tempdir().unwrap();
     let group = format!("{prefix}-processor");
@@ -193,41 +247,9 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     assert!(checkpoints >= 1, "state was checkpointed");
 
     // Final KPI values: the highest revision per key equals the reference.
-    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
-    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
-        let u = KpiUpdate::from_json(&raw).unwrap();
-        if latest
-            .get(&u.key())
-            .is_none_or(|old| u.revision > old.revision)
-        {
-            latest.insert(u.key(), u);
-        }
-    }
-    let sums = Sums::new(facts(&events));
-    let mut wrong = Vec::new();
-    for u in latest.values() {
-        let (num, den) = formula(&u.kpi);
-        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
-        let want = (
-            sums.sum(&u.scope.shop, num, s, e).normalize(),
-            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
-        );
-        let got = (
-            u.numerator.0.normalize(),
-            u.denominator.map(|d| d.0.normalize()),
-        );
-        if got != want {
-            wrong.push(format!("{}: got {got:?}, want {want:?}", u.key()));
-        }
-    }
+    let latest = latest_updates(&kafka);
     assert!(latest.len() > 1000, "only {} KPI keys", latest.len());
-    assert!(
-        wrong.is_empty(),
-        "{} of {} values differ, e.g. {:#?}",
-        wrong.len(),
-        latest.len(),
-        &wrong[..wrong.len().min(5)]
-    );
+    assert_exact(&latest, &events);
 
     // Breaches: after collapsing repeats of the same (breach id, state), every scope's
     // breaches alternate firing / resolved, each resolution closing the open breach.
@@ -277,22 +299,7 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
     };
     let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
     let events = generate(&sim, start_at);
-    let rate = events.len() as f64 / 10.0;
-    let publisher =
-        KafkaPublisher::new(&kafka, kpiflow_core::ComponentMetrics::new("ingest.scale")).unwrap();
-    let stream = tokio::spawn({
-        let sim = SimulatorConfig {
-            rate: Some(rate),
-            ..sim.clone()
-        };
-        async move {
-            Simulator::with_start(sim, start_at)
-                .unwrap()
-                .run(&publisher, CancellationToken::new())
-                .await
-                .unwrap()
-        }
-    });
+    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 10.0);
     let dir = tempfile::tempdir().unwrap();
     let group = format!("{prefix}-processor");
     let config = processor_config(dir.path(), &kafka, &group);
@@ -347,33 +354,11 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
         "no survivor restored the dead member's partition"
     );
 
-    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
-    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
-        let u = KpiUpdate::from_json(&raw).unwrap();
-        if latest
-            .get(&u.key())
-            .is_none_or(|old| u.revision > old.revision)
-        {
-            latest.insert(u.key(), u);
-        }
-    }
-    let sums = Sums::new(facts(&events));
+    let latest = latest_updates(&kafka);
     let shops: std::collections::HashSet<&str> =
         latest.values().map(|u| u.scope.shop.as_str()).collect();
     assert_eq!(shops.len(), 6, "every shop has values");
-    for u in latest.values() {
-        let (num, den) = formula(&u.kpi);
-        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
-        let want = (
-            sums.sum(&u.scope.shop, num, s, e).normalize(),
-            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
-        );
-        let got = (
-            u.numerator.0.normalize(),
-            u.denominator.map(|d| d.0.normalize()),
-        );
-        assert_eq!(got, want, "{}", u.key());
-    }
+    assert_exact(&latest, &events);
 }
 
 /// `deploy/local/kafka.sh <cmd>` for a private broker on `port` with data under `data`.
@@ -436,25 +421,7 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     };
     let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
     let events = generate(&sim, start_at);
-    let rate = events.len() as f64 / 10.0;
-    let publisher = KafkaPublisher::new(
-        &kafka,
-        kpiflow_core::ComponentMetrics::new("ingest.restart"),
-    )
-    .unwrap();
-    let stream = tokio::spawn({
-        let sim = SimulatorConfig {
-            rate: Some(rate),
-            ..sim.clone()
-        };
-        async move {
-            Simulator::with_start(sim, start_at)
-                .unwrap()
-                .run(&publisher, CancellationToken::new())
-                .await
-                .unwrap()
-        }
-    });
+    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 10.0);
     let state = tempfile::tempdir().unwrap();
     let group = format!("{prefix}-processor");
     let cfg = kpiflow_processor::ProcessorConfig {
@@ -495,29 +462,7 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     stop.cancel();
     processor.await.unwrap().unwrap();
 
-    let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
-    for raw in read_all(&kafka, &topics.name(Topic::KpiUpdates)) {
-        let u = KpiUpdate::from_json(&raw).unwrap();
-        if latest
-            .get(&u.key())
-            .is_none_or(|old| u.revision > old.revision)
-        {
-            latest.insert(u.key(), u);
-        }
-    }
+    let latest = latest_updates(&kafka);
     assert!(latest.len() > 100, "only {} KPI keys", latest.len());
-    let sums = Sums::new(facts(&events));
-    for u in latest.values() {
-        let (num, den) = formula(&u.kpi);
-        let (s, e) = (u.window.start.timestamp(), u.window.end.timestamp());
-        let want = (
-            sums.sum(&u.scope.shop, num, s, e).normalize(),
-            den.map(|d| sums.sum(&u.scope.shop, d, s, e).normalize()),
-        );
-        let got = (
-            u.numerator.0.normalize(),
-            u.denominator.map(|d| d.0.normalize()),
-        );
-        assert_eq!(got, want, "{}", u.key());
-    }
+    assert_exact(&latest, &events);
 }
