@@ -69,6 +69,42 @@ fn engine_rate(events: &[Event]) -> f64 {
     events.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Snapshot size and restore time of an engine holding `scopes` x `hours` (scope, hour)
+/// buckets (one order each, so as many de-duplication ids): the checkpoint restore on a
+/// partition move.
+fn restore_time(scopes: usize, hours: i64) -> (usize, usize, f64) {
+    let start: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+    let cfg = ProcessorConfig {
+        kpis: vec!["orders".into(), "gmv".into()],
+        ..ProcessorConfig::default()
+    };
+    let mut engine = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    for h in 0..hours {
+        let at = start + chrono::Duration::hours(h);
+        let events: Vec<Event> = (0..scopes)
+            .map(|s| order(&format!("r-{s}-{h}"), &format!("shop-{s}"), at))
+            .collect();
+        let batch: Vec<(&Event, PartitionId)> = events
+            .iter()
+            .map(|e| (e, PartitionId::zero_of(e)))
+            .collect();
+        engine
+            .apply_batch(&batch, now)
+            .expect("the catalog evaluates");
+    }
+    let buckets = engine.state_buckets();
+    let bytes = engine.snapshot();
+    let t = Instant::now();
+    let mut restored = Engine::new(&cfg, 0);
+    restored
+        .restore(&bytes, now)
+        .expect("the snapshot restores");
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(&restored);
+    (buckets, bytes.len(), secs)
+}
+
 /// Bytes of resident memory per (scope, hour) bucket, from `scopes` shops with one order in
 /// each of `hours` hours (so it includes the de-duplication id of that order).
 fn memory_per_bucket(scopes: usize, hours: i64) -> (f64, usize) {
@@ -330,6 +366,11 @@ async fn main() {
     } else {
         memory_per_bucket(50, 4)
     };
+    let (restored_buckets, snapshot_bytes, restore_secs) = if bench {
+        restore_time(10_000, 100)
+    } else {
+        restore_time(20, 5)
+    };
     let latency_prefix = format!("{prefix}-lat");
     let lat_kafka = self::kafka(&bootstrap, &latency_prefix);
     lat_kafka.ensure_topics().await.unwrap();
@@ -355,6 +396,11 @@ async fn main() {
     );
     println!(
         "| memory per active (scope, hour) bucket | {per_bucket:.0} B | over {buckets} buckets |"
+    );
+    println!(
+        "| restore of {restored_buckets} active (scope, hour) keys | {:.0} ms | {:.1} MB snapshot |",
+        restore_secs * 1000.0,
+        snapshot_bytes as f64 / 1e6
     );
     println!(
         "| event-to-output latency at {rate:.0} ev/s, p50 | {:.0} ms | {measured} events |",
