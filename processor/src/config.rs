@@ -144,6 +144,11 @@ pub struct ProcessorConfig {
     /// How often aggregates are published and input offsets committed. Default `1s`.
     #[serde(default = "ProcessorConfig::flush_interval", with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// On SIGTERM / Ctrl-C, longest wait for the last outputs to be acknowledged before the
+    /// final checkpoint; past it the processor exits with an error and the next start
+    /// replays from the previous checkpoint. Default `30s`.
+    #[serde(default = "ProcessorConfig::shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// Most records read between two flushes. Default `20000`.
     #[serde(default = "ProcessorConfig::max_batch")]
     pub max_batch: usize,
@@ -176,6 +181,7 @@ impl Default for ProcessorConfig {
             lateness: Lateness::default(),
             checkpoint: CheckpointConfig::default(),
             flush_interval: Self::flush_interval(),
+            shutdown_timeout: Self::shutdown_timeout(),
             max_batch: Self::max_batch(),
             currency: Self::currency(),
             rules: Vec::new(),
@@ -200,6 +206,9 @@ impl ProcessorConfig {
     }
     fn flush_interval() -> Duration {
         Duration::from_secs(1)
+    }
+    fn shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     fn max_batch() -> usize {
         20_000

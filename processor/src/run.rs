@@ -376,7 +376,20 @@ pub async fn run(
             &updates_topic,
             &breaches_topic,
         ));
-        publish(&producer, records).await?;
+        if stopping {
+            // A shutdown waits for in-flight outputs, but not forever: past the deadline the
+            // checkpoint is not written and the next owner replays from the previous one.
+            tokio::time::timeout(cfg.shutdown_timeout, publish(&producer, records))
+                .await
+                .map_err(|_| {
+                    ProcessorError::Publish(format!(
+                        "outputs not acknowledged within shutdown_timeout ({}); stopping without a final checkpoint",
+                        humantime::format_duration(cfg.shutdown_timeout)
+                    ))
+                })??;
+        } else {
+            publish(&producer, records).await?;
+        }
         m.sent.inc_by(sent as u64);
         if read > 0 {
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
