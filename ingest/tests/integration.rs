@@ -26,6 +26,7 @@ mod integration {
     pub(crate) mod fixture;
     pub(crate) mod google_ads;
     pub(crate) mod meta_ads;
+    pub(crate) mod pipeline;
     pub(crate) mod push_config_example;
     pub(crate) mod push_http;
     pub(crate) mod shopify;

@@ -147,7 +147,10 @@ pub struct ProcessorConfig {
     /// On SIGTERM / Ctrl-C, longest wait for the last outputs to be acknowledged before the
     /// final checkpoint; past it the processor exits with an error and the next start
     /// replays from the previous checkpoint. Default `30s`.
-    #[serde(default = "ProcessorConfig::shutdown_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "ProcessorConfig::shutdown_timeout",
+        with = "humantime_serde"
+    )]
     pub shutdown_timeout: Duration,
     /// Most records read between two flushes. Default `20000`.
     #[serde(default = "ProcessorConfig::max_batch")]

@@ -30,7 +30,7 @@ const PAGE_IDS: [&str; 7] = [
 ];
 
 /// The fixture page for a getOrders request: by NextToken, checking the token header.
-fn page(req: &Req) -> Reply {
+pub(crate) fn page(req: &Req) -> Reply {
     assert_eq!(req.method.as_str(), "GET");
     assert_eq!(req.q("MarketplaceIds"), "ATVPDKIKX0DER");
     assert!(
@@ -51,7 +51,7 @@ fn page(req: &Req) -> Reply {
 }
 
 /// Serves tokens (counting them) and `orders` for the orders path.
-async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
+pub(crate) async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
     let tokens = AtomicUsize::new(0);
     Server::start(move |req| match req.path.as_str() {
         TOKEN => lwa_token(req, tokens.fetch_add(1, Ordering::SeqCst) + 1),
@@ -61,7 +61,7 @@ async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Serve
     .await
 }
 
-fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
+pub(crate) fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
     let cfg = AmazonOrdersConfig {
         shop: shop.to_string(),
         marketplace_ids: vec!["ATVPDKIKX0DER".into()],

@@ -19,14 +19,14 @@ const SECRET: &str = "shpss_test_client_secret_0123456789";
 const DOMAIN: &str = "acme-ceramics.myshopify.com";
 const PATH: &str = "/webhooks/shopify";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/shopify")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn config() -> WebhookConfig {
+pub(crate) fn config() -> WebhookConfig {
     let v = serde_json::json!({
         "listen": "127.0.0.1:0",
         "client_secret": "env:KPIFLOW_TEST_UNUSED",
@@ -38,14 +38,14 @@ fn config() -> WebhookConfig {
 }
 
 /// A receiver serving on a free port with `publisher`, until the returned token is cancelled.
-struct Running {
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
     hook: std::sync::Arc<ShopifyWebhook>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start(cfg: WebhookConfig, publisher: std::sync::Arc<dyn Publish>) -> Running {
+pub(crate) async fn start(cfg: WebhookConfig, publisher: std::sync::Arc<dyn Publish>) -> Running {
     let hook = std::sync::Arc::new(ShopifyWebhook::new(cfg).expect("valid"));
     let bound = hook
         .bind_with_secret(Secret::new(SECRET))
@@ -66,14 +66,14 @@ async fn start(cfg: WebhookConfig, publisher: std::sync::Arc<dyn Publish>) -> Ru
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         self.task.await.expect("receiver task");
     }
 }
 
 /// Posts `body` as Shopify would, signed with `secret` (`None`: no signature header).
-async fn deliver(
+pub(crate) async fn deliver(
     addr: SocketAddr,
     topic: &str,
     event_id: &str,
@@ -99,7 +99,7 @@ async fn deliver(
     post(addr, PATH, &headers, body).await
 }
 
-fn signed(body: &[u8]) -> Option<String> {
+pub(crate) fn signed(body: &[u8]) -> Option<String> {
     Some(sign(&Secret::new(SECRET), body))
 }
 
