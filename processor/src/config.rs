@@ -118,7 +118,8 @@ pub struct ProcessorConfig {
     #[serde(default)]
     pub catalog: Option<PathBuf>,
     /// Templates whose KPIs and rules are used: `fba`, `overseas_warehouse`, `dtc`,
-    /// `amazon_account_health`, `walmart_seller_performance`. With neither `templates` nor
+    /// `amazon_account_health`, `walmart_seller_performance`, or the path of an edited copy
+    /// (ending in `.toml`). With neither `templates` nor
     /// `kpis`, every KPI of the catalog is published.
     #[serde(default)]
     pub templates: Vec<String>,
@@ -290,20 +291,26 @@ impl ProcessorConfig {
         let mut rules: Vec<(String, ThresholdRuleConfig)> = Vec::new();
         let mut trends: Vec<(String, TrendRuleConfig)> = Vec::new();
         for (i, name) in self.templates.iter().enumerate() {
-            let t = Template::builtin(name).ok_or_else(|| {
-                ProcessorError::config(
-                    &format!("templates[{i}]"),
-                    name,
-                    format!(
-                        "no such template; known: {}",
-                        crate::catalog::TEMPLATES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?;
+            let t = if name.ends_with(".toml") {
+                Template::from_file(std::path::Path::new(name)).map_err(|problem| {
+                    ProcessorError::config(&format!("templates[{i}]"), name, problem)
+                })?
+            } else {
+                Template::builtin(name).ok_or_else(|| {
+                    ProcessorError::config(
+                        &format!("templates[{i}]"),
+                        name,
+                        format!(
+                            "no such template; known: {} (or a path ending in .toml)",
+                            crate::catalog::TEMPLATES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?
+            };
             select.extend(t.kpis.iter().cloned());
             rules.extend(
                 t.rules

@@ -32,6 +32,12 @@ impl Template {
         Some(toml::from_str(text).expect("built-in templates parse"))
     }
 
+    /// A template file (an edited copy of a built-in one); errors name the file and the problem.
+    pub fn from_file(path: &std::path::Path) -> Result<Template, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        toml::from_str(&text).map_err(|e| format!("not a template: {e}"))
+    }
+
     /// (KPI, window) pairs its rules watch.
     pub fn rule_windows(&self) -> Vec<(String, String)> {
         self.rules
@@ -43,5 +49,39 @@ impl Template {
                     .map(|r| (r.kpi.clone(), r.window.clone())),
             )
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProcessorConfig;
+
+    #[test]
+    fn an_edited_copy_is_used_and_a_broken_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("my-fba.toml");
+        let edited = TEMPLATES[0]
+            .1
+            .replace("threshold = 0.05", "threshold = 0.08");
+        std::fs::write(&path, edited).unwrap();
+        let cfg = ProcessorConfig {
+            templates: vec![path.display().to_string()],
+            ..Default::default()
+        };
+        let compiled = cfg.compile().unwrap();
+        let stockout = compiled
+            .rules
+            .thresholds
+            .iter()
+            .find(|r| r.id == "stockout_above_5pct")
+            .unwrap();
+        assert_eq!(stockout.threshold, 0.08);
+        std::fs::write(&path, "kpis = 3").unwrap();
+        let err = cfg.compile().unwrap_err().to_string();
+        assert!(
+            err.contains("`processor.templates[0]`") && err.contains("not a template"),
+            "{err}"
+        );
     }
 }
