@@ -191,7 +191,7 @@ async fn processor_until_caught_up(kafka: &KafkaConfig, group: &str, n: usize) -
     let cfg = ProcessorConfig {
         group_id: group.to_string(),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             ..Default::default()
         },
         idle_timeout: Duration::from_secs(1),
@@ -228,7 +228,7 @@ async fn latency(kafka: &KafkaConfig, rate: f64, seconds: f64) -> (f64, f64, usi
     let cfg = ProcessorConfig {
         group_id: "bench-latency".into(),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             ..Default::default()
         },
         idle_timeout: Duration::from_secs(1),

@@ -102,9 +102,9 @@ async fn run_pipeline(
         std::fs::remove_dir_all(&data_dir)
             .with_context(|| format!("emptying the demo's data folder {}", data_dir.display()))?;
     }
-    cfg.sink.dir = data_dir.clone();
+    cfg.sink.dir = data_dir.clone().into();
     // The demo's broker starts empty, so old checkpoints would describe data that is gone.
-    cfg.processor.checkpoint.dir = data_dir.join("state");
+    cfg.processor.checkpoint.dir = data_dir.join("state").into();
     if let Some(d) = duration {
         let token = shutdown.clone();
         tokio::spawn(async move {

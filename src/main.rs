@@ -25,6 +25,9 @@ use clap::{Parser, Subcommand};
 use kpiflow_core::metrics::{self, Readiness};
 use tokio_util::sync::CancellationToken;
 
+use kpiflow_core::storage::Location;
+use kpiflow_sink::TableStore;
+
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -95,9 +98,10 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "table")]
         format: kpiflow_sink::OutputFormat,
-        /// Folder of the Parquet tables. Default: [sink] dir.
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        /// Root of the Parquet tables: a folder or s3://bucket/prefix (with the S3 settings
+        /// of [sink.object_store]). Default: [sink] dir.
+        #[arg(long, value_parser = Location::parse)]
+        dir: Option<Location>,
     },
     /// Recompute the KPIs as batch SQL over the events archive and list the windows whose
     /// published values differ (exit code 1 when any do).
@@ -320,11 +324,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Query { sql, format, dir } => {
             let dir = dir.unwrap_or(cfg.sink.dir);
-            let batches = kpiflow_sink::query(&dir, &sql).await?;
+            let tables = TableStore::open(&dir, &cfg.sink.object_store)?;
+            let batches = kpiflow_sink::query(tables, &sql).await?;
             println!("{}", kpiflow_sink::format_batches(&batches, format)?);
             Ok(())
         }
-        Command::Reconcile(args) => reconcile::run(&cfg.processor, &cfg.sink.dir, args).await,
+        Command::Reconcile(args) => reconcile::run(&cfg.processor, &cfg.sink, args).await,
         Command::CheckConfig => {
             println!("configuration OK");
             Ok(())

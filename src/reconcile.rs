@@ -5,19 +5,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use datafusion::prelude::ParquetReadOptions;
+use kpiflow_core::storage::Location;
 use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::reconcile::{Report, reconcile, rows};
+use kpiflow_sink::SinkConfig;
+use kpiflow_sink::TableStore;
 
 /// Where the inputs are.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Folder of the events archive (Parquet with the `events` table schema). Default:
-    /// `<sink dir>/events`.
+    /// Folder of the events archive (Parquet with the `events` table schema). Default: the
+    /// `events` table of the sink's tables.
     #[arg(long)]
     pub(crate) events: Option<PathBuf>,
-    /// Folder of the sink's Parquet tables (kpi_values). Default: [sink] dir.
-    #[arg(long)]
-    pub(crate) dir: Option<PathBuf>,
+    /// Root of the sink's Parquet tables: a folder or s3://bucket/prefix (with the S3
+    /// settings of [sink.object_store]). Default: [sink] dir.
+    #[arg(long, value_parser = Location::parse)]
+    pub(crate) dir: Option<Location>,
     /// Only these KPIs (repeat the flag). Default: every KPI found.
     #[arg(long)]
     pub(crate) kpi: Vec<String>,
@@ -26,44 +30,46 @@ pub(crate) struct Args {
     pub(crate) format: kpiflow_sink::OutputFormat,
 }
 
-/// Runs the comparison over `events_dir` and the sink tables in `dir`.
+/// Runs the comparison over the sink tables in `tables`, with the events archive of those
+/// tables or, when given, the one in `events_dir`.
 pub(crate) async fn compare(
     processor: &ProcessorConfig,
-    events_dir: &Path,
-    dir: &Path,
+    tables: TableStore,
+    events_dir: Option<&Path>,
     kpis: &[String],
 ) -> anyhow::Result<Report> {
     let compiled = processor.compile().context("compiling the KPI catalog")?;
-    let ctx = kpiflow_sink::query::session(dir)
+    let ctx = kpiflow_sink::query::session(&tables)
         .await
-        .with_context(|| format!("opening the Parquet tables in {}", dir.display()))?;
-    let schema = kpiflow_processor::event_table::schema();
-    let events = events_dir
-        .to_str()
-        .with_context(|| format!("{} is not valid UTF-8", events_dir.display()))?;
-    // The sink's session has the `events` table of its own folder; the archive may be
-    // elsewhere (--events).
-    ctx.deregister_table("events")
-        .context("replacing the session's events table")?;
-    ctx.register_parquet(
-        "events",
-        events,
-        ParquetReadOptions::default().schema(schema.as_ref()),
-    )
-    .await
-    .with_context(|| format!("reading the events archive in {events}"))?;
+        .with_context(|| format!("opening the Parquet tables in {tables}"))?;
+    if let Some(events_dir) = events_dir {
+        let schema = kpiflow_processor::event_table::schema();
+        let events = events_dir
+            .to_str()
+            .with_context(|| format!("{} is not valid UTF-8", events_dir.display()))?;
+        // The sink's session has the `events` table of its own root; this archive is elsewhere.
+        ctx.deregister_table("events")
+            .context("replacing the session's events table")?;
+        ctx.register_parquet(
+            "events",
+            events,
+            ParquetReadOptions::default().schema(schema.as_ref()),
+        )
+        .await
+        .with_context(|| format!("reading the events archive in {events}"))?;
+    }
     Ok(reconcile(&ctx, &compiled.catalog, kpis).await?)
 }
 
 /// The command: prints the differences; fails (exit code 1) when there are any.
 pub(crate) async fn run(
     processor: &ProcessorConfig,
-    sink_dir: &Path,
+    sink: &SinkConfig,
     args: Args,
 ) -> anyhow::Result<()> {
-    let dir = args.dir.unwrap_or_else(|| sink_dir.to_path_buf());
-    let events = args.events.unwrap_or_else(|| dir.join("events"));
-    let report = compare(processor, &events, &dir, &args.kpi).await?;
+    let dir = args.dir.unwrap_or_else(|| sink.dir.clone());
+    let tables = TableStore::open(&dir, &sink.object_store)?;
+    let report = compare(processor, tables, args.events.as_deref(), &args.kpi).await?;
     if !report.unknown_kpis.is_empty() {
         eprintln!(
             "skipped KPIs the catalog does not define: {}",

@@ -300,7 +300,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     let processor = ProcessorConfig {
         group_id: format!("{prefix}-processor"),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             ..Default::default()
         },
         idle_timeout: Duration::from_secs(2),
@@ -333,7 +333,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     };
     let dir = tempfile::tempdir().unwrap();
     let sink = SinkConfig {
-        dir: dir.path().to_path_buf(),
+        dir: dir.path().into(),
         group_id: format!("{prefix}-sink"),
         roll_interval: Duration::from_millis(500),
         // The archive reconcile reads below is the sink's own.

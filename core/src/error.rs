@@ -25,6 +25,16 @@ pub enum CoreError {
     /// Kafka answered, but not as needed (e.g. a topic could not be created); retrying may help.
     #[error("kafka: {0}")]
     KafkaAdmin(String),
+    /// Object storage (S3 or a compatible store) refused or could not be reached (an
+    /// external system); retrying may help.
+    #[error("object storage: {context}: {source}")]
+    Storage {
+        /// What kpiflow was doing, with the object's URL.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// The metrics endpoint could not bind or serve (an environment problem).
     #[error("metrics endpoint on {addr}: {source}")]
     Metrics {
@@ -45,8 +55,40 @@ impl CoreError {
         }
     }
 
+    /// A configuration error: `key` = `value` is wrong because of `problem`.
+    pub fn config(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        CoreError::Config {
+            key: key.into(),
+            value: value.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Wraps an object-storage error with what kpiflow was doing.
+    pub fn storage(context: impl Into<String>, source: object_store::Error) -> Self {
+        CoreError::Storage {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// `true` when retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CoreError::Kafka { .. } | CoreError::KafkaAdmin(_))
+        match self {
+            CoreError::Kafka { .. } | CoreError::KafkaAdmin(_) => true,
+            // A missing object or a refused credential stays so; a timeout or 5xx may not.
+            CoreError::Storage { source, .. } => !matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+            CoreError::Config { .. } | CoreError::Metrics { .. } => false,
+        }
     }
 }

@@ -9,11 +9,13 @@
 //! - [`kafka`]: how every role talks to Kafka (settings, producers, consumers, topic set-up),
 //!   so SASL/TLS pass-through and delivery settings are decided in one place;
 //! - [`metrics`]: every metric name and label key, and the HTTP endpoint that exposes them;
+//! - [`storage`]: local folders and S3-compatible buckets for checkpoints and tables;
 //! - [`CoreError`]: this crate's errors.
 
 pub mod error;
 pub mod kafka;
 pub mod metrics;
+pub mod storage;
 
 pub use error::CoreError;
 pub use kafka::{KafkaConfig, PartitionLag};

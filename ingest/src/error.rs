@@ -142,6 +142,11 @@ impl From<CoreError> for IngestError {
                 detail: format!("{addr}: {source}"),
                 retryable: false,
             },
+            e @ CoreError::Storage { .. } => IngestError::External {
+                system: "object storage".into(),
+                retryable: e.is_retryable(),
+                detail: e.to_string(),
+            },
         }
     }
 }

@@ -8,16 +8,25 @@
 //!                      └──────── restore on assignment ◄──────────┘
 //! ```
 //!
+//! Two stores: [`LocalDirStore`] (a folder; one machine, or a shared volume) and
+//! [`ObjectStoreCheckpoints`] (an S3-compatible bucket; a cluster without shared disks).
+//! [`open`] picks one from `[processor.checkpoint]`.
+//!
 //! Every event topic has the same partition count and events are keyed by shop, so partition
 //! `p` of every topic holds the same shops: task `p` owns them, and the consumer group's range
 //! assignor hands all topics' partition `p` to one member.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use kpiflow_core::CoreError;
+use kpiflow_core::storage::{Bucket, Location};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::ProcessorError;
+use crate::config::CheckpointConfig;
 
 /// Bumped when the file layout changes incompatibly.
 const FORMAT: u32 = 1;
@@ -66,6 +75,43 @@ pub trait CheckpointStore: Send + Sync {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), ProcessorError>;
 }
 
+/// The store `cfg` names, for consumer group `group` (its own subfolder or key prefix).
+pub fn open(cfg: &CheckpointConfig, group: &str) -> Result<Arc<dyn CheckpointStore>, ProcessorError> {
+    let location = cfg.dir.join(group);
+    match location.open("processor.checkpoint.object_store", &cfg.object_store)? {
+        None => {
+            let dir = location.local().expect("a location without a bucket is a folder");
+            Ok(Arc::new(LocalDirStore::new(dir)?))
+        }
+        Some(bucket) => Ok(Arc::new(ObjectStoreCheckpoints::new(bucket, location)?)),
+    }
+}
+
+fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
+    postcard::to_stdvec(checkpoint).expect("checkpoints encode")
+}
+
+/// Decodes the checkpoint of `partition` read from `name`, refusing another format or
+/// another partition's file (a copy under the wrong name would restore the wrong shops).
+fn decode(bytes: &[u8], partition: i32, name: &str) -> Result<Checkpoint, ProcessorError> {
+    let cp: Checkpoint = postcard::from_bytes(bytes).map_err(|e| ProcessorError::Checkpoint {
+        problem: format!("{name}: cannot decode: {e}"),
+    })?;
+    if cp.format != FORMAT || cp.partition != partition {
+        return Err(ProcessorError::Checkpoint {
+            problem: format!(
+                "{name}: format {} for partition {}, expected format {FORMAT} for partition {partition}",
+                cp.format, cp.partition
+            ),
+        });
+    }
+    Ok(cp)
+}
+
+fn file_name(partition: i32) -> String {
+    format!("partition-{partition}.ckpt")
+}
+
 /// Checkpoints as files in a local (or shared, e.g. NFS) directory: `partition-<p>.ckpt`,
 /// each written to a temporary name, synced, then renamed, so a crash leaves the old one.
 #[derive(Debug, Clone)]
@@ -88,7 +134,7 @@ impl LocalDirStore {
     }
 
     fn path(&self, partition: i32) -> PathBuf {
-        self.dir.join(format!("partition-{partition}.ckpt"))
+        self.dir.join(file_name(partition))
     }
 }
 
@@ -100,28 +146,14 @@ impl CheckpointStore for LocalDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
         };
-        let cp: Checkpoint =
-            postcard::from_bytes(&bytes).map_err(|e| ProcessorError::Checkpoint {
-                problem: format!("{}: cannot decode: {e}", path.display()),
-            })?;
-        if cp.format != FORMAT || cp.partition != partition {
-            return Err(ProcessorError::Checkpoint {
-                problem: format!(
-                    "{}: format {} for partition {}, expected format {FORMAT} for partition {partition}",
-                    path.display(),
-                    cp.format,
-                    cp.partition
-                ),
-            });
-        }
-        Ok(Some(cp))
+        decode(&bytes, partition, &path.display().to_string()).map(Some)
     }
 
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), ProcessorError> {
         use std::io::Write;
         let path = self.path(checkpoint.partition);
         let temp = path.with_extension(format!("ckpt.tmp-{}", std::process::id()));
-        let bytes = postcard::to_stdvec(checkpoint).expect("checkpoints encode");
+        let bytes = encode(checkpoint);
         let mut f =
             std::fs::File::create(&temp).map_err(io(format!("creating {}", temp.display())))?;
         f.write_all(&bytes)
@@ -132,6 +164,94 @@ impl CheckpointStore for LocalDirStore {
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(format!("syncing {}", self.dir.display())))?;
+        Ok(())
+    }
+}
+
+/// Checkpoints as objects in an S3-compatible bucket: `<prefix>/<group>/partition-<p>.ckpt`.
+///
+/// A PUT replaces an object atomically and S3 reads are strongly consistent, so the next
+/// owner of a partition, on any machine, reads either the old checkpoint or the new one,
+/// whole. [`CheckpointStore`] is synchronous because the consumer's rebalance callback loads
+/// checkpoints, so requests run on a small runtime of their own and the caller waits for
+/// them: that works from any thread, inside the processor's runtime or not.
+#[derive(Debug)]
+pub struct ObjectStoreCheckpoints {
+    bucket: Bucket,
+    location: Location,
+    /// `Some` until dropped: a runtime must not be dropped inside another one's worker.
+    io: Option<tokio::runtime::Runtime>,
+}
+
+impl ObjectStoreCheckpoints {
+    /// A store at `bucket`'s prefix; `location` names it in messages.
+    pub fn new(bucket: Bucket, location: Location) -> Result<ObjectStoreCheckpoints, ProcessorError> {
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kpiflow-checkpoint-io")
+            .enable_all()
+            .build()
+            .map_err(|e| ProcessorError::Checkpoint {
+                problem: format!("starting the object-storage client for {location}: {e}"),
+            })?;
+        Ok(ObjectStoreCheckpoints {
+            bucket,
+            location,
+            io: Some(io),
+        })
+    }
+
+    /// Runs `request` on the store's runtime and waits for it.
+    fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = Result<T, object_store::Error>> + Send + 'static,
+    ) -> Result<T, object_store::Error> {
+        let io = self.io.as_ref().expect("present until dropped");
+        futures::executor::block_on(io.spawn(request)).unwrap_or_else(|e| {
+            Err(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })
+        })
+    }
+
+    fn url(&self, partition: i32) -> String {
+        format!("{}/{}", self.location, file_name(partition))
+    }
+}
+
+impl Drop for ObjectStoreCheckpoints {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            io.shutdown_background();
+        }
+    }
+}
+
+impl CheckpointStore for ObjectStoreCheckpoints {
+    fn load(&self, partition: i32) -> Result<Option<Checkpoint>, ProcessorError> {
+        let store: Arc<dyn ObjectStore> = self.bucket.store();
+        let key = self.bucket.key(&file_name(partition));
+        let got = self.run(async move {
+            match store.get(&key).await {
+                Ok(object) => object.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let url = self.url(partition);
+        match got.map_err(|e| CoreError::storage(format!("reading {url}"), e))? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes, partition, &url).map(Some),
+        }
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), ProcessorError> {
+        let store = self.bucket.store();
+        let key = self.bucket.key(&file_name(checkpoint.partition));
+        let payload = PutPayload::from(encode(checkpoint));
+        self.run(async move { store.put(&key, payload).await.map(|_| ()) })
+            .map_err(|e| CoreError::storage(format!("writing {}", self.url(checkpoint.partition)), e))?;
         Ok(())
     }
 }

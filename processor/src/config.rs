@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{Datelike, Offset, TimeZone, Utc};
 use serde::Deserialize;
 
+use kpiflow_core::storage::{Location, StoreOptions};
+
 use crate::ProcessorError;
 use crate::catalog::{Catalog, Source};
 use crate::rule::RuleConfigs;
@@ -70,20 +72,26 @@ impl Default for Lateness {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Directory of the checkpoints (one subdirectory per consumer group, one file per input
-    /// partition). Every processor of a group must see the same directory (a shared volume)
-    /// for partitions to move between machines. Default `kpiflow-state`.
+    /// Where checkpoints live: a local folder, or `s3://bucket/prefix` in S3-compatible object
+    /// storage (one subfolder / key prefix per consumer group, one object per input
+    /// partition). Every processor of a group must reach the same location for partitions to
+    /// move between machines: a bucket, or a shared volume. Default `kpiflow-state`.
     #[serde(default = "CheckpointConfig::dir")]
-    pub dir: PathBuf,
+    pub dir: Location,
     /// How often state is checkpointed (and offsets committed); after a crash at most this
     /// much input is replayed. Default `10s`.
     #[serde(default = "CheckpointConfig::interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// `[processor.checkpoint.object_store]`: S3 settings for an `s3://` `dir` (`endpoint`,
+    /// `region`, `allow_http`, …; see `kpiflow_core::storage`). Credentials come from the
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this file.
+    #[serde(default)]
+    pub object_store: StoreOptions,
 }
 
 impl CheckpointConfig {
-    fn dir() -> PathBuf {
-        PathBuf::from("kpiflow-state")
+    fn dir() -> Location {
+        Location::Local(PathBuf::from("kpiflow-state"))
     }
     fn interval() -> Duration {
         Duration::from_secs(10)
@@ -95,6 +103,7 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             dir: Self::dir(),
             interval: Self::interval(),
+            object_store: StoreOptions::new(),
         }
     }
 }
@@ -262,6 +271,9 @@ impl ProcessorConfig {
                 "expected an ISO 4217 code such as \"USD\"",
             ));
         }
+        self.checkpoint
+            .dir
+            .validate_options("processor.checkpoint.object_store", &self.checkpoint.object_store)?;
         for (i, rule) in self.rules.iter().enumerate() {
             if self.rules[..i].iter().any(|r| r.id == rule.id) {
                 return Err(ProcessorError::config(

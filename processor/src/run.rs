@@ -31,7 +31,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, LocalDirStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::config::Compiled;
 use crate::engine::{Applied, Engine, Outputs, PartitionId};
 use crate::{ProcessorConfig, ProcessorError};
@@ -158,8 +158,7 @@ pub async fn run(
 ) -> Result<RunStats, ProcessorError> {
     kafka.validate()?;
     let compiled = cfg.compile()?;
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(LocalDirStore::new(cfg.checkpoint.dir.join(&cfg.group_id))?);
+    let store = crate::checkpoint::open(&cfg.checkpoint, &cfg.group_id)?;
     kafka.wait_until_reachable(Duration::from_secs(60)).await?;
     kafka.ensure_topics().await?;
     let topics = kafka.topics();
@@ -185,7 +184,7 @@ pub async fn run(
         .subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| CoreError::kafka("subscribing to the event topics", e))?;
     let producer = kafka.producer()?;
-    tracing::info!(group = %cfg.group_id, checkpoints = %cfg.checkpoint.dir.display(), "processor joining its consumer group");
+    tracing::info!(group = %cfg.group_id, checkpoints = %cfg.checkpoint.dir.join(&cfg.group_id), "processor joining its consumer group");
 
     let m = ComponentMetrics::new(COMPONENT);
     let duplicates = metrics::duplicates().with_label_values(&[COMPONENT]);

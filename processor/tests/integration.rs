@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use kpiflow_core::KafkaConfig;
 use kpiflow_processor::ProcessorConfig;
+use kpiflow_processor::config::CheckpointConfig;
+use kpiflow_processor::checkpoint::Checkpoint;
+use object_store::ObjectStoreExt;
 use kpiflow_schemas::{
     Channel, DeadLetter, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced,
     SourceTz, Topic,
@@ -128,7 +131,7 @@ async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
     let cfg = ProcessorConfig {
         group_id: format!("{}-processor", kafka.topic_prefix),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             ..Default::default()
         },
         idle_timeout: Duration::from_millis(500),
@@ -249,20 +252,56 @@ async fn caught_up(kafka: &KafkaConfig, group: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_processor_restores_its_checkpoint_and_reads_only_what_is_new() {
+    let state = tempfile::tempdir().unwrap();
+    restart_restores_the_checkpoint(CheckpointConfig {
+        dir: state.path().into(),
+        interval: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+}
+
+/// The same over S3 (the local test server): a cluster without a shared volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_in_object_storage_restore_like_local_ones() {
+    let Some((dir, object_store)) = kpiflow_core::storage::test_location("processor") else {
+        return;
+    };
+    restart_restores_the_checkpoint(CheckpointConfig {
+        dir,
+        interval: Duration::from_millis(200),
+        object_store,
+    })
+    .await;
+}
+
+/// How many checkpoints `cfg` holds for `group`.
+async fn checkpoints(cfg: &CheckpointConfig, group: &str) -> usize {
+    let location = cfg.dir.join(group);
+    match location.open("test", &cfg.object_store).unwrap() {
+        None => std::fs::read_dir(location.local().unwrap()).unwrap().count(),
+        Some(bucket) => {
+            use futures::TryStreamExt;
+            let prefix = bucket.key("");
+            let listed: Vec<_> = bucket.store().list(Some(&prefix)).try_collect().await.unwrap();
+            listed.len()
+        }
+    }
+}
+
+/// A processor checkpoints into `checkpoint`, stops, and a second one restores from it: it
+/// reads only the records after the checkpoint and its values continue the first one's.
+async fn restart_restores_the_checkpoint(checkpoint: CheckpointConfig) {
     let kafka = kafka();
     kafka.ensure_topics().await.unwrap();
     let topics = kafka.topics();
     let orders = topics.name(Topic::Orders);
     let producer = kafka.producer().unwrap();
-    let state = tempfile::tempdir().unwrap();
     let cfg = ProcessorConfig {
         group_id: format!("{}-processor", kafka.topic_prefix),
         idle_timeout: Duration::from_millis(500),
         flush_interval: Duration::from_millis(200),
-        checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
-            interval: Duration::from_millis(200),
-        },
+        checkpoint,
         kpis: vec!["orders".into()],
         ..ProcessorConfig::default()
     };
@@ -286,9 +325,7 @@ async fn a_restarted_processor_restores_its_checkpoint_and_reads_only_what_is_ne
     let stats = task.await.unwrap().unwrap();
     assert_eq!(stats.received, 10);
     assert_eq!(
-        std::fs::read_dir(state.path().join(&cfg.group_id))
-            .unwrap()
-            .count(),
+        checkpoints(&cfg.checkpoint, &cfg.group_id).await,
         1,
         "one checkpoint: all orders of shop-1 are on one partition"
     );
@@ -328,4 +365,41 @@ async fn a_restarted_processor_restores_its_checkpoint_and_reads_only_what_is_ne
         .max_by_key(|u| u.revision)
         .unwrap();
     assert_eq!(newest.numerator, Decimal::from_i64(15));
+}
+
+/// The object-storage store on its own: round trip, newest wins, a corrupt object is refused
+/// with its URL, and all of it from inside an async runtime (where the rebalance callback
+/// calls it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
+    let Some((dir, object_store)) = kpiflow_core::storage::test_location("ckpt") else {
+        return;
+    };
+    let cfg = CheckpointConfig {
+        dir,
+        object_store,
+        ..Default::default()
+    };
+    let store = kpiflow_processor::checkpoint::open(&cfg, "group-a").unwrap();
+    assert_eq!(store.load(2).unwrap(), None);
+    let first = Checkpoint::new(2, vec![("events.orders".into(), 10)], vec![1, 2, 3]);
+    store.save(&first).unwrap();
+    let second = Checkpoint::new(2, vec![("events.orders".into(), 20)], vec![4; 100_000]);
+    store.save(&second).unwrap();
+    assert_eq!(store.load(2).unwrap(), Some(second));
+    // Another group's prefix does not see it.
+    let other = kpiflow_processor::checkpoint::open(&cfg, "group-b").unwrap();
+    assert_eq!(other.load(2).unwrap(), None);
+
+    let bucket = cfg.dir.join("group-a").open("test", &cfg.object_store).unwrap().unwrap();
+    bucket
+        .store()
+        .put(&bucket.key("partition-3.ckpt"), b"garbage".to_vec().into())
+        .await
+        .unwrap();
+    let err = store.load(3).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{}/partition-3.ckpt: cannot decode", cfg.dir.join("group-a"))),
+        "{err}"
+    );
 }

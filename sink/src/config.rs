@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kpiflow_core::storage::{Location, StoreOptions};
 use serde::Deserialize;
 
 use crate::SinkError;
@@ -20,10 +21,16 @@ use crate::SinkError;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// Root folder of the Parquet tables (`<dir>/kpi_values/`, `<dir>/breaches/`); created if
-    /// missing. Default: `"kpiflow-data"`.
+    /// Root of the Parquet tables (`<dir>/kpi_values/`, `<dir>/breaches/`, `<dir>/events/`): a
+    /// local folder (created if missing) or `s3://bucket/prefix` in S3-compatible object
+    /// storage (see `object_store`). Default: `"kpiflow-data"`.
     #[serde(default = "SinkConfig::default_dir")]
-    pub dir: PathBuf,
+    pub dir: Location,
+    /// `[sink.object_store]`: S3 settings for an `s3://` `dir` (`endpoint`, `region`,
+    /// `allow_http`, …; see `kpiflow_core::storage`). Credentials come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this file. Default: empty.
+    #[serde(default)]
+    pub object_store: StoreOptions,
     /// Kafka consumer group; two sinks with the same group share the partitions, two with
     /// different groups each write every row. Default: `"kpiflow-sink"`.
     #[serde(default = "SinkConfig::default_group_id")]
@@ -110,6 +117,7 @@ impl Default for SinkConfig {
             compression: Compression::default(),
             events_archive: false,
             prometheus: PrometheusConfig::default(),
+            object_store: StoreOptions::new(),
         }
     }
 }
@@ -122,8 +130,8 @@ impl SinkConfig {
     /// Intervals above this hold offsets uncommitted for so long that a restart replays hours.
     pub const MAX_ROLL_INTERVAL: Duration = Duration::from_secs(3600);
 
-    fn default_dir() -> PathBuf {
-        PathBuf::from("kpiflow-data")
+    fn default_dir() -> Location {
+        Location::Local(PathBuf::from("kpiflow-data"))
     }
     fn default_group_id() -> String {
         "kpiflow-sink".into()
@@ -143,9 +151,8 @@ impl SinkConfig {
             value,
             problem,
         };
-        if self.dir.as_os_str().is_empty() {
-            return Err(bad("dir", "\"\"".into(), "must name a folder".into()));
-        }
+        self.dir
+            .validate_options("sink.object_store", &self.object_store)?;
         if self.group_id.trim().is_empty() {
             return Err(bad(
                 "group_id",
@@ -214,7 +221,7 @@ mod tests {
     fn defaults_are_documented_values_and_valid() {
         let c = cfg("");
         assert_eq!(c, SinkConfig::default());
-        assert_eq!(c.dir, PathBuf::from("kpiflow-data"));
+        assert_eq!(c.dir, Location::Local(PathBuf::from("kpiflow-data")));
         assert_eq!(c.group_id, "kpiflow-sink");
         assert_eq!(c.roll_rows, 50_000);
         assert_eq!(c.roll_interval, Duration::from_secs(10));
@@ -241,7 +248,14 @@ mod tests {
             msg("group_id = \" \""),
             "bad config: sink.group_id = \" \": must not be empty"
         );
-        assert!(msg("dir = \"\"").starts_with("bad config: sink.dir = \"\""));
+        assert!(
+            msg("dir = \"kpiflow-data\"\n[object_store]\nregion = \"eu-west-1\"")
+                .starts_with("bad config: `sink.object_store.region` = \"eu-west-1\"")
+        );
+        assert!(
+            msg("dir = \"s3://b/p\"\n[object_store]\nendpont = \"http://x\"")
+                .starts_with("bad config: `sink.object_store.endpont` = \"http://x\"")
+        );
         assert_eq!(
             msg("[prometheus]\nmax_series = 0"),
             "bad config: sink.prometheus.max_series = 0: must be between 1 and 1000000"
@@ -262,5 +276,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("zstd"), "{err}");
+        for (text, problem) in [("dir = \"\"", "must not be empty"), ("dir = \"gs://b\"", "gs:// is not supported")] {
+            let err = toml::from_str::<SinkConfig>(text).unwrap_err().to_string();
+            assert!(err.contains("dir") && err.contains(problem), "{err}");
+        }
     }
 }

@@ -159,6 +159,7 @@ impl SinkError {
             SinkError::Config { .. } => "config",
             SinkError::InvalidRecord(_) => "invalid",
             SinkError::BadQuery { .. } => "query",
+            SinkError::Core(CoreError::Storage { .. }) => "io",
             SinkError::Core(_) | SinkError::Kafka { .. } => "kafka",
             SinkError::Io { .. } | SinkError::Parquet { .. } => "io",
             SinkError::Read { .. } => "read",

@@ -69,6 +69,7 @@ mod current;
 
 pub use alert::{AlertStats, AlertsConfig, run_alerts};
 pub use config::{Compression, PrometheusConfig, SinkConfig};
+pub use parquet::store::TableStore;
 pub use error::SinkError;
 pub use live::LiveView;
 pub use prometheus::KpiGauges;

@@ -18,31 +18,33 @@
 //! WHERE date >= DATE '2025-03-01' AND kpi = 'late_shipment_rate' ORDER BY window_start;
 //! ```
 
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    ListingOptions, ListingTable, ListingTableConfig,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use kpiflow_schemas::BreachEvent;
 
 use crate::SinkError;
+use crate::parquet::store::TableStore;
 use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
 
 /// The name of the de-duplicated KPI view.
 pub const KPI_LATEST: &str = "kpi_latest";
 
-/// A DataFusion session over the tables under `dir` (see the module docs).
+/// A DataFusion session over the tables under `tables` (a folder, or an opened
+/// [`TableStore`] for a bucket; see the module docs).
 ///
 /// A missing or empty folder gives empty tables, not an error. Files are listed on every
 /// query, so a long-lived session sees files the sink commits later; hidden temporary files
 /// (`.part-….parquet.tmp`) are never read.
-pub async fn session(dir: impl AsRef<Path>) -> Result<SessionContext, SinkError> {
-    let dir = dir.as_ref();
+pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, SinkError> {
+    let tables = tables.into();
     // DataFusion caches directory listings forever by default; a sink's folders grow, so
     // listing again on every query is the point.
     let runtime = RuntimeEnvBuilder::new()
@@ -51,8 +53,9 @@ pub async fn session(dir: impl AsRef<Path>) -> Result<SessionContext, SinkError>
         .map_err(SinkError::datafusion)?;
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    tables.register(&ctx);
     for table in Table::ALL {
-        let url = table_url(&table.dir(dir))?;
+        let url = tables.table_url(table)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(FILE_EXTENSION)
             .with_table_partition_cols(table.partition_columns());
@@ -69,12 +72,15 @@ pub async fn session(dir: impl AsRef<Path>) -> Result<SessionContext, SinkError>
     Ok(ctx)
 }
 
-/// Runs one read-only SQL statement over the tables under `dir` and collects the result.
+/// Runs one read-only SQL statement over the tables under `tables` and collects the result.
 ///
 /// Statements that would change anything (DDL such as `CREATE`, DML such as `COPY … TO`,
 /// `SET`) are refused with [`SinkError::BadQuery`].
-pub async fn query(dir: impl AsRef<Path>, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
-    let ctx = session(dir).await?;
+pub async fn query(
+    tables: impl Into<TableStore>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, SinkError> {
+    let ctx = session(tables).await?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -89,7 +95,7 @@ pub async fn query(dir: impl AsRef<Path>, sql: &str) -> Result<Vec<RecordBatch>,
 
 /// The breaches open at the end of the `breaches` table: per `breach_id`, the latest event,
 /// kept when it is `firing`. The sink rebuilds its `breaches_open` gauge from it at start-up.
-pub async fn open_breaches(dir: impl AsRef<Path>) -> Result<Vec<BreachEvent>, SinkError> {
+pub async fn open_breaches(tables: impl Into<TableStore>) -> Result<Vec<BreachEvent>, SinkError> {
     let columns = quoted_columns(Table::Breaches, false);
     // At the same `at`, a resolve wins: a breach cannot reopen in the instant it closed.
     let sql = format!(
@@ -101,7 +107,7 @@ pub async fn open_breaches(dir: impl AsRef<Path>) -> Result<Vec<BreachEvent>, Si
            FROM breaches
          ) WHERE kpiflow_rank = 1 AND state = 'firing'"
     );
-    let batches = query(dir, &sql).await?;
+    let batches = query(tables, &sql).await?;
     let mut out = Vec::new();
     for batch in &batches {
         out.extend(BreachEvent::from_batch(batch)?);
@@ -141,22 +147,6 @@ fn quoted_columns(table: Table, with_date: bool) -> String {
         names.push(format!("\"{DATE_COLUMN}\""));
     }
     names.join(", ")
-}
-
-/// The listing URL of a table folder, which may not exist yet.
-fn table_url(folder: &Path) -> Result<ListingTableUrl, SinkError> {
-    let absolute: PathBuf =
-        std::path::absolute(folder).map_err(|e| SinkError::io("resolving", folder, e))?;
-    let text = absolute.to_str().ok_or_else(|| {
-        SinkError::io(
-            "reading",
-            folder,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is not UTF-8"),
-        )
-    })?;
-    // The trailing slash makes it a folder even when it does not exist yet.
-    ListingTableUrl::parse(format!("{}/", text.trim_end_matches('/')))
-        .map_err(SinkError::datafusion)
 }
 
 /// How [`format_batches`] renders a result.
@@ -228,6 +218,8 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::Compression;
     use crate::parquet::tests::{breach_fixtures, kpi_fixtures, write_with_pause};

@@ -31,7 +31,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::parquet::{Table, TableRow, remove_stale_temp_files, write_rows};
+use crate::parquet::store::TableStore;
+use crate::parquet::{Table, TableRow, remove_stale_temp_files};
 use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
 
 /// Temporary files older than this are debris of a crashed writer (a write takes seconds).
@@ -87,6 +88,7 @@ pub async fn run(
 ) -> Result<SinkStats, SinkError> {
     cfg.validate()?;
     kafka.validate()?;
+    let tables = TableStore::open(&cfg.dir, &cfg.object_store)?;
     let topics = kafka.topics();
     kafka.wait_until_reachable(BROKER_WAIT).await?;
     kafka.ensure_topics().await?;
@@ -99,18 +101,22 @@ pub async fn run(
     }
     let _ = metrics::kpi_series();
 
-    let dir = cfg.dir.clone();
-    match tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE)).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(removed = n, "removed temporary files of a crashed writer"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not clean up temporary files"),
-        Err(e) => return Err(SinkError::Internal(format!("clean-up task failed: {e}"))),
+    // Temporary files exist only in local folders: a bucket gets whole objects or nothing.
+    if let Some(dir) = tables.local().map(std::path::Path::to_path_buf) {
+        match tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed temporary files of a crashed writer"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not clean up temporary files"),
+            Err(e) => return Err(SinkError::Internal(format!("clean-up task failed: {e}"))),
+        }
     }
 
     let mut gauges = KpiGauges::with_guard(cfg.prometheus);
     // Breaches that opened in an earlier run stay open on /metrics after a restart: their
     // firing events were committed and will not be read again.
-    match crate::query::open_breaches(&cfg.dir).await {
+    match crate::query::open_breaches(&tables).await {
         Ok(open) => gauges.restore_open(&open),
         Err(e) => {
             metrics.error(e.kind());
@@ -141,12 +147,13 @@ pub async fn run(
     tracing::info!(
         group = %cfg.group_id,
         topics = %subscribed.join(", "),
-        dir = %cfg.dir.display(),
+        dir = %tables,
         "sink started"
     );
 
     let mut sink = Sink {
         cfg,
+        tables,
         topics,
         metrics,
         gauges,
@@ -187,6 +194,7 @@ enum Row {
 
 struct Sink<'a> {
     cfg: &'a SinkConfig,
+    tables: TableStore,
     topics: Topics,
     metrics: ComponentMetrics,
     gauges: KpiGauges,
@@ -350,23 +358,21 @@ impl Sink<'_> {
         let kpis = std::mem::take(&mut self.kpis);
         let breaches = std::mem::take(&mut self.breaches);
         let events = std::mem::take(&mut self.events);
-        let dir = self.cfg.dir.clone();
         let compression = self.cfg.compression;
-        let written = tokio::task::spawn_blocking(move || {
-            let mut files = write_rows(&dir, &kpis, compression)?;
-            files.extend(write_rows(&dir, &breaches, compression)?);
-            files.extend(write_rows(&dir, &events, compression)?);
-            // Publish times, for the end-to-end latency once the files are in place.
-            let emitted: Vec<_> = kpis
-                .iter()
-                .map(|k| k.emitted_at)
-                .chain(breaches.iter().map(|b| b.emitted_at))
-                .collect();
-            Ok::<_, SinkError>((files, emitted))
-        })
-        .await
-        .map_err(|e| SinkError::Internal(format!("write task failed: {e}")))?;
-        let (files, emitted) = written.inspect_err(|_| {
+        // Publish times, for the end-to-end latency once the files are in place.
+        let emitted: Vec<_> = kpis
+            .iter()
+            .map(|k| k.emitted_at)
+            .chain(breaches.iter().map(|b| b.emitted_at))
+            .collect();
+        let written = async {
+            let mut files = self.tables.write(kpis, compression).await?;
+            files.extend(self.tables.write(breaches, compression).await?);
+            files.extend(self.tables.write(events, compression).await?);
+            Ok::<_, SinkError>(files)
+        }
+        .await;
+        let files = written.inspect_err(|_| {
             metrics::sink_write_errors()
                 .with_label_values(&["parquet"])
                 .inc();

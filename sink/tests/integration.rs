@@ -152,7 +152,7 @@ async fn records_become_parquet_dead_letters_and_gauges() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = SinkConfig {
-        dir: dir.path().to_path_buf(),
+        dir: dir.path().into(),
         group_id: format!("sinktest-{id}"),
         roll_interval: Duration::from_millis(200),
         ..SinkConfig::default()

@@ -439,8 +439,9 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
         .map(String::from)
         .to_vec(),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             interval: Duration::from_millis(300),
+            ..Default::default()
         },
         ..kpiflow_processor::ProcessorConfig::default()
     };

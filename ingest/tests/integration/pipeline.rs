@@ -86,8 +86,9 @@ async fn fixture_platforms_through_the_broker_give_the_expected_kpis() {
         flush_interval: Duration::from_millis(200),
         idle_timeout: Duration::from_millis(500),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().to_path_buf(),
+            dir: state.path().into(),
             interval: Duration::from_millis(200),
+            ..Default::default()
         },
         ..ProcessorConfig::default()
     };

@@ -17,10 +17,15 @@
 //! under a hidden temporary name in the same folder, fsynced, renamed (atomic within one
 //! filesystem), and the folder is fsynced so the rename itself survives a power cut. A reader
 //! therefore sees a file whole or not at all.
+//!
+//! When `dir` is `s3://bucket/prefix` ([`store`]) the layout is the same under the prefix; a
+//! file is one PUT of the whole encoded object, which S3 makes visible only once complete,
+//! so readers again see it whole or not at all, and there are no temporary objects.
 
 pub mod breaches;
 pub mod events;
 pub mod kpi_values;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -154,10 +159,77 @@ pub struct WrittenFile {
     pub partition: String,
     /// The partition's date.
     pub date: NaiveDate,
-    /// The final path.
+    /// The final path (in a bucket: the object's `s3://` URL).
     pub path: PathBuf,
     /// Rows in the file.
     pub rows: usize,
+}
+
+/// One partition's rows encoded as a whole Parquet file, not stored yet.
+#[derive(Debug)]
+pub struct EncodedFile {
+    /// The table.
+    pub table: Table,
+    /// The partition folder, e.g. `kpi=gmv/date=2025-03-14`.
+    pub partition: String,
+    /// The partition's date.
+    pub date: NaiveDate,
+    /// The file name, unique across writers: `part-<UTC time>-<uuid>.parquet`.
+    pub name: String,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// Rows in the file.
+    pub rows: usize,
+}
+
+impl EncodedFile {
+    /// The path under the tables' root: `<table>/<partition>/<name>`.
+    pub fn relative_path(&self) -> String {
+        format!("{}/{}/{}", self.table.name(), self.partition, self.name)
+    }
+
+    /// What was committed, at `path`.
+    pub fn written(&self, path: PathBuf) -> WrittenFile {
+        WrittenFile {
+            table: self.table,
+            partition: self.partition.clone(),
+            date: self.date,
+            path,
+            rows: self.rows,
+        }
+    }
+}
+
+/// Encodes `rows` as one Parquet file per touched partition, in memory (a flush holds at
+/// most `roll_rows` rows, so the files are small enough to hold).
+pub fn encode_rows<R: TableRow>(
+    rows: &[R],
+    compression: Compression,
+) -> Result<Vec<EncodedFile>, SinkError> {
+    let mut by_partition: BTreeMap<(String, NaiveDate), Vec<&R>> = BTreeMap::new();
+    for row in rows {
+        by_partition
+            .entry((row.partition_path(), row.partition_date()))
+            .or_default()
+            .push(row);
+    }
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut files = Vec::with_capacity(by_partition.len());
+    for ((partition, date), rows) in by_partition {
+        let batch = R::to_batch(&rows)?;
+        let name = format!("part-{stamp}-{}{FILE_EXTENSION}", uuid::Uuid::new_v4());
+        let path = Path::new(R::TABLE.name()).join(&partition).join(&name);
+        let bytes = encode(Vec::new(), &path, &batch, compression)?;
+        files.push(EncodedFile {
+            table: R::TABLE,
+            partition,
+            date,
+            name,
+            bytes,
+            rows: rows.len(),
+        });
+    }
+    Ok(files)
 }
 
 /// Writes `rows` to `dir`: one new file per touched partition, each committed atomically.
@@ -171,30 +243,22 @@ pub fn write_rows<R: TableRow>(
     rows: &[R],
     compression: Compression,
 ) -> Result<Vec<WrittenFile>, SinkError> {
-    let mut by_partition: BTreeMap<(String, NaiveDate), Vec<&R>> = BTreeMap::new();
-    for row in rows {
-        by_partition
-            .entry((row.partition_path(), row.partition_date()))
-            .or_default()
-            .push(row);
-    }
-    let table_dir = R::TABLE.dir(dir);
-    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    let mut written = Vec::with_capacity(by_partition.len());
-    for ((partition, date), rows) in by_partition {
-        let batch = R::to_batch(&rows)?;
-        let folder = table_dir.join(&partition);
-        let name = format!("part-{stamp}-{}{FILE_EXTENSION}", uuid::Uuid::new_v4());
-        let path = write_file_atomically(&folder, &name, &batch, compression)?;
-        written.push(WrittenFile {
-            table: R::TABLE,
-            partition,
-            date,
-            path,
-            rows: rows.len(),
-        });
-    }
-    Ok(written)
+    encode_rows(rows, compression)?
+        .into_iter()
+        .map(|file| write_encoded(dir, &file))
+        .collect()
+}
+
+/// Commits one encoded file under `dir` atomically (see [`write_file_atomically`]).
+pub fn write_encoded(dir: &Path, file: &EncodedFile) -> Result<WrittenFile, SinkError> {
+    use std::io::Write;
+    let folder = file.table.dir(dir).join(&file.partition);
+    let path = commit_atomically(&folder, &file.name, |mut f, temp| {
+        f.write_all(&file.bytes)
+            .map_err(|e| SinkError::io("writing", temp, e))?;
+        Ok(f)
+    })?;
+    Ok(file.written(path))
 }
 
 /// The hidden name a file is written under before it is renamed to `name`.

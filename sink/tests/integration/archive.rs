@@ -47,7 +47,7 @@ async fn events_are_archived_in_the_event_table_schema() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = SinkConfig {
-        dir: dir.path().to_path_buf(),
+        dir: dir.path().into(),
         group_id: format!("archivetest-{id}"),
         roll_interval: Duration::from_millis(200),
         events_archive: true,

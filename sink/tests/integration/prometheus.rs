@@ -81,7 +81,7 @@ async fn prometheus_scrapes_kpi_values_and_evaluates_the_recording_rules() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = SinkConfig {
-        dir: dir.path().to_path_buf(),
+        dir: dir.path().into(),
         group_id: format!("promtest-{id}"),
         roll_interval: Duration::from_millis(200),
         ..SinkConfig::default()
