@@ -9,17 +9,17 @@ mod integration {
 
     mod alerts;
     mod archive;
+    mod object_store;
     mod prometheus;
 }
 
-use std::path::Path;
 use std::time::Duration;
 
 use kpiflow_core::KafkaConfig;
 use kpiflow_core::metrics;
 use kpiflow_schemas::{BreachEvent, DeadLetter, KpiUpdate, Topic};
 use kpiflow_sink::parquet::TableRow;
-use kpiflow_sink::{LiveView, SinkConfig, SinkStats, query};
+use kpiflow_sink::{LiveView, SinkConfig, SinkStats, TableStore, query};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -76,8 +76,8 @@ pub(crate) async fn await_committed(kafka: &KafkaConfig, group: &str, topics: &[
     }
 }
 
-pub(crate) async fn read<R: TableRow>(dir: &Path, sql: &str) -> Vec<R> {
-    query(dir, sql)
+pub(crate) async fn read<R: TableRow>(tables: impl Into<TableStore>, sql: &str) -> Vec<R> {
+    query(tables, sql)
         .await
         .unwrap()
         .iter()
@@ -94,7 +94,7 @@ pub(crate) fn exposed(metric: &str, labels: &[&str]) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-fn start_sink(
+pub(crate) fn start_sink(
     kafka: &KafkaConfig,
     cfg: &SinkConfig,
     live: &LiveView,

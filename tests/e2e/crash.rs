@@ -7,6 +7,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use kpiflow_core::KafkaConfig;
+use kpiflow_core::storage::{Location, StoreOptions};
 use kpiflow_ingest::connectors::simulator::{Simulator, SimulatorConfig, generate};
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
@@ -20,8 +21,21 @@ use super::{Sums, bootstrap, facts, formula, wait_until_consumed};
 /// The KPIs `formula` knows.
 const KPIS: &str = r#"["gmv", "orders", "aov", "late_shipment_rate", "cancellation_rate", "roas"]"#;
 
-fn processor_config(dir: &std::path::Path, kafka: &KafkaConfig, group: &str) -> std::path::PathBuf {
+/// Writes the members' config under `dir`; checkpoints go to `checkpoints` (a location and
+/// its S3 settings) when given, else to `dir/state`.
+fn processor_config(
+    dir: &std::path::Path,
+    kafka: &KafkaConfig,
+    group: &str,
+    checkpoints: Option<(Location, StoreOptions)>,
+) -> std::path::PathBuf {
     let path = dir.join("kpiflow.toml");
+    let (state, options) =
+        checkpoints.unwrap_or_else(|| (dir.join("state").into(), StoreOptions::new()));
+    let options: String = options
+        .iter()
+        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
+        .collect();
     let text = format!(
         r#"
 [kafka]
@@ -56,10 +70,11 @@ severity = "critical"
 [processor.checkpoint]
 dir = "{state}"
 interval = "300ms"
-"#,
+
+[processor.checkpoint.object_store]
+{options}"#,
         bootstrap = kafka.bootstrap_servers,
         prefix = kafka.topic_prefix,
-        state = dir.join("state").display(),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -215,7 +230,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
 
     let dir = tempfile::tempdir().unwrap();
     let group = format!("{prefix}-processor");
-    let config = processor_config(dir.path(), &kafka, &group);
+    let config = processor_config(dir.path(), &kafka, &group, None);
     let mut rng = rand::rng();
     for i in 0..kills {
         let mut child = start(&config, &dir.path().join(format!("run-{i}.log")));
@@ -302,7 +317,14 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
     let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 10.0);
     let dir = tempfile::tempdir().unwrap();
     let group = format!("{prefix}-processor");
-    let config = processor_config(dir.path(), &kafka, &group);
+    // No shared volume between the members: their checkpoints live in S3 (the local test
+    // server), as on machines of their own. Without a server (outside CI) a shared folder.
+    let config = processor_config(
+        dir.path(),
+        &kafka,
+        &group,
+        kpiflow_core::storage::test_location("scale-out"),
+    );
     let mut members: Vec<Child> = (0..3)
         .map(|i| start(&config, &dir.path().join(format!("member-{i}.log"))))
         .collect();
