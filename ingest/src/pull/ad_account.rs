@@ -1,0 +1,404 @@
+//! What the ad connectors share: the account table, the trailing report window, the Source.
+//!
+//! ```text
+//!  [[connectors.<platform>]] ─► AdAccountConfig<Keys> ─► AdAccount (zone, origin, context)
+//!   shared keys + Keys            validate, resolve          │ days(window), context(as_of)
+//!                                                            ▼
+//!                     PullConnector ◄── Source ◄── ReadReport (the platform's own read)
+//! ```
+//!
+//! A platform adds its own keys ([`AdPlatform`]) and its read ([`ReadReport`]); the rest is
+//! here, so the four ad connectors check, date and label their rows the same way.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::future::BoxFuture;
+use kpiflow_core::SourceMetrics;
+use kpiflow_schemas::{Channel, SourceTz};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::emit::{Emitter, Origin};
+use super::rate_limit::RateLimit;
+use super::runner::{PullConnector, Source, Window};
+use super::settings::{self, Pull, PullDefaults, PullSettings};
+use crate::IngestError;
+use crate::connector::parse_section;
+use crate::map::AdContext;
+
+const DAY: u64 = 24 * 3600;
+
+/// Pull defaults of an ad platform. A day's figures keep changing for up to 14 days while
+/// conversions are attributed, so every sync (every 6 hours) re-pulls the trailing 14 days
+/// and restated rows arrive as newer versions; `max_window_days` is the longest range one
+/// report may cover, `rate` the platform's request budget per second.
+pub const fn trailing_defaults(
+    base_url: &'static str,
+    max_window_days: u64,
+    rate: f64,
+) -> PullDefaults {
+    PullDefaults {
+        base_url,
+        interval: Duration::from_secs(6 * 3600),
+        overlap: Duration::from_secs(14 * DAY),
+        initial_lookback: Duration::from_secs(14 * DAY),
+        max_window: Duration::from_secs(max_window_days * DAY),
+        rate_limit: Some(RateLimit { rate, burst: 5 }),
+    }
+}
+
+/// The keys only one ad platform has (its account id, credentials, API options), and what it
+/// decides about the shared ones. The implementing struct denies unknown fields: it is read
+/// alone first (see [`AdAccountConfig::parse`]).
+pub trait AdPlatform:
+    Debug + Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The registry name, e.g. `meta_ads`; also the `platform` of its rows.
+    const NAME: &'static str;
+    /// The metrics component and dead-letter stage, e.g. `ingest.meta_ads`.
+    const COMPONENT: &'static str;
+    /// The config section, e.g. `connectors.meta_ads`.
+    const SECTION: &'static str;
+    /// The pull defaults, usually [`trailing_defaults`].
+    const DEFAULTS: PullDefaults;
+
+    /// The default `marketplace`.
+    fn default_marketplace() -> String {
+        settings::defaults::us()
+    }
+
+    /// The default `attribution_window`.
+    fn default_attribution_window() -> String;
+
+    /// The sales channel the account's campaigns drive traffic to.
+    fn channel(&self) -> Channel;
+
+    /// The account id as the API and the rows write it.
+    fn account_id(&self) -> String;
+
+    /// Checks the platform's keys and anything it demands of the shared ones; errors name
+    /// the key (see [`AdPlatform::key`]) and quote the value.
+    fn validate(cfg: &AdAccountConfig<Self>) -> Result<(), IngestError>;
+
+    /// `key` in full, e.g. `connectors.meta_ads.limit`, for errors.
+    fn key(key: &str) -> String {
+        format!("{}.{key}", Self::SECTION)
+    }
+}
+
+/// One `[[connectors.<ad platform>]]` table: one ad account of one shop. The keys below are
+/// every platform's; `platform` holds the platform's own, written in the same table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, bound = "P: AdPlatform")]
+pub struct AdAccountConfig<P: AdPlatform> {
+    /// The shop id events carry (the Kafka key).
+    pub shop: String,
+    /// Marketplace id events carry. Default `"US"` (Amazon Ads: `"ATVPDKIKX0DER"`).
+    #[serde(default = "P::default_marketplace")]
+    pub marketplace: String,
+    /// The account's time zone: report dates are its days. Default `"America/Los_Angeles"`.
+    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
+    pub time_zone: String,
+    /// The account's currency (report rows rarely carry one). Default `"USD"`.
+    #[serde(default = "crate::pull::settings::defaults::usd")]
+    pub currency: String,
+    /// The attribution setting the figures follow, as a label on every row. Default per
+    /// platform.
+    #[serde(default = "P::default_attribution_window")]
+    pub attribution_window: String,
+    /// Polling, HTTP and cursor settings (defaults: [`trailing_defaults`]).
+    #[serde(default)]
+    pub pull: PullSettings,
+    /// The platform's own keys.
+    #[serde(flatten)]
+    pub platform: P,
+}
+
+/// The keys [`AdAccountConfig`] reads itself (a test keeps this list true).
+const SHARED_KEYS: [&str; 6] = [
+    "shop",
+    "marketplace",
+    "time_zone",
+    "currency",
+    "attribution_window",
+    "pull",
+];
+
+impl<P: AdPlatform> AdAccountConfig<P> {
+    /// Reads one table. The platform's keys are read on their own first: within a flattened
+    /// part serde no longer knows which key failed, and errors must name it.
+    pub fn parse(table: serde_json::Value) -> Result<Self, IngestError> {
+        let mut own = table.clone();
+        if let Some(keys) = own.as_object_mut() {
+            keys.retain(|k, _| !SHARED_KEYS.contains(&k.as_str()));
+        }
+        if let Err(mut e) = parse_section::<P>(P::SECTION, own) {
+            // serde lists the platform's keys only; the shared ones are as valid.
+            if let IngestError::Config { problem, .. } = &mut e
+                && problem.starts_with("unknown field")
+            {
+                problem.push_str(&format!(", or one of `{}`", SHARED_KEYS.join("`, `")));
+            }
+            return Err(e);
+        }
+        parse_section(P::SECTION, table)
+    }
+
+    /// Checks every key but the `pull` table (checked when resolved), before any I/O.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        settings::non_empty(&P::key("shop"), &self.shop)?;
+        settings::time_zone(&P::key("time_zone"), &self.time_zone)?;
+        P::validate(self)
+    }
+
+    /// Validates, resolves the pull settings and builds the connector; `reader` makes the
+    /// platform's reader (its HTTP client, credentials) from its keys.
+    pub fn connector<R: ReadReport>(
+        self,
+        reader: impl FnOnce(P, &Pull, &SourceMetrics) -> Result<R, IngestError>,
+    ) -> Result<PullConnector, IngestError> {
+        self.validate()?;
+        let tz = settings::time_zone(&P::key("time_zone"), &self.time_zone)?;
+        let pull = self.pull.resolve(P::SECTION, &P::DEFAULTS)?;
+        let metrics = SourceMetrics::new(P::NAME, &self.shop);
+        let account = AdAccount {
+            platform: P::NAME,
+            component: P::COMPONENT,
+            id: self.platform.account_id(),
+            tz,
+            origin: Origin {
+                shop: self.shop,
+                channel: self.platform.channel(),
+                marketplace: self.marketplace,
+                source_tz: SourceTz(tz),
+            },
+            currency: self.currency,
+            attribution_window: self.attribution_window,
+        };
+        let reader = reader(self.platform, &pull, &metrics)?;
+        let source = AdSource { account, reader };
+        Ok(PullConnector::new(Box::new(source), pull, metrics))
+    }
+}
+
+/// One ad account, checked: whose rows a read yields and in which zone they are dated.
+#[derive(Debug, Clone)]
+pub struct AdAccount {
+    /// The platform (its registry name).
+    pub platform: &'static str,
+    component: &'static str,
+    /// The account id rows carry.
+    pub id: String,
+    /// The account's zone: report dates are its days.
+    pub tz: chrono_tz::Tz,
+    /// Shop, channel, marketplace and zone of the events.
+    pub origin: Origin,
+    /// The account's currency.
+    pub currency: String,
+    /// The attribution setting's label.
+    pub attribution_window: String,
+}
+
+impl AdAccount {
+    /// The report dates `window` touches in the account's zone, first and last (inclusive).
+    pub fn days(&self, window: Window) -> (NaiveDate, NaiveDate) {
+        let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
+        // `to` is exclusive: a window ending at midnight asks nothing of the next day, and
+        // an empty one still asks for its first.
+        let last = window.to - chrono::TimeDelta::nanoseconds(1);
+        (day(window.from), day(last.max(window.from)))
+    }
+
+    /// What every row of one read shares, reported by the platform at `as_of`.
+    pub fn context(&self, as_of: DateTime<Utc>) -> AdContext<'_> {
+        AdContext {
+            platform: self.platform,
+            account: &self.id,
+            currency: &self.currency,
+            tz: self.tz,
+            window: &self.attribution_window,
+            as_of,
+        }
+    }
+}
+
+/// The part of an ad connector that differs: how its platform reports a window's rows.
+pub trait ReadReport: Send + Sync + 'static {
+    /// Reads every row of `account` in `window` (following the platform's paging to the end)
+    /// and hands it to `out`; an `Err` aborts the sync (see [`Source::sync`]).
+    fn read(
+        &self,
+        account: &AdAccount,
+        window: Window,
+        out: &mut Emitter<'_>,
+    ) -> impl Future<Output = Result<(), IngestError>> + Send;
+}
+
+/// An ad account with its platform's reader, as the runner sees it.
+struct AdSource<R> {
+    account: AdAccount,
+    reader: R,
+}
+
+impl<R: ReadReport> Source for AdSource<R> {
+    fn name(&self) -> &'static str {
+        self.account.platform
+    }
+
+    fn component(&self) -> &'static str {
+        self.account.component
+    }
+
+    fn origin(&self) -> &Origin {
+        &self.account.origin
+    }
+
+    fn sync<'a, 'p: 'a>(
+        &'a self,
+        window: Window,
+        out: &'a mut Emitter<'p>,
+    ) -> BoxFuture<'a, Result<(), IngestError>> {
+        Box::pin(self.reader.read(&self.account, window, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keys {
+        account_id: String,
+        #[serde(default)]
+        limit: u32,
+    }
+
+    impl AdPlatform for Keys {
+        const NAME: &'static str = "test_ads";
+        const COMPONENT: &'static str = "ingest.test_ads";
+        const SECTION: &'static str = "connectors.test_ads";
+        const DEFAULTS: PullDefaults = trailing_defaults("https://ads.example.com", 31, 1.0);
+
+        fn default_attribution_window() -> String {
+            "7d".into()
+        }
+
+        fn channel(&self) -> Channel {
+            Channel::Shopify
+        }
+
+        fn account_id(&self) -> String {
+            self.account_id.clone()
+        }
+
+        fn validate(cfg: &AdAccountConfig<Self>) -> Result<(), IngestError> {
+            settings::non_empty(&Self::key("account_id"), &cfg.platform.account_id)
+        }
+    }
+
+    fn parse(table: serde_json::Value) -> Result<AdAccountConfig<Keys>, String> {
+        AdAccountConfig::parse(table).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_shared_keys_are_the_ones_the_struct_reads() {
+        let cfg = parse(json!({"shop": "s", "account_id": "1"})).unwrap();
+        let v = serde_json::to_value(&cfg).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.retain(|k| !["account_id", "limit"].contains(k));
+        keys.sort_unstable();
+        let mut shared = SHARED_KEYS.to_vec();
+        shared.sort_unstable();
+        assert_eq!(keys, shared);
+    }
+
+    #[test]
+    fn defaults_come_from_the_platform() {
+        let cfg = parse(json!({"shop": "s", "account_id": "1"})).unwrap();
+        assert_eq!(
+            (
+                cfg.marketplace.as_str(),
+                cfg.time_zone.as_str(),
+                cfg.currency.as_str(),
+                cfg.attribution_window.as_str()
+            ),
+            ("US", "America/Los_Angeles", "USD", "7d")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_in_either_part() {
+        let err = parse(json!({"shop": "s", "account_id": "1", "limit": "x"})).unwrap_err();
+        assert!(
+            err.starts_with("bad config: `connectors.test_ads.limit` = \"x\""),
+            "{err}"
+        );
+        let err =
+            parse(json!({"shop": "s", "account_id": "1", "pull": {"interval": 5}})).unwrap_err();
+        assert!(
+            err.starts_with("bad config: `connectors.test_ads.pull.interval` = 5"),
+            "{err}"
+        );
+        let err = parse(json!({"shop": "s", "account_id": "1", "curency": "EUR"})).unwrap_err();
+        assert!(
+            err.starts_with("bad config: `connectors.test_ads.curency`")
+                && err.contains("unknown field `curency`")
+                && err.contains("`currency`"),
+            "{err}"
+        );
+        let cfg = parse(json!({"shop": " ", "account_id": "1"})).unwrap();
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "bad config: `connectors.test_ads.shop` = \" \": must not be empty"
+        );
+        let cfg = parse(json!({"shop": "s", "account_id": "1", "time_zone": "PST"})).unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("bad config: `connectors.test_ads.time_zone` = \"PST\"")
+        );
+    }
+
+    #[test]
+    fn a_window_asks_for_the_days_it_touches_in_the_account_zone() {
+        let cfg = parse(json!({"shop": "s", "account_id": "1"})).unwrap();
+        let account = AdAccount {
+            platform: Keys::NAME,
+            component: Keys::COMPONENT,
+            id: "1".into(),
+            tz: chrono_tz::America::Los_Angeles,
+            origin: Origin {
+                shop: cfg.shop,
+                channel: Channel::Shopify,
+                marketplace: cfg.marketplace,
+                source_tz: SourceTz(chrono_tz::America::Los_Angeles),
+            },
+            currency: cfg.currency,
+            attribution_window: cfg.attribution_window,
+        };
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        // Midnight in Los Angeles (UTC-8 in November) ends the 20th: the 21st is not asked.
+        let w = Window {
+            from: t("2026-11-06T08:00:00Z"),
+            to: t("2026-11-21T08:00:00Z"),
+        };
+        assert_eq!(account.days(w), (d("2026-11-06"), d("2026-11-20")));
+        let w = Window {
+            from: t("2026-11-21T08:00:00Z"),
+            to: t("2026-11-21T08:00:01Z"),
+        };
+        assert_eq!(account.days(w), (d("2026-11-21"), d("2026-11-21")));
+        let empty = Window {
+            from: t("2026-11-21T07:59:59Z"),
+            to: t("2026-11-21T07:59:59Z"),
+        };
+        assert_eq!(account.days(empty), (d("2026-11-20"), d("2026-11-20")));
+    }
+}
