@@ -245,3 +245,8 @@ pub(crate) fn ad_rows(
         })
         .collect()
 }
+
+/// The `ad.performance` events alone, in publish order.
+pub(crate) fn ads(events: &[kpiflow_schemas::Event]) -> Vec<kpiflow_schemas::AdPerformance> {
+    ad_rows(events).into_iter().map(|(_, a)| a).collect()
+}

@@ -1,0 +1,100 @@
+//! What every pull connector test starts from: a fixture server, a folder, a shop, a publisher.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use kpiflow_ingest::MemoryPublisher;
+use kpiflow_ingest::pull::{Cursor, PullConnector, PullSettings, SecretRef, SyncReport};
+
+use super::fixture::{Reply, Req, Server, pull_settings, secret_file, shop};
+
+/// One test's surroundings: the platform's fixture server, a temporary folder for credentials
+/// and cursors (shared by every connector the test builds, as by successive processes), a
+/// fresh shop and an in-memory publisher.
+pub(crate) struct Rig {
+    pub(crate) server: Server,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) shop: String,
+    pub(crate) p: MemoryPublisher,
+}
+
+/// Builds the connector under test for a rig.
+pub(crate) type Build = fn(&Rig) -> PullConnector;
+
+impl Rig {
+    /// A rig around `server`.
+    pub(crate) fn new(server: Server) -> Rig {
+        Rig {
+            server,
+            dir: tempfile::tempdir().unwrap(),
+            shop: shop(),
+            p: MemoryPublisher::new(),
+        }
+    }
+
+    /// Pull settings pointing at the server, cursors in the rig's folder.
+    pub(crate) fn pull(&self) -> PullSettings {
+        pull_settings(&self.server, &self.dir.path().join("cursors"))
+    }
+
+    /// A `file:` credential `name` holding `value`, in the rig's folder.
+    pub(crate) fn secret(&self, name: &str, value: &str) -> SecretRef {
+        secret_file(self.dir.path(), name, value)
+    }
+
+    /// One sync by a freshly built connector (a process that starts, syncs and stops).
+    pub(crate) async fn sync(&self, build: Build) -> SyncReport {
+        build(self).sync_once(&self.p).await.expect("sync succeeds")
+    }
+
+    /// The cursor `connector` saved for the rig's shop.
+    pub(crate) async fn cursor(&self, c: &PullConnector, connector: &str) -> Option<Cursor> {
+        c.cursors().load(connector, &self.shop).await.unwrap()
+    }
+
+    /// A restart: a new process reads the saved cursor and syncs from it; returns that
+    /// cursor, from which the second sync started (minus the overlap).
+    pub(crate) async fn restart(&self, build: Build, connector: &str) -> Cursor {
+        let saved = self
+            .cursor(&build(self), connector)
+            .await
+            .expect("a cursor");
+        self.sync(build).await;
+        saved
+    }
+}
+
+/// A server answering `api` on `path` and 404 elsewhere.
+pub(crate) async fn api(
+    path: &'static str,
+    api: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+) -> Server {
+    Server::start(move |req| match req.path.as_str() {
+        p if p == path => api(req),
+        other => Reply::status(404, format!("no route {other}")),
+    })
+    .await
+}
+
+/// A server answering `api` on `path` and `token(req, n)` for the n-th token asked (from 1)
+/// on `token_path`; 404 elsewhere.
+pub(crate) async fn api_with_tokens(
+    path: &'static str,
+    api: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+    token_path: &'static str,
+    token: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static,
+) -> Server {
+    let tokens = std::sync::atomic::AtomicUsize::new(0);
+    Server::start(move |req| match req.path.as_str() {
+        p if p == token_path => token(
+            req,
+            tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+        ),
+        p if p == path => api(req),
+        other => Reply::status(404, format!("no route {other}")),
+    })
+    .await
+}
+
+/// `t`'s date in `tz`: report dates are the ad account's days.
+pub(crate) fn day_in(tz: chrono_tz::Tz, t: DateTime<Utc>) -> NaiveDate {
+    t.with_timezone(&tz).date_naive()
+}
