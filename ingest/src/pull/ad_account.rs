@@ -50,43 +50,66 @@ pub const fn trailing_defaults(
     }
 }
 
+/// Who an ad platform is to the runner: its names, its config section, its pull defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Platform {
+    /// The registry name, e.g. `meta_ads`; also the `platform` of its rows.
+    pub name: &'static str,
+    /// The metrics component and dead-letter stage, e.g. `ingest.meta_ads`.
+    pub component: &'static str,
+    /// The config section, e.g. `connectors.meta_ads`.
+    pub section: &'static str,
+    /// The pull defaults, usually [`trailing_defaults`].
+    pub defaults: PullDefaults,
+}
+
+impl Platform {
+    /// A platform from its connector's constants.
+    pub const fn new(
+        name: &'static str,
+        component: &'static str,
+        section: &'static str,
+        defaults: PullDefaults,
+    ) -> Platform {
+        Platform {
+            name,
+            component,
+            section,
+            defaults,
+        }
+    }
+}
+
 /// The keys only one ad platform has (its account id, credentials, API options), and what it
 /// decides about the shared ones. The implementing struct denies unknown fields: it is read
 /// alone first (see [`AdAccountConfig::parse`]).
 pub trait AdPlatform:
     Debug + Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
 {
-    /// The registry name, e.g. `meta_ads`; also the `platform` of its rows.
-    const NAME: &'static str;
-    /// The metrics component and dead-letter stage, e.g. `ingest.meta_ads`.
-    const COMPONENT: &'static str;
-    /// The config section, e.g. `connectors.meta_ads`.
-    const SECTION: &'static str;
-    /// The pull defaults, usually [`trailing_defaults`].
-    const DEFAULTS: PullDefaults;
-
+    /// Names, section and pull defaults.
+    const PLATFORM: Platform;
     /// The default `marketplace`.
-    fn default_marketplace() -> String {
-        settings::defaults::us()
-    }
-
+    const MARKETPLACE: &'static str = "US";
     /// The default `attribution_window`.
-    fn default_attribution_window() -> String;
+    const ATTRIBUTION_WINDOW: &'static str;
 
-    /// The sales channel the account's campaigns drive traffic to.
-    fn channel(&self) -> Channel;
-
-    /// The account id as the API and the rows write it.
-    fn account_id(&self) -> String;
-
-    /// Checks the platform's keys and anything it demands of the shared ones; errors name
-    /// the key (see [`AdPlatform::key`]) and quote the value.
-    fn validate(cfg: &AdAccountConfig<Self>) -> Result<(), IngestError>;
+    /// Checks the platform's keys and anything it demands of the shared ones (errors name
+    /// the key, see [`AdPlatform::key`], and quote the value); returns the account id as the
+    /// API and the rows write it, and the sales channel its campaigns drive traffic to.
+    fn account(cfg: &AdAccountConfig<Self>) -> Result<(String, Channel), IngestError>;
 
     /// `key` in full, e.g. `connectors.meta_ads.limit`, for errors.
     fn key(key: &str) -> String {
-        format!("{}.{key}", Self::SECTION)
+        format!("{}.{key}", Self::PLATFORM.section)
     }
+}
+
+fn default_marketplace<P: AdPlatform>() -> String {
+    P::MARKETPLACE.into()
+}
+
+fn default_attribution_window<P: AdPlatform>() -> String {
+    P::ATTRIBUTION_WINDOW.into()
 }
 
 /// One `[[connectors.<ad platform>]]` table: one ad account of one shop. The keys below are
@@ -97,7 +120,7 @@ pub struct AdAccountConfig<P: AdPlatform> {
     /// The shop id events carry (the Kafka key).
     pub shop: String,
     /// Marketplace id events carry. Default `"US"` (Amazon Ads: `"ATVPDKIKX0DER"`).
-    #[serde(default = "P::default_marketplace")]
+    #[serde(default = "default_marketplace::<P>")]
     pub marketplace: String,
     /// The account's time zone: report dates are its days. Default `"America/Los_Angeles"`.
     #[serde(default = "crate::pull::settings::defaults::us_pacific")]
@@ -107,7 +130,7 @@ pub struct AdAccountConfig<P: AdPlatform> {
     pub currency: String,
     /// The attribution setting the figures follow, as a label on every row. Default per
     /// platform.
-    #[serde(default = "P::default_attribution_window")]
+    #[serde(default = "default_attribution_window::<P>")]
     pub attribution_window: String,
     /// Polling, HTTP and cursor settings (defaults: [`trailing_defaults`]).
     #[serde(default)]
@@ -135,7 +158,7 @@ impl<P: AdPlatform> AdAccountConfig<P> {
         if let Some(keys) = own.as_object_mut() {
             keys.retain(|k, _| !SHARED_KEYS.contains(&k.as_str()));
         }
-        if let Err(mut e) = parse_section::<P>(P::SECTION, own) {
+        if let Err(mut e) = parse_section::<P>(P::PLATFORM.section, own) {
             // serde lists the platform's keys only; the shared ones are as valid.
             if let IngestError::Config { problem, .. } = &mut e
                 && problem.starts_with("unknown field")
@@ -144,14 +167,20 @@ impl<P: AdPlatform> AdAccountConfig<P> {
             }
             return Err(e);
         }
-        parse_section(P::SECTION, table)
+        parse_section(P::PLATFORM.section, table)
     }
 
     /// Checks every key but the `pull` table (checked when resolved), before any I/O.
     pub fn validate(&self) -> Result<(), IngestError> {
+        self.check().map(|_| ())
+    }
+
+    /// [`validate`](Self::validate), returning the account's zone, id and channel.
+    fn check(&self) -> Result<(chrono_tz::Tz, String, Channel), IngestError> {
         settings::non_empty(&P::key("shop"), &self.shop)?;
-        settings::time_zone(&P::key("time_zone"), &self.time_zone)?;
-        P::validate(self)
+        let tz = settings::time_zone(&P::key("time_zone"), &self.time_zone)?;
+        let (id, channel) = P::account(self)?;
+        Ok((tz, id, channel))
     }
 
     /// Validates, resolves the pull settings and builds the connector; `reader` makes the
@@ -160,18 +189,18 @@ impl<P: AdPlatform> AdAccountConfig<P> {
         self,
         reader: impl FnOnce(P, &Pull, &SourceMetrics) -> Result<R, IngestError>,
     ) -> Result<PullConnector, IngestError> {
-        self.validate()?;
-        let tz = settings::time_zone(&P::key("time_zone"), &self.time_zone)?;
-        let pull = self.pull.resolve(P::SECTION, &P::DEFAULTS)?;
-        let metrics = SourceMetrics::new(P::NAME, &self.shop);
+        let (tz, id, channel) = self.check()?;
+        let platform = P::PLATFORM;
+        let pull = self.pull.resolve(platform.section, &platform.defaults)?;
+        let metrics = SourceMetrics::new(platform.name, &self.shop);
         let account = AdAccount {
-            platform: P::NAME,
-            component: P::COMPONENT,
-            id: self.platform.account_id(),
+            platform: platform.name,
+            component: platform.component,
+            id,
             tz,
             origin: Origin {
                 shop: self.shop,
-                channel: self.platform.channel(),
+                channel,
                 marketplace: self.marketplace,
                 source_tz: SourceTz(tz),
             },
@@ -279,25 +308,17 @@ mod tests {
     }
 
     impl AdPlatform for Keys {
-        const NAME: &'static str = "test_ads";
-        const COMPONENT: &'static str = "ingest.test_ads";
-        const SECTION: &'static str = "connectors.test_ads";
-        const DEFAULTS: PullDefaults = trailing_defaults("https://ads.example.com", 31, 1.0);
+        const PLATFORM: Platform = Platform::new(
+            "test_ads",
+            "ingest.test_ads",
+            "connectors.test_ads",
+            trailing_defaults("https://ads.example.com", 31, 1.0),
+        );
+        const ATTRIBUTION_WINDOW: &'static str = "7d";
 
-        fn default_attribution_window() -> String {
-            "7d".into()
-        }
-
-        fn channel(&self) -> Channel {
-            Channel::Shopify
-        }
-
-        fn account_id(&self) -> String {
-            self.account_id.clone()
-        }
-
-        fn validate(cfg: &AdAccountConfig<Self>) -> Result<(), IngestError> {
-            settings::non_empty(&Self::key("account_id"), &cfg.platform.account_id)
+        fn account(cfg: &AdAccountConfig<Self>) -> Result<(String, Channel), IngestError> {
+            settings::non_empty(&Self::key("account_id"), &cfg.platform.account_id)?;
+            Ok((cfg.platform.account_id.clone(), Channel::Shopify))
         }
     }
 
@@ -369,8 +390,8 @@ mod tests {
     fn a_window_asks_for_the_days_it_touches_in_the_account_zone() {
         let cfg = parse(json!({"shop": "s", "account_id": "1"})).unwrap();
         let account = AdAccount {
-            platform: Keys::NAME,
-            component: Keys::COMPONENT,
+            platform: Keys::PLATFORM.name,
+            component: Keys::PLATFORM.component,
             id: "1".into(),
             tz: chrono_tz::America::Los_Angeles,
             origin: Origin {

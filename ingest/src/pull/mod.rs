@@ -33,7 +33,9 @@ pub mod secret;
 pub mod settings;
 pub mod token;
 
-pub use ad_account::{AdAccount, AdAccountConfig, AdPlatform, ReadReport, trailing_defaults};
+pub use ad_account::{
+    AdAccount, AdAccountConfig, AdPlatform, Platform, ReadReport, trailing_defaults,
+};
 pub use cursor::{Cursor, CursorStore};
 pub use emit::{Counts, Emitter, Fact, Origin};
 pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeader};

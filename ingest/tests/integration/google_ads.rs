@@ -11,7 +11,7 @@ use kpiflow_ingest::connectors::google_ads::{GoogleAds, GoogleAdsConfig, GoogleA
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, Topic};
 
-use super::fixture::{Reply, Req, ad_rows, fixture, fixture_with, lwa};
+use super::fixture::{Reply, Req, ad_rows, fixture, lwa, token_json};
 use super::rig::{Rig, api_with_tokens, day_in};
 
 const C: &str = "google_ads";
@@ -42,11 +42,7 @@ fn page(req: &Req) -> Reply {
 
 fn token(req: &Req, n: usize) -> Reply {
     assert_eq!(req.form()["grant_type"], "refresh_token");
-    Reply::json(fixture_with(
-        C,
-        "token.json",
-        &[("token", &format!("ya29.token-{n}"))],
-    ))
+    token_json(C, "ya29.token-", n)
 }
 
 async fn rig(search: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {

@@ -13,7 +13,7 @@ use kpiflow_ingest::connectors::walmart_orders::{WalmartOrders, WalmartOrdersCon
 use kpiflow_ingest::pull::{PullConnector, PullSettings, WalmartAuthConfig};
 use kpiflow_schemas::Topic;
 
-use super::fixture::{Reply, Req, fixture, fixture_with, ids};
+use super::fixture::{Reply, Req, fixture, ids, token_json};
 use super::rig::{Rig, api_with_tokens};
 
 const C: &str = "walmart_orders";
@@ -62,11 +62,7 @@ fn token(req: &Req, n: usize) -> Reply {
     assert_eq!(req.header("authorization"), basic());
     assert_eq!(req.form()["grant_type"], "client_credentials");
     assert!(!req.header("wm_qos.correlation_id").is_empty());
-    Reply::json(fixture_with(
-        C,
-        "token.json",
-        &[("token", &format!("wm-token-{n}"))],
-    ))
+    token_json(C, "wm-token-", n)
 }
 
 async fn rig(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {

@@ -29,8 +29,8 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::{parse_time, raw};
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, PullConnector,
-    PullDefaults, ReadReport, Request, TokenHeader, Window, lwa_client, settings,
+    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, Platform,
+    PullConnector, PullDefaults, ReadReport, Request, TokenHeader, Window, lwa_client, settings,
     trailing_defaults,
 };
 
@@ -83,29 +83,12 @@ pub struct AmazonAdsKeys {
 }
 
 impl AdPlatform for AmazonAdsKeys {
-    const NAME: &'static str = NAME;
-    const COMPONENT: &'static str = COMPONENT;
-    const SECTION: &'static str = SECTION;
-    const DEFAULTS: PullDefaults = DEFAULTS;
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const MARKETPLACE: &'static str = "ATVPDKIKX0DER";
+    const ATTRIBUTION_WINDOW: &'static str = "7d";
 
-    fn default_marketplace() -> String {
-        settings::defaults::amazon_us()
-    }
-
-    fn default_attribution_window() -> String {
-        "7d".into()
-    }
-
-    /// Sponsored Products sell on Amazon: there is no `channel` key.
-    fn channel(&self) -> Channel {
-        Channel::Amazon
-    }
-
-    fn account_id(&self) -> String {
-        self.profile_id.clone()
-    }
-
-    fn validate(cfg: &AmazonAdsConfig) -> Result<(), IngestError> {
+    /// The channel is Amazon: Sponsored Products sell there (the table has no `channel`).
+    fn account(cfg: &AmazonAdsConfig) -> Result<(String, Channel), IngestError> {
         let keys = &cfg.platform;
         settings::non_empty(&Self::key("profile_id"), &keys.profile_id)?;
         if !matches!(cfg.attribution_window.as_str(), "7d" | "14d") {
@@ -142,7 +125,7 @@ impl AdPlatform for AmazonAdsKeys {
                 ),
             ));
         }
-        Ok(())
+        Ok((keys.profile_id.clone(), Channel::Amazon))
     }
 }
 

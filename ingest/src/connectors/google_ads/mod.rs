@@ -28,8 +28,8 @@ use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::token::GOOGLE_TOKEN_URL;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, PullConnector,
-    PullDefaults, ReadReport, Request, SecretRef, TokenHeader, Window, lwa_client,
+    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, Platform,
+    PullConnector, PullDefaults, ReadReport, Request, SecretRef, TokenHeader, Window, lwa_client,
     trailing_defaults,
 };
 
@@ -84,25 +84,11 @@ fn digits(id: &str) -> String {
 }
 
 impl AdPlatform for GoogleAdsKeys {
-    const NAME: &'static str = NAME;
-    const COMPONENT: &'static str = COMPONENT;
-    const SECTION: &'static str = SECTION;
-    const DEFAULTS: PullDefaults = DEFAULTS;
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const ATTRIBUTION_WINDOW: &'static str = "30d";
 
-    fn default_attribution_window() -> String {
-        "30d".into()
-    }
-
-    fn channel(&self) -> Channel {
-        self.channel
-    }
-
-    fn account_id(&self) -> String {
-        digits(&self.customer_id)
-    }
-
-    fn validate(cfg: &GoogleAdsConfig) -> Result<(), IngestError> {
-        let customer = cfg.platform.account_id();
+    fn account(cfg: &GoogleAdsConfig) -> Result<(String, Channel), IngestError> {
+        let customer = digits(&cfg.platform.customer_id);
         if customer.len() != 10 || !customer.bytes().all(|b| b.is_ascii_digit()) {
             return Err(IngestError::config(
                 Self::key("customer_id"),
@@ -110,7 +96,7 @@ impl AdPlatform for GoogleAdsKeys {
                 "expected ten digits, e.g. \"123-456-7890\"",
             ));
         }
-        Ok(())
+        Ok((customer, cfg.platform.channel))
     }
 }
 
@@ -142,7 +128,7 @@ impl GoogleAds {
                 http = http.with_header("login-customer-id", &digits(login))?;
             }
             Ok(GoogleAds {
-                customer: keys.account_id(),
+                customer: digits(&keys.customer_id),
                 api_version: keys.api_version,
                 http,
             })

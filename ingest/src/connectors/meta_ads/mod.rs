@@ -34,8 +34,9 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, PullConnector, PullDefaults,
-    ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, settings, trailing_defaults,
+    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, Platform, PullConnector,
+    PullDefaults, ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, settings,
+    trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -91,45 +92,22 @@ pub struct MetaAdsKeys {
 }
 
 impl AdPlatform for MetaAdsKeys {
-    const NAME: &'static str = NAME;
-    const COMPONENT: &'static str = COMPONENT;
-    const SECTION: &'static str = SECTION;
-    const DEFAULTS: PullDefaults = DEFAULTS;
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const ATTRIBUTION_WINDOW: &'static str = "7d_click_1d_view";
 
-    fn default_attribution_window() -> String {
-        "7d_click_1d_view".into()
-    }
-
-    fn channel(&self) -> Channel {
-        self.channel
-    }
-
-    fn account_id(&self) -> String {
-        self.ad_account_id.clone()
-    }
-
-    fn validate(cfg: &MetaAdsConfig) -> Result<(), IngestError> {
+    fn account(cfg: &MetaAdsConfig) -> Result<(String, Channel), IngestError> {
         let keys = &cfg.platform;
-        if keys.ad_account_id.is_empty() || !keys.ad_account_id.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(IngestError::config(
-                Self::key("ad_account_id"),
-                format!("{:?}", keys.ad_account_id),
-                "expected the account's digits, without \"act_\"",
-            ));
-        }
+        settings::digits(
+            &Self::key("ad_account_id"),
+            &keys.ad_account_id,
+            "expected the account's digits, without \"act_\"",
+        )?;
         settings::non_empty(
             &Self::key("purchase_action_type"),
             &keys.purchase_action_type,
         )?;
-        if !(1..=500).contains(&keys.limit) {
-            return Err(IngestError::config(
-                Self::key("limit"),
-                keys.limit,
-                "must be between 1 and 500",
-            ));
-        }
-        Ok(())
+        settings::within(&Self::key("limit"), keys.limit, 1..=500)?;
+        Ok((keys.ad_account_id.clone(), keys.channel))
     }
 }
 

@@ -39,8 +39,9 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, PullConnector, PullDefaults,
-    ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, trailing_defaults,
+    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, Platform, PullConnector,
+    PullDefaults, ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, settings,
+    trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -83,41 +84,19 @@ pub struct TiktokAdsKeys {
 }
 
 impl AdPlatform for TiktokAdsKeys {
-    const NAME: &'static str = NAME;
-    const COMPONENT: &'static str = COMPONENT;
-    const SECTION: &'static str = SECTION;
-    const DEFAULTS: PullDefaults = DEFAULTS;
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const ATTRIBUTION_WINDOW: &'static str = "7d_click_1d_view";
 
-    fn default_attribution_window() -> String {
-        "7d_click_1d_view".into()
-    }
-
-    fn channel(&self) -> Channel {
-        self.channel
-    }
-
-    fn account_id(&self) -> String {
-        self.advertiser_id.clone()
-    }
-
-    fn validate(cfg: &TiktokAdsConfig) -> Result<(), IngestError> {
+    fn account(cfg: &TiktokAdsConfig) -> Result<(String, Channel), IngestError> {
         let keys = &cfg.platform;
-        if keys.advertiser_id.is_empty() || !keys.advertiser_id.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Err(IngestError::config(
-                Self::key("advertiser_id"),
-                format!("{:?}", keys.advertiser_id),
-                "expected the advertiser's digits",
-            ));
-        }
-        if !(1..=1000).contains(&keys.page_size) {
-            return Err(IngestError::config(
-                Self::key("page_size"),
-                keys.page_size,
-                "must be between 1 and 1000",
-            ));
-        }
-        Ok(())
+        let id = &keys.advertiser_id;
+        settings::digits(
+            &Self::key("advertiser_id"),
+            id,
+            "expected the advertiser's digits",
+        )?;
+        settings::within(&Self::key("page_size"), keys.page_size, 1..=1000)?;
+        Ok((id.clone(), keys.channel))
     }
 }
 
