@@ -254,16 +254,23 @@ impl AdAccount {
     }
 }
 
+/// One read of one account: the window, the report days it touches, where the rows go.
+pub struct ReportJob<'a, 'p> {
+    /// The account read.
+    pub account: &'a AdAccount,
+    /// The sync window; its end is the `as_of` of platforms that report no time of their own.
+    pub window: Window,
+    /// The first and last report date the window touches (see [`AdAccount::days`]).
+    pub days: (NaiveDate, NaiveDate),
+    /// Where the rows go.
+    pub out: &'a mut Emitter<'p>,
+}
+
 /// The part of an ad connector that differs: how its platform reports a window's rows.
 pub trait ReadReport: Send + Sync + 'static {
-    /// Reads every row of `account` in `window` (following the platform's paging to the end)
-    /// and hands it to `out`; an `Err` aborts the sync (see [`Source::sync`]).
-    fn read(
-        &self,
-        account: &AdAccount,
-        window: Window,
-        out: &mut Emitter<'_>,
-    ) -> impl Future<Output = Result<(), IngestError>> + Send;
+    /// Reads every row of the job's days (following the platform's paging to the end) and
+    /// hands it to `job.out`; an `Err` aborts the sync (see [`Source::sync`]).
+    fn read(&self, job: ReportJob<'_, '_>) -> impl Future<Output = Result<(), IngestError>> + Send;
 }
 
 /// An ad account with its platform's reader, as the runner sees it.
@@ -290,7 +297,14 @@ impl<R: ReadReport> Source for AdSource<R> {
         window: Window,
         out: &'a mut Emitter<'p>,
     ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.reader.read(&self.account, window, out))
+        let account = &self.account;
+        let days = account.days(window);
+        Box::pin(self.reader.read(ReportJob {
+            account,
+            window,
+            days,
+            out,
+        }))
     }
 }
 

@@ -34,7 +34,7 @@ pub mod settings;
 pub mod token;
 
 pub use ad_account::{
-    AdAccount, AdAccountConfig, AdPlatform, Platform, ReadReport, trailing_defaults,
+    AdAccount, AdAccountConfig, AdPlatform, Platform, ReadReport, ReportJob, trailing_defaults,
 };
 pub use cursor::{Cursor, CursorStore};
 pub use emit::{Counts, Emitter, Fact, Origin};

@@ -29,9 +29,8 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::{parse_time, raw};
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, Platform,
-    PullConnector, PullDefaults, ReadReport, Request, TokenHeader, Window, lwa_client, settings,
-    trailing_defaults,
+    AdAccountConfig, AdPlatform, HttpClient, LwaConfig, Platform, PullConnector, PullDefaults,
+    ReadReport, ReportJob, Request, TokenHeader, lwa_client, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -210,15 +209,10 @@ impl AmazonAds {
 }
 
 impl ReadReport for AmazonAds {
-    async fn read(
-        &self,
-        account: &AdAccount,
-        window: Window,
-        out: &mut Emitter<'_>,
-    ) -> Result<(), IngestError> {
-        let (start, end) = account.days(window);
-        let shop = &account.origin.shop;
-        let (purchases, sales) = match account.attribution_window.as_str() {
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (start, end) = job.days;
+        let shop = &job.account.origin.shop;
+        let (purchases, sales) = match job.account.attribution_window.as_str() {
             "14d" => ("purchases14d", "sales14d"),
             _ => ("purchases7d", "sales7d"),
         };
@@ -274,9 +268,10 @@ impl ReadReport for AmazonAds {
             )
         })?;
         tracing::info!(connector = NAME, %shop, report = %created.report_id, %start, %end, rows = rows.len(), "report downloaded");
-        let ctx = account.context(as_of);
+        let ctx = job.account.context(as_of);
         for r in &rows {
-            out.record(map::row(r, &ctx, purchases, sales), &raw(r))
+            job.out
+                .record(map::row(r, &ctx, purchases, sales), &raw(r))
                 .await?;
         }
         Ok(())

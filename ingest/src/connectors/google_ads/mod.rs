@@ -28,9 +28,8 @@ use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::token::GOOGLE_TOKEN_URL;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, LwaConfig, Platform,
-    PullConnector, PullDefaults, ReadReport, Request, SecretRef, TokenHeader, Window, lwa_client,
-    trailing_defaults,
+    AdAccountConfig, AdPlatform, HttpClient, LwaConfig, Platform, PullConnector, PullDefaults,
+    ReadReport, ReportJob, Request, SecretRef, TokenHeader, lwa_client, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -137,13 +136,8 @@ impl GoogleAds {
 }
 
 impl ReadReport for GoogleAds {
-    async fn read(
-        &self,
-        account: &AdAccount,
-        window: Window,
-        out: &mut Emitter<'_>,
-    ) -> Result<(), IngestError> {
-        let (from, to) = account.days(window);
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (from, to) = job.days;
         let query = format!(
             "SELECT segments.date, campaign.id, metrics.impressions, metrics.clicks, \
              metrics.cost_micros, metrics.conversions, metrics.conversions_value \
@@ -153,7 +147,7 @@ impl ReadReport for GoogleAds {
             "{}/customers/{}/googleAds:search",
             self.api_version, self.customer
         );
-        let ctx = account.context(window.to);
+        let ctx = job.account.context(job.window.to);
         let mut token: Option<String> = None;
         loop {
             let mut body = json!({ "query": query });
@@ -166,7 +160,7 @@ impl ReadReport for GoogleAds {
                 .await?
                 .json(NAME)?;
             for r in &page.results {
-                out.record(map::row(r, &ctx), &raw(r)).await?;
+                job.out.record(map::row(r, &ctx), &raw(r)).await?;
             }
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),

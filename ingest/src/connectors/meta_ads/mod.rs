@@ -34,9 +34,8 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, Platform, PullConnector,
-    PullDefaults, ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, settings,
-    trailing_defaults,
+    AdAccountConfig, AdPlatform, HttpClient, Platform, PullConnector, PullDefaults, ReadReport,
+    ReportJob, Request, SecretRef, StaticToken, TokenHeader, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -133,14 +132,9 @@ impl MetaAds {
 }
 
 impl ReadReport for MetaAds {
-    async fn read(
-        &self,
-        account: &AdAccount,
-        window: Window,
-        out: &mut Emitter<'_>,
-    ) -> Result<(), IngestError> {
-        let (since, until) = account.days(window);
-        let ctx = account.context(window.to);
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (since, until) = job.days;
+        let ctx = job.account.context(job.window.to);
         let mut req = Request::get(format!(
             "{}/act_{}/insights",
             self.keys.api_version, self.keys.ad_account_id
@@ -159,7 +153,8 @@ impl ReadReport for MetaAds {
         loop {
             let page: Page = self.http.send(&req).await?.json(NAME)?;
             for r in &page.data {
-                out.record(map::row(r, &ctx, &self.keys.purchase_action_type), &raw(r))
+                job.out
+                    .record(map::row(r, &ctx, &self.keys.purchase_action_type), &raw(r))
                     .await?;
             }
             match page.paging.and_then(|p| p.next) {

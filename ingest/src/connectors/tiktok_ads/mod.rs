@@ -39,9 +39,8 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::raw;
 use crate::pull::{
-    AdAccount, AdAccountConfig, AdPlatform, Emitter, HttpClient, Platform, PullConnector,
-    PullDefaults, ReadReport, Request, SecretRef, StaticToken, TokenHeader, Window, settings,
-    trailing_defaults,
+    AdAccountConfig, AdPlatform, HttpClient, Platform, PullConnector, PullDefaults, ReadReport,
+    ReportJob, Request, SecretRef, StaticToken, TokenHeader, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -125,14 +124,9 @@ impl TiktokAds {
 }
 
 impl ReadReport for TiktokAds {
-    async fn read(
-        &self,
-        account: &AdAccount,
-        window: Window,
-        out: &mut Emitter<'_>,
-    ) -> Result<(), IngestError> {
-        let (start, end) = account.days(window);
-        let ctx = account.context(window.to);
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (start, end) = job.days;
+        let ctx = job.account.context(job.window.to);
         let mut page_no = 1u32;
         loop {
             let req = Request::get("open_api/v1.3/report/integrated/get/")
@@ -167,7 +161,7 @@ impl ReadReport for TiktokAds {
             }
             let data = page.data.unwrap_or_default();
             for r in &data.list {
-                out.record(map::row(r, &ctx), &raw(r)).await?;
+                job.out.record(map::row(r, &ctx), &raw(r)).await?;
             }
             let total = data.page_info.map_or(1, |p| p.total_page);
             if page_no >= total {
