@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta, Utc};
 use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsConfig, AmazonAdsKeys};
+use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::Topic;
 
@@ -119,21 +119,13 @@ async fn rig(fault: impl Fn(&Req, usize) -> Option<Reply> + Send + Sync + 'stati
 }
 
 fn connector(t: &Rig) -> PullConnector {
-    AmazonAds::build(AmazonAdsConfig {
-        shop: t.shop.clone(),
-        marketplace: "ATVPDKIKX0DER".into(),
-        time_zone: "America/Los_Angeles".into(),
-        currency: "USD".into(),
-        attribution_window: "7d".into(),
-        pull: t.pull(),
-        platform: AmazonAdsKeys {
-            profile_id: PROFILE.into(),
-            report_type: "spCampaigns".into(),
-            poll_interval: Duration::from_millis(10),
-            poll_timeout: Duration::from_secs(5),
-            auth: lwa(&t.server, t.dir.path()),
-        },
-    })
+    AmazonAds::build(t.ad_account(AmazonAdsKeys {
+        profile_id: PROFILE.into(),
+        report_type: "spCampaigns".into(),
+        poll_interval: Duration::from_millis(10),
+        poll_timeout: Duration::from_secs(5),
+        auth: lwa(&t.server, t.dir.path()),
+    }))
     .expect("valid config")
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kpiflow_core::SourceMetrics;
@@ -12,7 +12,7 @@ use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{EventBody, Topic};
 
 use super::fixture::{Reply, Req, Server, fixture, ids, lwa, lwa_token};
-use super::rig::{Rig, api_with_tokens};
+use super::rig::{Rig, api_with_tokens, scripted};
 
 const C: &str = "amazon_sp_orders";
 const ORDERS: &str = "/orders/v0/orders";
@@ -140,20 +140,20 @@ async fn pages_are_followed_and_a_malformed_order_is_dead_lettered() {
 
 #[tokio::test]
 async fn a_429_waits_for_retry_after() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 1 {
-            return Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1");
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| {
+            (n == 1)
+                .then(|| Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1"))
+        },
+        page,
+    ))
     .await;
-    let began = std::time::Instant::now();
-    t.sync(connector).await;
-    assert!(
-        began.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
-    );
+    t.sync_waiting(
+        connector,
+        Duration::from_secs(1),
+        "Retry-After: 1 was honoured",
+    )
+    .await;
     assert_eq!(ids(&t.p.events()), PAGE_IDS);
     let asked: Vec<_> = t
         .server
@@ -238,13 +238,10 @@ async fn a_refused_refresh_token_fails_without_leaking_secrets() {
 
 #[tokio::test]
 async fn a_5xx_is_retried_with_backoff() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| {
-        if matches!(calls.fetch_add(1, Ordering::SeqCst), 0 | 1) {
-            return Reply::status(503, fixture(C, "error-503.json"));
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| (n < 2).then(|| Reply::status(503, fixture(C, "error-503.json"))),
+        page,
+    ))
     .await;
     t.sync(connector).await;
     assert_eq!(ids(&t.p.events()), PAGE_IDS);

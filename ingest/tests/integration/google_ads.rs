@@ -2,7 +2,6 @@
 //! without traffic, 429 / expired token / 503, the trailing re-pull from the cursor, and the
 //! rows on a real broker.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
@@ -12,7 +11,7 @@ use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, Topic};
 
 use super::fixture::{Reply, Req, ad_rows, fixture, lwa, token_json};
-use super::rig::{Rig, api_with_tokens, day_in};
+use super::rig::{Rig, api_with_tokens, day_in, scripted};
 
 const C: &str = "google_ads";
 const SEARCH: &str = "/v21/customers/1234567890/googleAds:search";
@@ -53,20 +52,15 @@ fn connector(t: &Rig) -> PullConnector {
     let mut auth = lwa(&t.server, t.dir.path());
     auth.token_url = Some(format!("{}{TOKEN}", t.server.url));
     GoogleAds::build(GoogleAdsConfig {
-        shop: t.shop.clone(),
-        marketplace: "US".into(),
         time_zone: "America/New_York".into(),
-        currency: "USD".into(),
-        attribution_window: "30d".into(),
-        pull: t.pull(),
-        platform: GoogleAdsKeys {
+        ..t.ad_account(GoogleAdsKeys {
             customer_id: "123-456-7890".into(),
             login_customer_id: Some("987-654-3210".into()),
             channel: Channel::Shopify,
             api_version: "v21".into(),
             developer_token: t.secret("dev", DEV),
             auth,
-        },
+        })
     })
     .expect("valid config")
 }
@@ -139,17 +133,22 @@ async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
 
 #[tokio::test]
 async fn rate_limits_token_expiry_and_unavailability_are_absorbed() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| match calls.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1"),
-        2 => Reply::status(401, fixture(C, "error-401.json")),
-        3 => Reply::status(503, fixture(C, "error-503.json")),
-        _ => page(req),
-    })
+    let t = rig(scripted(
+        |n| match n {
+            0 => Some(Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1")),
+            2 => Some(Reply::status(401, fixture(C, "error-401.json"))),
+            3 => Some(Reply::status(503, fixture(C, "error-503.json"))),
+            _ => None,
+        },
+        page,
+    ))
     .await;
-    let began = std::time::Instant::now();
-    t.sync(connector).await;
-    assert!(began.elapsed() >= Duration::from_secs(1));
+    t.sync_waiting(
+        connector,
+        Duration::from_secs(1),
+        "Retry-After: 1 was honoured",
+    )
+    .await;
     assert_eq!(ad_rows(&t.p.events()).len(), 3);
     assert_eq!(t.server.requests_to(TOKEN).len(), 2);
     let m = SourceMetrics::new(C, &t.shop);

@@ -2,16 +2,14 @@
 //! type, a malformed row, Meta's 400-style throttling and a 500, an expired (unrefreshable)
 //! token, the trailing re-pull from the cursor, and the rows on a real broker.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use chrono::{NaiveDate, TimeDelta};
 use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::connectors::meta_ads::{MetaAds, MetaAdsConfig, MetaAdsKeys};
+use kpiflow_ingest::connectors::meta_ads::{MetaAds, MetaAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, EventBody, Topic};
 
 use super::fixture::{Reply, Req, ads, fixture, fixture_with};
-use super::rig::{Rig, api, day_in};
+use super::rig::{Rig, day_in, scripted};
 
 const C: &str = "meta_ads";
 const INSIGHTS: &str = "/v21.0/act_1234567890/insights";
@@ -35,27 +33,15 @@ fn page(req: &Req) -> Reply {
     }
 }
 
-async fn rig(insights: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {
-    Rig::new(api(INSIGHTS, insights).await)
-}
-
 fn connector(t: &Rig) -> PullConnector {
-    MetaAds::build(MetaAdsConfig {
-        shop: t.shop.clone(),
-        marketplace: "US".into(),
-        time_zone: "America/Los_Angeles".into(),
-        currency: "USD".into(),
-        attribution_window: "7d_click_1d_view".into(),
-        pull: t.pull(),
-        platform: MetaAdsKeys {
-            ad_account_id: "1234567890".into(),
-            channel: Channel::Shopify,
-            purchase_action_type: "offsite_conversion.fb_pixel_purchase".into(),
-            api_version: "v21.0".into(),
-            limit: 2,
-            access_token: t.secret("meta_token", TOKEN),
-        },
-    })
+    MetaAds::build(t.ad_account(MetaAdsKeys {
+        ad_account_id: "1234567890".into(),
+        channel: Channel::Shopify,
+        purchase_action_type: "offsite_conversion.fb_pixel_purchase".into(),
+        api_version: "v21.0".into(),
+        limit: 2,
+        access_token: t.secret("meta_token", TOKEN),
+    }))
     .expect("valid config")
 }
 
@@ -66,7 +52,7 @@ fn since(req: &Req) -> NaiveDate {
 
 #[tokio::test]
 async fn next_urls_are_followed_and_the_trailing_window_is_re_pulled_after_a_restart() {
-    let t = rig(page).await;
+    let t = Rig::serving(INSIGHTS, page).await;
     t.sync(connector).await;
     let rows = ads(&t.p.events());
     assert_eq!(rows.len(), 3);
@@ -102,15 +88,17 @@ async fn next_urls_are_followed_and_the_trailing_window_is_re_pulled_after_a_res
 
 #[tokio::test]
 async fn meta_throttling_and_a_500_are_retried() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| match calls.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::status(400, fixture(C, "error-throttled.json")).with(
-            "x-business-use-case-usage",
-            r#"{"1234567890":[{"type":"ads_insights","call_count":98,"total_cputime":12,"total_time":20,"estimated_time_to_regain_access":0}]}"#,
-        ),
-        2 => Reply::status(500, fixture(C, "error-500.json")),
-        _ => page(req),
-    })
+    let t = Rig::serving(INSIGHTS, scripted(
+        |n| match n {
+            0 => Some(Reply::status(400, fixture(C, "error-throttled.json")).with(
+                "x-business-use-case-usage",
+                r#"{"1234567890":[{"type":"ads_insights","call_count":98,"total_cputime":12,"total_time":20,"estimated_time_to_regain_access":0}]}"#,
+            )),
+            2 => Some(Reply::status(500, fixture(C, "error-500.json"))),
+            _ => None,
+        },
+        page,
+    ))
     .await;
     t.sync(connector).await;
     assert_eq!(ads(&t.p.events()).len(), 3);
@@ -120,7 +108,10 @@ async fn meta_throttling_and_a_500_are_retried() {
 
 #[tokio::test]
 async fn an_expired_token_fails_the_sync_clearly_and_keeps_the_cursor() {
-    let t = rig(|_| Reply::status(400, fixture(C, "error-expired-token.json"))).await;
+    let t = Rig::serving(INSIGHTS, |_| {
+        Reply::status(400, fixture(C, "error-expired-token.json"))
+    })
+    .await;
     let mut c = connector(&t);
     let err = c.sync_once(&t.p).await.unwrap_err();
     assert!(!err.is_retryable());
@@ -145,7 +136,7 @@ async fn an_expired_token_fails_the_sync_clearly_and_keeps_the_cursor() {
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let t = rig(page).await;
+    let t = Rig::serving(INSIGHTS, page).await;
     let dead =
         super::pull_through_kafka_prefix(&mut connector(&t), Topic::Ads, &t.shop, &[], 3).await;
     assert_eq!(dead.len(), 1);

@@ -1,8 +1,13 @@
 //! What every pull connector test starts from: a fixture server, a folder, a shop, a publisher.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, NaiveDate, Utc};
 use kpiflow_ingest::MemoryPublisher;
-use kpiflow_ingest::pull::{Cursor, PullConnector, PullSettings, SecretRef, SyncReport};
+use kpiflow_ingest::pull::{
+    AdAccountConfig, AdPlatform, Cursor, PullConnector, PullSettings, SecretRef, SyncReport,
+};
 
 use super::fixture::{Reply, Req, Server, pull_settings, secret_file, shop};
 
@@ -30,9 +35,37 @@ impl Rig {
         }
     }
 
+    /// A rig whose server answers `api` on `path` and 404 elsewhere.
+    pub(crate) async fn serving(
+        path: &'static str,
+        api: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+    ) -> Rig {
+        Rig::new(
+            Server::start(move |req| match req.path.as_str() {
+                p if p == path => api(req),
+                other => Reply::status(404, format!("no route {other}")),
+            })
+            .await,
+        )
+    }
+
     /// Pull settings pointing at the server, cursors in the rig's folder.
     pub(crate) fn pull(&self) -> PullSettings {
         pull_settings(&self.server, &self.dir.path().join("cursors"))
+    }
+
+    /// An ad account table for the rig's shop, pulling from the server, with the platform's
+    /// defaults (and the account in US Pacific time, in USD); `keys` are the platform's own.
+    pub(crate) fn ad_account<P: AdPlatform>(&self, keys: P) -> AdAccountConfig<P> {
+        AdAccountConfig {
+            shop: self.shop.clone(),
+            marketplace: P::MARKETPLACE.into(),
+            time_zone: "America/Los_Angeles".into(),
+            currency: "USD".into(),
+            attribution_window: P::ATTRIBUTION_WINDOW.into(),
+            pull: self.pull(),
+            platform: keys,
+        }
     }
 
     /// A `file:` credential `name` holding `value`, in the rig's folder.
@@ -43,6 +76,13 @@ impl Rig {
     /// One sync by a freshly built connector (a process that starts, syncs and stops).
     pub(crate) async fn sync(&self, build: Build) -> SyncReport {
         build(self).sync_once(&self.p).await.expect("sync succeeds")
+    }
+
+    /// One sync that must have waited out a Retry-After of `wait` (`what`, if it did not).
+    pub(crate) async fn sync_waiting(&self, build: Build, wait: Duration, what: &str) {
+        let began = Instant::now();
+        self.sync(build).await;
+        assert!(began.elapsed() >= wait, "{what}");
     }
 
     /// The cursor `connector` saved for the rig's shop.
@@ -62,16 +102,14 @@ impl Rig {
     }
 }
 
-/// A server answering `api` on `path` and 404 elsewhere.
-pub(crate) async fn api(
-    path: &'static str,
-    api: impl Fn(&Req) -> Reply + Send + Sync + 'static,
-) -> Server {
-    Server::start(move |req| match req.path.as_str() {
-        p if p == path => api(req),
-        other => Reply::status(404, format!("no route {other}")),
-    })
-    .await
+/// A handler answering the n-th call (from 0) with `fault(n)` where it gives one, and with
+/// `page` otherwise.
+pub(crate) fn scripted(
+    fault: impl Fn(usize) -> Option<Reply> + Send + Sync + 'static,
+    page: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+) -> impl Fn(&Req) -> Reply + Send + Sync + 'static {
+    let calls = AtomicUsize::new(0);
+    move |req| fault(calls.fetch_add(1, Ordering::SeqCst)).unwrap_or_else(|| page(req))
 }
 
 /// A server answering `api` on `path` and `token(req, n)` for the n-th token asked (from 1)
@@ -82,12 +120,9 @@ pub(crate) async fn api_with_tokens(
     token_path: &'static str,
     token: impl Fn(&Req, usize) -> Reply + Send + Sync + 'static,
 ) -> Server {
-    let tokens = std::sync::atomic::AtomicUsize::new(0);
+    let tokens = AtomicUsize::new(0);
     Server::start(move |req| match req.path.as_str() {
-        p if p == token_path => token(
-            req,
-            tokens.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
-        ),
+        p if p == token_path => token(req, tokens.fetch_add(1, Ordering::SeqCst) + 1),
         p if p == path => api(req),
         other => Reply::status(404, format!("no route {other}")),
     })

@@ -2,16 +2,14 @@
 //! fixtures/tiktok_ads/README.md): page paging, a malformed row, body-level throttling and a
 //! 500, a refused token, the trailing re-pull from the cursor, and the rows on a real broker.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use chrono::{NaiveDate, TimeDelta};
 use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::connectors::tiktok_ads::{TiktokAds, TiktokAdsConfig, TiktokAdsKeys};
+use kpiflow_ingest::connectors::tiktok_ads::{TiktokAds, TiktokAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, Topic};
 
 use super::fixture::{Reply, Req, ads, fixture};
-use super::rig::{Rig, api, day_in};
+use super::rig::{Rig, day_in, scripted};
 
 const C: &str = "tiktok_ads";
 const REPORT: &str = "/open_api/v1.3/report/integrated/get/";
@@ -28,31 +26,19 @@ fn page(req: &Req) -> Reply {
     }
 }
 
-async fn rig(report: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {
-    Rig::new(api(REPORT, report).await)
-}
-
 fn connector(t: &Rig) -> PullConnector {
-    TiktokAds::build(TiktokAdsConfig {
-        shop: t.shop.clone(),
-        marketplace: "US".into(),
-        time_zone: "America/Los_Angeles".into(),
-        currency: "USD".into(),
-        attribution_window: "7d_click_1d_view".into(),
-        pull: t.pull(),
-        platform: TiktokAdsKeys {
-            advertiser_id: "7001234567890".into(),
-            channel: Channel::TiktokShop,
-            page_size: 2,
-            access_token: t.secret("tt_token", TOKEN),
-        },
-    })
+    TiktokAds::build(t.ad_account(TiktokAdsKeys {
+        advertiser_id: "7001234567890".into(),
+        channel: Channel::TiktokShop,
+        page_size: 2,
+        access_token: t.secret("tt_token", TOKEN),
+    }))
     .expect("valid config")
 }
 
 #[tokio::test]
 async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
-    let t = rig(page).await;
+    let t = Rig::serving(REPORT, page).await;
     t.sync(connector).await;
     let rows = ads(&t.p.events());
     assert_eq!(rows.len(), 3);
@@ -84,12 +70,17 @@ async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
 
 #[tokio::test]
 async fn body_level_throttling_and_a_500_are_retried() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| match calls.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::json(fixture(C, "throttled.json")),
-        2 => Reply::status(500, "upstream error"),
-        _ => page(req),
-    })
+    let t = Rig::serving(
+        REPORT,
+        scripted(
+            |n| match n {
+                0 => Some(Reply::json(fixture(C, "throttled.json"))),
+                2 => Some(Reply::status(500, "upstream error")),
+                _ => None,
+            },
+            page,
+        ),
+    )
     .await;
     t.sync(connector).await;
     assert_eq!(ads(&t.p.events()).len(), 3);
@@ -99,7 +90,7 @@ async fn body_level_throttling_and_a_500_are_retried() {
 
 #[tokio::test]
 async fn a_refused_token_fails_the_sync_naming_the_code() {
-    let t = rig(|_| Reply::json(fixture(C, "token-invalid.json"))).await;
+    let t = Rig::serving(REPORT, |_| Reply::json(fixture(C, "token-invalid.json"))).await;
     let mut c = connector(&t);
     let err = c.sync_once(&t.p).await.unwrap_err();
     let text = err.to_string();
@@ -114,7 +105,7 @@ async fn a_refused_token_fails_the_sync_naming_the_code() {
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let t = rig(page).await;
+    let t = Rig::serving(REPORT, page).await;
     let dead =
         super::pull_through_kafka_prefix(&mut connector(&t), Topic::Ads, &t.shop, &[], 3).await;
     assert_eq!(dead.len(), 1);

@@ -14,7 +14,7 @@ use kpiflow_ingest::pull::{PullConnector, PullSettings, WalmartAuthConfig};
 use kpiflow_schemas::Topic;
 
 use super::fixture::{Reply, Req, fixture, ids, token_json};
-use super::rig::{Rig, api_with_tokens};
+use super::rig::{Rig, api_with_tokens, scripted};
 
 const C: &str = "walmart_orders";
 const ORDERS: &str = "/v3/orders";
@@ -123,23 +123,20 @@ async fn an_empty_window_is_a_404_and_not_an_error() {
 
 #[tokio::test]
 async fn a_429_waits_for_an_http_date_retry_after() {
-    let calls = AtomicUsize::new(0);
-    let t = rig(move |req| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Two seconds ahead, rounded down to the second an HTTP date can express.
-            let at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
-            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-            return Reply::status(429, fixture(C, "error-429.json")).with("retry-after", &date);
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| {
+            (n == 0).then(|| {
+                // Two seconds ahead, rounded down to the second an HTTP date can express.
+                let at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                Reply::status(429, fixture(C, "error-429.json")).with("retry-after", &date)
+            })
+        },
+        page,
+    ))
     .await;
-    let began = std::time::Instant::now();
-    t.sync(connector).await;
-    assert!(
-        began.elapsed() >= Duration::from_secs(1),
-        "the date was honoured"
-    );
+    t.sync_waiting(connector, Duration::from_secs(1), "the date was honoured")
+        .await;
     assert_eq!(ids(&t.p.events()), PAGE_IDS);
     assert_eq!(SourceMetrics::new(C, &t.shop).rate_limit_waits.get(), 1);
 }
