@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta, Utc};
-use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::Topic;
@@ -236,13 +235,10 @@ async fn a_429_on_create_waits_and_a_5xx_on_download_is_retried() {
         None
     })
     .await;
-    let began = std::time::Instant::now();
-    t.sync(connector).await;
-    assert!(began.elapsed() >= Duration::from_secs(1));
+    t.sync_waiting(connector, 1).await;
     assert_eq!(ad_rows(&t.p.events()).len(), 4);
     assert_eq!(t.server.requests_to("/reporting/reports").len(), 2);
-    let m = SourceMetrics::new(C, &t.shop);
-    assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
+    assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
 #[tokio::test]

@@ -2,10 +2,7 @@
 //! without traffic, 429 / expired token / 503, the trailing re-pull from the cursor, and the
 //! rows on a real broker.
 
-use std::time::Duration;
-
 use chrono::{NaiveDate, TimeDelta};
-use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::connectors::google_ads::{GoogleAds, GoogleAdsConfig, GoogleAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, Topic};
@@ -143,16 +140,10 @@ async fn rate_limits_token_expiry_and_unavailability_are_absorbed() {
         page,
     ))
     .await;
-    t.sync_waiting(
-        connector,
-        Duration::from_secs(1),
-        "Retry-After: 1 was honoured",
-    )
-    .await;
+    t.sync_waiting(connector, 1).await;
     assert_eq!(ad_rows(&t.p.events()).len(), 3);
     assert_eq!(t.server.requests_to(TOKEN).len(), 2);
-    let m = SourceMetrics::new(C, &t.shop);
-    assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
+    assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! token, the trailing re-pull from the cursor, and the rows on a real broker.
 
 use chrono::{NaiveDate, TimeDelta};
-use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::connectors::meta_ads::{MetaAds, MetaAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, EventBody, Topic};
@@ -102,8 +101,7 @@ async fn meta_throttling_and_a_500_are_retried() {
     .await;
     t.sync(connector).await;
     assert_eq!(ads(&t.p.events()).len(), 3);
-    let m = SourceMetrics::new(C, &t.shop);
-    assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
+    assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::pull::{
     AdAccountConfig, AdPlatform, Cursor, PullConnector, PullSettings, SecretRef, SyncReport,
@@ -78,11 +79,20 @@ impl Rig {
         build(self).sync_once(&self.p).await.expect("sync succeeds")
     }
 
-    /// One sync that must have waited out a Retry-After of `wait` (`what`, if it did not).
-    pub(crate) async fn sync_waiting(&self, build: Build, wait: Duration, what: &str) {
+    /// One sync that must have waited out a Retry-After of `secs` seconds.
+    pub(crate) async fn sync_waiting(&self, build: Build, secs: u64) {
         let began = Instant::now();
         self.sync(build).await;
-        assert!(began.elapsed() >= wait, "{what}");
+        assert!(
+            began.elapsed() >= Duration::from_secs(secs),
+            "a Retry-After of {secs} s was honoured"
+        );
+    }
+
+    /// The rate-limit waits and retries `connector` counted for the rig's shop.
+    pub(crate) fn waits_and_retries(&self, connector: &str) -> (u64, u64) {
+        let m = SourceMetrics::new(connector, &self.shop);
+        (m.rate_limit_waits.get(), m.retries.get())
     }
 
     /// The cursor `connector` saved for the rig's shop.

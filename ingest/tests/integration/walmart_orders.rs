@@ -135,8 +135,7 @@ async fn a_429_waits_for_an_http_date_retry_after() {
         page,
     ))
     .await;
-    t.sync_waiting(connector, Duration::from_secs(1), "the date was honoured")
-        .await;
+    t.sync_waiting(connector, 1).await;
     assert_eq!(ids(&t.p.events()), PAGE_IDS);
     assert_eq!(SourceMetrics::new(C, &t.shop).rate_limit_waits.get(), 1);
 }
