@@ -1,10 +1,10 @@
 //! What the ad connectors share: the account table, the trailing report window, the Source.
 //!
 //! ```text
-//!  [[connectors.<platform>]] ─► AdAccountConfig<Keys> ─► AdAccount (zone, origin, context)
-//!   shared keys + Keys            validate, resolve          │ days(window), context(as_of)
-//!                                                            ▼
-//!                     PullConnector ◄── Source ◄── ReadReport (the platform's own read)
+//!  [[connectors.<platform>]] ─► AdAccountConfig<Keys> ─► AdAccount ─► PullConnector
+//!   shared keys + the           parse, validate          zone, origin,    │ window
+//!   platform's Keys                                     context(as_of)   ▼
+//!                          Source (here) ─► ReadReport::read(ReportJob: days, out)
 //! ```
 //!
 //! A platform adds its own keys ([`AdPlatform`]) and its read ([`ReadReport`]); the rest is
