@@ -23,8 +23,10 @@
 //! The platform connectors poll APIs through the shared machinery of [`pull`]: an HTTP client
 //! (rate limit, Retry-After, backoff, token refresh), durable cursors saved only after the
 //! publisher flushed, heartbeats and per-shop health metrics, and [`pull::backfill`]. Each
-//! implements [`pull::Source`] — one window of one platform for one shop — and maps records
-//! field by field with [`map`], dead-lettering what it cannot use with the field and value:
+//! implements [`pull::Source`] — one window of one platform for one shop; the four ad
+//! connectors share theirs, with the account table and the report days, in
+//! [`pull::ad_account`] — and maps records field by field with [`map`], dead-lettering what it
+//! cannot use with the field and value:
 //!
 //! ```text
 //!  amazon_sp_orders, walmart_orders, tiktok_shop_orders ─► order.placed / shipped / cancelled

@@ -18,8 +18,10 @@
 //!   after the publisher flushed what they cover;
 //! - [`emit`]: what a source hands events and dead letters to; [`health`]: heartbeats and
 //!   per-shop metrics; [`settings`]: the shared `pull` config table;
-//! - [`runner`]: the poll loop and [`backfill`].
+//! - [`runner`]: the poll loop and [`backfill`];
+//! - [`ad_account`]: what the ad connectors share (account table, trailing report window).
 
+pub mod ad_account;
 pub mod cursor;
 pub mod emit;
 pub mod health;
@@ -31,6 +33,9 @@ pub mod secret;
 pub mod settings;
 pub mod token;
 
+pub use ad_account::{
+    AdAccount, AdAccountConfig, AdPlatform, Platform, ReadReport, ReportJob, trailing_defaults,
+};
 pub use cursor::{Cursor, CursorStore};
 pub use emit::{Counts, Emitter, Fact, Origin};
 pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeader};

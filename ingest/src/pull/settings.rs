@@ -1,6 +1,7 @@
 //! `pull`: the settings every pull connector shares (where, how often, how far back, how hard
 //! to retry), with per-connector defaults.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -220,6 +221,27 @@ pub fn non_empty(key: &str, value: &str) -> Result<(), IngestError> {
             key,
             format!("{value:?}"),
             "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `value` that is not all ASCII digits (an account id); `problem` says what is
+/// expected, `key` names it in the error.
+pub fn digits(key: &str, value: &str, problem: &str) -> Result<(), IngestError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(IngestError::config(key, format!("{value:?}"), problem));
+    }
+    Ok(())
+}
+
+/// Refuses a `value` outside `range` (a page size); `key` names it in the error.
+pub fn within(key: &str, value: u32, range: RangeInclusive<u32>) -> Result<(), IngestError> {
+    if !range.contains(&value) {
+        return Err(IngestError::config(
+            key,
+            value,
+            format!("must be between {} and {}", range.start(), range.end()),
         ));
     }
     Ok(())

@@ -9,16 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta, Utc};
-use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::MemoryPublisher;
-use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsConfig};
+use kpiflow_ingest::connectors::amazon_ads::{AmazonAds, AmazonAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::Topic;
 
 use super::fixture::{
     LWA_CLIENT_ID, Reply, Req, Server, ad_rows, fixture, fixture_with, lwa, lwa_token,
-    pull_settings, shop,
 };
+use super::rig::{Rig, day_in};
 
 const C: &str = "amazon_ads";
 const PROFILE: &str = "3245645645645";
@@ -115,43 +113,34 @@ async fn server(fault: impl Fn(&Req, usize) -> Option<Reply> + Send + Sync + 'st
     .await
 }
 
-fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
-    AmazonAds::build(AmazonAdsConfig {
-        shop: shop.to_string(),
+async fn rig(fault: impl Fn(&Req, usize) -> Option<Reply> + Send + Sync + 'static) -> Rig {
+    Rig::new(server(fault).await)
+}
+
+fn connector(t: &Rig) -> PullConnector {
+    AmazonAds::build(t.ad_account(AmazonAdsKeys {
         profile_id: PROFILE.into(),
-        marketplace: "ATVPDKIKX0DER".into(),
-        time_zone: "America/Los_Angeles".into(),
-        currency: "USD".into(),
         report_type: "spCampaigns".into(),
-        attribution_window: "7d".into(),
         poll_interval: Duration::from_millis(10),
         poll_timeout: Duration::from_secs(5),
-        pull: pull_settings(server, &dir.join("cursors")),
-        auth: lwa(server, dir),
-    })
+        auth: lwa(&t.server, t.dir.path()),
+    }))
     .expect("valid config")
 }
 
 fn pacific_day(t: chrono::DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&chrono_tz::America::Los_Angeles)
-        .date_naive()
+    day_in(chrono_tz::America::Los_Angeles, t)
 }
 
 #[tokio::test]
 async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() {
-    let server = server(|_, _| None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let p = MemoryPublisher::new();
+    let t = rig(|_, _| None).await;
     let began = Utc::now();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
+    t.sync(connector).await;
 
-    let first = ad_rows(&p.events());
+    let first = ad_rows(&t.p.events());
     assert_eq!(first.len(), 4, "five rows, one malformed");
-    let dl = p.dead_letters();
+    let dl = t.p.dead_letters();
     assert_eq!(dl.len(), 1);
     assert_eq!(
         dl[0].reason,
@@ -170,12 +159,13 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
     assert_eq!(a.attributed_sales.amount.to_string(), "103.96");
     assert_eq!(a.as_of.to_rfc3339(), "2026-11-27T10:01:00+00:00");
     assert_eq!(
-        p.events()[0].header.source_tz.0.name(),
+        t.p.events()[0].header.source_tz.0.name(),
         "America/Los_Angeles"
     );
 
     // The first report covers the initial 14-day lookback, in Pacific dates, as documented.
-    let create = &server
+    let create = &t
+        .server
         .requests()
         .into_iter()
         .find(|r| r.path == "/reporting/reports")
@@ -196,22 +186,14 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
     assert_eq!(body["configuration"]["timeUnit"], "DAILY");
     assert_eq!(body["configuration"]["format"], "GZIP_JSON");
     assert_eq!(body["configuration"]["reportTypeId"], "spCampaigns");
-    let polls = server.requests_to("/reporting/reports/rep-1").len();
+    let polls = t.server.requests_to("/reporting/reports/rep-1").len();
     assert_eq!(polls, 3, "polled until COMPLETED");
 
     // A restart re-pulls the trailing 14 days from the cursor: restated rows arrive as
     // versions with a later as_of and their own ids, for the same (campaign, date).
-    let saved = connector(&server, dir.path(), &shop)
-        .cursors()
-        .load(C, &shop)
-        .await
-        .unwrap()
-        .unwrap();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    let creates: Vec<serde_json::Value> = server
+    let saved = t.restart(connector, C).await;
+    let creates: Vec<serde_json::Value> = t
+        .server
         .requests_to("/reporting/reports")
         .iter()
         .map(|r| serde_json::from_slice(&r.body).unwrap())
@@ -220,7 +202,7 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
         creates[1]["startDate"].as_str().unwrap(),
         pacific_day(saved.high_water - TimeDelta::days(14)).to_string()
     );
-    let all = ad_rows(&p.events());
+    let all = ad_rows(&t.p.events());
     assert_eq!(all.len(), 9);
     let second = &all[4..];
     let restated = second
@@ -241,7 +223,7 @@ async fn reports_are_polled_downloaded_and_restated_rows_come_as_new_versions() 
 
 #[tokio::test]
 async fn a_429_on_create_waits_and_a_5xx_on_download_is_retried() {
-    let server = server(|req, _| {
+    let t = rig(|req, _| {
         static LIMITED: AtomicUsize = AtomicUsize::new(0);
         static BROKEN: AtomicUsize = AtomicUsize::new(0);
         if req.path == "/reporting/reports" && LIMITED.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -253,42 +235,28 @@ async fn a_429_on_create_waits_and_a_5xx_on_download_is_retried() {
         None
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let p = MemoryPublisher::new();
-    let began = std::time::Instant::now();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    assert!(began.elapsed() >= Duration::from_secs(1));
-    assert_eq!(ad_rows(&p.events()).len(), 4);
-    assert_eq!(server.requests_to("/reporting/reports").len(), 2);
-    let m = SourceMetrics::new(C, &shop);
-    assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
+    t.sync_waiting(connector, 1).await;
+    assert_eq!(ad_rows(&t.p.events()).len(), 4);
+    assert_eq!(t.server.requests_to("/reporting/reports").len(), 2);
+    assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
 #[tokio::test]
 async fn an_expired_token_is_refreshed_while_polling() {
-    let server = server(|req, _| {
+    let t = rig(|req, _| {
         (req.path.starts_with("/reporting/reports/")
             && req.header("authorization") == "Bearer Atza|token-1")
             .then(|| Reply::status(401, fixture(C, "error-401.json")))
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let p = MemoryPublisher::new();
-    connector(&server, dir.path(), &shop())
-        .sync_once(&p)
-        .await
-        .unwrap();
-    assert_eq!(ad_rows(&p.events()).len(), 4);
-    assert_eq!(server.requests_to(TOKEN).len(), 2);
+    t.sync(connector).await;
+    assert_eq!(ad_rows(&t.p.events()).len(), 4);
+    assert_eq!(t.server.requests_to(TOKEN).len(), 2);
 }
 
 #[tokio::test]
 async fn a_failed_report_fails_the_sync_and_keeps_the_cursor() {
-    let server = server(|req, _| {
+    let t = rig(|req, _| {
         req.path.starts_with("/reporting/reports/").then(|| {
             Reply::json(fixture_with(
                 C,
@@ -298,31 +266,25 @@ async fn a_failed_report_fails_the_sync_and_keeps_the_cursor() {
         })
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    let err = c.sync_once(&p).await.unwrap_err().to_string();
+    let mut c = connector(&t);
+    let err = c.sync_once(&t.p).await.unwrap_err().to_string();
     assert!(
         err.contains("report rep-1 FAILED: Report generation failed"),
         "{err}"
     );
-    assert!(c.cursors().load(C, &shop).await.unwrap().is_none());
+    assert!(t.cursor(&c, C).await.is_none());
     assert_eq!(c.health().consecutive_failures, 1);
 }
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let server = server(|_, _| None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
+    let t = rig(|_, _| None).await;
     let ids = [
         "amazon_ads:3245645645645:1234567890123:2026-11-20:1795773660000",
         "amazon_ads:3245645645645:1234567890124:2026-11-20:1795773660000",
         "amazon_ads:3245645645645:1234567890123:2026-11-21:1795773660000",
         "amazon_ads:3245645645645:1234567890125:2026-11-21:1795773660000",
     ];
-    let dead = super::pull_through_kafka(&mut c, Topic::Ads, &shop, &ids).await;
+    let dead = super::pull_through_kafka(&mut connector(&t), Topic::Ads, &t.shop, &ids).await;
     assert!(dead[0].payload.contains("\"many\""));
 }

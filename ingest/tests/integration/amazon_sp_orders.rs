@@ -3,16 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::amazon_sp_orders::{AmazonOrders, AmazonOrdersConfig};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{EventBody, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, ids, lwa, lwa_token, pull_settings, shop};
+use super::fixture::{Reply, Req, Server, fixture, ids, lwa, lwa_token};
+use super::rig::{Rig, api_with_tokens, scripted};
 
 const C: &str = "amazon_sp_orders";
 const ORDERS: &str = "/orders/v0/orders";
@@ -52,39 +51,34 @@ pub(crate) fn page(req: &Req) -> Reply {
 
 /// Serves tokens (counting them) and `orders` for the orders path.
 pub(crate) async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
-    let tokens = AtomicUsize::new(0);
-    Server::start(move |req| match req.path.as_str() {
-        TOKEN => lwa_token(req, tokens.fetch_add(1, Ordering::SeqCst) + 1),
-        ORDERS => orders(req),
-        other => Reply::status(404, format!("no route {other}")),
-    })
-    .await
+    api_with_tokens(ORDERS, orders, TOKEN, lwa_token).await
 }
 
-pub(crate) fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
+async fn rig(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {
+    Rig::new(server(orders).await)
+}
+
+pub(crate) fn connector(t: &Rig) -> PullConnector {
     let cfg = AmazonOrdersConfig {
-        shop: shop.to_string(),
+        shop: t.shop.clone(),
         marketplace_ids: vec!["ATVPDKIKX0DER".into()],
         max_results_per_page: 100,
-        pull: pull_settings(server, &dir.join("cursors")),
-        auth: lwa(server, dir),
+        pull: t.pull(),
+        auth: lwa(&t.server, t.dir.path()),
     };
     AmazonOrders::build(cfg).expect("valid config")
 }
 
 #[tokio::test]
 async fn pages_are_followed_and_a_malformed_order_is_dead_lettered() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    let report = c.sync_once(&p).await.expect("sync succeeds");
+    let t = rig(page).await;
+    let mut c = connector(&t);
+    let report = c.sync_once(&t.p).await.expect("sync succeeds");
 
-    assert_eq!(ids(&p.events()), PAGE_IDS);
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
     assert_eq!(report.counts.published, 7);
     assert_eq!(report.counts.dead_lettered, 1);
-    let dl = p.dead_letters();
+    let dl = t.p.dead_letters();
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].stage, "ingest.amazon_sp_orders");
     assert_eq!(
@@ -98,8 +92,8 @@ async fn pages_are_followed_and_a_malformed_order_is_dead_lettered() {
     );
 
     // Canonical fields: exact money, currency, Pacific zone, UTC times, AFN = FBA.
-    let placed = &p.events()[0];
-    assert_eq!(placed.header.shop, shop);
+    let placed = &t.p.events()[0];
+    assert_eq!(placed.header.shop, t.shop);
     assert_eq!(placed.header.source_tz.0.name(), "America/Los_Angeles");
     assert_eq!(
         placed.header.event_time.to_rfc3339(),
@@ -118,21 +112,16 @@ async fn pages_are_followed_and_a_malformed_order_is_dead_lettered() {
     assert_eq!(o.fulfilment, kpiflow_schemas::Fulfilment::Fba);
 
     // The window asked for ends two minutes before now and starts a day earlier.
-    let first = &server.requests_to(ORDERS)[0];
+    let first = &t.server.requests_to(ORDERS)[0];
     let after: chrono::DateTime<chrono::Utc> = first.q("LastUpdatedAfter").parse().unwrap();
     let before: chrono::DateTime<chrono::Utc> = first.q("LastUpdatedBefore").parse().unwrap();
     assert_eq!(before - after, chrono::TimeDelta::days(1));
     assert!(chrono::Utc::now() - before >= chrono::TimeDelta::minutes(2));
 
     // The cursor is the window's end; a heartbeat reports the sync.
-    let cursor = c
-        .cursors()
-        .load(C, &shop)
-        .await
-        .unwrap()
-        .expect("cursor saved");
+    let cursor = t.cursor(&c, C).await.expect("cursor saved");
     assert_eq!(cursor.high_water, before);
-    let beat = p.events().into_iter().last().unwrap();
+    let beat = t.p.events().into_iter().last().unwrap();
     let EventBody::SourceHeartbeat(h) = &beat.body else {
         panic!("{beat:?}")
     };
@@ -143,33 +132,25 @@ async fn pages_are_followed_and_a_malformed_order_is_dead_lettered() {
         "2026-11-21T18:02:10+00:00"
     );
     assert!(h.last_success.is_some());
-    let m = SourceMetrics::new(C, &shop);
+    let m = SourceMetrics::new(C, &t.shop);
     assert_eq!(m.records.get(), 7);
     assert!(m.last_success.get() > 0);
 }
 
 #[tokio::test]
 async fn a_429_waits_for_retry_after() {
-    let calls = AtomicUsize::new(0);
-    let server = server(move |req| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 1 {
-            return Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1");
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| {
+            (n == 1)
+                .then(|| Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1"))
+        },
+        page,
+    ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    let began = std::time::Instant::now();
-    c.sync_once(&p).await.expect("sync succeeds after the wait");
-    assert!(
-        began.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was honoured"
-    );
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    let asked: Vec<_> = server
+    t.sync_waiting(connector, 1).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    let asked: Vec<_> = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .map(|r| r.q("NextToken").to_string())
@@ -184,14 +165,12 @@ async fn a_429_waits_for_retry_after() {
             "page-3-token"
         ]
     );
-    let m = SourceMetrics::new(C, &shop);
-    assert_eq!(m.rate_limit_waits.get(), 1);
-    assert_eq!(m.retries.get(), 1);
+    assert_eq!(t.waits_and_retries(C), (1, 1));
 }
 
 #[tokio::test]
 async fn an_expired_token_is_refreshed_once_and_the_page_retried() {
-    let server = server(move |req| {
+    let t = rig(move |req| {
         // The first token expires after the first page.
         if req.header("x-amz-access-token") == "Atza|token-1" && !req.q("NextToken").is_empty() {
             return Reply::status(401, fixture(C, "error-401-expired.json"));
@@ -199,17 +178,13 @@ async fn an_expired_token_is_refreshed_once_and_the_page_retried() {
         page(req)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = connector(&server, dir.path(), &shop());
-    let p = MemoryPublisher::new();
-    c.sync_once(&p)
-        .await
-        .expect("sync succeeds with a fresh token");
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    let tokens = server.requests_to(TOKEN);
+    t.sync(connector).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    let tokens = t.server.requests_to(TOKEN);
     assert_eq!(tokens.len(), 2, "one initial token, one refresh");
     assert_eq!(tokens[1].form()["grant_type"], "refresh_token");
-    let used: Vec<_> = server
+    let used: Vec<_> = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .map(|r| r.header("x-amz-access-token").to_string())
@@ -227,15 +202,14 @@ async fn an_expired_token_is_refreshed_once_and_the_page_retried() {
 
 #[tokio::test]
 async fn a_refused_refresh_token_fails_without_leaking_secrets() {
-    let server = Server::start(|req| match req.path.as_str() {
-        TOKEN => Reply::status(400, fixture("lwa", "invalid-grant.json")),
-        _ => Reply::status(500, "unreachable"),
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = connector(&server, dir.path(), &shop());
-    let p = MemoryPublisher::new();
-    let err = c.sync_once(&p).await.unwrap_err().to_string();
+    let t = Rig::new(
+        Server::start(|req| match req.path.as_str() {
+            TOKEN => Reply::status(400, fixture("lwa", "invalid-grant.json")),
+            _ => Reply::status(500, "unreachable"),
+        })
+        .await,
+    );
+    let err = connector(&t).sync_once(&t.p).await.unwrap_err().to_string();
     assert!(
         err.contains("HTTP 400") && err.contains("invalid_grant"),
         "{err}"
@@ -247,7 +221,7 @@ async fn a_refused_refresh_token_fails_without_leaking_secrets() {
         assert!(!err.contains(secret), "{err}");
     }
     // The failed sync still reports itself.
-    let events = p.events();
+    let events = t.p.events();
     let EventBody::SourceHeartbeat(h) = &events.last().unwrap().body else {
         panic!()
     };
@@ -256,66 +230,55 @@ async fn a_refused_refresh_token_fails_without_leaking_secrets() {
 
 #[tokio::test]
 async fn a_5xx_is_retried_with_backoff() {
-    let calls = AtomicUsize::new(0);
-    let server = server(move |req| {
-        if matches!(calls.fetch_add(1, Ordering::SeqCst), 0 | 1) {
-            return Reply::status(503, fixture(C, "error-503.json"));
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| (n < 2).then(|| Reply::status(503, fixture(C, "error-503.json"))),
+        page,
+    ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    c.sync_once(&p).await.expect("sync succeeds after two 503s");
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    assert_eq!(server.requests_to(ORDERS).len(), 5);
-    assert_eq!(SourceMetrics::new(C, &shop).retries.get(), 2);
+    t.sync(connector).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    assert_eq!(t.server.requests_to(ORDERS).len(), 5);
+    assert_eq!(SourceMetrics::new(C, &t.shop).retries.get(), 2);
 }
 
 #[tokio::test]
 async fn a_restart_resumes_from_the_cursor_minus_the_overlap() {
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
     // First process: a full sync, then gone.
-    let server1 = server(page).await;
-    let p = MemoryPublisher::new();
-    connector(&server1, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    let saved = {
-        let c = connector(&server1, dir.path(), &shop);
-        c.cursors().load(C, &shop).await.unwrap().unwrap()
-    };
+    let first = rig(page).await;
+    first.sync(connector).await;
+    let saved = first.cursor(&connector(&first), C).await.unwrap();
 
     // Second process, same cursor folder: a sync whose second page fails permanently must not
     // move the cursor; the next sync re-reads the same window.
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let fail2 = fail.clone();
-    let server2 = server(move |req| {
-        if !req.q("NextToken").is_empty() && fail2.load(Ordering::SeqCst) {
-            return Reply::status(
-                400,
-                r#"{"errors":[{"code":"InvalidInput","message":"Invalid NextToken"}]}"#,
-            );
-        }
-        let mut body: serde_json::Value =
-            serde_json::from_slice(&fixture(C, "orders-after-restart.json")).unwrap();
-        if req.q("NextToken").is_empty() {
-            body["payload"]["NextToken"] = "more".into();
-        }
-        Reply::json(body.to_string())
-    })
-    .await;
-    let mut c = connector(&server2, dir.path(), &shop);
-    assert!(c.sync_once(&p).await.is_err());
-    assert_eq!(c.cursors().load(C, &shop).await.unwrap().unwrap(), saved);
+    // The same folder, shop and publisher; a new server.
+    let t = Rig {
+        server: server(move |req| {
+            if !req.q("NextToken").is_empty() && fail2.load(Ordering::SeqCst) {
+                return Reply::status(
+                    400,
+                    r#"{"errors":[{"code":"InvalidInput","message":"Invalid NextToken"}]}"#,
+                );
+            }
+            let mut body: serde_json::Value =
+                serde_json::from_slice(&fixture(C, "orders-after-restart.json")).unwrap();
+            if req.q("NextToken").is_empty() {
+                body["payload"]["NextToken"] = "more".into();
+            }
+            Reply::json(body.to_string())
+        })
+        .await,
+        ..first
+    };
+    let mut c = connector(&t);
+    assert!(c.sync_once(&t.p).await.is_err());
+    assert_eq!(t.cursor(&c, C).await.unwrap(), saved);
     fail.store(false, Ordering::SeqCst);
-    c.sync_once(&p).await.unwrap();
+    c.sync_once(&t.p).await.unwrap();
 
-    let windows: Vec<_> = server2
+    let windows: Vec<_> = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .filter(|r| r.q("NextToken").is_empty())
@@ -328,11 +291,11 @@ async fn a_restart_resumes_from_the_cursor_minus_the_overlap() {
         [want.clone(), want],
         "both resume at cursor minus the 15 min overlap"
     );
-    let after = c.cursors().load(C, &shop).await.unwrap().unwrap();
+    let after = t.cursor(&c, C).await.unwrap();
     assert!(after.saved_at > saved.saved_at && after.high_water >= saved.high_water);
 
     // Across both processes nothing is missing, and every repeat is a repeat of an id.
-    let all = ids(&p.events());
+    let all = ids(&t.p.events());
     let distinct: BTreeSet<_> = all.iter().cloned().collect();
     let mut want: BTreeSet<String> = PAGE_IDS.iter().map(|s| s.to_string()).collect();
     want.extend([
@@ -341,7 +304,7 @@ async fn a_restart_resumes_from_the_cursor_minus_the_overlap() {
     ]);
     assert_eq!(distinct, want);
     // Re-read records keep their ids and their content: the processor drops them as duplicates.
-    let events = p.events();
+    let events = t.p.events();
     let placed: Vec<_> = events
         .iter()
         .filter(|e| e.header.event_id == "amazon:113-5550002-0000002:placed")
@@ -352,11 +315,9 @@ async fn a_restart_resumes_from_the_cursor_minus_the_overlap() {
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let dead = super::pull_through_kafka(&mut c, Topic::Orders, &shop, &PAGE_IDS).await;
+    let t = rig(page).await;
+    let dead =
+        super::pull_through_kafka(&mut connector(&t), Topic::Orders, &t.shop, &PAGE_IDS).await;
     assert!(
         dead[0].reason.contains("`OrderTotal.Amount`"),
         "{}",

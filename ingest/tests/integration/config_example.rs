@@ -53,8 +53,8 @@ fn every_documented_connector_key_parses_and_validates() {
             &amazon_fba_inventory::DEFAULTS,
         )
         .unwrap();
-    let a: amazon_ads::AmazonAdsConfig =
-        parse_section(amazon_ads::SECTION, one("amazon_ads")).unwrap();
+    let a = amazon_ads::AmazonAdsConfig::parse(one("amazon_ads")).unwrap();
+    a.validate().unwrap();
     assert_eq!(a.attribution_window, "7d");
     a.pull
         .resolve(amazon_ads::SECTION, &amazon_ads::DEFAULTS)
@@ -64,23 +64,24 @@ fn every_documented_connector_key_parses_and_validates() {
     w.pull
         .resolve(walmart_orders::SECTION, &walmart_orders::DEFAULTS)
         .unwrap();
-    let g: google_ads::GoogleAdsConfig =
-        parse_section(google_ads::SECTION, one("google_ads")).unwrap();
-    assert_eq!(g.channel, kpiflow_schemas::Channel::Shopify);
+    let g = google_ads::GoogleAdsConfig::parse(one("google_ads")).unwrap();
+    g.validate().unwrap();
+    assert_eq!(g.platform.channel, kpiflow_schemas::Channel::Shopify);
     g.pull
         .resolve(google_ads::SECTION, &google_ads::DEFAULTS)
         .unwrap();
-    let m: meta_ads::MetaAdsConfig = parse_section(meta_ads::SECTION, one("meta_ads")).unwrap();
+    let m = meta_ads::MetaAdsConfig::parse(one("meta_ads")).unwrap();
+    m.validate().unwrap();
     assert_eq!(
-        m.purchase_action_type,
+        m.platform.purchase_action_type,
         "offsite_conversion.fb_pixel_purchase"
     );
     m.pull
         .resolve(meta_ads::SECTION, &meta_ads::DEFAULTS)
         .unwrap();
-    let t: tiktok_ads::TiktokAdsConfig =
-        parse_section(tiktok_ads::SECTION, one("tiktok_ads")).unwrap();
-    assert_eq!(t.channel, kpiflow_schemas::Channel::TiktokShop);
+    let t = tiktok_ads::TiktokAdsConfig::parse(one("tiktok_ads")).unwrap();
+    t.validate().unwrap();
+    assert_eq!(t.platform.channel, kpiflow_schemas::Channel::TiktokShop);
     t.pull
         .resolve(tiktok_ads::SECTION, &tiktok_ads::DEFAULTS)
         .unwrap();

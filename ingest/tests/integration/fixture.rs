@@ -210,10 +210,15 @@ pub(crate) fn lwa_token(req: &Req, n: usize) -> Reply {
     if !ok {
         return Reply::status(400, fixture("lwa", "invalid-grant.json"));
     }
+    token_json("lwa", "Atza|token-", n)
+}
+
+/// `fixtures/<connector>/token.json` handing out the n-th token, `<prefix><n>`.
+pub(crate) fn token_json(connector: &str, prefix: &str, n: usize) -> Reply {
     Reply::json(fixture_with(
-        "lwa",
+        connector,
         "token.json",
-        &[("token", &format!("Atza|token-{n}"))],
+        &[("token", &format!("{prefix}{n}"))],
     ))
 }
 
@@ -244,4 +249,9 @@ pub(crate) fn ad_rows(
             _ => None,
         })
         .collect()
+}
+
+/// The `ad.performance` events alone, in publish order.
+pub(crate) fn ads(events: &[kpiflow_schemas::Event]) -> Vec<kpiflow_schemas::AdPerformance> {
+    ad_rows(events).into_iter().map(|(_, a)| a).collect()
 }

@@ -2,19 +2,13 @@
 //! without traffic, 429 / expired token / 503, the trailing re-pull from the cursor, and the
 //! rows on a real broker.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use chrono::{NaiveDate, TimeDelta};
-use kpiflow_core::SourceMetrics;
-use kpiflow_ingest::MemoryPublisher;
-use kpiflow_ingest::connectors::google_ads::{GoogleAds, GoogleAdsConfig};
+use kpiflow_ingest::connectors::google_ads::{GoogleAds, GoogleAdsConfig, GoogleAdsKeys};
 use kpiflow_ingest::pull::PullConnector;
 use kpiflow_schemas::{Channel, Topic};
 
-use super::fixture::{
-    Reply, Req, Server, ad_rows, fixture, fixture_with, lwa, pull_settings, secret_file, shop,
-};
+use super::fixture::{Reply, Req, ad_rows, fixture, lwa, token_json};
+use super::rig::{Rig, api_with_tokens, day_in, scripted};
 
 const C: &str = "google_ads";
 const SEARCH: &str = "/v21/customers/1234567890/googleAds:search";
@@ -42,40 +36,28 @@ fn page(req: &Req) -> Reply {
     }
 }
 
-async fn server(search: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
-    let tokens = AtomicUsize::new(0);
-    Server::start(move |req| match req.path.as_str() {
-        TOKEN => {
-            assert_eq!(req.form()["grant_type"], "refresh_token");
-            let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
-            Reply::json(fixture_with(
-                C,
-                "token.json",
-                &[("token", &format!("ya29.token-{n}"))],
-            ))
-        }
-        SEARCH => search(req),
-        other => Reply::status(404, format!("no route {other}")),
-    })
-    .await
+fn token(req: &Req, n: usize) -> Reply {
+    assert_eq!(req.form()["grant_type"], "refresh_token");
+    token_json(C, "ya29.token-", n)
 }
 
-fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
-    let mut auth = lwa(server, dir);
-    auth.token_url = Some(format!("{}{TOKEN}", server.url));
+async fn rig(search: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {
+    Rig::new(api_with_tokens(SEARCH, search, TOKEN, token).await)
+}
+
+fn connector(t: &Rig) -> PullConnector {
+    let mut auth = lwa(&t.server, t.dir.path());
+    auth.token_url = Some(format!("{}{TOKEN}", t.server.url));
     GoogleAds::build(GoogleAdsConfig {
-        shop: shop.to_string(),
-        customer_id: "123-456-7890".into(),
-        login_customer_id: Some("987-654-3210".into()),
-        channel: Channel::Shopify,
-        marketplace: "US".into(),
         time_zone: "America/New_York".into(),
-        currency: "USD".into(),
-        attribution_window: "30d".into(),
-        api_version: "v21".into(),
-        developer_token: secret_file(dir, "dev", DEV),
-        pull: pull_settings(server, &dir.join("cursors")),
-        auth,
+        ..t.ad_account(GoogleAdsKeys {
+            customer_id: "123-456-7890".into(),
+            login_customer_id: Some("987-654-3210".into()),
+            channel: Channel::Shopify,
+            api_version: "v21".into(),
+            developer_token: t.secret("dev", DEV),
+            auth,
+        })
     })
     .expect("valid config")
 }
@@ -89,60 +71,49 @@ fn query_dates(req: &Req) -> (NaiveDate, NaiveDate) {
 
 #[tokio::test]
 async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let p = MemoryPublisher::new();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    let rows = ad_rows(&p.events());
+    let t = rig(page).await;
+    t.sync(connector).await;
+    let rows = ad_rows(&t.p.events());
     assert_eq!(rows.len(), 3, "four rows, one malformed");
     let (_, first) = &rows[0];
     assert_eq!(first.spend.amount.to_string(), "41.25");
     assert_eq!(first.attributed_sales.amount.to_string(), "129.5");
     assert_eq!((first.clicks, first.attributed_orders), (88, 3));
-    assert_eq!(p.events()[0].header.channel, Channel::Shopify);
-    assert_eq!(p.events()[0].header.source_tz.0.name(), "America/New_York");
+    assert_eq!(t.p.events()[0].header.channel, Channel::Shopify);
+    assert_eq!(
+        t.p.events()[0].header.source_tz.0.name(),
+        "America/New_York"
+    );
     let (_, quiet) = &rows[2];
     assert_eq!(
         (quiet.impressions, quiet.spend.amount.to_string().as_str()),
         (0, "0")
     );
-    let dl = p.dead_letters();
+    let dl = t.p.dead_letters();
     assert_eq!(
         dl[0].reason,
         "field `metrics.costMicros`: expected an integer, got \"38.000.000\""
     );
 
-    let saved = connector(&server, dir.path(), &shop)
-        .cursors()
-        .load(C, &shop)
-        .await
-        .unwrap()
-        .unwrap();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    let firsts: Vec<Req> = server
+    let saved = t.restart(connector, C).await;
+    let firsts: Vec<Req> = t
+        .server
         .requests_to(SEARCH)
         .into_iter()
         .filter(|r| !String::from_utf8_lossy(&r.body).contains("pageToken"))
         .collect();
-    let ny = |t: chrono::DateTime<chrono::Utc>| {
-        t.with_timezone(&chrono_tz::America::New_York).date_naive()
-    };
     assert_eq!(
         query_dates(&firsts[1]).0,
-        ny(saved.high_water - TimeDelta::days(14))
+        day_in(
+            chrono_tz::America::New_York,
+            saved.high_water - TimeDelta::days(14)
+        )
     );
     let (from, to) = query_dates(&firsts[0]);
     assert_eq!(to - from, TimeDelta::days(14));
     // The second sync's rows are versions of the same keys as of that sync: a later as_of
     // has its own id; within the same second, the identical version keeps the same id.
-    let all = ad_rows(&p.events());
+    let all = ad_rows(&t.p.events());
     assert_eq!(all.len(), 6);
     assert!(all[3].1.as_of >= all[0].1.as_of);
     assert_eq!(all[3].0 == all[0].0, all[3].1.as_of == all[0].1.as_of);
@@ -159,35 +130,26 @@ async fn pages_are_read_and_the_trailing_window_is_re_pulled_after_a_restart() {
 
 #[tokio::test]
 async fn rate_limits_token_expiry_and_unavailability_are_absorbed() {
-    let calls = AtomicUsize::new(0);
-    let server = server(move |req| match calls.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1"),
-        2 => Reply::status(401, fixture(C, "error-401.json")),
-        3 => Reply::status(503, fixture(C, "error-503.json")),
-        _ => page(req),
-    })
+    let t = rig(scripted(
+        |n| match n {
+            0 => Some(Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1")),
+            2 => Some(Reply::status(401, fixture(C, "error-401.json"))),
+            3 => Some(Reply::status(503, fixture(C, "error-503.json"))),
+            _ => None,
+        },
+        page,
+    ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let p = MemoryPublisher::new();
-    let began = std::time::Instant::now();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    assert!(began.elapsed() >= Duration::from_secs(1));
-    assert_eq!(ad_rows(&p.events()).len(), 3);
-    assert_eq!(server.requests_to(TOKEN).len(), 2);
-    let m = SourceMetrics::new(C, &shop);
-    assert_eq!((m.rate_limit_waits.get(), m.retries.get()), (1, 2));
+    t.sync_waiting(connector, 1).await;
+    assert_eq!(ad_rows(&t.p.events()).len(), 3);
+    assert_eq!(t.server.requests_to(TOKEN).len(), 2);
+    assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let dead = super::pull_through_kafka_prefix(&mut c, Topic::Ads, &shop, &[], 3).await;
+    let t = rig(page).await;
+    let dead =
+        super::pull_through_kafka_prefix(&mut connector(&t), Topic::Ads, &t.shop, &[], 3).await;
     assert_eq!(dead.len(), 1);
 }

@@ -57,9 +57,9 @@ async fn fixture_platforms_through_the_broker_give_the_expected_kpis() {
     publisher.ensure_topics().await.unwrap();
 
     // Amazon: one sync of the three recorded pages.
-    let server = amazon_sp_orders::server(amazon_sp_orders::page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut amazon = amazon_sp_orders::connector(&server, dir.path(), "amazon-shop");
+    let mut t = super::rig::Rig::new(amazon_sp_orders::server(amazon_sp_orders::page).await);
+    t.shop = "amazon-shop".into();
+    let mut amazon = amazon_sp_orders::connector(&t);
     amazon.sync_once(publisher.as_ref()).await.unwrap();
 
     // Shopify: a signed orders/create delivery (shop-003 in the receiver's config).

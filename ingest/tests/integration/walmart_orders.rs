@@ -10,12 +10,11 @@ use std::time::Duration;
 use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::walmart_orders::{WalmartOrders, WalmartOrdersConfig};
-use kpiflow_ingest::pull::{PullConnector, WalmartAuthConfig};
+use kpiflow_ingest::pull::{PullConnector, PullSettings, WalmartAuthConfig};
 use kpiflow_schemas::Topic;
 
-use super::fixture::{
-    Reply, Req, Server, fixture, fixture_with, ids, pull_settings, secret_file, shop,
-};
+use super::fixture::{Reply, Req, fixture, ids, token_json};
+use super::rig::{Rig, api_with_tokens, scripted};
 
 const C: &str = "walmart_orders";
 const ORDERS: &str = "/v3/orders";
@@ -63,31 +62,25 @@ fn token(req: &Req, n: usize) -> Reply {
     assert_eq!(req.header("authorization"), basic());
     assert_eq!(req.form()["grant_type"], "client_credentials");
     assert!(!req.header("wm_qos.correlation_id").is_empty());
-    Reply::json(fixture_with(
-        C,
-        "token.json",
-        &[("token", &format!("wm-token-{n}"))],
-    ))
+    token_json(C, "wm-token-", n)
 }
 
-async fn server(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Server {
-    let tokens = AtomicUsize::new(0);
-    Server::start(move |req| match req.path.as_str() {
-        TOKEN => token(req, tokens.fetch_add(1, Ordering::SeqCst) + 1),
-        ORDERS => orders(req),
-        other => Reply::status(404, format!("no route {other}")),
-    })
-    .await
+async fn rig(orders: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Rig {
+    Rig::new(api_with_tokens(ORDERS, orders, TOKEN, token).await)
 }
 
-fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnector {
+fn connector(t: &Rig) -> PullConnector {
+    connector_with(t, t.pull())
+}
+
+fn connector_with(t: &Rig, pull: PullSettings) -> PullConnector {
     WalmartOrders::build(WalmartOrdersConfig {
-        shop: shop.to_string(),
+        shop: t.shop.clone(),
         limit: 2,
-        pull: pull_settings(server, &dir.join("cursors")),
+        pull,
         auth: WalmartAuthConfig {
-            client_id: secret_file(dir, "wm_id", ID),
-            client_secret: secret_file(dir, "wm_secret", SECRET),
+            client_id: t.secret("wm_id", ID),
+            client_secret: t.secret("wm_secret", SECRET),
             service_name: "Walmart Marketplace".into(),
             refresh_margin: Duration::from_secs(60),
         },
@@ -97,23 +90,19 @@ fn connector(server: &Server, dir: &std::path::Path, shop: &str) -> PullConnecto
 
 #[tokio::test]
 async fn cursor_pages_are_followed_and_a_malformed_order_is_dead_lettered() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    c.sync_once(&p).await.expect("sync succeeds");
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    let dl = p.dead_letters();
+    let t = rig(page).await;
+    t.sync(connector).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    let dl = t.p.dead_letters();
     assert_eq!(dl.len(), 1);
     assert_eq!(
         dl[0].reason,
         "order 1796277083025: orderLines.orderLine[0]: charges.charge[0]: field `chargeAmount.amount`: expected a decimal such as \"12.34\", got \"9.O\""
     );
-    assert_eq!(p.events()[0].header.channel.as_str(), "walmart");
+    assert_eq!(t.p.events()[0].header.channel.as_str(), "walmart");
     // One token for the whole sync; the cursor's query string was followed verbatim.
-    assert_eq!(server.requests_to(TOKEN).len(), 1);
-    let second = &server.requests_to(ORDERS)[1];
+    assert_eq!(t.server.requests_to(TOKEN).len(), 1);
+    let second = &t.server.requests_to(ORDERS)[1];
     assert_eq!(second.q("hasMoreElements"), "true");
     assert_eq!(second.q("soIndex"), "5");
     assert_eq!(
@@ -125,60 +114,44 @@ async fn cursor_pages_are_followed_and_a_malformed_order_is_dead_lettered() {
 
 #[tokio::test]
 async fn an_empty_window_is_a_404_and_not_an_error() {
-    let server = server(|_| Reply::status(404, fixture(C, "no-orders-404.json"))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    let report = c.sync_once(&p).await.expect("no orders is a success");
+    let t = rig(|_| Reply::status(404, fixture(C, "no-orders-404.json"))).await;
+    let mut c = connector(&t);
+    let report = c.sync_once(&t.p).await.expect("no orders is a success");
     assert_eq!(report.counts.published, 0);
-    assert!(c.cursors().load(C, &shop).await.unwrap().is_some());
+    assert!(t.cursor(&c, C).await.is_some());
 }
 
 #[tokio::test]
 async fn a_429_waits_for_an_http_date_retry_after() {
-    let calls = AtomicUsize::new(0);
-    let server = server(move |req| {
-        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Two seconds ahead, rounded down to the second an HTTP date can express.
-            let at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
-            let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-            return Reply::status(429, fixture(C, "error-429.json")).with("retry-after", &date);
-        }
-        page(req)
-    })
+    let t = rig(scripted(
+        |n| {
+            (n == 0).then(|| {
+                // Two seconds ahead, rounded down to the second an HTTP date can express.
+                let at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+                let date = at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                Reply::status(429, fixture(C, "error-429.json")).with("retry-after", &date)
+            })
+        },
+        page,
+    ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    let began = std::time::Instant::now();
-    c.sync_once(&p).await.expect("sync succeeds after the wait");
-    assert!(
-        began.elapsed() >= Duration::from_secs(1),
-        "the date was honoured"
-    );
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    assert_eq!(SourceMetrics::new(C, &shop).rate_limit_waits.get(), 1);
+    t.sync_waiting(connector, 1).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    assert_eq!(SourceMetrics::new(C, &t.shop).rate_limit_waits.get(), 1);
 }
 
 #[tokio::test]
 async fn an_expired_token_is_replaced() {
-    let server = server(|req| {
+    let t = rig(|req| {
         if req.header("wm_sec.access_token") == "wm-token-1" && !req.q("poIndex").is_empty() {
             return Reply::status(401, fixture(C, "error-401-expired.json"));
         }
         page(req)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = connector(&server, dir.path(), &shop());
-    let p = MemoryPublisher::new();
-    c.sync_once(&p)
-        .await
-        .expect("sync succeeds with a new token");
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    assert_eq!(server.requests_to(TOKEN).len(), 2);
+    t.sync(connector).await;
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    assert_eq!(t.server.requests_to(TOKEN).len(), 2);
 }
 
 #[tokio::test]
@@ -186,7 +159,7 @@ async fn a_500_is_retried_and_a_persistent_one_fails_the_sync_without_moving_the
     let calls = Arc::new(AtomicUsize::new(0));
     let broken = Arc::new(AtomicBool::new(false));
     let (calls2, broken2) = (calls.clone(), broken.clone());
-    let server = server(move |req| {
+    let t = rig(move |req| {
         let n = calls2.fetch_add(1, Ordering::SeqCst);
         let paging = !req.q("poIndex").is_empty();
         if n == 1 || (paging && broken2.load(Ordering::SeqCst)) {
@@ -195,47 +168,32 @@ async fn a_500_is_retried_and_a_persistent_one_fails_the_sync_without_moving_the
         page(req)
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
-    c.sync_once(&p).await.expect("one 500 is retried");
-    assert_eq!(ids(&p.events()), PAGE_IDS);
-    assert_eq!(SourceMetrics::new(C, &shop).retries.get(), 1);
-    let saved = c.cursors().load(C, &shop).await.unwrap().unwrap();
+    let mut c = connector(&t);
+    c.sync_once(&t.p).await.expect("one 500 is retried");
+    assert_eq!(ids(&t.p.events()), PAGE_IDS);
+    assert_eq!(SourceMetrics::new(C, &t.shop).retries.get(), 1);
+    let saved = t.cursor(&c, C).await.unwrap();
 
     broken.store(true, Ordering::SeqCst);
-    let err = c.sync_once(&p).await.unwrap_err();
+    let err = c.sync_once(&t.p).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(
         err.to_string()
             .contains("HTTP 500 Internal Server Error after 4 attempts"),
         "{err}"
     );
-    assert_eq!(c.cursors().load(C, &shop).await.unwrap().unwrap(), saved);
+    assert_eq!(t.cursor(&c, C).await.unwrap(), saved);
     assert_eq!(c.health().consecutive_failures, 1);
 }
 
 #[tokio::test]
 async fn a_restart_resumes_from_the_cursor_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let server = server(page).await;
-    let p = MemoryPublisher::new();
-    connector(&server, dir.path(), &shop)
-        .sync_once(&p)
-        .await
-        .unwrap();
-    let saved = connector(&server, dir.path(), &shop)
-        .cursors()
-        .load(C, &shop)
-        .await
-        .unwrap()
-        .unwrap();
+    let t = rig(page).await;
+    t.sync(connector).await;
     // A new process re-reads from the cursor minus the overlap; the same orders come back.
-    let mut again = connector(&server, dir.path(), &shop);
-    again.sync_once(&p).await.unwrap();
-    let starts: Vec<String> = server
+    let saved = t.restart(connector, C).await;
+    let starts: Vec<String> = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .filter(|r| r.q("poIndex").is_empty())
@@ -244,7 +202,7 @@ async fn a_restart_resumes_from_the_cursor_and_loses_nothing() {
     let want = (saved.high_water - chrono::TimeDelta::minutes(15))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert_eq!(starts[1], want);
-    let all = ids(&p.events());
+    let all = ids(&t.p.events());
     assert_eq!(all.len(), 2 * PAGE_IDS.len(), "the overlap re-reads");
     let distinct: BTreeSet<_> = all.into_iter().collect();
     assert_eq!(
@@ -256,25 +214,20 @@ async fn a_restart_resumes_from_the_cursor_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let dead = super::pull_through_kafka(&mut c, Topic::Orders, &shop, &PAGE_IDS).await;
+    let t = rig(page).await;
+    let dead =
+        super::pull_through_kafka(&mut connector(&t), Topic::Orders, &t.shop, &PAGE_IDS).await;
     assert!(dead[0].reason.contains("\"9.O\""), "{}", dead[0].reason);
 }
 
 #[tokio::test]
 async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut c = connector(&server, dir.path(), &shop);
-    let p = MemoryPublisher::new();
+    let t = rig(page).await;
+    let mut c = connector(&t);
     let from = "2026-11-20T00:00:00Z".parse().unwrap();
     let to = "2026-11-22T12:00:00Z".parse().unwrap();
     let mut seen = Vec::new();
-    let stats = kpiflow_ingest::pull::backfill(&mut c, from, to, &p, |progress| {
+    let stats = kpiflow_ingest::pull::backfill(&mut c, from, to, &t.p, |progress| {
         seen.push((
             progress.done_until,
             progress.fraction(),
@@ -284,7 +237,8 @@ async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
     .await
     .unwrap();
     // Steps of max_window (one day): [20th, 21st), [21st, 22nd), [22nd, 22nd 12:00).
-    let starts: Vec<String> = server
+    let starts: Vec<String> = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .filter(|r| r.q("poIndex").is_empty())
@@ -308,28 +262,15 @@ async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
     assert_eq!(fractions, [0.0, 0.4, 0.8, 1.0]);
     assert_eq!(seen.last().unwrap().2, 3 * PAGE_IDS.len() as u64);
     assert_eq!(stats.published, 3 * PAGE_IDS.len() as u64);
-    assert!(c.cursors().load(C, &shop).await.unwrap().is_none());
+    assert!(t.cursor(&c, C).await.is_none());
 }
 
 #[tokio::test]
 async fn run_syncs_every_interval_until_shutdown() {
-    let server = server(page).await;
-    let dir = tempfile::tempdir().unwrap();
-    let shop = shop();
-    let mut settings = pull_settings(&server, &dir.path().join("cursors"));
+    let t = rig(page).await;
+    let mut settings = t.pull();
     settings.interval = Some(Duration::from_secs(1));
-    let mut c = WalmartOrders::build(WalmartOrdersConfig {
-        shop: shop.clone(),
-        limit: 2,
-        pull: settings,
-        auth: WalmartAuthConfig {
-            client_id: secret_file(dir.path(), "wm_id", ID),
-            client_secret: secret_file(dir.path(), "wm_secret", SECRET),
-            service_name: "Walmart Marketplace".into(),
-            refresh_margin: Duration::from_secs(60),
-        },
-    })
-    .unwrap();
+    let mut c = connector_with(&t, settings);
     let p = Arc::new(MemoryPublisher::new());
     let stop = tokio_util::sync::CancellationToken::new();
     let (stopper, watched) = (stop.clone(), p.clone());
@@ -357,7 +298,8 @@ async fn run_syncs_every_interval_until_shutdown() {
     waiter.await.unwrap();
     assert_eq!(stats.stop, kpiflow_ingest::StopReason::Shutdown);
     assert!(beats() >= 3);
-    let firsts = server
+    let firsts = t
+        .server
         .requests_to(ORDERS)
         .iter()
         .filter(|r| r.q("poIndex").is_empty())

@@ -21,19 +21,16 @@ mod map;
 use std::io::Read;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use futures::future::BoxFuture;
-use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::{Channel, SourceTz};
+use kpiflow_schemas::Channel;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::IngestError;
-use crate::connector::{Connector, parse_section};
-use crate::map::{AdContext, parse_time, raw};
+use crate::connector::Connector;
+use crate::map::{parse_time, raw};
 use crate::pull::{
-    Emitter, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, RateLimit,
-    Request, Source, TokenHeader, Window, lwa_client,
+    AdAccountConfig, AdPlatform, HttpClient, LwaConfig, Platform, PullConnector, PullDefaults,
+    ReadReport, ReportJob, Request, TokenHeader, lwa_client, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -46,23 +43,13 @@ pub const COMPONENT: &str = "ingest.amazon_ads";
 pub const SECTION: &str = "connectors.amazon_ads";
 
 /// Reports cover at most 31 days; figures settle within 14.
-pub const DEFAULTS: PullDefaults = PullDefaults {
-    base_url: "https://advertising-api.amazon.com",
-    interval: Duration::from_secs(6 * 3600),
-    overlap: Duration::from_secs(14 * 24 * 3600),
-    initial_lookback: Duration::from_secs(14 * 24 * 3600),
-    max_window: Duration::from_secs(31 * 24 * 3600),
-    rate_limit: Some(RateLimit {
-        rate: 1.0,
-        burst: 5,
-    }),
-};
+pub const DEFAULTS: PullDefaults = trailing_defaults("https://advertising-api.amazon.com", 31, 1.0);
+
+/// One `[[connectors.amazon_ads]]` table: one advertising profile of one shop.
+pub type AmazonAdsConfig = AdAccountConfig<AmazonAdsKeys>;
 
 fn default_report_type() -> String {
     "spCampaigns".into()
-}
-fn default_window() -> String {
-    "7d".into()
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(30)
@@ -71,30 +58,18 @@ fn default_poll_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }
 
-/// One `[[connectors.amazon_ads]]` table: one advertising profile of one shop.
+/// The keys only a `[[connectors.amazon_ads]]` table has (the shared ones:
+/// [`AdAccountConfig`]). Here `marketplace` defaults to `"ATVPDKIKX0DER"`, `currency` is the
+/// profile's (report rows carry none), and `attribution_window` (default `"7d"`) picks the
+/// orders and sales counted: `"7d"` (`purchases7d`, `sales7d`) or `"14d"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AmazonAdsConfig {
-    /// The shop id events carry (the Kafka key).
-    pub shop: String,
+pub struct AmazonAdsKeys {
     /// The advertising profile id (`Amazon-Advertising-API-Scope`).
     pub profile_id: String,
-    /// The marketplace the profile advertises in. Default `"ATVPDKIKX0DER"`.
-    #[serde(default = "crate::pull::settings::defaults::amazon_us")]
-    pub marketplace: String,
-    /// The profile's time zone (report dates are its days). Default `"America/Los_Angeles"`.
-    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
-    pub time_zone: String,
-    /// The profile's currency (report rows carry none). Default `"USD"`.
-    #[serde(default = "crate::pull::settings::defaults::usd")]
-    pub currency: String,
     /// Sponsored Products report type, `spCampaigns`. Default `"spCampaigns"`.
     #[serde(default = "default_report_type")]
     pub report_type: String,
-    /// Attribution window of the orders and sales counted: `"7d"` (`purchases7d`,
-    /// `sales7d`) or `"14d"`. Default `"7d"`.
-    #[serde(default = "default_window")]
-    pub attribution_window: String,
     /// Time between two status checks of a pending report. Default `"30s"`.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -102,119 +77,154 @@ pub struct AmazonAdsConfig {
     /// Default `"30m"`.
     #[serde(default = "default_poll_timeout", with = "humantime_serde")]
     pub poll_timeout: Duration,
-    /// Polling, HTTP and cursor settings (defaults: every 6 hours, 14 days re-pulled).
-    #[serde(default)]
-    pub pull: PullSettings,
     /// Login With Amazon credentials of the Ads API app.
     pub auth: LwaConfig,
 }
 
-/// The reporting source for one profile.
+impl AdPlatform for AmazonAdsKeys {
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const MARKETPLACE: &'static str = "ATVPDKIKX0DER";
+    const ATTRIBUTION_WINDOW: &'static str = "7d";
+
+    /// The channel is Amazon: Sponsored Products sell there (the table has no `channel`).
+    fn account(cfg: &AmazonAdsConfig) -> Result<(String, Channel), IngestError> {
+        let keys = &cfg.platform;
+        settings::non_empty(&Self::key("profile_id"), &keys.profile_id)?;
+        if !matches!(cfg.attribution_window.as_str(), "7d" | "14d") {
+            return Err(IngestError::config(
+                Self::key("attribution_window"),
+                format!("{:?}", cfg.attribution_window),
+                "expected \"7d\" or \"14d\"",
+            ));
+        }
+        if keys.report_type != "spCampaigns" {
+            return Err(IngestError::config(
+                Self::key("report_type"),
+                format!("{:?}", keys.report_type),
+                "only \"spCampaigns\" (one row per campaign and day) is supported",
+            ));
+        }
+        if cfg.currency.len() != 3 || !cfg.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(IngestError::config(
+                Self::key("currency"),
+                format!("{:?}", cfg.currency),
+                "expected an ISO 4217 code such as \"USD\"",
+            ));
+        }
+        if keys.poll_interval.is_zero() || keys.poll_timeout < keys.poll_interval {
+            return Err(IngestError::config(
+                Self::key("poll_timeout"),
+                format!(
+                    "{:?}",
+                    humantime::format_duration(keys.poll_timeout).to_string()
+                ),
+                format!(
+                    "must be at least poll_interval ({}), which must be positive",
+                    humantime::format_duration(keys.poll_interval)
+                ),
+            ));
+        }
+        Ok((keys.profile_id.clone(), Channel::Amazon))
+    }
+}
+
+/// The reporting reader for one profile.
 pub struct AmazonAds {
-    cfg: AmazonAdsConfig,
-    tz: chrono_tz::Tz,
-    origin: Origin,
+    keys: AmazonAdsKeys,
     http: HttpClient,
 }
 
 impl AmazonAds {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: AmazonAdsConfig) -> Result<PullConnector, IngestError> {
-        let key = |k: &str| format!("{SECTION}.{k}");
-        for (k, v) in [("shop", &cfg.shop), ("profile_id", &cfg.profile_id)] {
-            crate::pull::settings::non_empty(&key(k), v)?;
-        }
-        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
-        if !matches!(cfg.attribution_window.as_str(), "7d" | "14d") {
-            return Err(IngestError::config(
-                key("attribution_window"),
-                format!("{:?}", cfg.attribution_window),
-                "expected \"7d\" or \"14d\"",
-            ));
-        }
-        if cfg.report_type != "spCampaigns" {
-            return Err(IngestError::config(
-                key("report_type"),
-                format!("{:?}", cfg.report_type),
-                "only \"spCampaigns\" (one row per campaign and day) is supported",
-            ));
-        }
-        if cfg.currency.len() != 3 || !cfg.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(IngestError::config(
-                key("currency"),
-                format!("{:?}", cfg.currency),
-                "expected an ISO 4217 code such as \"USD\"",
-            ));
-        }
-        if cfg.poll_interval.is_zero() || cfg.poll_timeout < cfg.poll_interval {
-            return Err(IngestError::config(
-                key("poll_timeout"),
-                format!(
-                    "{:?}",
-                    humantime::format_duration(cfg.poll_timeout).to_string()
-                ),
-                format!(
-                    "must be at least poll_interval ({}), which must be positive",
-                    humantime::format_duration(cfg.poll_interval)
-                ),
-            ));
-        }
-        let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
-        let metrics = SourceMetrics::new(NAME, &cfg.shop);
-        let auth_key = key("auth");
-        let (http, _) = lwa_client(
-            NAME,
-            pull.http.clone(),
-            &cfg.auth,
-            &auth_key,
-            crate::pull::token::LWA_TOKEN_URL,
-            metrics.clone(),
-            TokenHeader::Bearer,
-        )?;
-        let client_id = cfg
-            .auth
-            .client_id
-            .resolve(&format!("{auth_key}.client_id"))?;
-        let http = http
-            .with_header("amazon-advertising-api-clientid", client_id.expose())?
-            .with_header("amazon-advertising-api-scope", &cfg.profile_id)?;
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: Channel::Amazon,
-            marketplace: cfg.marketplace.clone(),
-            source_tz: SourceTz(tz),
-        };
-        let source = AmazonAds {
-            cfg,
-            tz,
-            origin,
-            http,
-        };
-        Ok(PullConnector::new(Box::new(source), pull, metrics))
+        cfg.connector(|keys, pull, metrics| {
+            let auth_key = AmazonAdsKeys::key("auth");
+            let (http, _) = lwa_client(
+                NAME,
+                pull.http.clone(),
+                &keys.auth,
+                &auth_key,
+                crate::pull::token::LWA_TOKEN_URL,
+                metrics.clone(),
+                TokenHeader::Bearer,
+            )?;
+            let client_id = keys
+                .auth
+                .client_id
+                .resolve(&format!("{auth_key}.client_id"))?;
+            let http = http
+                .with_header("amazon-advertising-api-clientid", client_id.expose())?
+                .with_header("amazon-advertising-api-scope", &keys.profile_id)?;
+            Ok(AmazonAds { keys, http })
+        })
     }
 
-    /// The report dates `window` touches, in the profile's zone.
-    fn dates(&self, window: Window) -> (NaiveDate, NaiveDate) {
-        let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
-        let last = window.to - chrono::TimeDelta::nanoseconds(1);
-        (day(window.from), day(last.max(window.from)))
+    /// Polls the report until COMPLETED; FAILED or the timeout is an error.
+    async fn wait(&self, id: &str) -> Result<Status, IngestError> {
+        let deadline = tokio::time::Instant::now() + self.keys.poll_timeout;
+        loop {
+            let status: Status = self
+                .http
+                .send(&Request::get(format!("reporting/reports/{id}")))
+                .await?
+                .json(NAME)?;
+            match status.status.as_str() {
+                "COMPLETED" => return Ok(status),
+                "FAILED" => {
+                    return Err(IngestError::External {
+                        system: NAME.into(),
+                        detail: format!(
+                            "report {id} FAILED: {}",
+                            status
+                                .failure_reason
+                                .as_deref()
+                                .unwrap_or("no reason given")
+                        ),
+                        retryable: true,
+                    });
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() + self.keys.poll_interval > deadline {
+                return Err(IngestError::External {
+                    system: NAME.into(),
+                    detail: format!(
+                        "report {id} still {} after poll_timeout ({})",
+                        status.status,
+                        humantime::format_duration(self.keys.poll_timeout)
+                    ),
+                    retryable: true,
+                });
+            }
+            tokio::time::sleep(self.keys.poll_interval).await;
+        }
     }
 
-    async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {
-        let (start, end) = self.dates(window);
-        let (purchases, sales) = match self.cfg.attribution_window.as_str() {
+    fn input(&self, report: &str, problem: &str) -> IngestError {
+        IngestError::Input {
+            source_name: NAME.into(),
+            problem: format!("report {report}: {problem}"),
+        }
+    }
+}
+
+impl ReadReport for AmazonAds {
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (start, end) = job.days;
+        let shop = &job.account.origin.shop;
+        let (purchases, sales) = match job.account.attribution_window.as_str() {
             "14d" => ("purchases14d", "sales14d"),
             _ => ("purchases7d", "sales7d"),
         };
         let body = json!({
-            "name": format!("kpiflow {} {} {start}..{end}", self.cfg.report_type, self.cfg.shop),
+            "name": format!("kpiflow {} {shop} {start}..{end}", self.keys.report_type),
             "startDate": start.to_string(),
             "endDate": end.to_string(),
             "configuration": {
                 "adProduct": "SPONSORED_PRODUCTS",
                 "groupBy": ["campaign"],
                 "columns": ["date", "campaignId", "impressions", "clicks", "cost", purchases, sales],
-                "reportTypeId": self.cfg.report_type,
+                "reportTypeId": self.keys.report_type,
                 "timeUnit": "DAILY",
                 "format": "GZIP_JSON",
             }
@@ -257,68 +267,14 @@ impl AmazonAds {
                 &format!("the report file is not a JSON array of rows: {e}"),
             )
         })?;
-        tracing::info!(connector = NAME, shop = %self.cfg.shop, report = %created.report_id, %start, %end, rows = rows.len(), "report downloaded");
-        let ctx = AdContext {
-            platform: NAME,
-            account: &self.cfg.profile_id,
-            currency: &self.cfg.currency,
-            tz: self.tz,
-            window: &self.cfg.attribution_window,
-            as_of,
-        };
+        tracing::info!(connector = NAME, %shop, report = %created.report_id, %start, %end, rows = rows.len(), "report downloaded");
+        let ctx = job.account.context(as_of);
         for r in &rows {
-            out.record(map::row(r, &ctx, purchases, sales), &raw(r))
+            job.out
+                .record(map::row(r, &ctx, purchases, sales), &raw(r))
                 .await?;
         }
         Ok(())
-    }
-
-    /// Polls the report until COMPLETED; FAILED or the timeout is an error.
-    async fn wait(&self, id: &str) -> Result<Status, IngestError> {
-        let deadline = tokio::time::Instant::now() + self.cfg.poll_timeout;
-        loop {
-            let status: Status = self
-                .http
-                .send(&Request::get(format!("reporting/reports/{id}")))
-                .await?
-                .json(NAME)?;
-            match status.status.as_str() {
-                "COMPLETED" => return Ok(status),
-                "FAILED" => {
-                    return Err(IngestError::External {
-                        system: NAME.into(),
-                        detail: format!(
-                            "report {id} FAILED: {}",
-                            status
-                                .failure_reason
-                                .as_deref()
-                                .unwrap_or("no reason given")
-                        ),
-                        retryable: true,
-                    });
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() + self.cfg.poll_interval > deadline {
-                return Err(IngestError::External {
-                    system: NAME.into(),
-                    detail: format!(
-                        "report {id} still {} after poll_timeout ({})",
-                        status.status,
-                        humantime::format_duration(self.cfg.poll_timeout)
-                    ),
-                    retryable: true,
-                });
-            }
-            tokio::time::sleep(self.cfg.poll_interval).await;
-        }
-    }
-
-    fn input(&self, report: &str, problem: &str) -> IngestError {
-        IngestError::Input {
-            source_name: NAME.into(),
-            problem: format!("report {report}: {problem}"),
-        }
     }
 }
 
@@ -338,30 +294,9 @@ struct Status {
     failure_reason: Option<String>,
 }
 
-impl Source for AmazonAds {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
-
 /// The registry's constructor: one `[[connectors.amazon_ads]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {
-    let cfg: AmazonAdsConfig = parse_section(SECTION, section)?;
-    Ok(Box::new(AmazonAds::build(cfg)?))
+    Ok(Box::new(AmazonAds::build(AmazonAdsConfig::parse(
+        section,
+    )?)?))
 }

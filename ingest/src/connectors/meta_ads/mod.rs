@@ -24,21 +24,18 @@ mod map;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::{Channel, SourceTz};
+use kpiflow_schemas::Channel;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::IngestError;
-use crate::connector::{Connector, parse_section};
-use crate::map::{AdContext, raw};
+use crate::connector::Connector;
+use crate::map::raw;
 use crate::pull::{
-    Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    SecretRef, Source, StaticToken, TokenHeader, Window,
+    AdAccountConfig, AdPlatform, HttpClient, Platform, PullConnector, PullDefaults, ReadReport,
+    ReportJob, Request, SecretRef, StaticToken, TokenHeader, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -51,23 +48,13 @@ pub const COMPONENT: &str = "ingest.meta_ads";
 pub const SECTION: &str = "connectors.meta_ads";
 
 /// Attribution settles within days; 14 re-pulled by default.
-pub const DEFAULTS: PullDefaults = PullDefaults {
-    base_url: "https://graph.facebook.com",
-    interval: Duration::from_secs(6 * 3600),
-    overlap: Duration::from_secs(14 * 24 * 3600),
-    initial_lookback: Duration::from_secs(14 * 24 * 3600),
-    max_window: Duration::from_secs(31 * 24 * 3600),
-    rate_limit: Some(RateLimit {
-        rate: 0.5,
-        burst: 5,
-    }),
-};
+pub const DEFAULTS: PullDefaults = trailing_defaults("https://graph.facebook.com", 31, 0.5);
+
+/// One `[[connectors.meta_ads]]` table: one ad account of one shop.
+pub type MetaAdsConfig = AdAccountConfig<MetaAdsKeys>;
 
 fn d_channel() -> Channel {
     Channel::Shopify
-}
-fn d_window() -> String {
-    "7d_click_1d_view".into()
 }
 fn d_version() -> String {
     "v21.0".into()
@@ -79,33 +66,20 @@ fn d_limit() -> u32 {
     100
 }
 
-/// One `[[connectors.meta_ads]]` table: one ad account of one shop.
+/// The keys only a `[[connectors.meta_ads]]` table has (the shared ones: [`AdAccountConfig`];
+/// `attribution_window` defaults to `"7d_click_1d_view"`, the account's setting as a label).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetaAdsConfig {
-    /// The shop id events carry (the Kafka key).
-    pub shop: String,
+pub struct MetaAdsKeys {
     /// The ad account id, digits (without `act_`).
     pub ad_account_id: String,
     /// The sales channel the campaigns drive traffic to. Default `"shopify"`.
     #[serde(default = "d_channel")]
     pub channel: Channel,
-    /// Marketplace id events carry. Default `"US"`.
-    #[serde(default = "crate::pull::settings::defaults::us")]
-    pub marketplace: String,
-    /// The ad account's time zone. Default `"America/Los_Angeles"`.
-    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
-    pub time_zone: String,
-    /// The ad account's currency. Default `"USD"`.
-    #[serde(default = "crate::pull::settings::defaults::usd")]
-    pub currency: String,
     /// The one action type counted as a purchase. Default
     /// `"offsite_conversion.fb_pixel_purchase"`.
     #[serde(default = "d_action")]
     pub purchase_action_type: String,
-    /// The account's attribution setting, as a label. Default `"7d_click_1d_view"`.
-    #[serde(default = "d_window")]
-    pub attribution_window: String,
     /// The Graph API version in the path. Default `"v21.0"`.
     #[serde(default = "d_version")]
     pub api_version: String,
@@ -114,76 +88,56 @@ pub struct MetaAdsConfig {
     pub limit: u32,
     /// The system user's access token (`env:NAME` or `file:/path`).
     pub access_token: SecretRef,
-    /// Polling, HTTP and cursor settings (defaults: every 6 hours, 14 days re-pulled).
-    #[serde(default)]
-    pub pull: PullSettings,
 }
 
-/// The insights source for one ad account.
+impl AdPlatform for MetaAdsKeys {
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const ATTRIBUTION_WINDOW: &'static str = "7d_click_1d_view";
+
+    fn account(cfg: &MetaAdsConfig) -> Result<(String, Channel), IngestError> {
+        let keys = &cfg.platform;
+        settings::digits(
+            &Self::key("ad_account_id"),
+            &keys.ad_account_id,
+            "expected the account's digits, without \"act_\"",
+        )?;
+        settings::non_empty(
+            &Self::key("purchase_action_type"),
+            &keys.purchase_action_type,
+        )?;
+        settings::within(&Self::key("limit"), keys.limit, 1..=500)?;
+        Ok((keys.ad_account_id.clone(), keys.channel))
+    }
+}
+
+/// The insights reader for one ad account.
 pub struct MetaAds {
-    cfg: MetaAdsConfig,
-    tz: chrono_tz::Tz,
-    origin: Origin,
+    keys: MetaAdsKeys,
     http: HttpClient,
 }
 
 impl MetaAds {
     /// Validates `cfg`, reads the token and builds the connector.
     pub fn build(cfg: MetaAdsConfig) -> Result<PullConnector, IngestError> {
-        let key = |k: &str| format!("{SECTION}.{k}");
-        if cfg.ad_account_id.is_empty() || !cfg.ad_account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IngestError::config(
-                key("ad_account_id"),
-                format!("{:?}", cfg.ad_account_id),
-                "expected the account's digits, without \"act_\"",
-            ));
-        }
-        crate::pull::settings::non_empty(&key("shop"), &cfg.shop)?;
-        crate::pull::settings::non_empty(&key("purchase_action_type"), &cfg.purchase_action_type)?;
-        if !(1..=500).contains(&cfg.limit) {
-            return Err(IngestError::config(
-                key("limit"),
-                cfg.limit,
-                "must be between 1 and 500",
-            ));
-        }
-        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
-        let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
-        let metrics = SourceMetrics::new(NAME, &cfg.shop);
-        let token = cfg.access_token.resolve(&key("access_token"))?;
-        let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?
-            .with_token(Arc::new(StaticToken(token)), TokenHeader::Bearer)
-            .with_throttle_detector(throttled);
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: cfg.channel,
-            marketplace: cfg.marketplace.clone(),
-            source_tz: SourceTz(tz),
-        };
-        let source = MetaAds {
-            cfg,
-            tz,
-            origin,
-            http,
-        };
-        Ok(PullConnector::new(Box::new(source), pull, metrics))
+        cfg.connector(|keys, pull, metrics| {
+            let token = keys
+                .access_token
+                .resolve(&MetaAdsKeys::key("access_token"))?;
+            let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?
+                .with_token(Arc::new(StaticToken(token)), TokenHeader::Bearer)
+                .with_throttle_detector(throttled);
+            Ok(MetaAds { keys, http })
+        })
     }
+}
 
-    async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {
-        let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
-        let since = day(window.from);
-        let until = day(window.to - chrono::TimeDelta::seconds(1)).max(since);
-        let ctx = AdContext {
-            platform: NAME,
-            account: &self.cfg.ad_account_id,
-            currency: &self.cfg.currency,
-            tz: self.tz,
-            window: &self.cfg.attribution_window,
-            as_of: window.to,
-        };
+impl ReadReport for MetaAds {
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (since, until) = job.days;
+        let ctx = job.account.context(job.window.to);
         let mut req = Request::get(format!(
             "{}/act_{}/insights",
-            self.cfg.api_version, self.cfg.ad_account_id
+            self.keys.api_version, self.keys.ad_account_id
         ))
         .query("level", "campaign")
         .query("time_increment", "1")
@@ -195,11 +149,12 @@ impl MetaAds {
             "fields",
             "campaign_id,date_start,date_stop,spend,impressions,clicks,actions,action_values",
         )
-        .query("limit", self.cfg.limit.to_string());
+        .query("limit", self.keys.limit.to_string());
         loop {
             let page: Page = self.http.send(&req).await?.json(NAME)?;
             for r in &page.data {
-                out.record(map::row(r, &ctx, &self.cfg.purchase_action_type), &raw(r))
+                job.out
+                    .record(map::row(r, &ctx, &self.keys.purchase_action_type), &raw(r))
                     .await?;
             }
             match page.paging.and_then(|p| p.next) {
@@ -249,32 +204,9 @@ struct Paging {
     next: Option<String>,
 }
 
-impl Source for MetaAds {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
-
 /// The registry's constructor: one `[[connectors.meta_ads]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {
-    let cfg: MetaAdsConfig = parse_section(SECTION, section)?;
-    Ok(Box::new(MetaAds::build(cfg)?))
+    Ok(Box::new(MetaAds::build(MetaAdsConfig::parse(section)?)?))
 }
 
 #[cfg(test)]

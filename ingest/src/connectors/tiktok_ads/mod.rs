@@ -29,21 +29,18 @@ mod map;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::{Channel, SourceTz};
+use kpiflow_schemas::Channel;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::IngestError;
-use crate::connector::{Connector, parse_section};
-use crate::map::{AdContext, raw};
+use crate::connector::Connector;
+use crate::map::raw;
 use crate::pull::{
-    Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    SecretRef, Source, StaticToken, TokenHeader, Window,
+    AdAccountConfig, AdPlatform, HttpClient, Platform, PullConnector, PullDefaults, ReadReport,
+    ReportJob, Request, SecretRef, StaticToken, TokenHeader, settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -56,129 +53,84 @@ pub const COMPONENT: &str = "ingest.tiktok_ads";
 pub const SECTION: &str = "connectors.tiktok_ads";
 
 /// Attribution settles within days; 14 re-pulled by default.
-pub const DEFAULTS: PullDefaults = PullDefaults {
-    base_url: "https://business-api.tiktok.com",
-    interval: Duration::from_secs(6 * 3600),
-    overlap: Duration::from_secs(14 * 24 * 3600),
-    initial_lookback: Duration::from_secs(14 * 24 * 3600),
-    max_window: Duration::from_secs(30 * 24 * 3600),
-    rate_limit: Some(RateLimit {
-        rate: 1.0,
-        burst: 5,
-    }),
-};
+pub const DEFAULTS: PullDefaults = trailing_defaults("https://business-api.tiktok.com", 30, 1.0);
+
+/// One `[[connectors.tiktok_ads]]` table: one advertiser of one shop.
+pub type TiktokAdsConfig = AdAccountConfig<TiktokAdsKeys>;
 
 fn d_channel() -> Channel {
     Channel::TiktokShop
-}
-fn d_window() -> String {
-    "7d_click_1d_view".into()
 }
 fn d_page_size() -> u32 {
     100
 }
 
-/// One `[[connectors.tiktok_ads]]` table: one advertiser of one shop.
+/// The keys only a `[[connectors.tiktok_ads]]` table has (the shared ones:
+/// [`AdAccountConfig`]; `attribution_window` defaults to `"7d_click_1d_view"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TiktokAdsConfig {
-    /// The shop id events carry (the Kafka key).
-    pub shop: String,
+pub struct TiktokAdsKeys {
     /// The advertiser id (digits).
     pub advertiser_id: String,
     /// The sales channel the campaigns drive traffic to. Default `"tiktok_shop"`.
     #[serde(default = "d_channel")]
     pub channel: Channel,
-    /// Marketplace id events carry. Default `"US"`.
-    #[serde(default = "crate::pull::settings::defaults::us")]
-    pub marketplace: String,
-    /// The advertiser's time zone (report days are its days). Default `"America/Los_Angeles"`.
-    #[serde(default = "crate::pull::settings::defaults::us_pacific")]
-    pub time_zone: String,
-    /// The advertiser's currency. Default `"USD"`.
-    #[serde(default = "crate::pull::settings::defaults::usd")]
-    pub currency: String,
-    /// The attribution setting, as a label. Default `"7d_click_1d_view"`.
-    #[serde(default = "d_window")]
-    pub attribution_window: String,
     /// Rows per page, 1 to 1000. Default `100`.
     #[serde(default = "d_page_size")]
     pub page_size: u32,
     /// The advertiser's long-lived access token (`env:NAME` or `file:/path`).
     pub access_token: SecretRef,
-    /// Polling, HTTP and cursor settings (defaults: every 6 hours, 14 days re-pulled).
-    #[serde(default)]
-    pub pull: PullSettings,
 }
 
-/// The report source for one advertiser.
+impl AdPlatform for TiktokAdsKeys {
+    const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
+    const ATTRIBUTION_WINDOW: &'static str = "7d_click_1d_view";
+
+    fn account(cfg: &TiktokAdsConfig) -> Result<(String, Channel), IngestError> {
+        let keys = &cfg.platform;
+        let id = &keys.advertiser_id;
+        settings::digits(
+            &Self::key("advertiser_id"),
+            id,
+            "expected the advertiser's digits",
+        )?;
+        settings::within(&Self::key("page_size"), keys.page_size, 1..=1000)?;
+        Ok((id.clone(), keys.channel))
+    }
+}
+
+/// The report reader for one advertiser.
 pub struct TiktokAds {
-    cfg: TiktokAdsConfig,
-    tz: chrono_tz::Tz,
-    origin: Origin,
+    keys: TiktokAdsKeys,
     http: HttpClient,
 }
 
 impl TiktokAds {
     /// Validates `cfg`, reads the token and builds the connector.
     pub fn build(cfg: TiktokAdsConfig) -> Result<PullConnector, IngestError> {
-        let key = |k: &str| format!("{SECTION}.{k}");
-        if cfg.advertiser_id.is_empty() || !cfg.advertiser_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(IngestError::config(
-                key("advertiser_id"),
-                format!("{:?}", cfg.advertiser_id),
-                "expected the advertiser's digits",
-            ));
-        }
-        crate::pull::settings::non_empty(&key("shop"), &cfg.shop)?;
-        if !(1..=1000).contains(&cfg.page_size) {
-            return Err(IngestError::config(
-                key("page_size"),
-                cfg.page_size,
-                "must be between 1 and 1000",
-            ));
-        }
-        let tz = crate::pull::settings::time_zone(&key("time_zone"), &cfg.time_zone)?;
-        let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
-        let metrics = SourceMetrics::new(NAME, &cfg.shop);
-        let token = cfg.access_token.resolve(&key("access_token"))?;
-        let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?
-            .with_token(
-                Arc::new(StaticToken(token)),
-                TokenHeader::Named(HeaderName::from_static("access-token")),
-            )
-            .with_throttle_detector(throttled);
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: cfg.channel,
-            marketplace: cfg.marketplace.clone(),
-            source_tz: SourceTz(tz),
-        };
-        let source = TiktokAds {
-            cfg,
-            tz,
-            origin,
-            http,
-        };
-        Ok(PullConnector::new(Box::new(source), pull, metrics))
+        cfg.connector(|keys, pull, metrics| {
+            let token = keys
+                .access_token
+                .resolve(&TiktokAdsKeys::key("access_token"))?;
+            let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?
+                .with_token(
+                    Arc::new(StaticToken(token)),
+                    TokenHeader::Named(HeaderName::from_static("access-token")),
+                )
+                .with_throttle_detector(throttled);
+            Ok(TiktokAds { keys, http })
+        })
     }
+}
 
-    async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {
-        let day = |t: DateTime<Utc>| t.with_timezone(&self.tz).date_naive();
-        let start = day(window.from);
-        let end = day(window.to - chrono::TimeDelta::seconds(1)).max(start);
-        let ctx = AdContext {
-            platform: NAME,
-            account: &self.cfg.advertiser_id,
-            currency: &self.cfg.currency,
-            tz: self.tz,
-            window: &self.cfg.attribution_window,
-            as_of: window.to,
-        };
+impl ReadReport for TiktokAds {
+    async fn read(&self, job: ReportJob<'_, '_>) -> Result<(), IngestError> {
+        let (start, end) = job.days;
+        let ctx = job.account.context(job.window.to);
         let mut page_no = 1u32;
         loop {
             let req = Request::get("open_api/v1.3/report/integrated/get/")
-                .query("advertiser_id", &self.cfg.advertiser_id)
+                .query("advertiser_id", &self.keys.advertiser_id)
                 .query("report_type", "BASIC")
                 .query("data_level", "AUCTION_CAMPAIGN")
                 .query("dimensions", r#"["campaign_id","stat_time_day"]"#)
@@ -189,7 +141,7 @@ impl TiktokAds {
                 .query("start_date", start.to_string())
                 .query("end_date", end.to_string())
                 .query("page", page_no.to_string())
-                .query("page_size", self.cfg.page_size.to_string());
+                .query("page_size", self.keys.page_size.to_string());
             let page: Envelope = self.http.send(&req).await?.json(NAME)?;
             if page.code != 0 {
                 return Err(IngestError::External {
@@ -209,7 +161,7 @@ impl TiktokAds {
             }
             let data = page.data.unwrap_or_default();
             for r in &data.list {
-                out.record(map::row(r, &ctx), &raw(r)).await?;
+                job.out.record(map::row(r, &ctx), &raw(r)).await?;
             }
             let total = data.page_info.map_or(1, |p| p.total_page);
             if page_no >= total {
@@ -246,30 +198,9 @@ struct PageInfo {
     total_page: u32,
 }
 
-impl Source for TiktokAds {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
-
 /// The registry's constructor: one `[[connectors.tiktok_ads]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {
-    let cfg: TiktokAdsConfig = parse_section(SECTION, section)?;
-    Ok(Box::new(TiktokAds::build(cfg)?))
+    Ok(Box::new(TiktokAds::build(TiktokAdsConfig::parse(
+        section,
+    )?)?))
 }
