@@ -526,7 +526,9 @@ fn assert_reconciles(dir: &std::path::Path, events: &[Event]) {
         .unwrap()
         .clone();
     extra.header.event_id = "never-streamed".into();
-    write_events(&archive, "extra.parquet", &[extra.clone()]);
+    // Where the sink would have put it: the archive is a Hive-partitioned table.
+    let partition = archive.join(format!("date={}", extra.header.event_time.date_naive()));
+    write_events(&partition, "extra.parquet", &[extra.clone()]);
     let (ok, out) = reconcile_command(dir, &["--kpi", "orders"]);
     assert!(!ok, "an unseen order must be reported: {out}");
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("orders,")).collect();

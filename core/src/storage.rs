@@ -108,17 +108,15 @@ impl Location {
     /// only keys `object_store` knows, no credentials. `key` is the config key of the table
     /// (e.g. `sink.object_store`) for the messages.
     pub fn validate_options(&self, key: &str, options: &StoreOptions) -> Result<(), CoreError> {
-        if let Location::Local(dir) = self {
-            if let Some((name, value)) = options.iter().next() {
-                return Err(CoreError::config(
-                    format!("{key}.{name}"),
-                    value,
-                    format!(
-                        "S3 settings apply only to s3:// locations, and this one is the local folder {}",
-                        dir.display()
-                    ),
-                ));
-            }
+        if let (Location::Local(dir), Some((name, value))) = (self, options.iter().next()) {
+            return Err(CoreError::config(
+                format!("{key}.{name}"),
+                value,
+                format!(
+                    "S3 settings apply only to s3:// locations, and this one is the local folder {}",
+                    dir.display()
+                ),
+            ));
         }
         for (name, value) in options {
             s3_key(&format!("{key}.{name}"), name, value)?;
@@ -139,7 +137,11 @@ impl Location {
             builder = builder.with_config(s3_key(&format!("{key}.{name}"), name, value)?, value);
         }
         let store = builder.build().map_err(|e| {
-            CoreError::config(key, self.to_string(), format!("cannot set up the S3 client: {e}"))
+            CoreError::config(
+                key,
+                self.to_string(),
+                format!("cannot set up the S3 client: {e}"),
+            )
         })?;
         Ok(Some(Bucket {
             store: Arc::new(store),
@@ -189,7 +191,8 @@ impl fmt::Display for Location {
 impl<'de> Deserialize<'de> for Location {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        Location::parse(&raw).map_err(|problem| serde::de::Error::custom(format!("{raw:?}: {problem}")))
+        Location::parse(&raw)
+            .map_err(|problem| serde::de::Error::custom(format!("{raw:?}: {problem}")))
     }
 }
 
@@ -295,9 +298,20 @@ mod tests {
             }
         );
         assert_eq!(s3.join("group-a").to_string(), "s3://data/prod/group-a");
-        assert_eq!(Location::parse("s3://data").unwrap().join("x").to_string(), "s3://data/x");
-        assert!(Location::parse("s3:///x").unwrap_err().contains("names no bucket"));
-        assert!(Location::parse("gs://b/x").unwrap_err().contains("gs:// is not supported"));
+        assert_eq!(
+            Location::parse("s3://data").unwrap().join("x").to_string(),
+            "s3://data/x"
+        );
+        assert!(
+            Location::parse("s3:///x")
+                .unwrap_err()
+                .contains("names no bucket")
+        );
+        assert!(
+            Location::parse("gs://b/x")
+                .unwrap_err()
+                .contains("gs:// is not supported")
+        );
         assert!(Location::parse("").is_err());
     }
 
@@ -305,19 +319,29 @@ mod tests {
     fn options_are_checked_before_any_io() {
         let s3 = Location::parse("s3://data/prod").unwrap();
         let opts = |k: &str, v: &str| StoreOptions::from([(k.to_string(), v.to_string())]);
-        s3.validate_options("sink.object_store", &opts("endpoint", "http://127.0.0.1:9000"))
+        s3.validate_options(
+            "sink.object_store",
+            &opts("endpoint", "http://127.0.0.1:9000"),
+        )
+        .unwrap();
+        s3.validate_options("sink.object_store", &opts("aws_allow_http", "true"))
             .unwrap();
-        s3.validate_options("sink.object_store", &opts("aws_allow_http", "true")).unwrap();
         let err = s3
             .validate_options("sink.object_store", &opts("endpont", "http://x"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("bad config: `sink.object_store.endpont` = \"http://x\""), "{err}");
+        assert!(
+            err.starts_with("bad config: `sink.object_store.endpont` = \"http://x\""),
+            "{err}"
+        );
         let err = s3
             .validate_options("sink.object_store", &opts("secret_access_key", "hunter2"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("AWS_SECRET_ACCESS_KEY") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("AWS_SECRET_ACCESS_KEY") && !err.contains("hunter2"),
+            "{err}"
+        );
         let local = Location::parse("kpiflow-data").unwrap();
         let err = local
             .validate_options("sink.object_store", &opts("region", "eu-west-1"))
@@ -330,10 +354,16 @@ mod tests {
     fn keys_and_urls_sit_under_the_prefix() {
         let bucket = Location::parse("s3://data/prod")
             .unwrap()
-            .open("sink.object_store", &StoreOptions::from([("region".into(), "us-east-1".into())]))
+            .open(
+                "sink.object_store",
+                &StoreOptions::from([("region".into(), "us-east-1".into())]),
+            )
             .unwrap()
             .unwrap();
-        assert_eq!(bucket.key("kpi_values/kpi=gmv/x.parquet").as_ref(), "prod/kpi_values/kpi=gmv/x.parquet");
+        assert_eq!(
+            bucket.key("kpi_values/kpi=gmv/x.parquet").as_ref(),
+            "prod/kpi_values/kpi=gmv/x.parquet"
+        );
         assert_eq!(bucket.url("kpi_values", true), "s3://data/prod/kpi_values/");
         assert_eq!(bucket.root_url().as_str(), "s3://data/");
     }

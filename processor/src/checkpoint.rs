@@ -76,11 +76,16 @@ pub trait CheckpointStore: Send + Sync {
 }
 
 /// The store `cfg` names, for consumer group `group` (its own subfolder or key prefix).
-pub fn open(cfg: &CheckpointConfig, group: &str) -> Result<Arc<dyn CheckpointStore>, ProcessorError> {
+pub fn open(
+    cfg: &CheckpointConfig,
+    group: &str,
+) -> Result<Arc<dyn CheckpointStore>, ProcessorError> {
     let location = cfg.dir.join(group);
     match location.open("processor.checkpoint.object_store", &cfg.object_store)? {
         None => {
-            let dir = location.local().expect("a location without a bucket is a folder");
+            let dir = location
+                .local()
+                .expect("a location without a bucket is a folder");
             Ok(Arc::new(LocalDirStore::new(dir)?))
         }
         Some(bucket) => Ok(Arc::new(ObjectStoreCheckpoints::new(bucket, location)?)),
@@ -185,7 +190,10 @@ pub struct ObjectStoreCheckpoints {
 
 impl ObjectStoreCheckpoints {
     /// A store at `bucket`'s prefix; `location` names it in messages.
-    pub fn new(bucket: Bucket, location: Location) -> Result<ObjectStoreCheckpoints, ProcessorError> {
+    pub fn new(
+        bucket: Bucket,
+        location: Location,
+    ) -> Result<ObjectStoreCheckpoints, ProcessorError> {
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kpiflow-checkpoint-io")
@@ -251,7 +259,9 @@ impl CheckpointStore for ObjectStoreCheckpoints {
         let key = self.bucket.key(&file_name(checkpoint.partition));
         let payload = PutPayload::from(encode(checkpoint));
         self.run(async move { store.put(&key, payload).await.map(|_| ()) })
-            .map_err(|e| CoreError::storage(format!("writing {}", self.url(checkpoint.partition)), e))?;
+            .map_err(|e| {
+                CoreError::storage(format!("writing {}", self.url(checkpoint.partition)), e)
+            })?;
         Ok(())
     }
 }

@@ -271,9 +271,10 @@ impl ProcessorConfig {
                 "expected an ISO 4217 code such as \"USD\"",
             ));
         }
-        self.checkpoint
-            .dir
-            .validate_options("processor.checkpoint.object_store", &self.checkpoint.object_store)?;
+        self.checkpoint.dir.validate_options(
+            "processor.checkpoint.object_store",
+            &self.checkpoint.object_store,
+        )?;
         for (i, rule) in self.rules.iter().enumerate() {
             if self.rules[..i].iter().any(|r| r.id == rule.id) {
                 return Err(ProcessorError::config(

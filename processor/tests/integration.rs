@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use kpiflow_core::KafkaConfig;
 use kpiflow_processor::ProcessorConfig;
-use kpiflow_processor::config::CheckpointConfig;
 use kpiflow_processor::checkpoint::Checkpoint;
-use object_store::ObjectStoreExt;
+use kpiflow_processor::config::CheckpointConfig;
 use kpiflow_schemas::{
     Channel, DeadLetter, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced,
     SourceTz, Topic,
 };
+use object_store::ObjectStoreExt;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -279,11 +279,18 @@ async fn checkpoints_in_object_storage_restore_like_local_ones() {
 async fn checkpoints(cfg: &CheckpointConfig, group: &str) -> usize {
     let location = cfg.dir.join(group);
     match location.open("test", &cfg.object_store).unwrap() {
-        None => std::fs::read_dir(location.local().unwrap()).unwrap().count(),
+        None => std::fs::read_dir(location.local().unwrap())
+            .unwrap()
+            .count(),
         Some(bucket) => {
             use futures::TryStreamExt;
             let prefix = bucket.key("");
-            let listed: Vec<_> = bucket.store().list(Some(&prefix)).try_collect().await.unwrap();
+            let listed: Vec<_> = bucket
+                .store()
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .unwrap();
             listed.len()
         }
     }
@@ -391,7 +398,12 @@ async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
     let other = kpiflow_processor::checkpoint::open(&cfg, "group-b").unwrap();
     assert_eq!(other.load(2).unwrap(), None);
 
-    let bucket = cfg.dir.join("group-a").open("test", &cfg.object_store).unwrap().unwrap();
+    let bucket = cfg
+        .dir
+        .join("group-a")
+        .open("test", &cfg.object_store)
+        .unwrap()
+        .unwrap();
     bucket
         .store()
         .put(&bucket.key("partition-3.ckpt"), b"garbage".to_vec().into())
@@ -399,7 +411,10 @@ async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
         .unwrap();
     let err = store.load(3).unwrap_err().to_string();
     assert!(
-        err.contains(&format!("{}/partition-3.ckpt: cannot decode", cfg.dir.join("group-a"))),
+        err.contains(&format!(
+            "{}/partition-3.ckpt: cannot decode",
+            cfg.dir.join("group-a")
+        )),
         "{err}"
     );
 }

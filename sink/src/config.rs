@@ -276,7 +276,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("zstd"), "{err}");
-        for (text, problem) in [("dir = \"\"", "must not be empty"), ("dir = \"gs://b\"", "gs:// is not supported")] {
+        for (text, problem) in [
+            ("dir = \"\"", "must not be empty"),
+            ("dir = \"gs://b\"", "gs:// is not supported"),
+        ] {
             let err = toml::from_str::<SinkConfig>(text).unwrap_err().to_string();
             assert!(err.contains("dir") && err.contains(problem), "{err}");
         }

@@ -39,7 +39,7 @@
 //! - [`live`]: the latest values and breach events for the demo's console;
 //! - [`SinkError`]: this crate's one error type.
 //!
-//! Reading the tables:
+//! Reading the tables (a folder here; an opened [`TableStore`] reads an `s3://` bucket):
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), kpiflow_sink::SinkError> {
@@ -69,9 +69,9 @@ mod current;
 
 pub use alert::{AlertStats, AlertsConfig, run_alerts};
 pub use config::{Compression, PrometheusConfig, SinkConfig};
-pub use parquet::store::TableStore;
 pub use error::SinkError;
 pub use live::LiveView;
+pub use parquet::store::TableStore;
 pub use prometheus::KpiGauges;
 pub use query::{OutputFormat, format_batches, query, session};
 pub use run::{SinkStats, run};

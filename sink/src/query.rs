@@ -18,14 +18,11 @@
 //! WHERE date >= DATE '2025-03-01' AND kpi = 'late_shipment_rate' ORDER BY window_start;
 //! ```
 
-
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use kpiflow_schemas::BreachEvent;

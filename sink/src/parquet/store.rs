@@ -52,7 +52,8 @@ impl TableStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let joined = |e: tokio::task::JoinError| SinkError::Internal(format!("write task failed: {e}"));
+        let joined =
+            |e: tokio::task::JoinError| SinkError::Internal(format!("write task failed: {e}"));
         // Encoding is CPU work and local commits block on fsync: both off the async threads.
         match self {
             TableStore::Local(dir) => {
@@ -122,6 +123,12 @@ impl std::fmt::Display for TableStore {
             TableStore::Local(dir) => write!(f, "{}", dir.display()),
             TableStore::Bucket(bucket) => f.write_str(bucket.url("", false).trim_end_matches('/')),
         }
+    }
+}
+
+impl From<&str> for TableStore {
+    fn from(dir: &str) -> Self {
+        TableStore::Local(PathBuf::from(dir))
     }
 }
 

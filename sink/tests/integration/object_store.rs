@@ -35,10 +35,22 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
         BreachEvent::from_json,
     );
     for k in &kpis {
-        produce(&kafka, Topic::KpiUpdates, &k.key(), &serde_json::to_vec(k).unwrap()).await;
+        produce(
+            &kafka,
+            Topic::KpiUpdates,
+            &k.key(),
+            &serde_json::to_vec(k).unwrap(),
+        )
+        .await;
     }
     for b in &breaches {
-        produce(&kafka, Topic::Breaches, &b.breach_id, &serde_json::to_vec(b).unwrap()).await;
+        produce(
+            &kafka,
+            Topic::Breaches,
+            &b.breach_id,
+            &serde_json::to_vec(b).unwrap(),
+        )
+        .await;
     }
 
     let cfg = SinkConfig {
@@ -57,7 +69,8 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     assert_eq!(stats.kpi_rows as usize, kpis.len());
 
     // Committed offsets imply the objects: all rows read back from the bucket, exactly.
-    let back: Vec<KpiUpdate> = read(&tables, "SELECT * FROM kpi_values ORDER BY key, revision").await;
+    let back: Vec<KpiUpdate> =
+        read(&tables, "SELECT * FROM kpi_values ORDER BY key, revision").await;
     let mut expected = kpis.clone();
     expected.sort_by_key(|k| (k.key(), k.revision));
     assert_eq!(back, expected);
@@ -78,14 +91,26 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
         .await
         .unwrap();
     let prefix = format!("{}/", bucket.key(""));
-    let relative: Vec<&str> = objects.iter().map(|o| o.strip_prefix(&prefix).unwrap()).collect();
+    let relative: Vec<&str> = objects
+        .iter()
+        .map(|o| o.strip_prefix(&prefix).unwrap())
+        .collect();
     assert!(
-        relative.iter().all(|o| o.ends_with(".parquet") && !o.contains(".tmp")),
+        relative
+            .iter()
+            .all(|o| o.ends_with(".parquet") && !o.contains(".tmp")),
         "{relative:#?}"
     );
     for k in &kpis {
-        let folder = format!("kpi_values/kpi={}/date={}/", k.kpi, k.window.start.date_naive());
-        assert!(relative.iter().any(|o| o.starts_with(&folder)), "{folder} in {relative:#?}");
+        let folder = format!(
+            "kpi_values/kpi={}/date={}/",
+            k.kpi,
+            k.window.start.date_naive()
+        );
+        assert!(
+            relative.iter().any(|o| o.starts_with(&folder)),
+            "{folder} in {relative:#?}"
+        );
     }
 
     // A restart resumes after the committed offsets: one new row, nothing written twice.
@@ -93,7 +118,13 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     newer.revision = 3;
     newer.numerator = kpiflow_schemas::Decimal::parse("5").unwrap();
     newer.value = Some(0.04);
-    produce(&kafka, Topic::KpiUpdates, &newer.key(), &serde_json::to_vec(&newer).unwrap()).await;
+    produce(
+        &kafka,
+        Topic::KpiUpdates,
+        &newer.key(),
+        &serde_json::to_vec(&newer).unwrap(),
+    )
+    .await;
     let (shutdown, task) = start_sink(&kafka, &cfg, &live);
     await_committed(&kafka, &cfg.group_id, &inputs).await;
     shutdown.cancel();
