@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use crate::ProcessorError;
 use crate::config::CheckpointConfig;
 
-/// Bumped when the file layout changes incompatibly.
-const FORMAT: u32 = 1;
+/// Bumped when the file layout changes; [`decode`] still reads every older format.
+/// 1: no cluster id. 2: adds [`Checkpoint::cluster_id`].
+const FORMAT: u32 = 2;
 
 /// One task's durable state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,20 @@ pub struct Checkpoint {
     pub engine: Vec<u8>,
     /// When it was written (wall clock).
     pub written_at: DateTime<Utc>,
+    /// The Kafka cluster the offsets belong to (`None`: unknown, e.g. format 1). Offsets of
+    /// another cluster mean nothing: restoring them on a re-created broker would replay the
+    /// new topics on top of the old state and count events twice.
+    pub cluster_id: Option<String>,
+}
+
+/// Format 1, read for upgrades: the same fields without the cluster id.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    format: u32,
+    partition: i32,
+    offsets: Vec<(String, i64)>,
+    engine: Vec<u8>,
+    written_at: DateTime<Utc>,
 }
 
 impl Checkpoint {
@@ -55,7 +70,14 @@ impl Checkpoint {
             offsets,
             engine,
             written_at: Utc::now(),
+            cluster_id: None,
         }
+    }
+
+    /// The same checkpoint, marked as covering offsets of Kafka cluster `cluster_id`.
+    pub fn in_cluster(mut self, cluster_id: Option<String>) -> Checkpoint {
+        self.cluster_id = cluster_id;
+        self
     }
 
     /// The next offset of `topic_suffix`, if the checkpoint has one.
@@ -73,6 +95,8 @@ pub trait CheckpointStore: Send + Sync {
     fn load(&self, partition: i32) -> Result<Option<Checkpoint>, ProcessorError>;
     /// Replaces `checkpoint.partition`'s checkpoint; durable when this returns.
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), ProcessorError>;
+    /// Where `partition`'s checkpoint lives (a path or URL), for messages.
+    fn name(&self, partition: i32) -> String;
 }
 
 /// The store `cfg` names, for consumer group `group` (its own subfolder or key prefix).
@@ -99,13 +123,29 @@ fn encode(checkpoint: &Checkpoint) -> Vec<u8> {
 /// Decodes the checkpoint of `partition` read from `name`, refusing another format or
 /// another partition's file (a copy under the wrong name would restore the wrong shops).
 fn decode(bytes: &[u8], partition: i32, name: &str) -> Result<Checkpoint, ProcessorError> {
-    let cp: Checkpoint = postcard::from_bytes(bytes).map_err(|e| ProcessorError::Checkpoint {
+    let undecodable = |e: postcard::Error| ProcessorError::Checkpoint {
         problem: format!("{name}: cannot decode: {e}"),
-    })?;
-    if cp.format != FORMAT || cp.partition != partition {
+    };
+    // Every format starts with its number, so it can be read before the rest.
+    let (format, _) = postcard::take_from_bytes::<u32>(bytes).map_err(undecodable)?;
+    let cp = match format {
+        1 => {
+            let v1: CheckpointV1 = postcard::from_bytes(bytes).map_err(undecodable)?;
+            Checkpoint {
+                format: v1.format,
+                partition: v1.partition,
+                offsets: v1.offsets,
+                engine: v1.engine,
+                written_at: v1.written_at,
+                cluster_id: None,
+            }
+        }
+        _ => postcard::from_bytes::<Checkpoint>(bytes).map_err(undecodable)?,
+    };
+    if cp.format > FORMAT || cp.partition != partition {
         return Err(ProcessorError::Checkpoint {
             problem: format!(
-                "{name}: format {} for partition {}, expected format {FORMAT} for partition {partition}",
+                "{name}: format {} for partition {}, expected format {FORMAT} or older for partition {partition}",
                 cp.format, cp.partition
             ),
         });
@@ -144,6 +184,10 @@ impl LocalDirStore {
 }
 
 impl CheckpointStore for LocalDirStore {
+    fn name(&self, partition: i32) -> String {
+        self.path(partition).display().to_string()
+    }
+
     fn load(&self, partition: i32) -> Result<Option<Checkpoint>, ProcessorError> {
         let path = self.path(partition);
         let bytes = match std::fs::read(&path) {
@@ -237,6 +281,10 @@ impl Drop for ObjectStoreCheckpoints {
 }
 
 impl CheckpointStore for ObjectStoreCheckpoints {
+    fn name(&self, partition: i32) -> String {
+        self.url(partition)
+    }
+
     fn load(&self, partition: i32) -> Result<Option<Checkpoint>, ProcessorError> {
         let store: Arc<dyn ObjectStore> = self.bucket.store();
         let key = self.bucket.key(&file_name(partition));
@@ -287,6 +335,40 @@ mod tests {
         assert_eq!(
             std::fs::read_dir(dir.path().join("group")).unwrap().count(),
             1
+        );
+    }
+
+    #[test]
+    fn format_1_checkpoints_still_restore_without_a_cluster_id() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            format: u32,
+            partition: i32,
+            offsets: Vec<(&'a str, i64)>,
+            engine: Vec<u8>,
+            written_at: DateTime<Utc>,
+        }
+        let at = Utc::now();
+        let bytes = postcard::to_stdvec(&V1 {
+            format: 1,
+            partition: 4,
+            offsets: vec![("events.orders", 7)],
+            engine: vec![9, 9],
+            written_at: at,
+        })
+        .unwrap();
+        let cp = decode(&bytes, 4, "v1").unwrap();
+        assert_eq!(cp.offset("events.orders"), Some(7));
+        assert_eq!(
+            (cp.engine, cp.cluster_id, cp.written_at),
+            (vec![9, 9], None, at)
+        );
+        let v2 = Checkpoint::new(4, vec![], vec![1]).in_cluster(Some("c-1".into()));
+        let back = decode(&encode(&v2), 4, "v2").unwrap();
+        assert_eq!(back.cluster_id.as_deref(), Some("c-1"));
+        assert!(
+            decode(&encode(&v2), 5, "v2").is_err(),
+            "another partition's file"
         );
     }
 

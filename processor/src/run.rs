@@ -74,6 +74,8 @@ enum Assignment {
 struct Rebalancer {
     store: Arc<dyn CheckpointStore>,
     tx: std::sync::mpsc::Sender<Assignment>,
+    /// The broker's cluster id, when it tells (checkpoints of another cluster are refused).
+    cluster_id: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl ClientContext for Rebalancer {}
@@ -98,8 +100,18 @@ impl ConsumerContext for Rebalancer {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut assigned = Vec::new();
+                let cluster = self.cluster_id.get().cloned().flatten();
                 for p in &partitions {
                     match self.store.load(*p) {
+                        Ok(Some(cp)) if foreign(&cp, cluster.as_deref()) => {
+                            let _ = self.tx.send(Assignment::Failed(format!(
+                                "{}: written against Kafka cluster {:?}, but the broker is cluster {:?}; its offsets mean nothing here and restoring it would count events twice. Point the processor at the cluster it ran against, or delete this group's checkpoints to rebuild the state from the topics",
+                                self.store.name(*p),
+                                cp.cluster_id.as_deref().unwrap_or_default(),
+                                cluster.as_deref().unwrap_or_default(),
+                            )));
+                            return;
+                        }
                         Ok(cp) => assigned.push((*p, cp)),
                         Err(e) => {
                             let _ = self.tx.send(Assignment::Failed(e.to_string()));
@@ -141,6 +153,12 @@ impl ConsumerContext for Rebalancer {
     }
 }
 
+/// Whether `cp` was written against another cluster than `cluster` (unknown on either side:
+/// no, since old checkpoints and brokers that do not tell their id must keep working).
+fn foreign(cp: &Checkpoint, cluster: Option<&str>) -> bool {
+    matches!((cp.cluster_id.as_deref(), cluster), (Some(a), Some(b)) if a != b)
+}
+
 /// One partition number's engine.
 struct Task {
     engine: Engine,
@@ -163,6 +181,7 @@ pub async fn run(
     kafka.ensure_topics().await?;
     let topics = kafka.topics();
     let (tx, rx) = std::sync::mpsc::channel();
+    let cluster_id = Arc::new(std::sync::OnceLock::new());
     let consumer: StreamConsumer<Rebalancer> = {
         let mut c = kafka.client_config()?;
         c.set("group.id", &cfg.group_id)
@@ -176,9 +195,19 @@ pub async fn run(
         c.create_with_context(Rebalancer {
             store: Arc::clone(&store),
             tx,
+            cluster_id: Arc::clone(&cluster_id),
         })
         .map_err(|e| CoreError::kafka(format!("creating consumer for group {}", cfg.group_id), e))?
     };
+    // Known before the first assignment (which needs subscribe): checkpoints are checked
+    // against it. A metadata request to a broker that already answered: quick.
+    let cluster = consumer.client().fetch_cluster_id(Duration::from_secs(10));
+    if cluster.is_none() {
+        tracing::warn!(
+            "the broker did not tell its cluster id; checkpoints cannot be checked against it"
+        );
+    }
+    let _ = cluster_id.set(cluster.clone());
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
     consumer
         .subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())
@@ -408,7 +437,7 @@ pub async fn run(
                     .collect();
                 let bytes = task.engine.snapshot();
                 written += bytes.len();
-                store.save(&Checkpoint::new(*p, offsets, bytes))?;
+                store.save(&Checkpoint::new(*p, offsets, bytes).in_cluster(cluster.clone()))?;
                 task.changed = false;
             }
             if written > 0 {

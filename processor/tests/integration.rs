@@ -418,3 +418,42 @@ async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
         "{err}"
     );
 }
+
+/// A checkpoint of another Kafka cluster (say, a re-created broker) is refused at assignment
+/// with where it lives and both cluster ids, instead of replaying the new topics on top of
+/// old state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_another_cluster_is_refused() {
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = ProcessorConfig {
+        group_id: format!("{}-processor", kafka.topic_prefix),
+        checkpoint: CheckpointConfig {
+            dir: state.path().into(),
+            ..Default::default()
+        },
+        kpis: vec!["orders".into()],
+        ..ProcessorConfig::default()
+    };
+    let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
+    for p in 0..kafka.partitions {
+        let cp = Checkpoint::new(p, vec![("orders".into(), 5)], Vec::new())
+            .in_cluster(Some("elsewhere".into()));
+        store.save(&cp).unwrap();
+    }
+    let run = kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new());
+    let err = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the processor stops at the first assignment")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partition-") && err.contains("written against Kafka cluster \"elsewhere\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("the broker is cluster \"\""),
+        "the broker's id is known: {err}"
+    );
+}
