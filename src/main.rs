@@ -103,6 +103,18 @@ enum Command {
         #[arg(long, value_parser = Location::parse)]
         dir: Option<Location>,
     },
+    /// Merge each table partition's small Parquet files (one per sink flush) into few large
+    /// ones; rows are committed in the merged file before the small ones are deleted.
+    Compact {
+        /// Only files older than this, e.g. "1h": the partitions the sink is filling now are
+        /// left alone.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Root of the Parquet tables: a folder or s3://bucket/prefix (with the S3 settings
+        /// of [sink.object_store]). Default: [sink] dir.
+        #[arg(long, value_parser = Location::parse)]
+        dir: Option<Location>,
+    },
     /// Recompute the KPIs as batch SQL over the events archive and list the windows whose
     /// published values differ (exit code 1 when any do).
     Reconcile(reconcile::Args),
@@ -327,6 +339,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tables = TableStore::open(&dir, &cfg.sink.object_store)?;
             let batches = kpiflow_sink::query(tables, &sql).await?;
             println!("{}", kpiflow_sink::format_batches(&batches, format)?);
+            Ok(())
+        }
+        Command::Compact { older_than, dir } => {
+            let dir = dir.unwrap_or(cfg.sink.dir);
+            let tables = TableStore::open(&dir, &cfg.sink.object_store)?;
+            let stats =
+                kpiflow_sink::parquet::compact::compact(&tables, older_than, cfg.sink.compression)
+                    .await?;
+            println!(
+                "{tables}: merged {} small files into {} ({} rows) in {} partitions",
+                stats.files_in, stats.files_out, stats.rows, stats.partitions
+            );
             Ok(())
         }
         Command::Reconcile(args) => reconcile::run(&cfg.processor, &cfg.sink, args).await,

@@ -474,6 +474,41 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         "{late}/{shipped}"
     );
 
+    // `kpiflow compact` merges the sink's many small files; every check below then reads
+    // the compacted tables, so it must have kept every row exactly once.
+    let files = |dir: &std::path::Path| {
+        let mut n = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    let before = files(dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+        .args(["compact", "--older-than", "0s", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = files(dir.path());
+    assert!(
+        after < before,
+        "compaction merged files: {before} -> {after}"
+    );
+    eprintln!("kpiflow compact: {before} files -> {after}");
+
     // `kpiflow reconcile` recomputes the same values from an events archive.
     eprintln!("pipeline part took {:?}", test_started.elapsed());
     assert_reconciles(dir.path(), &events);

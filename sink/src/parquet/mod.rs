@@ -23,6 +23,7 @@
 //! so readers again see it whole or not at all, and there are no temporary objects.
 
 pub mod breaches;
+pub mod compact;
 pub mod events;
 pub mod kpi_values;
 pub mod store;
@@ -309,7 +310,7 @@ fn commit_atomically(
 }
 
 /// Encodes `batch` as one Parquet file into `file` and returns it, flushed.
-fn encode<W: std::io::Write + Send>(
+pub(crate) fn encode<W: std::io::Write + Send>(
     file: W,
     path: &Path,
     batch: &RecordBatch,

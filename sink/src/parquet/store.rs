@@ -1,15 +1,22 @@
 //! Where table files go: a local folder (temp file, fsync, rename) or an S3-compatible bucket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::SessionContext;
 use kpiflow_core::CoreError;
 use kpiflow_core::storage::{Bucket, Location, StoreOptions};
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::{Table, TableRow, WrittenFile, encode_rows, write_rows};
+use super::{EncodedFile, Table, TableRow, WrittenFile, encode_rows, write_encoded};
 use crate::{Compression, SinkError};
+
+fn joined(e: tokio::task::JoinError) -> SinkError {
+    SinkError::Internal(format!("write task failed: {e}"))
+}
 
 /// The root of the sink's tables, opened.
 #[derive(Debug, Clone)]
@@ -52,20 +59,30 @@ impl TableStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let joined =
-            |e: tokio::task::JoinError| SinkError::Internal(format!("write task failed: {e}"));
-        // Encoding is CPU work and local commits block on fsync: both off the async threads.
+        // Encoding is CPU work: off the async threads.
+        let files = tokio::task::spawn_blocking(move || encode_rows(&rows, compression))
+            .await
+            .map_err(joined)??;
+        self.commit(files).await
+    }
+
+    /// Commits encoded files: in a folder each atomically (temp name, fsync, rename), in a
+    /// bucket each with one PUT.
+    pub(crate) async fn commit(
+        &self,
+        files: Vec<EncodedFile>,
+    ) -> Result<Vec<WrittenFile>, SinkError> {
         match self {
+            // Blocks on fsync: off the async threads.
             TableStore::Local(dir) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || write_rows(&dir, &rows, compression))
-                    .await
-                    .map_err(joined)?
+                tokio::task::spawn_blocking(move || {
+                    files.iter().map(|f| write_encoded(&dir, f)).collect()
+                })
+                .await
+                .map_err(joined)?
             }
             TableStore::Bucket(bucket) => {
-                let files = tokio::task::spawn_blocking(move || encode_rows(&rows, compression))
-                    .await
-                    .map_err(joined)??;
                 let store = bucket.store();
                 let mut written = Vec::with_capacity(files.len());
                 for file in files {
@@ -79,6 +96,21 @@ impl TableStore {
                     written.push(done);
                 }
                 Ok(written)
+            }
+        }
+    }
+
+    /// The store and the root key of the tables, for listing, reading and deleting files (a
+    /// folder is opened through `object_store`'s local filesystem; created if missing).
+    pub(crate) fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath), SinkError> {
+        match self {
+            TableStore::Bucket(bucket) => Ok((bucket.store(), bucket.key(""))),
+            TableStore::Local(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SinkError::io("creating folder", dir, e))?;
+                let fs = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| CoreError::storage(format!("opening {}", dir.display()), e))?;
+                Ok((Arc::new(fs), ObjectPath::default()))
             }
         }
     }

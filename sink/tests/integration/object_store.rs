@@ -11,6 +11,17 @@ use kpiflow_sink::{LiveView, SinkConfig, TableStore};
 
 use crate::{await_committed, bootstrap, fixtures, produce, read, start_sink};
 
+/// Every object key under `relative` in the bucket.
+async fn keys_under(bucket: &kpiflow_core::storage::Bucket, relative: &str) -> Vec<String> {
+    bucket
+        .store()
+        .list(Some(&bucket.key(relative)))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_in_object_storage_are_written_once_and_queryable() {
     let Some((dir, object_store)) = kpiflow_core::storage::test_location("sink") else {
@@ -83,13 +94,7 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     let TableStore::Bucket(bucket) = &tables else {
         panic!("{dir} opened as a folder");
     };
-    let objects: Vec<String> = bucket
-        .store()
-        .list(Some(&bucket.key("")))
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let objects = keys_under(bucket, "").await;
     let prefix = format!("{}/", bucket.key(""));
     let relative: Vec<&str> = objects
         .iter()
@@ -138,6 +143,39 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     )
     .await;
     assert_eq!(latest, vec![newer]);
+
+    // Compaction in the bucket: one object per partition, the same rows.
+    let stats = kpiflow_sink::parquet::compact::compact(
+        &tables,
+        Duration::ZERO,
+        kpiflow_sink::Compression::Zstd,
+    )
+    .await
+    .unwrap();
+    assert!(
+        stats.files_in > stats.files_out && stats.files_out > 0,
+        "{stats:?}"
+    );
+    let compacted: Vec<KpiUpdate> = read(&tables, "SELECT * FROM kpi_values").await;
+    let sorted = |mut v: Vec<KpiUpdate>| {
+        v.sort_by_key(|k| (k.key(), k.revision));
+        v
+    };
+    assert_eq!(sorted(compacted), sorted(all));
+    let objects = keys_under(bucket, "kpi_values").await;
+    let mut folders: Vec<&str> = objects
+        .iter()
+        .filter_map(|o| o.rsplit_once('/'))
+        .map(|(f, _)| f)
+        .collect();
+    folders.sort_unstable();
+    let count = folders.len();
+    folders.dedup();
+    assert_eq!(
+        count,
+        folders.len(),
+        "one object per partition: {objects:#?}"
+    );
 
     // What a restarted sink rebuilds its open-breach gauges from: the bucket's breaches.
     let open = kpiflow_sink::query::open_breaches(&tables).await.unwrap();

@@ -1,0 +1,302 @@
+//! `kpiflow compact`: merges a partition's small files into few large ones.
+//!
+//! The sink cuts one file per touched partition per flush (every `roll_interval`), so a busy
+//! day partition collects thousands of small files, and every query pays to open each one.
+//! Compaction rewrites a partition's small files (under [`SMALL_FILE_BYTES`]) as files of up
+//! to [`TARGET_FILE_BYTES`]:
+//!
+//! ```text
+//!   kpi=gmv/date=…/part-a (40 KB) ┐
+//!   kpi=gmv/date=…/part-b (38 KB) ├─► read ─► one batch ─► part-<now> (committed atomically) ─► delete a, b, c
+//!   kpi=gmv/date=…/part-c (41 KB) ┘
+//! ```
+//!
+//! The merged file is committed (temp + rename, or one PUT) *before* the originals are
+//! deleted, so no row is ever missing. A crash in between leaves the rows twice, which the
+//! tables' de-duplication keys already absorb (`kpi_latest`, `docs/tables.md`). A query that
+//! listed a partition just before its originals were deleted can fail to open one of them;
+//! running it again succeeds. Files younger than `older_than` are left alone, so the
+//! partitions the sink is writing now are not rewritten on every run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::TryStreamExt;
+use kpiflow_core::CoreError;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use super::store::TableStore;
+use super::{DATE_COLUMN, EncodedFile, FILE_EXTENSION, Table, encode};
+use crate::{Compression, SinkError};
+
+/// Files at least this large are left as they are.
+pub const SMALL_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// The most input bytes merged into one file.
+pub const TARGET_FILE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Partitions that had files merged.
+    pub partitions: usize,
+    /// Small files read (and deleted once their merge was committed).
+    pub files_in: usize,
+    /// Files written.
+    pub files_out: usize,
+    /// Rows rewritten.
+    pub rows: usize,
+}
+
+/// Merges the small files older than `older_than` of every partition of every table.
+pub async fn compact(
+    tables: &TableStore,
+    older_than: Duration,
+    compression: Compression,
+) -> Result<CompactStats, SinkError> {
+    let (store, root) = tables.object_store()?;
+    let mut stats = CompactStats::default();
+    let cutoff =
+        Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
+    for table in Table::ALL {
+        let prefix = join(&root, table.name());
+        let listed: Vec<ObjectMeta> = match store.list(Some(&prefix)).try_collect().await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(storage(format!("listing {prefix}"), e)),
+        };
+        // Committed, small, old enough; grouped by partition folder.
+        let mut partitions: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        for meta in listed {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let committed = name.ends_with(FILE_EXTENSION) && !name.starts_with('.');
+            if !committed || meta.size >= SMALL_FILE_BYTES || meta.last_modified > cutoff {
+                continue;
+            }
+            let Some(partition) = partition_of(&prefix, &meta.location) else {
+                continue;
+            };
+            partitions.entry(partition).or_default().push(meta);
+        }
+        for (partition, mut files) in partitions {
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            let mut merged_any = false;
+            for group in groups(files) {
+                let rows = merge(tables, &store, table, &partition, &group, compression).await?;
+                stats.files_in += group.len();
+                stats.files_out += 1;
+                stats.rows += rows;
+                merged_any = true;
+            }
+            stats.partitions += usize::from(merged_any);
+        }
+    }
+    Ok(stats)
+}
+
+/// Splits a partition's files into runs of at most [`TARGET_FILE_BYTES`]; runs of one file
+/// are dropped (nothing to merge).
+fn groups(files: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
+    let mut out: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut current: Vec<ObjectMeta> = Vec::new();
+    let mut bytes = 0;
+    for f in files {
+        if !current.is_empty() && bytes + f.size > TARGET_FILE_BYTES {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += f.size;
+        current.push(f);
+    }
+    out.push(current);
+    out.retain(|g| g.len() > 1);
+    out
+}
+
+/// Reads `group`, commits their rows as one file, then deletes them. Returns the rows.
+async fn merge(
+    tables: &TableStore,
+    store: &Arc<dyn ObjectStore>,
+    table: Table,
+    partition: &str,
+    group: &[ObjectMeta],
+    compression: Compression,
+) -> Result<usize, SinkError> {
+    let schema = table.schema();
+    let mut batches = Vec::new();
+    for meta in group {
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .map_err(|e| storage(format!("reading {}", meta.location), e))?
+            .bytes()
+            .await
+            .map_err(|e| storage(format!("reading {}", meta.location), e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
+            .map_err(|source| SinkError::Parquet {
+                path: meta.location.to_string().into(),
+                source,
+            })?;
+        for batch in reader {
+            let batch = batch
+                .map_err(|e| SinkError::Internal(format!("decoding {}: {e}", meta.location)))?;
+            // Same columns as the table's schema; field metadata may differ between writers.
+            let batch = datafusion::arrow::array::RecordBatch::try_new(
+                schema.clone(),
+                batch.columns().to_vec(),
+            )
+            .map_err(|e| {
+                SinkError::Internal(format!(
+                    "{} does not match the {table} schema: {e}",
+                    meta.location
+                ))
+            })?;
+            batches.push(batch);
+        }
+    }
+    let batch = concat_batches(&schema, &batches)
+        .map_err(|e| SinkError::Internal(format!("merging {table}/{partition}: {e}")))?;
+    let rows = batch.num_rows();
+    let name = format!(
+        "part-{}-{}{FILE_EXTENSION}",
+        Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        uuid::Uuid::new_v4()
+    );
+    let relative = format!("{}/{partition}/{name}", table.name());
+    let bytes = tokio::task::spawn_blocking(move || {
+        encode(
+            Vec::new(),
+            std::path::Path::new(&relative),
+            &batch,
+            compression,
+        )
+    })
+    .await
+    .map_err(|e| SinkError::Internal(format!("compaction task failed: {e}")))??;
+    let file = EncodedFile {
+        table,
+        partition: partition.to_string(),
+        date: partition_date(partition),
+        name,
+        bytes,
+        rows,
+    };
+    // The merged rows are durable before any original goes away.
+    tables.commit(vec![file]).await?;
+    for meta in group {
+        match store.delete(&meta.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage(format!("deleting {}", meta.location), e)),
+        }
+    }
+    Ok(rows)
+}
+
+/// `prefix/<partition…>/<file>` → `<partition…>`, e.g. `kpi=gmv/date=2025-03-14`.
+fn partition_of(prefix: &ObjectPath, location: &ObjectPath) -> Option<String> {
+    let parts: Vec<String> = location
+        .prefix_match(prefix)?
+        .map(|p| p.as_ref().to_string())
+        .collect();
+    let (_, folders) = parts.split_last()?;
+    (!folders.is_empty()).then(|| folders.join("/"))
+}
+
+/// The `date=` level of a partition path (the epoch when there is none).
+fn partition_date(partition: &str) -> NaiveDate {
+    partition
+        .split('/')
+        .find_map(|level| level.strip_prefix(&format!("{DATE_COLUMN}="))?.parse().ok())
+        .unwrap_or_default()
+}
+
+fn join(root: &ObjectPath, name: &str) -> ObjectPath {
+    root.clone().join(name)
+}
+
+fn storage(context: String, e: object_store::Error) -> SinkError {
+    CoreError::storage(context, e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parquet::tests::{breach_fixtures, files_under, kpi_fixtures};
+    use crate::parquet::write_rows;
+    use crate::{OutputFormat, format_batches, query};
+
+    async fn csv(dir: &std::path::Path, sql: &str) -> String {
+        format_batches(&query(dir, sql).await.unwrap(), OutputFormat::Csv).unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_files_merge_per_partition_and_no_row_is_lost_or_doubled() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            write_rows(dir.path(), &kpi_fixtures(), Compression::Zstd).unwrap();
+            write_rows(dir.path(), &breach_fixtures(), Compression::Snappy).unwrap();
+        }
+        let kpis = "SELECT * FROM kpi_values ORDER BY key, revision";
+        let breaches = "SELECT * FROM breaches ORDER BY breach_id, at";
+        let before = (csv(dir.path(), kpis).await, csv(dir.path(), breaches).await);
+        let files = files_under(dir.path()).len();
+        assert_eq!(files % 3, 0);
+        let tables = TableStore::from(dir.path());
+
+        // Files younger than older_than stay as they are.
+        let young = compact(&tables, Duration::from_secs(3600), Compression::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(young, CompactStats::default());
+        assert_eq!(files_under(dir.path()).len(), files);
+
+        let stats = compact(&tables, Duration::ZERO, Compression::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(stats.files_in, files);
+        assert_eq!(stats.files_out, files / 3, "one file per partition");
+        assert_eq!(stats.partitions, files / 3);
+        let after = files_under(dir.path());
+        assert_eq!(after.len(), files / 3, "{after:#?}");
+        assert!(after.iter().all(|f| {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            name.starts_with("part-") && name.ends_with(".parquet")
+        }));
+        assert_eq!(
+            (csv(dir.path(), kpis).await, csv(dir.path(), breaches).await),
+            before,
+            "the same rows, each once"
+        );
+
+        // One file per partition: nothing left to merge.
+        let again = compact(&tables, Duration::ZERO, Compression::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(again.files_out, 0);
+    }
+
+    #[test]
+    fn partitions_and_dates_come_from_the_path() {
+        let prefix = ObjectPath::from("root/kpi_values");
+        let file = ObjectPath::from("root/kpi_values/kpi=gmv/date=2025-03-14/part-a.parquet");
+        let partition = partition_of(&prefix, &file).unwrap();
+        assert_eq!(partition, "kpi=gmv/date=2025-03-14");
+        assert_eq!(
+            partition_date(&partition),
+            NaiveDate::from_ymd_opt(2025, 3, 14).unwrap()
+        );
+        let stray = ObjectPath::from("root/kpi_values/part-a.parquet");
+        assert_eq!(
+            partition_of(&prefix, &stray),
+            None,
+            "a file outside any partition"
+        );
+    }
+}
