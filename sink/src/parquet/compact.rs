@@ -58,8 +58,12 @@ pub async fn compact(
     older_than: Duration,
     compression: Compression,
 ) -> Result<CompactStats, SinkError> {
-    let (store, root) = tables.object_store()?;
     let mut stats = CompactStats::default();
+    if tables.local().is_some_and(|dir| !dir.exists()) {
+        // Nothing written yet (or a mistyped --dir): nothing to merge, and no folder to make.
+        return Ok(stats);
+    }
+    let (store, root) = tables.object_store()?;
     let cutoff =
         Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::TimeDelta::MAX);
     for table in Table::ALL {
@@ -280,6 +284,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.files_out, 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_has_nothing_to_merge_and_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let stats = compact(
+            &TableStore::from(missing.as_path()),
+            Duration::ZERO,
+            Compression::Zstd,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats, CompactStats::default());
+        assert!(!missing.exists());
     }
 
     #[test]

@@ -101,13 +101,11 @@ impl TableStore {
     }
 
     /// The store and the root key of the tables, for listing, reading and deleting files (a
-    /// folder is opened through `object_store`'s local filesystem; created if missing).
+    /// folder, which must exist, is opened through `object_store`'s local filesystem).
     pub(crate) fn object_store(&self) -> Result<(Arc<dyn ObjectStore>, ObjectPath), SinkError> {
         match self {
             TableStore::Bucket(bucket) => Ok((bucket.store(), bucket.key(""))),
             TableStore::Local(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| SinkError::io("creating folder", dir, e))?;
                 let fs = LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| CoreError::storage(format!("opening {}", dir.display()), e))?;
                 Ok((Arc::new(fs), ObjectPath::default()))
