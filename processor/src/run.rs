@@ -112,7 +112,17 @@ impl ConsumerContext for Rebalancer {
                             )));
                             return;
                         }
-                        Ok(cp) => assigned.push((*p, cp)),
+                        Ok(Some(cp)) => match check_offsets(consumer, tpl, *p, &cp) {
+                            Ok(()) => assigned.push((*p, Some(cp))),
+                            Err(problem) => {
+                                let _ = self.tx.send(Assignment::Failed(format!(
+                                    "{}: {problem}",
+                                    self.store.name(*p)
+                                )));
+                                return;
+                            }
+                        },
+                        Ok(None) => assigned.push((*p, None)),
                         Err(e) => {
                             let _ = self.tx.send(Assignment::Failed(e.to_string()));
                             return;
@@ -151,6 +161,52 @@ impl ConsumerContext for Rebalancer {
             }
         }
     }
+}
+
+/// Compares a checkpoint's offsets with what its partitions hold now.
+///
+/// - Past the end: the topic was re-created or truncated since (on the same cluster); its
+///   offsets mean nothing and restoring would count the new events on top of old state, so
+///   the processor stops.
+/// - Before the start: retention deleted records the checkpoint had not read yet. They are
+///   lost to the KPIs whatever happens now; the processor goes on, counts them as dropped
+///   (`reason="retention"`) and logs an error, so the gap is visible rather than silent.
+fn check_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+    partition: i32,
+    cp: &Checkpoint,
+) -> Result<(), String> {
+    for elem in tpl.elements().iter().filter(|e| e.partition() == partition) {
+        let topic = elem.topic();
+        let suffix = topic.split_once('.').map_or("", |(_, s)| s);
+        let Some(next) = cp.offset(suffix) else {
+            continue;
+        };
+        // One metadata request per restored partition, at assignment only.
+        let (low, high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "could not check the checkpoint's offsets");
+                continue;
+            }
+        };
+        if next > high {
+            return Err(format!(
+                "its offset {next} for {topic}[{partition}] is past the end of the partition ({high}): the topic was re-created or truncated since, and restoring would count its events on top of old state. Delete this group's checkpoints to rebuild the state from the topics"
+            ));
+        }
+        if next < low {
+            let lost = low - next;
+            ComponentMetrics::new(COMPONENT).dropped("retention", u64::try_from(lost).unwrap_or(0));
+            tracing::error!(
+                %topic, partition, checkpoint_offset = next, first_offset = low, lost,
+                "retention deleted records before the processor read them: they are missing from the KPIs"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether `cp` was written against another cluster than `cluster` (unknown on either side:

@@ -438,7 +438,7 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
     };
     let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
     for p in 0..kafka.partitions {
-        let cp = Checkpoint::new(p, vec![("orders".into(), 5)], Vec::new())
+        let cp = Checkpoint::new(p, vec![(Topic::Orders.suffix().into(), 5)], Vec::new())
             .in_cluster(Some("elsewhere".into()));
         store.save(&cp).unwrap();
     }
@@ -456,4 +456,125 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
         !err.contains("the broker is cluster \"\""),
         "the broker's id is known: {err}"
     );
+}
+
+/// A checkpoint whose offsets lie past the end of its partitions (the topics were re-created
+/// on the same cluster) is refused, with the offset and the partition's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_past_the_end_of_its_topic_is_refused() {
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = ProcessorConfig {
+        group_id: format!("{}-processor", kafka.topic_prefix),
+        checkpoint: CheckpointConfig {
+            dir: state.path().into(),
+            ..Default::default()
+        },
+        kpis: vec!["orders".into()],
+        ..ProcessorConfig::default()
+    };
+    let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
+    for p in 0..kafka.partitions {
+        store
+            .save(&Checkpoint::new(
+                p,
+                vec![(Topic::Orders.suffix().into(), 1000)],
+                Vec::new(),
+            ))
+            .unwrap();
+    }
+    let run = kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new());
+    let err = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the processor stops at the first assignment")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("its offset 1000 for") && err.contains("is past the end of the partition (0)"),
+        "{err}"
+    );
+}
+
+/// Records that retention deleted before the processor read them are counted as dropped
+/// (`reason="retention"`), and the processor goes on with what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_lost_to_retention_before_they_were_read_are_counted() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let orders = kafka.topics().name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+    for i in 0..10 {
+        let e = placed(&format!("r{i}"), "2026-11-02T18:00:00Z", "1.00");
+        send(&producer, &orders, &e.to_json()).await;
+    }
+    // All of shop-1's orders are on one partition: find it.
+    let probe = kafka.consumer("probe").unwrap();
+    let partition = (0..kafka.partitions)
+        .find(|p| {
+            probe
+                .fetch_watermarks(&orders, *p, Duration::from_secs(10))
+                .unwrap()
+                .1
+                == 10
+        })
+        .expect("one partition holds the ten orders");
+    // Retention (simulated by the admin API) removes offsets 0..6.
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().unwrap().create().unwrap();
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(&orders, partition, Offset::Offset(6))
+        .unwrap();
+    admin
+        .delete_records(&before, &AdminOptions::new())
+        .await
+        .unwrap();
+
+    // The checkpoint had read up to offset 2 (with an empty state).
+    let state = tempfile::tempdir().unwrap();
+    let cfg = ProcessorConfig {
+        group_id: format!("{}-processor", kafka.topic_prefix),
+        idle_timeout: Duration::from_millis(500),
+        flush_interval: Duration::from_millis(200),
+        checkpoint: CheckpointConfig {
+            dir: state.path().into(),
+            ..Default::default()
+        },
+        kpis: vec!["orders".into()],
+        ..ProcessorConfig::default()
+    };
+    let empty = kpiflow_processor::Engine::with(&cfg.compile().unwrap(), 1).snapshot();
+    kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id)
+        .unwrap()
+        .save(&Checkpoint::new(
+            partition,
+            vec![(Topic::Orders.suffix().into(), 2)],
+            empty,
+        ))
+        .unwrap();
+    let dropped = || {
+        kpiflow_core::metrics::render()
+            .lines()
+            .find(|l| {
+                l.starts_with("kpiflow_events_dropped_total{")
+                    && l.contains(r#"component="processor""#)
+                    && l.contains(r#"reason="retention""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stop = CancellationToken::new();
+    let task = {
+        let (kafka, cfg, stop) = (kafka.clone(), cfg.clone(), stop.clone());
+        tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, None, stop).await })
+    };
+    caught_up(&kafka, &cfg.group_id).await;
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(stats.received, 4, "offsets 6..10 are what is left");
+    assert_eq!(dropped(), 4.0, "offsets 2..6 were lost to retention");
 }
