@@ -103,25 +103,18 @@ impl ConsumerContext for Rebalancer {
                 let cluster = self.cluster_id.get().cloned().flatten();
                 for p in &partitions {
                     match self.store.load(*p) {
-                        Ok(Some(cp)) if foreign(&cp, cluster.as_deref()) => {
-                            let _ = self.tx.send(Assignment::Failed(format!(
-                                "{}: written against Kafka cluster {:?}, but the broker is cluster {:?}; its offsets mean nothing here and restoring it would count events twice. Point the processor at the cluster it ran against, or delete this group's checkpoints to rebuild the state from the topics",
-                                self.store.name(*p),
-                                cp.cluster_id.as_deref().unwrap_or_default(),
-                                cluster.as_deref().unwrap_or_default(),
-                            )));
-                            return;
-                        }
-                        Ok(Some(cp)) => match check_offsets(consumer, tpl, *p, &cp) {
-                            Ok(()) => assigned.push((*p, Some(cp))),
-                            Err(problem) => {
-                                let _ = self.tx.send(Assignment::Failed(format!(
-                                    "{}: {problem}",
-                                    self.store.name(*p)
-                                )));
-                                return;
+                        Ok(Some(cp)) => {
+                            match check_restorable(consumer, tpl, *p, &cp, cluster.as_deref()) {
+                                Ok(()) => assigned.push((*p, Some(cp))),
+                                Err(problem) => {
+                                    let _ = self.tx.send(Assignment::Failed(format!(
+                                        "{}: {problem}",
+                                        self.store.name(*p)
+                                    )));
+                                    return;
+                                }
                             }
-                        },
+                        }
                         Ok(None) => assigned.push((*p, None)),
                         Err(e) => {
                             let _ = self.tx.send(Assignment::Failed(e.to_string()));
@@ -163,20 +156,31 @@ impl ConsumerContext for Rebalancer {
     }
 }
 
-/// Compares a checkpoint's offsets with what its partitions hold now.
+/// Checks that a checkpoint describes the partitions it is about to be restored for.
 ///
+/// - Another cluster (both ids known and different): its offsets mean nothing here, so the
+///   processor stops.
 /// - Past the end: the topic was re-created or truncated since (on the same cluster); its
 ///   offsets mean nothing and restoring would count the new events on top of old state, so
 ///   the processor stops.
 /// - Before the start: retention deleted records the checkpoint had not read yet. They are
 ///   lost to the KPIs whatever happens now; the processor goes on, counts them as dropped
-///   (`reason="retention"`) and logs an error, so the gap is visible rather than silent.
-fn check_offsets<C: ConsumerContext>(
+///   (`reason="retention"`) and logs an error, so the gap is visible rather than silent
+///   (counted again if the same checkpoint is restored again before a newer one is written).
+fn check_restorable<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
     partition: i32,
     cp: &Checkpoint,
+    cluster: Option<&str>,
 ) -> Result<(), String> {
+    if let (Some(theirs), Some(ours)) = (cp.cluster_id.as_deref(), cluster)
+        && theirs != ours
+    {
+        return Err(format!(
+            "written against Kafka cluster {theirs:?}, but the broker is cluster {ours:?}; its offsets mean nothing here and restoring it would count events twice. Point the processor at the cluster it ran against, or delete this group's checkpoints to rebuild the state from the topics"
+        ));
+    }
     for elem in tpl.elements().iter().filter(|e| e.partition() == partition) {
         let topic = elem.topic();
         let suffix = topic.split_once('.').map_or("", |(_, s)| s);
@@ -207,12 +211,6 @@ fn check_offsets<C: ConsumerContext>(
         }
     }
     Ok(())
-}
-
-/// Whether `cp` was written against another cluster than `cluster` (unknown on either side:
-/// no, since old checkpoints and brokers that do not tell their id must keep working).
-fn foreign(cp: &Checkpoint, cluster: Option<&str>) -> bool {
-    matches!((cp.cluster_id.as_deref(), cluster), (Some(a), Some(b)) if a != b)
 }
 
 /// One partition number's engine.
