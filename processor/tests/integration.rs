@@ -419,11 +419,9 @@ async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
     );
 }
 
-/// A checkpoint of another Kafka cluster (say, a re-created broker) is refused at assignment
-/// with where it lives and both cluster ids, instead of replaying the new topics on top of
-/// old state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_of_another_cluster_is_refused() {
+/// Checkpoints of every partition at orders offset `offset`, written against `cluster`, on
+/// fresh topics: the error the processor stops with at its first assignment.
+async fn refused_checkpoint(offset: i64, cluster: Option<&str>) -> String {
     let kafka = kafka();
     kafka.ensure_topics().await.unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -438,16 +436,24 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
     };
     let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
     for p in 0..kafka.partitions {
-        let cp = Checkpoint::new(p, vec![(Topic::Orders.suffix().into(), 5)], Vec::new())
-            .in_cluster(Some("elsewhere".into()));
+        let offsets = vec![(Topic::Orders.suffix().into(), offset)];
+        let cp = Checkpoint::new(p, offsets, Vec::new()).in_cluster(cluster.map(String::from));
         store.save(&cp).unwrap();
     }
     let run = kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new());
-    let err = tokio::time::timeout(Duration::from_secs(120), run)
+    tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .expect("the processor stops at the first assignment")
         .unwrap_err()
-        .to_string();
+        .to_string()
+}
+
+/// A checkpoint of another Kafka cluster (say, a re-created broker) is refused at assignment
+/// with where it lives and both cluster ids, instead of replaying the new topics on top of
+/// old state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_another_cluster_is_refused() {
+    let err = refused_checkpoint(0, Some("elsewhere")).await;
     assert!(
         err.contains("partition-") && err.contains("written against Kafka cluster \"elsewhere\""),
         "{err}"
@@ -462,34 +468,7 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
 /// on the same cluster) is refused, with the offset and the partition's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_past_the_end_of_its_topic_is_refused() {
-    let kafka = kafka();
-    kafka.ensure_topics().await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let cfg = ProcessorConfig {
-        group_id: format!("{}-processor", kafka.topic_prefix),
-        checkpoint: CheckpointConfig {
-            dir: state.path().into(),
-            ..Default::default()
-        },
-        kpis: vec!["orders".into()],
-        ..ProcessorConfig::default()
-    };
-    let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
-    for p in 0..kafka.partitions {
-        store
-            .save(&Checkpoint::new(
-                p,
-                vec![(Topic::Orders.suffix().into(), 1000)],
-                Vec::new(),
-            ))
-            .unwrap();
-    }
-    let run = kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new());
-    let err = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the processor stops at the first assignment")
-        .unwrap_err()
-        .to_string();
+    let err = refused_checkpoint(1000, None).await;
     assert!(
         err.contains("its offset 1000 for") && err.contains("is past the end of the partition (0)"),
         "{err}"

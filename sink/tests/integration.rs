@@ -109,45 +109,54 @@ pub(crate) fn start_sink(
     (shutdown, task)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_become_parquet_dead_letters_and_gauges() {
+/// Fresh topics (prefix `<name>-<id>`, two partitions) holding the KPI update and breach
+/// fixtures: (id, kafka, kpis, breaches).
+pub(crate) async fn topics_with_fixtures(
+    name: &str,
+) -> (String, KafkaConfig, Vec<KpiUpdate>, Vec<BreachEvent>) {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let kafka = KafkaConfig {
         bootstrap_servers: bootstrap(),
-        topic_prefix: format!("sinktest-{id}"),
+        topic_prefix: format!("{name}-{id}"),
         partitions: 2,
         ..KafkaConfig::default()
     };
     kafka.ensure_topics().await.unwrap();
-    let topics = kafka.topics();
-    let (kpi_topic, breach_topic) = (topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches));
-
     let kpis = fixtures(
         include_str!("../fixtures/kpi_updates.jsonl"),
         KpiUpdate::from_json,
     );
-    let events = fixtures(
+    let breaches = fixtures(
         include_str!("../fixtures/breaches.jsonl"),
         BreachEvent::from_json,
     );
     for k in &kpis {
-        produce(
-            &kafka,
-            Topic::KpiUpdates,
-            &k.key(),
-            &serde_json::to_vec(k).unwrap(),
-        )
-        .await;
+        let payload = serde_json::to_vec(k).unwrap();
+        produce(&kafka, Topic::KpiUpdates, &k.key(), &payload).await;
     }
-    for b in &events {
-        produce(
-            &kafka,
-            Topic::Breaches,
-            &b.breach_id,
-            &serde_json::to_vec(b).unwrap(),
-        )
-        .await;
+    for b in &breaches {
+        let payload = serde_json::to_vec(b).unwrap();
+        produce(&kafka, Topic::Breaches, &b.breach_id, &payload).await;
     }
+    (id, kafka, kpis, breaches)
+}
+
+/// Publishes a newer revision (3) of `kpi` with other values, and returns it.
+pub(crate) async fn publish_restatement(kafka: &KafkaConfig, kpi: &KpiUpdate) -> KpiUpdate {
+    let mut newer = kpi.clone();
+    newer.revision = 3;
+    newer.numerator = kpiflow_schemas::Decimal::parse("5").unwrap();
+    newer.value = Some(0.04);
+    let payload = serde_json::to_vec(&newer).unwrap();
+    produce(kafka, Topic::KpiUpdates, &newer.key(), &payload).await;
+    newer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_become_parquet_dead_letters_and_gauges() {
+    let (id, kafka, kpis, events) = topics_with_fixtures("sinktest").await;
+    let topics = kafka.topics();
+    let (kpi_topic, breach_topic) = (topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches));
     produce(&kafka, Topic::KpiUpdates, "garbage-key", GARBAGE).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -234,17 +243,7 @@ async fn records_become_parquet_dead_letters_and_gauges() {
     metrics::breaches_open()
         .with_label_values(&["stockout-above-5pct", "warning"])
         .set(0);
-    let mut newer = kpis[1].clone();
-    newer.revision = 3;
-    newer.numerator = kpiflow_schemas::Decimal::parse("5").unwrap();
-    newer.value = Some(0.04);
-    produce(
-        &kafka,
-        Topic::KpiUpdates,
-        &newer.key(),
-        &serde_json::to_vec(&newer).unwrap(),
-    )
-    .await;
+    let newer = publish_restatement(&kafka, &kpis[1]).await;
     let (shutdown, task) = start_sink(&kafka, &cfg, &live);
     await_committed(&kafka, &cfg.group_id, &[kpi_topic, breach_topic]).await;
     shutdown.cancel();

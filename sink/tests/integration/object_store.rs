@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use kpiflow_core::KafkaConfig;
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
 use kpiflow_sink::{LiveView, SinkConfig, TableStore};
 
-use crate::{await_committed, bootstrap, fixtures, produce, read, start_sink};
+use crate::{await_committed, publish_restatement, read, start_sink, topics_with_fixtures};
 
 /// Every object key under `relative` in the bucket.
 async fn keys_under(bucket: &kpiflow_core::storage::Bucket, relative: &str) -> Vec<String> {
@@ -27,42 +26,9 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     let Some((dir, object_store)) = kpiflow_core::storage::test_location("sink") else {
         return;
     };
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: format!("sinks3-{id}"),
-        partitions: 2,
-        ..KafkaConfig::default()
-    };
-    kafka.ensure_topics().await.unwrap();
+    let (id, kafka, kpis, breaches) = topics_with_fixtures("sinks3").await;
     let topics = kafka.topics();
     let inputs = [topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
-    let kpis = fixtures(
-        include_str!("../../fixtures/kpi_updates.jsonl"),
-        KpiUpdate::from_json,
-    );
-    let breaches = fixtures(
-        include_str!("../../fixtures/breaches.jsonl"),
-        BreachEvent::from_json,
-    );
-    for k in &kpis {
-        produce(
-            &kafka,
-            Topic::KpiUpdates,
-            &k.key(),
-            &serde_json::to_vec(k).unwrap(),
-        )
-        .await;
-    }
-    for b in &breaches {
-        produce(
-            &kafka,
-            Topic::Breaches,
-            &b.breach_id,
-            &serde_json::to_vec(b).unwrap(),
-        )
-        .await;
-    }
 
     let cfg = SinkConfig {
         dir: dir.clone(),
@@ -119,17 +85,7 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     }
 
     // A restart resumes after the committed offsets: one new row, nothing written twice.
-    let mut newer = kpis[1].clone();
-    newer.revision = 3;
-    newer.numerator = kpiflow_schemas::Decimal::parse("5").unwrap();
-    newer.value = Some(0.04);
-    produce(
-        &kafka,
-        Topic::KpiUpdates,
-        &newer.key(),
-        &serde_json::to_vec(&newer).unwrap(),
-    )
-    .await;
+    let newer = publish_restatement(&kafka, &kpis[1]).await;
     let (shutdown, task) = start_sink(&kafka, &cfg, &live);
     await_committed(&kafka, &cfg.group_id, &inputs).await;
     shutdown.cancel();
