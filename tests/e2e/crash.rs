@@ -123,30 +123,55 @@ fn read_all(kafka: &KafkaConfig, topic: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// Publishes the simulator's stream for `sim` at a rate that spreads it over `seconds`.
-fn spawn_stream(
-    kafka: &KafkaConfig,
+/// The simulator's events from 2026-11-02 08:00 UTC and a task publishing them over about
+/// `seconds`, into fresh topics (`<name>-<uuid>`, `partitions` each) on `bootstrap`.
+async fn simulated_stream(
+    bootstrap: String,
+    name: &str,
+    partitions: i32,
     sim: &SimulatorConfig,
-    start_at: chrono::DateTime<chrono::Utc>,
-    n: usize,
     seconds: f64,
-) -> tokio::task::JoinHandle<kpiflow_ingest::RunStats> {
+) -> Stream {
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap,
+        topic_prefix: format!("{name}-{}", uuid::Uuid::new_v4().simple()),
+        partitions,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
+    let events = generate(sim, start_at);
     let publisher = KafkaPublisher::new(
-        kafka,
+        &kafka,
         kpiflow_core::ComponentMetrics::new("ingest.simulator"),
     )
     .unwrap();
     let sim = SimulatorConfig {
-        rate: Some(n as f64 / seconds),
+        rate: Some(events.len() as f64 / seconds),
         ..sim.clone()
     };
-    tokio::spawn(async move {
+    let publishing = tokio::spawn(async move {
         Simulator::with_start(sim, start_at)
             .unwrap()
             .run(&publisher, CancellationToken::new())
             .await
             .unwrap()
-    })
+    });
+    Stream {
+        group: format!("{}-processor", kafka.topic_prefix),
+        kafka,
+        events,
+        publishing,
+    }
+}
+
+/// A simulated stream being published (see [`simulated_stream`]).
+struct Stream {
+    kafka: KafkaConfig,
+    /// The processors' consumer group: `<topic prefix>-processor`.
+    group: String,
+    events: Vec<kpiflow_schemas::Event>,
+    publishing: tokio::task::JoinHandle<kpiflow_ingest::RunStats>,
 }
 
 /// The newest revision of every key on the KPI updates topic.
@@ -198,14 +223,6 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let prefix = format!("crash-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: prefix.clone(),
-        partitions: 3,
-        ..KafkaConfig::default()
-    };
-    kafka.ensure_topics().await.unwrap();
     let sim = SimulatorConfig {
         seed: 11,
         shops: 4,
@@ -223,13 +240,15 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
         ],
         ..SimulatorConfig::default()
     };
-    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
-    let events = generate(&sim, start_at);
     // The stream runs for about 12 s while processors are killed.
-    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 12.0);
+    let Stream {
+        kafka,
+        group,
+        events,
+        publishing: stream,
+    } = simulated_stream(bootstrap(), "crash", 3, &sim, 12.0).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let group = format!("{prefix}-processor");
     let config = processor_config(dir.path(), &kafka, &group, None);
     let mut rng = rand::rng();
     for i in 0..kills {
@@ -297,14 +316,6 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processors_share_the_partitions_and_survive_losing_one() {
-    let prefix = format!("scale-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: prefix.clone(),
-        partitions: 3,
-        ..KafkaConfig::default()
-    };
-    kafka.ensure_topics().await.unwrap();
     let sim = SimulatorConfig {
         seed: 5,
         shops: 6,
@@ -312,11 +323,13 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
         orders_per_shop_per_day: 60,
         ..SimulatorConfig::default()
     };
-    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
-    let events = generate(&sim, start_at);
-    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 10.0);
+    let Stream {
+        kafka,
+        group,
+        events,
+        publishing: stream,
+    } = simulated_stream(bootstrap(), "scale", 3, &sim, 10.0).await;
     let dir = tempfile::tempdir().unwrap();
-    let group = format!("{prefix}-processor");
     // No shared volume between the members: their checkpoints live in S3 (the local test
     // server), as on machines of their own. Without a server (outside CI) a shared folder.
     let config = processor_config(
@@ -425,14 +438,6 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
         }
     }
     let _stop = Stop(port, data.path().to_path_buf());
-    let prefix = format!("restart-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap,
-        topic_prefix: prefix.clone(),
-        partitions: 2,
-        ..KafkaConfig::default()
-    };
-    kafka.ensure_topics().await.unwrap();
     let sim = SimulatorConfig {
         seed: 3,
         shops: 3,
@@ -441,11 +446,13 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
         duplicate_rate: 0.02,
         ..SimulatorConfig::default()
     };
-    let start_at = "2026-11-02T08:00:00Z".parse().unwrap();
-    let events = generate(&sim, start_at);
-    let stream = spawn_stream(&kafka, &sim, start_at, events.len(), 10.0);
+    let Stream {
+        kafka,
+        group,
+        events,
+        publishing: stream,
+    } = simulated_stream(bootstrap, "restart", 2, &sim, 10.0).await;
     let state = tempfile::tempdir().unwrap();
-    let group = format!("{prefix}-processor");
     let cfg = kpiflow_processor::ProcessorConfig {
         group_id: group.clone(),
         flush_interval: Duration::from_millis(200),
