@@ -557,3 +557,6 @@ async fn records_lost_to_retention_before_they_were_read_are_counted() {
     assert_eq!(stats.received, 4, "offsets 6..10 are what is left");
     assert_eq!(dropped(), 4.0, "offsets 2..6 were lost to retention");
 }
+
+#[path = "integration/scenarios.rs"]
+mod scenarios;
