@@ -378,7 +378,7 @@ counter_vec!(
 counter_vec!(
     source_events,
     names::SOURCE_EVENTS,
-    "Canonical events per source and outcome (accepted, late, dead_lettered, duplicate).",
+    "Canonical events per source and outcome (accepted, late, superseded, dead_lettered, duplicate).",
     [labels::SOURCE, labels::OUTCOME]
 );
 gauge_vec!(

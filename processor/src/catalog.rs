@@ -152,9 +152,14 @@ pub struct MeasureConfig {
     pub basis: String,
     /// `count` or `money`.
     pub unit: MeasureUnit,
-    /// Restatement key, if facts are restated.
+    /// Restatement key, if facts are restated. A fact is only ever restated by a newer
+    /// version of the same kind (event schema) and key: the schema is always part of the key.
     #[serde(default)]
     pub replace: Option<ReplaceConfig>,
+    /// Count each key once (SQL expressions, e.g. `["order_id"]`): the first fact of a key
+    /// counts, later facts of the same key add nothing ("orders with at least one defect").
+    #[serde(default)]
+    pub once: Option<Vec<String>>,
     /// A gauge: windows read the newest value per key at their end.
     #[serde(default)]
     pub latest: bool,
@@ -258,6 +263,8 @@ pub struct ReplaceGroup {
     pub config: ReplaceConfig,
     /// Whether the measures are gauges.
     pub latest: bool,
+    /// Whether each key counts once (`once`) instead of being restated.
+    pub once: bool,
     key: Vec<Arc<dyn PhysicalExpr>>,
     version: Arc<dyn PhysicalExpr>,
     /// Member measures.
@@ -560,15 +567,35 @@ impl Catalog {
                 ));
             }
             let index = measures.len();
-            let replace_group = match &m.replace {
+            let once = m.once.as_ref().map(|key| ReplaceConfig {
+                key: key.clone(),
+                version: event_time(),
+            });
+            if once.is_some() && (m.replace.is_some() || m.latest) {
+                return Err(c.err(
+                    &item,
+                    "once",
+                    &format!("{:?}", m.once.as_deref().unwrap_or_default()),
+                    "a measure counted once per key cannot also be restated (`replace`) or a gauge (`latest`)",
+                ));
+            }
+            let (key_name, version_name) = if once.is_some() {
+                ("once", "once")
+            } else {
+                ("replace.key", "replace.version")
+            };
+            let replace_group = match m.replace.as_ref().or(once.as_ref()) {
                 None => None,
                 Some(r) => {
                     if r.key.is_empty() {
-                        return Err(c.err(&item, "replace.key", "[]", "name at least one key"));
+                        return Err(c.err(&item, key_name, "[]", "name at least one key"));
                     }
-                    let found = groups
-                        .iter()
-                        .position(|g| g.config == *r && g.latest == m.latest);
+                    // Measures counted once per key each keep their own set of keys: a
+                    // chargeback counted as a defect must not use up the order's slot for
+                    // negative feedback.
+                    let found = groups.iter().position(|g| {
+                        once.is_none() && !g.once && g.config == *r && g.latest == m.latest
+                    });
                     Some(match found {
                         Some(g) => {
                             groups[g].measures.push(index);
@@ -578,11 +605,11 @@ impl Catalog {
                             let key = r
                                 .key
                                 .iter()
-                                .map(|k| c.expr(&item, "replace.key", k, any, Some(DataType::Utf8)))
+                                .map(|k| c.expr(&item, key_name, k, any, Some(DataType::Utf8)))
                                 .collect::<Result<Vec<_>, _>>()?;
                             let version = c.expr(
                                 &item,
-                                "replace.version",
+                                version_name,
                                 &r.version,
                                 is_timestamp,
                                 Some(DataType::Timestamp(
@@ -593,6 +620,7 @@ impl Catalog {
                             groups.push(ReplaceGroup {
                                 config: r.clone(),
                                 latest: m.latest,
+                                once: once.is_some(),
                                 key,
                                 version,
                                 measures: vec![index],
@@ -786,8 +814,9 @@ impl Catalog {
                 if let Some(f) = filter
                     && !(f.is_valid(row) && f.value(row))
                 {
-                    // Restated facts must still replace their older version with nothing.
-                    if m.replace_group.is_none() {
+                    // Restated facts must still replace their older version with nothing;
+                    // a fact counted once per key that does not match simply is not one.
+                    if m.replace_group.is_none_or(|g| self.replace_groups[g].once) {
                         continue;
                     }
                     contributions.push(Contribution {

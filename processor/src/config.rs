@@ -18,23 +18,33 @@ use crate::rule::threshold::ThresholdRuleConfig;
 use crate::rule::trend::TrendRuleConfig;
 use crate::template::Template;
 
-/// How late each kind of fact may arrive (against the watermark) and still be counted.
-/// Later facts are not dropped silently: they go to the dead-letter topic as `late`.
+/// How late each kind of fact may arrive and still be counted. A fact is late when its own
+/// time (shipped at, returned at, the ad report's day …) is behind the newest fact already read
+/// from the same stream — the same topic, shop and source — by more than its kind's allowance,
+/// so the verdict depends only on the order of one partition, never on batching or timing.
+/// Late facts are not dropped silently: they go to the dead-letter topic as `late`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lateness {
-    /// Order lifecycle events (placed, paid, shipped, cancelled, …). Default `3days`.
+    /// Order lifecycle events (placed, paid, shipped, cancelled, returned, refunded, …).
+    /// Default `3days`.
     #[serde(default = "Lateness::orders", with = "humantime_serde")]
     pub orders: Duration,
     /// Ad performance rows, which platforms restate for about two weeks. Default `14days`.
     #[serde(default = "Lateness::ads", with = "humantime_serde")]
     pub ads: Duration,
-    /// Order defects (feedback, claims, chargebacks) that arrive weeks later. Default `60days`.
+    /// Order defects (feedback, claims, chargebacks). Default `60days`.
     #[serde(default = "Lateness::defects", with = "humantime_serde")]
     pub defects: Duration,
     /// Inventory snapshots and shipment milestones. Default `3days`.
     #[serde(default = "Lateness::orders", with = "humantime_serde")]
     pub logistics: Duration,
+    /// How far before its own time a fact may be booked: a return or refund counts on its
+    /// order's date, a defect on its order's date, up to this long after the order.
+    /// Default `90days`. State is kept for the longest allowance plus this plus the longest
+    /// window; a fact booked to an older instant is dead-lettered (`late`).
+    #[serde(default = "Lateness::lookback", with = "humantime_serde")]
+    pub lookback: Duration,
 }
 
 impl Lateness {
@@ -46,6 +56,9 @@ impl Lateness {
     }
     fn defects() -> Duration {
         Duration::from_secs(60 * 86_400)
+    }
+    fn lookback() -> Duration {
+        Duration::from_secs(90 * 86_400)
     }
 
     /// The longest allowance.
@@ -64,6 +77,7 @@ impl Default for Lateness {
             ads: Self::ads(),
             defects: Self::defects(),
             logistics: Self::orders(),
+            lookback: Self::lookback(),
         }
     }
 }

@@ -47,8 +47,12 @@ pub enum Applied {
     Counted,
     /// Another event with the same id was already counted; ignored.
     Duplicate,
-    /// A newer version of this restatable fact was already applied; ignored.
-    Superseded,
+    /// A newer version of this restated fact was already applied: not applied, and
+    /// dead-lettered (`superseded`) so the arrival is visible.
+    Superseded {
+        /// Which versions, and which one stays.
+        reason: String,
+    },
     /// Valid, but no selected KPI uses it.
     Unused,
     /// Later than its kind's allowed lateness: not counted, to be dead-lettered.
@@ -80,6 +84,12 @@ type Sums = Box<[Decimal]>;
 struct ScopeState {
     scope: Scope,
     level: GroupBy,
+    /// The shop-level scope this one belongs to (itself for a shop).
+    shop: u32,
+    /// For a shop: the newest own time of any of its facts (drives its state's retention).
+    newest: Option<DateTime<Utc>>,
+    /// For a shop: its buckets (and its SKU and campaign scopes') before this hour are gone.
+    kept_from: Hour,
     tz: Tz,
     hours: BTreeMap<Hour, Sums>,
     /// The same sums per UTC day, so long windows add days instead of hours.
@@ -116,10 +126,16 @@ pub struct Engine {
     watermarks: Watermarks,
     scopes: Vec<ScopeState>,
     scope_ids: HashMap<Scope, u32>,
-    /// Event ids already counted, with the hour of their event time (for eviction).
-    seen: HashMap<String, Hour>,
+    /// Event ids already counted, with their shop and the hour of their event time (for
+    /// eviction).
+    seen: HashMap<String, (u32, Hour)>,
+    /// Newest own time per stream (topic, shop scope, source): what lateness is judged by.
+    clocks: HashMap<(Topic, u32, String), DateTime<Utc>>,
     /// The counted version of each restated fact, by (replace group, shop scope, key).
     replaced: HashMap<(u16, u32, String), Version>,
+    /// Keys of `once` measures already counted, by (group, shop scope, key), with the newest
+    /// hour they added to (for eviction).
+    once: HashMap<(u16, u32, String), Hour>,
     /// Gauge reports by scope, (replace group, key), hour.
     gauges: HashMap<u32, GaugeSeries>,
     /// (scope, hour) buckets changed since the last flush, with the measures changed.
@@ -133,7 +149,6 @@ pub struct Engine {
     freshness: HashMap<(u32, String), DateTime<Utc>>,
     revision: u64,
     retention_hours: i64,
-    evicted_at: Option<Hour>,
     /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
     sku_measures: u64,
     campaign_measures: u64,
@@ -152,7 +167,8 @@ impl Engine {
     pub fn with(compiled: &Compiled, first_revision: u64) -> Engine {
         let cfg = &compiled.config;
         let catalog = Arc::clone(&compiled.catalog);
-        let lateness_hours = cfg.lateness.max().as_secs().div_ceil(3600) as i64;
+        let lateness_hours =
+            (cfg.lateness.max() + cfg.lateness.lookback).as_secs().div_ceil(3600) as i64;
         let level_mask = |g: GroupBy| {
             catalog
                 .kpis
@@ -169,6 +185,8 @@ impl Engine {
             scopes: Vec::new(),
             scope_ids: HashMap::new(),
             seen: HashMap::new(),
+            clocks: HashMap::new(),
+            once: HashMap::new(),
             replaced: HashMap::new(),
             gauges: HashMap::new(),
             dirty: BTreeMap::new(),
@@ -177,10 +195,10 @@ impl Engine {
             rules: RuleSet::new(&compiled.rules, Instant::now()),
             freshness: HashMap::new(),
             revision: first_revision,
-            // A late fact may change any window that contains its bucket, so buckets live for
-            // the lateness allowance plus the longest window, plus the hour in progress.
+            // A fact may arrive up to its allowance after the newest of its stream, be booked
+            // up to `lookback` before its own time, and change any window containing that
+            // bucket: buckets live for all three, plus the hour in progress.
             retention_hours: lateness_hours + catalog.longest_window_hours() + 1,
-            evicted_at: None,
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
             catalog,
@@ -232,9 +250,11 @@ impl Engine {
 
     fn allowance(&self, body: &EventBody) -> (&'static str, Duration) {
         match body.topic() {
+            Topic::Orders if matches!(body, EventBody::OrderDefect(_)) => {
+                ("defects", self.lateness.defects)
+            }
             Topic::Ads => ("ads", self.lateness.ads),
             Topic::Logistics | Topic::Health => ("logistics", self.lateness.logistics),
-            _ if matches!(body, EventBody::OrderDefect(_)) => ("defects", self.lateness.defects),
             _ => ("orders", self.lateness.orders),
         }
     }
@@ -243,21 +263,46 @@ impl Engine {
         if let Some(id) = self.scope_ids.get(&scope) {
             return *id;
         }
+        // A SKU or campaign scope lives and is evicted with its shop: make the shop first.
+        let shop = match level {
+            GroupBy::Shop => None,
+            _ => Some(self.scope_id(
+                Scope::shop(
+                    scope.shop.clone(),
+                    scope.channel,
+                    scope.marketplace.clone(),
+                ),
+                GroupBy::Shop,
+            )),
+        };
         let id = self.scopes.len() as u32;
         let tz = self
             .time_zones
             .get(&scope.marketplace)
             .copied()
             .unwrap_or(self.default_tz);
+        let kept_from = shop.map_or(Hour::MIN, |s| self.scopes[s as usize].kept_from);
         self.scope_ids.insert(scope.clone(), id);
         self.scopes.push(ScopeState {
             scope,
             level,
+            shop: shop.unwrap_or(id),
+            newest: None,
+            kept_from,
             tz,
             hours: BTreeMap::new(),
             days: BTreeMap::new(),
         });
         id
+    }
+
+    /// The shop-level scope of an event's header.
+    fn shop_scope(&mut self, event: &Event) -> u32 {
+        let h = &event.header;
+        self.scope_id(
+            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
+            GroupBy::Shop,
+        )
     }
 
     fn check_currency(&self, event: &Event) -> Result<(), Applied> {
@@ -356,14 +401,15 @@ impl Engine {
                 let verdict = self.apply_row(event, r, &contributions, &evaluated.keys);
                 if matches!(
                     verdict,
-                    Applied::Counted | Applied::Superseded | Applied::Unused
+                    Applied::Counted | Applied::Superseded { .. } | Applied::Unused
                 ) {
                     if self.rules.watches_freshness() {
                         self.note_freshness(event);
                     }
+                    let shop = self.shop_scope(event);
                     self.seen.insert(
                         event.header.event_id.clone(),
-                        hour_of(event.header.event_time),
+                        (shop, hour_of(event.header.event_time)),
                     );
                     if drives_watermark(partition.topic) {
                         self.watermarks
@@ -379,6 +425,8 @@ impl Engine {
             .collect())
     }
 
+    /// Judges one decoded, new event: late by its own time, or booked before the retained
+    /// state; else applies it and moves its stream's clock.
     fn apply_row(
         &mut self,
         event: &Event,
@@ -386,20 +434,29 @@ impl Engine {
         contributions: &[crate::catalog::Contribution],
         keys: &[Option<Vec<(String, i64)>>],
     ) -> Applied {
-        let earliest = contributions.iter().filter_map(|c| c.time).min();
-        let Some(earliest) = earliest else {
-            return if contributions.is_empty() {
-                Applied::Unused
-            } else {
-                // Only restated facts whose filters are false: they may still replace.
-                self.apply_contributions(event, row, contributions, keys)
-            };
-        };
-        let basis = DateTime::from_timestamp_micros(earliest).unwrap_or(event.header.event_time);
-        if let Some(late) = self.lateness_check(event, basis) {
+        let shop = self.shop_scope(event);
+        let topic = event.body.topic();
+        if topic == Topic::Health {
+            // Heartbeats carry wall-clock time: they are signs of life, not facts.
+            return self.apply_contributions(event, row, contributions, keys);
+        }
+        let own = event.header.event_time;
+        let stream = (topic, shop, event.header.source.clone());
+        if let Some(late) = self.lateness_check(event, self.clocks.get(&stream).copied()) {
             return late;
         }
-        self.apply_contributions(event, row, contributions, keys)
+        let earliest = contributions.iter().filter_map(|c| c.time).min();
+        if let Some(earliest) = earliest.and_then(DateTime::from_timestamp_micros)
+            && let Some(late) = self.retention_check(event, shop, &stream, earliest)
+        {
+            return late;
+        }
+        let verdict = self.apply_contributions(event, row, contributions, keys);
+        let clock = self.clocks.entry(stream).or_insert(own);
+        *clock = (*clock).max(own);
+        let s = &mut self.scopes[shop as usize];
+        s.newest = Some(s.newest.map_or(own, |n| n.max(own)));
+        verdict
     }
 
     fn apply_contributions(
@@ -441,7 +498,6 @@ impl Engine {
         };
         let catalog = Arc::clone(&self.catalog);
         let mut counted = false;
-        let mut superseded = false;
         // Plain measures add; restated ones are gathered per replace group first.
         let mut groups: BTreeMap<usize, Vec<(u32, Hour, u16, Decimal)>> = BTreeMap::new();
         for c in contributions {
@@ -466,27 +522,66 @@ impl Engine {
                 }
             }
         }
+        let mut superseded: Option<String> = None;
         for (g, added) in groups {
             let Some(Some(group_keys)) = keys.get(g) else {
                 continue;
             };
             let (key, version) = group_keys[row].clone();
-            let applied = if catalog.replace_groups[g].latest {
+            let group = &catalog.replace_groups[g];
+            if group.once {
+                self.apply_once(g as u16, shop, key, added);
+                counted = true;
+                continue;
+            }
+            // A fact is restated only by a newer version of the same kind: the schema is
+            // part of every key, so a refund never replaces a cancellation.
+            let key = format!("{}\u{1f}{key}", event.schema());
+            let outcome = if group.latest {
                 self.apply_gauge(g as u16, key, version, &h.event_id, added)
             } else {
                 self.apply_restated(g as u16, shop, key, version, &h.event_id, added)
             };
-            if applied {
-                counted = true;
-            } else {
-                superseded = true;
+            match outcome {
+                Ok(()) => counted = true,
+                Err(newer) => {
+                    superseded.get_or_insert_with(|| {
+                        format!(
+                            "{} {}: version {} of this fact is older than the one already counted ({newer}); not applied",
+                            event.schema(),
+                            h.event_id,
+                            shown_version(version),
+                        )
+                    });
+                }
             }
         }
         match (counted, superseded) {
             (true, _) => Applied::Counted,
-            (false, true) => Applied::Superseded,
-            (false, false) => Applied::Unused,
+            (false, Some(reason)) => Applied::Superseded { reason },
+            (false, None) => Applied::Unused,
         }
+    }
+
+    /// Counts a key once: the first fact of `key` adds its contributions, later ones nothing.
+    fn apply_once(
+        &mut self,
+        group: u16,
+        shop: u32,
+        key: String,
+        added: Vec<(u32, Hour, u16, Decimal)>,
+    ) {
+        let Some(newest_hour) = added.iter().map(|a| a.1).max() else {
+            return;
+        };
+        let k = (group, shop, key);
+        if self.once.contains_key(&k) {
+            return;
+        }
+        for (scope, hour, m, v) in added {
+            self.add(scope, hour, m, v);
+        }
+        self.once.insert(k, newest_hour);
     }
 
     /// Records a sign of life: a record's ingest time, or a heartbeat's last successful sync
@@ -509,8 +604,8 @@ impl Engine {
         *slot = (*slot).max(fresh);
     }
 
-    /// Replaces the counted version of a restated fact when this one is newer; returns whether
-    /// it did. Only the difference reaches the buckets.
+    /// Replaces the counted version of a restated fact when this one is newer; else returns
+    /// the newer version that stays. Only the difference reaches the buckets.
     fn apply_restated(
         &mut self,
         group: u16,
@@ -519,11 +614,15 @@ impl Engine {
         version: i64,
         event_id: &str,
         added: Vec<(u32, Hour, u16, Decimal)>,
-    ) -> bool {
+    ) -> Result<(), String> {
         let k = (group, shop, key);
         if let Some(old) = self.replaced.get(&k) {
             if (old.version, old.event_id.as_str()) >= (version, event_id) {
-                return false;
+                return Err(format!(
+                    "event {}, version {}",
+                    old.event_id,
+                    shown_version(old.version)
+                ));
             }
             let old = self.replaced.remove(&k).expect("just found");
             for (scope, hour, m, v) in old.added {
@@ -543,7 +642,7 @@ impl Engine {
                 added,
             },
         );
-        true
+        Ok(())
     }
 
     /// Records a gauge report (the newest per key and hour wins); windows read the newest
@@ -555,8 +654,9 @@ impl Engine {
         version: i64,
         event_id: &str,
         added: Vec<(u32, Hour, u16, Decimal)>,
-    ) -> bool {
+    ) -> Result<(), String> {
         let mut applied = false;
+        let mut newer = None;
         let mut per_scope: BTreeMap<(u32, Hour), Vec<(u16, Decimal)>> = BTreeMap::new();
         for (scope, hour, m, v) in added {
             per_scope.entry((scope, hour)).or_default().push((m, v));
@@ -571,6 +671,11 @@ impl Engine {
             if let Some(old) = series.get(&hour)
                 && (old.version, old.event_id.as_str()) >= (version, event_id)
             {
+                newer = Some(format!(
+                    "event {}, version {}",
+                    old.event_id,
+                    shown_version(old.version)
+                ));
                 continue;
             }
             let mask = values.iter().fold(0u64, |m, (i, _)| m | (1 << i));
@@ -585,27 +690,59 @@ impl Engine {
             *self.dirty.entry((scope, hour)).or_default() |= mask;
             applied = true;
         }
-        applied
+        match newer {
+            Some(newer) if !applied => Err(newer),
+            _ => Ok(()),
+        }
     }
 
-    fn lateness_check(&self, event: &Event, basis: DateTime<Utc>) -> Option<Applied> {
-        let wm = self.watermarks.current()?;
+    /// Late: the event's own time is behind the newest of its stream by more than its kind's
+    /// allowance. Depends only on the stream's order (one partition), never on timing.
+    fn lateness_check(&self, event: &Event, newest: Option<DateTime<Utc>>) -> Option<Applied> {
+        let newest = newest?;
+        let own = event.header.event_time;
         let (family, allowed) = self.allowance(&event.body);
-        let behind = wm.signed_duration_since(basis);
-        if behind.to_std().is_ok_and(|b| b > allowed) {
-            return Some(Applied::Late {
-                reason: format!(
-                    "{} {}: basis time {} is {} behind the watermark {}; allowed lateness for {family} is {}",
-                    event.schema(),
-                    event.header.event_id,
-                    basis.to_rfc3339(),
-                    humantime::format_duration(behind.to_std().unwrap_or_default()),
-                    wm.to_rfc3339(),
-                    humantime::format_duration(allowed),
-                ),
-            });
-        }
-        None
+        let behind = newest.signed_duration_since(own).to_std().ok()?;
+        (behind > allowed).then(|| Applied::Late {
+            reason: format!(
+                "{} {}: event time {} is {} behind the newest {family} fact of shop {} from source {} ({}); allowed lateness for {family} is {}",
+                event.schema(),
+                event.header.event_id,
+                own.to_rfc3339(),
+                humantime::format_duration(behind),
+                event.header.shop,
+                event.header.source,
+                newest.to_rfc3339(),
+                humantime::format_duration(allowed),
+            ),
+        })
+    }
+
+    /// Late too: the fact is booked (to its order's date, say) before the state still held —
+    /// more than the retention before its own stream's newest fact, or before what its shop
+    /// has already evicted.
+    fn retention_check(
+        &self,
+        event: &Event,
+        shop: u32,
+        stream: &(Topic, u32, String),
+        booked: DateTime<Utc>,
+    ) -> Option<Applied> {
+        let own_cutoff = self
+            .clocks
+            .get(stream)
+            .map_or(Hour::MIN, |t| hour_of(*t) - self.retention_hours);
+        let cutoff = own_cutoff.max(self.scopes[shop as usize].kept_from);
+        (hour_of(booked) < cutoff).then(|| Applied::Late {
+            reason: format!(
+                "{} {}: booked at {}, before the state kept for shop {} (from {}: the longest lateness allowance plus lookback plus the longest window)",
+                event.schema(),
+                event.header.event_id,
+                booked.to_rfc3339(),
+                event.header.shop,
+                window::hour_start(cutoff).to_rfc3339(),
+            ),
+        })
     }
 
     fn add(&mut self, scope: u32, hour: Hour, measure: u16, amount: Decimal) {
@@ -765,9 +902,7 @@ impl Engine {
                     .evaluate_staleness(&self.freshness, &lookup, now, wall),
             );
         }
-        if let Some(wm) = watermark {
-            self.evict(hour_of(wm));
-        }
+        self.evict();
         out
     }
 
@@ -819,20 +954,40 @@ impl Engine {
         sums
     }
 
-    /// Drops state no fact within its allowed lateness can reach any more.
-    fn evict(&mut self, watermark_hour: Hour) {
-        if self.evicted_at == Some(watermark_hour) {
+    /// Drops state no fact within its allowed lateness can reach any more, per shop: each
+    /// shop keeps `retention_hours` before its own newest fact. Runs once a shop's cutoff has
+    /// moved a day, so the sweep over remembered ids stays rare.
+    fn evict(&mut self) {
+        let mut cutoffs: HashMap<u32, Hour> = HashMap::new();
+        for (id, s) in self.scopes.iter().enumerate() {
+            if let Some(newest) = s.newest {
+                let cutoff = hour_of(newest) - self.retention_hours;
+                if cutoff >= s.kept_from.saturating_add(24) {
+                    cutoffs.insert(id as u32, cutoff);
+                }
+            }
+        }
+        if cutoffs.is_empty() {
             return;
         }
-        self.evicted_at = Some(watermark_hour);
-        let cutoff = watermark_hour - self.retention_hours;
         for s in &mut self.scopes {
+            let Some(&cutoff) = cutoffs.get(&s.shop) else {
+                continue;
+            };
+            s.kept_from = cutoff;
             s.hours = s.hours.split_off(&cutoff);
             s.days = s.days.split_off(&(cutoff + 23).div_euclid(24));
         }
-        self.seen.retain(|_, h| *h >= cutoff);
-        self.replaced.retain(|_, v| v.newest_hour >= cutoff);
-        for series in self.gauges.values_mut() {
+        let kept = |shop: &u32, hour: &Hour| cutoffs.get(shop).is_none_or(|c| hour >= c);
+        self.seen.retain(|_, (shop, h)| kept(shop, h));
+        self.replaced
+            .retain(|(_, shop, _), v| kept(shop, &v.newest_hour));
+        self.once.retain(|(_, shop, _), h| kept(shop, h));
+        let shop_of: Vec<u32> = self.scopes.iter().map(|s| s.shop).collect();
+        for (scope, series) in self.gauges.iter_mut() {
+            let Some(&cutoff) = cutoffs.get(&shop_of[*scope as usize]) else {
+                continue;
+            };
             for reports in series.values_mut() {
                 // Keep the newest report before the cutoff: windows still read it.
                 let keep_from = reports.range(..cutoff).next_back().map(|(h, _)| *h);
@@ -842,6 +997,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// A restatement version (microseconds) as a time.
+fn shown_version(v: i64) -> String {
+    DateTime::from_timestamp_micros(v).map_or_else(|| v.to_string(), |t| t.to_rfc3339())
 }
 
 fn drives_watermark(topic: Topic) -> bool {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{Decimal, Scope};
+use kpiflow_schemas::{Decimal, Scope, Topic};
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, Report, ScopeState, Version};
@@ -19,8 +19,9 @@ use crate::rule::RuleSetState;
 use crate::watermark::WatermarkState;
 use crate::window::Hour;
 
-/// Bumped when the layout below changes incompatibly.
-const FORMAT: u32 = 1;
+/// Bumped when the layout below changes incompatibly. 2: per-stream clocks and per-shop
+/// retention (lateness judged by each fact's own time).
+const FORMAT: u32 = 2;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
 type Bytes16 = [u8; 16];
@@ -72,6 +73,9 @@ impl From<ScopeKey> for Scope {
 struct ScopeSnapshot {
     scope: ScopeKey,
     level: GroupBy,
+    shop: u32,
+    newest: Option<DateTime<Utc>>,
+    kept_from: Hour,
     /// (hour, [(measure slot in `EngineState::measures`, sum)]), zero sums left out.
     hours: Vec<(Hour, Vec<(u16, Bytes16)>)>,
 }
@@ -107,14 +111,17 @@ struct EngineState {
     /// Replace groups, as `measure names joined by ","`, in the index order used below.
     groups: Vec<String>,
     scopes: Vec<ScopeSnapshot>,
-    seen: Vec<(String, Hour)>,
+    seen: Vec<(String, (u32, Hour))>,
+    /// (topic suffix, shop scope, source) → newest own time.
+    clocks: Vec<((String, u32, String), DateTime<Utc>)>,
     replaced: Vec<VersionSnapshot>,
+    /// (group, shop scope, key) → newest hour, of keys counted once.
+    once: Vec<((u16, u32, String), Hour)>,
     gauges: Vec<ReportSnapshot>,
     freshness: Vec<((u32, String), DateTime<Utc>)>,
     frontier: Option<Hour>,
     first_unpublished: Option<Hour>,
     revision: u64,
-    evicted_at: Option<Hour>,
     watermarks: WatermarkState,
     rules: RuleSetState,
 }
@@ -148,6 +155,9 @@ impl Engine {
             .map(|s| ScopeSnapshot {
                 scope: ScopeKey::from(&s.scope),
                 level: s.level,
+                shop: s.shop,
+                newest: s.newest,
+                kept_from: s.kept_from,
                 hours: s
                     .hours
                     .iter()
@@ -206,13 +216,18 @@ impl Engine {
             groups,
             scopes,
             seen: sorted(self.seen.iter().map(|(k, h)| (k.clone(), *h))),
+            clocks: sorted(
+                self.clocks
+                    .iter()
+                    .map(|((t, shop, src), at)| ((t.suffix().to_string(), *shop, src.clone()), *at)),
+            ),
             replaced,
+            once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
             gauges,
             freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
             frontier: self.frontier,
             first_unpublished: self.first_unpublished,
             revision: self.revision,
-            evicted_at: self.evicted_at,
             watermarks: self.watermarks.state(),
             rules: self.rules.state(),
         };
@@ -231,18 +246,21 @@ impl Engine {
     /// Restores a [`Engine::snapshot`] into this engine, which must be new (built for the
     /// current configuration); `now` is the wall-clock instant of the restore.
     pub fn restore(&mut self, bytes: &[u8], now: Instant) -> Result<(), ProcessorError> {
+        // The format comes first, so an older layout is named rather than misread.
+        if let Ok((format, _)) = postcard::take_from_bytes::<u32>(bytes)
+            && format != FORMAT
+            && format < 16
+        {
+            return Err(ProcessorError::Checkpoint {
+                problem: format!(
+                    "engine state format {format} is not the supported {FORMAT} (written by an older kpiflow); delete the checkpoints to rebuild the state from the topics"
+                ),
+            });
+        }
         let state: EngineState =
             postcard::from_bytes(bytes).map_err(|e| ProcessorError::Checkpoint {
                 problem: format!("cannot decode the engine state: {e}"),
             })?;
-        if state.format != FORMAT {
-            return Err(ProcessorError::Checkpoint {
-                problem: format!(
-                    "engine state format {} is not the supported {FORMAT}",
-                    state.format
-                ),
-            });
-        }
         let by_name: HashMap<&str, usize> = self
             .catalog
             .measures
@@ -300,12 +318,23 @@ impl Engine {
             self.scopes.push(ScopeState {
                 scope,
                 level: s.level,
+                shop: s.shop,
+                newest: s.newest,
+                kept_from: s.kept_from,
                 tz,
                 hours,
                 days,
             });
         }
         self.seen = state.seen.into_iter().collect();
+        self.clocks = state
+            .clocks
+            .into_iter()
+            .filter_map(|((suffix, shop, source), at)| {
+                let topic = Topic::ALL.into_iter().find(|t| t.suffix() == suffix)?;
+                Some(((topic, shop, source), at))
+            })
+            .collect();
         self.replaced = state
             .replaced
             .into_iter()
@@ -326,6 +355,11 @@ impl Engine {
                     },
                 ))
             })
+            .collect();
+        self.once = state
+            .once
+            .into_iter()
+            .filter_map(|((g, shop, key), h)| Some(((map_group(g)?, shop, key), h)))
             .collect();
         self.gauges.clear();
         for r in state.gauges {
@@ -355,7 +389,6 @@ impl Engine {
         self.frontier = state.frontier;
         self.first_unpublished = state.first_unpublished;
         self.revision = self.revision.max(state.revision);
-        self.evicted_at = state.evicted_at;
         self.watermarks.restore(state.watermarks, now);
         self.rules.restore(state.rules);
         self.dirty.clear();

@@ -135,13 +135,17 @@ fn restated_ad_rows_replace_and_older_versions_are_ignored() {
         Applied::Counted
     );
     // The day-2 version arrives after the day-3 one: it must not count.
-    assert_eq!(
-        e.apply(
-            &ad("r2", "2026-11-02", "2026-11-04T14:00:00Z", "10", "40"),
-            ADS,
-            now
-        ),
-        Applied::Superseded
+    let verdict = e.apply(
+        &ad("r2", "2026-11-02", "2026-11-04T14:00:00Z", "10", "40"),
+        ADS,
+        now,
+    );
+    let Applied::Superseded { reason } = verdict else {
+        panic!("expected superseded, got {verdict:?}")
+    };
+    assert!(
+        reason.contains("r3") && reason.contains("2026-11-05T14:00:00+00:00"),
+        "the reason names the version that stays: {reason}"
     );
     let out = e.flush(now, Utc::now());
     assert_eq!(
@@ -177,7 +181,8 @@ fn late_cancellations_correct_the_order_day_and_too_late_facts_are_refused() {
         day_value(&second, "cancellation_rate", "2026-11-02T08:00:00Z"),
         Some((d("1"), Some(d("1"))))
     );
-    // Orders may be 3 days late by default; one placed 5 days before the watermark is not.
+    // Orders may be 3 days late by default; one placed 5 days before the newest order of its
+    // stream is not.
     let old = placed("z", "2026-10-30T12:00:00Z", "1.00");
     assert!(matches!(e.apply(&old, P0, now), Applied::Late { .. }));
 }

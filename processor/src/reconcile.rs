@@ -87,6 +87,17 @@ fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
         value = c.value
     );
     let from = format!("events_once WHERE schema IN ({})", schemas.join(", "));
+    if let Some(once) = &c.once {
+        // Counted once per key: the earliest matching row of each key.
+        return format!(
+            "SELECT shop, channel, marketplace, sku, campaign, t, v FROM (\
+               SELECT {cols}, \
+                      ROW_NUMBER() OVER (PARTITION BY shop, channel, marketplace, {key} \
+                                         ORDER BY event_time, event_id) AS rk__ \
+               FROM {from} AND ({filter})) WHERE rk__ = 1",
+            key = once.join(", "),
+        );
+    }
     match (
         &c.replace,
         m.replace_group.map(|g| catalog.replace_groups[g].latest),
@@ -99,7 +110,7 @@ fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
                 "SELECT shop, channel, marketplace, sku, campaign, t, v, k FROM (\
                    SELECT {cols}, \
                           concat_ws('|', {key_cast}) AS k, \
-                          ROW_NUMBER() OVER (PARTITION BY shop, channel, marketplace, {key}, date_trunc('hour', ({time})) \
+                          ROW_NUMBER() OVER (PARTITION BY shop, channel, marketplace, schema, {key}, date_trunc('hour', ({time})) \
                                              ORDER BY ({version}) DESC, event_id DESC) AS rk__ \
                    FROM {from} AND ({filter})) WHERE rk__ = 1",
                 key_cast = r
@@ -115,7 +126,7 @@ fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
         (Some(r), _) => format!(
             "SELECT shop, channel, marketplace, sku, campaign, t, v FROM (\
                SELECT {cols}, ({filter}) AS keep__, \
-                      ROW_NUMBER() OVER (PARTITION BY shop, channel, marketplace, {key} \
+                      ROW_NUMBER() OVER (PARTITION BY shop, channel, marketplace, schema, {key} \
                                          ORDER BY ({version}) DESC, event_id DESC) AS rk__ \
                FROM {from}) WHERE rk__ = 1 AND keep__",
             key = r.key.join(", "),

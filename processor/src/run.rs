@@ -380,7 +380,8 @@ pub async fn run(
             for (i, verdict) in rows.iter().zip(verdicts) {
                 let (seq, event, _, msg) = &decoded[*i];
                 let outcome = match &verdict {
-                    Applied::Counted | Applied::Unused | Applied::Superseded => "accepted",
+                    Applied::Counted | Applied::Unused => "accepted",
+                    Applied::Superseded { .. } => "superseded",
                     Applied::Duplicate => "duplicate",
                     Applied::Late { .. } => "late",
                     Applied::Rejected { .. } => "dead_lettered",
@@ -395,10 +396,7 @@ pub async fn run(
                         stats.duplicates += 1;
                         Ok(())
                     }
-                    Applied::Superseded => {
-                        m.dropped("superseded", 1);
-                        Ok(())
-                    }
+                    Applied::Superseded { reason } => Err(("superseded", reason)),
                     Applied::Late { reason } => Err(("late", reason)),
                     Applied::Rejected { kind, reason } => Err((kind, reason)),
                 };

@@ -101,7 +101,7 @@ impl Key {
 
 #[derive(Debug)]
 enum Step {
-    Event { line: usize, event: Box<Event> },
+    Event(Box<Event>),
     Flush(Duration),
 }
 
@@ -262,10 +262,7 @@ fn parse(path: &Path) -> Result<Scenario, String> {
                     .get(1)
                     .ok_or_else(|| format!("line {line}: event <schema> key=value ..."))?;
                 let event = event(schema, &tokens[2..], line)?;
-                s.steps.push(Step::Event {
-                    line,
-                    event: Box::new(event),
-                });
+                s.steps.push(Step::Event(Box::new(event)));
             }
             "flush" => {
                 let pause = match tokens.get(1) {
@@ -363,7 +360,7 @@ fn run(s: &Scenario, batching: Batching) -> Result<Outcome, String> {
     let mut elapsed = Duration::ZERO;
     let mut out = Outcome::default();
     let mut pending: Vec<&Event> = Vec::new();
-    let mut flush = |engine: &mut Engine,
+    let flush = |engine: &mut Engine,
                      pending: &mut Vec<&Event>,
                      elapsed: Duration,
                      out: &mut Outcome| {
@@ -396,7 +393,7 @@ fn run(s: &Scenario, batching: Batching) -> Result<Outcome, String> {
     };
     for step in &s.steps {
         match step {
-            Step::Event { event, .. } => {
+            Step::Event(event) => {
                 pending.push(event);
                 if batching == Batching::OneByOne {
                     elapsed += Duration::from_millis(10);
@@ -413,8 +410,9 @@ fn run(s: &Scenario, batching: Batching) -> Result<Outcome, String> {
     }
     // The end of the input: every partition is read to its end and idle, so the watermark
     // reaches the newest event.
-    elapsed += cfg.idle_timeout + Duration::from_secs(1);
+    elapsed += Duration::from_secs(1);
     flush(&mut engine, &mut pending, elapsed, &mut out);
+    elapsed += cfg.idle_timeout + Duration::from_secs(1);
     for p in engine.quiet_partitions(start + elapsed) {
         engine.set_caught_up(p, true);
     }
