@@ -58,7 +58,7 @@ pub(crate) async fn compare(
         .await
         .with_context(|| format!("reading the events archive in {events}"))?;
     }
-    Ok(reconcile(&ctx, &compiled.catalog, kpis).await?)
+    Ok(reconcile(&ctx, &compiled, kpis).await?)
 }
 
 /// The command: prints the differences; fails (exit code 1) when there are any.

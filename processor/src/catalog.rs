@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Decimal128Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Date32Array, Decimal128Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::DataType;
@@ -247,6 +247,9 @@ pub struct Measure {
     filter: Option<Arc<dyn PhysicalExpr>>,
     value: Arc<dyn PhysicalExpr>,
     time: Arc<dyn PhysicalExpr>,
+    /// `time` is a date (an ad report day): the fact is booked at the start of that business
+    /// day in its scope's zone, not at a UTC instant.
+    pub time_is_date: bool,
     /// Index into [`Catalog::replace_groups`].
     pub replace_group: Option<usize>,
 }
@@ -467,6 +470,14 @@ fn is_boolean(t: &DataType) -> Result<(), String> {
     }
 }
 
+fn is_timestamp_or_date(t: &DataType) -> Result<(), String> {
+    if matches!(t, DataType::Timestamp(_, _) | DataType::Date32) {
+        Ok(())
+    } else {
+        Err("must be a timestamp or a date".into())
+    }
+}
+
 fn is_timestamp(t: &DataType) -> Result<(), String> {
     if matches!(t, DataType::Timestamp(_, _)) {
         Ok(())
@@ -545,15 +556,23 @@ impl Catalog {
                 is_numeric,
                 Some(event_table::decimal_type()),
             )?;
+            // A date keeps its date: it is placed on the scope's business day when applied.
+            let as_date = c.expr(&item, "time", &m.time, is_timestamp_or_date, None)?;
+            let time_is_date =
+                as_date.data_type(c.schema.as_arrow()).ok() == Some(DataType::Date32);
             let time = c.expr(
                 &item,
                 "time",
                 &m.time,
-                is_timestamp,
-                Some(DataType::Timestamp(
-                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
-                    Some("UTC".into()),
-                )),
+                is_timestamp_or_date,
+                Some(if time_is_date {
+                    DataType::Date32
+                } else {
+                    DataType::Timestamp(
+                        datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                        Some("UTC".into()),
+                    )
+                }),
             )?;
             if m.basis.trim().is_empty() {
                 return Err(c.err(&item, "basis", &m.basis, "must not be empty"));
@@ -637,6 +656,7 @@ impl Catalog {
                 filter,
                 value,
                 time,
+                time_is_date,
                 replace_group,
             });
         }
@@ -803,10 +823,20 @@ impl Catalog {
                 .downcast_ref::<Decimal128Array>()
                 .ok_or_else(|| wrong_type(&m.name, "value"))?;
             let time = array(&m.time, &m.name)?;
-            let time = time
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .ok_or_else(|| wrong_type(&m.name, "time"))?;
+            // Microseconds, or days since the epoch when the measure's time is a date.
+            let time: Vec<Option<i64>> = if m.time_is_date {
+                let a = time
+                    .as_any()
+                    .downcast_ref::<Date32Array>()
+                    .ok_or_else(|| wrong_type(&m.name, "time"))?;
+                a.iter().map(|d| d.map(i64::from)).collect()
+            } else {
+                let a = time
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| wrong_type(&m.name, "time"))?;
+                a.iter().collect()
+            };
             for (row, schema) in schema_index.iter().enumerate() {
                 if !m.schemas[*schema] {
                     continue;
@@ -827,13 +857,14 @@ impl Catalog {
                     });
                     continue;
                 }
-                if value.is_null(row) || time.is_null(row) {
+                let Some(t) = time[row] else { continue };
+                if value.is_null(row) {
                     continue;
                 }
                 contributions.push(Contribution {
                     row: row as u32,
                     measure: mi as u16,
-                    time: Some(time.value(row)),
+                    time: Some(t),
                     value: Decimal(rust_decimal::Decimal::from_i128_with_scale(
                         value.value(row),
                         DECIMAL_SCALE as u32,
@@ -913,8 +944,9 @@ pub struct Contribution {
     pub row: u32,
     /// Measure index.
     pub measure: u16,
-    /// Event-time microseconds placing it; `None` when a restated row's filter is false (it
-    /// replaces the older version with nothing).
+    /// Event-time microseconds placing it (days since the epoch for a measure whose time is
+    /// a date); `None` when a restated row's filter is false (it replaces the older version
+    /// with nothing).
     pub time: Option<i64>,
     /// Amount to add.
     pub value: Decimal,

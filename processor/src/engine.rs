@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, GroupBy, WindowKindConfig};
 use crate::config::{Compiled, Lateness};
 use crate::event_table;
 use crate::rule::RuleSet;
+use crate::rule::trend::{Compare, TrendInput};
 use crate::watermark::Watermarks;
 use crate::window::{self, Hour, hour_of};
 use crate::{ProcessorConfig, ProcessorError};
@@ -167,8 +168,9 @@ impl Engine {
     pub fn with(compiled: &Compiled, first_revision: u64) -> Engine {
         let cfg = &compiled.config;
         let catalog = Arc::clone(&compiled.catalog);
-        let lateness_hours =
-            (cfg.lateness.max() + cfg.lateness.lookback).as_secs().div_ceil(3600) as i64;
+        let lateness_hours = (cfg.lateness.max() + cfg.lateness.lookback)
+            .as_secs()
+            .div_ceil(3600) as i64;
         let level_mask = |g: GroupBy| {
             catalog
                 .kpis
@@ -267,11 +269,7 @@ impl Engine {
         let shop = match level {
             GroupBy::Shop => None,
             _ => Some(self.scope_id(
-                Scope::shop(
-                    scope.shop.clone(),
-                    scope.channel,
-                    scope.marketplace.clone(),
-                ),
+                Scope::shop(scope.shop.clone(), scope.channel, scope.marketplace.clone()),
                 GroupBy::Shop,
             )),
         };
@@ -445,8 +443,11 @@ impl Engine {
         if let Some(late) = self.lateness_check(event, self.clocks.get(&stream).copied()) {
             return late;
         }
-        let earliest = contributions.iter().filter_map(|c| c.time).min();
-        if let Some(earliest) = earliest.and_then(DateTime::from_timestamp_micros)
+        let earliest = contributions
+            .iter()
+            .filter_map(|c| self.booked_hour(shop, c))
+            .min();
+        if let Some(earliest) = earliest
             && let Some(late) = self.retention_check(event, shop, &stream, earliest)
         {
             return late;
@@ -504,8 +505,9 @@ impl Engine {
             let measure = &catalog.measures[c.measure as usize];
             match measure.replace_group {
                 None => {
-                    let Some(t) = c.time else { continue };
-                    let hour = hour_of(DateTime::from_timestamp_micros(t).unwrap_or_default());
+                    let Some(hour) = self.booked_hour(shop, c) else {
+                        continue;
+                    };
                     for scope in targets(self, c.measure) {
                         self.add(scope, hour, c.measure, c.value);
                     }
@@ -513,8 +515,7 @@ impl Engine {
                 }
                 Some(g) => {
                     let entry = groups.entry(g).or_default();
-                    if let Some(t) = c.time {
-                        let hour = hour_of(DateTime::from_timestamp_micros(t).unwrap_or_default());
+                    if let Some(hour) = self.booked_hour(shop, c) {
                         for scope in targets(self, c.measure) {
                             entry.push((scope, hour, c.measure, c.value));
                         }
@@ -582,6 +583,22 @@ impl Engine {
             self.add(scope, hour, m, v);
         }
         self.once.insert(k, newest_hour);
+    }
+
+    /// The hour a contribution is booked to: its instant's hour, or for a measure whose time
+    /// is a date, the first hour of that business day in the shop's zone.
+    fn booked_hour(&self, shop: u32, c: &crate::catalog::Contribution) -> Option<Hour> {
+        let t = c.time?;
+        if self.catalog.measures[c.measure as usize].time_is_date {
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(t).ok()?.checked_add(EPOCH_DAYS_FROM_CE)?,
+            )?;
+            let day = window::business_day::BusinessDay {
+                tz: self.scopes[shop as usize].tz,
+            };
+            return Some(day.midnight(date));
+        }
+        Some(hour_of(DateTime::from_timestamp_micros(t)?))
     }
 
     /// Records a sign of life: a record's ingest time, or a heartbeat's last successful sync
@@ -726,19 +743,19 @@ impl Engine {
         event: &Event,
         shop: u32,
         stream: &(Topic, u32, String),
-        booked: DateTime<Utc>,
+        booked: Hour,
     ) -> Option<Applied> {
         let own_cutoff = self
             .clocks
             .get(stream)
             .map_or(Hour::MIN, |t| hour_of(*t) - self.retention_hours);
         let cutoff = own_cutoff.max(self.scopes[shop as usize].kept_from);
-        (hour_of(booked) < cutoff).then(|| Applied::Late {
+        (booked < cutoff).then(|| Applied::Late {
             reason: format!(
                 "{} {}: booked at {}, before the state kept for shop {} (from {}: the longest lateness allowance plus lookback plus the longest window)",
                 event.schema(),
                 event.header.event_id,
-                booked.to_rfc3339(),
+                window::hour_start(booked).to_rfc3339(),
                 event.header.shop,
                 window::hour_start(cutoff).to_rfc3339(),
             ),
@@ -798,10 +815,24 @@ impl Engine {
                 for (id, s) in self.scopes.iter().enumerate() {
                     for &wi in &levels[level_index(s.level)] {
                         let def = &catalog.windows[wi];
-                        if !matches!(
-                            def.kind,
-                            WindowKindConfig::Rolling | WindowKindConfig::Lagged
-                        ) {
+                        // A calendar window the watermark has just passed is judged once
+                        // more, whole: trends saw only its complete hours while it ran.
+                        if let Some((start, end)) =
+                            window::calendar_window(def, s.tz, frontier_end - 2)
+                        {
+                            if end == frontier_end - 1 {
+                                // Only the KPIs whose measures have data in it.
+                                let mask = s.hours.range(start..end).fold(0u64, |m, (_, b)| {
+                                    b.iter()
+                                        .enumerate()
+                                        .filter(|(_, v)| **v != Decimal::ZERO)
+                                        .fold(m, |m, (i, _)| m | (1 << i))
+                                });
+                                if mask != 0 {
+                                    *windows.entry((end, start, wi, id as u32)).or_default() |=
+                                        mask;
+                                }
+                            }
                             continue;
                         }
                         let end = frontier_end - def.lag_hours;
@@ -869,24 +900,50 @@ impl Engine {
                     watermark: watermark_ts,
                     emitted_at: wall,
                 };
+                // Trends compare like with like: a window still in progress only over its
+                // complete hours (up to the watermark's hour), against as many hours from the
+                // start of the reference window.
+                let complete = watermark.map_or(start, |w| hour_of(w).clamp(start, end));
+                let in_progress = complete < end;
+                let value_over = |from: Hour, to: Hour| -> Option<f64> {
+                    if to <= from {
+                        return None;
+                    }
+                    let sums = self.sum(scope, from, to);
+                    let days = Decimal(
+                        rust_decimal::Decimal::new(to - from, 0) / rust_decimal::Decimal::from(24),
+                    );
+                    let n = kpi.numerator.eval(&sums, days);
+                    match kpi.denominator.as_ref().map(|d| d.eval(&sums, days)) {
+                        Some(d) if d == Decimal::ZERO => None,
+                        Some(d) => Some(n.to_f64() / d.to_f64()),
+                        None => Some(n.to_f64()),
+                    }
+                };
                 let references: Vec<_> = self
                     .rules
                     .references_needed(&update)
                     .into_iter()
                     .map(|compare| {
                         let (ps, pe) = window::earlier(def, s.tz, start, end, compare);
-                        let before = self.sum(scope, ps, pe);
-                        let days = Decimal(
-                            rust_decimal::Decimal::new(pe - ps, 0)
-                                / rust_decimal::Decimal::from(24),
-                        );
-                        let n = kpi.numerator.eval(&before, days);
-                        let value = match kpi.denominator.as_ref().map(|d| d.eval(&before, days)) {
-                            Some(d) if d == Decimal::ZERO => None,
-                            Some(d) => Some(n.to_f64() / d.to_f64()),
-                            None => Some(n.to_f64()),
+                        let input = match (compare, in_progress) {
+                            (Compare::Baseline, _) => TrendInput {
+                                in_progress,
+                                current: update.value,
+                                reference: None,
+                            },
+                            (_, false) => TrendInput {
+                                in_progress,
+                                current: update.value,
+                                reference: value_over(ps, pe),
+                            },
+                            (_, true) => TrendInput {
+                                in_progress,
+                                current: value_over(start, complete),
+                                reference: value_over(ps, (ps + (complete - start)).min(pe)),
+                            },
                         };
-                        (compare, value)
+                        (compare, input)
                     })
                     .collect();
                 out.breaches
@@ -998,6 +1055,9 @@ impl Engine {
         }
     }
 }
+
+/// Days from 0001-01-01 to 1970-01-01 (Arrow dates count from the epoch, chrono from CE).
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// A restatement version (microseconds) as a time.
 fn shown_version(v: i64) -> String {

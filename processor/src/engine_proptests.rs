@@ -237,10 +237,17 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
             kpiflow_schemas::EventBody::AdPerformance(a) => {
                 let key = (shop, a.campaign_id.clone(), a.date);
                 let version = (a.as_of, e.header.event_id.clone());
+                // A report day is booked at its Pacific midnight, whatever its event time.
+                let midnight = chrono::TimeZone::from_local_datetime(
+                    &chrono_tz::America::Los_Angeles,
+                    &a.date.and_hms_opt(0, 0, 0).unwrap(),
+                )
+                .unwrap()
+                .timestamp();
                 if ads.get(&key).is_none_or(|old| version > old.0) {
                     ads.insert(
                         key,
-                        (version, at, a.spend.amount, a.attributed_sales.amount),
+                        (version, midnight, a.spend.amount, a.attributed_sales.amount),
                     );
                 }
             }

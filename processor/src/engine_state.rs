@@ -210,27 +210,26 @@ impl Engine {
         gauges.sort_by(|a, b| {
             (a.scope, a.group, &a.key, a.hour).cmp(&(b.scope, b.group, &b.key, b.hour))
         });
-        let state = EngineState {
-            format: FORMAT,
-            measures,
-            groups,
-            scopes,
-            seen: sorted(self.seen.iter().map(|(k, h)| (k.clone(), *h))),
-            clocks: sorted(
-                self.clocks
-                    .iter()
-                    .map(|((t, shop, src), at)| ((t.suffix().to_string(), *shop, src.clone()), *at)),
-            ),
-            replaced,
-            once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
-            gauges,
-            freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
-            frontier: self.frontier,
-            first_unpublished: self.first_unpublished,
-            revision: self.revision,
-            watermarks: self.watermarks.state(),
-            rules: self.rules.state(),
-        };
+        let state =
+            EngineState {
+                format: FORMAT,
+                measures,
+                groups,
+                scopes,
+                seen: sorted(self.seen.iter().map(|(k, h)| (k.clone(), *h))),
+                clocks: sorted(self.clocks.iter().map(|((t, shop, src), at)| {
+                    ((t.suffix().to_string(), *shop, src.clone()), *at)
+                })),
+                replaced,
+                once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
+                gauges,
+                freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
+                frontier: self.frontier,
+                first_unpublished: self.first_unpublished,
+                revision: self.revision,
+                watermarks: self.watermarks.state(),
+                rules: self.rules.state(),
+            };
         // Plain data into a Vec: encoding cannot fail.
         postcard::to_stdvec(&state).expect("engine state encodes")
     }

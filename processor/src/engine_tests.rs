@@ -400,6 +400,7 @@ fn a_week_over_week_fall_opens_a_trend_breach() {
         baseline: None,
         movement: crate::rule::trend::Movement::Fall,
         change: 0.5,
+        in_progress: Default::default(),
         resolve_change: None,
         min_denominator: 0,
         severity: kpiflow_schemas::Severity::Warning,
@@ -424,6 +425,10 @@ fn a_week_over_week_fall_opens_a_trend_breach() {
             now,
         );
     }
+    // Nov 9 is in progress (watermark 17:55): its complete hours so far hold nothing, and
+    // neither do those of Nov 2; the whole day is judged once the watermark has passed it.
+    assert!(e.flush(now, Utc::now()).breaches.is_empty());
+    e.apply(&placed("c", "2026-11-10T09:00:00Z", "1.00"), P0, now);
     let out = e.flush(now, Utc::now());
     assert_eq!(out.breaches.len(), 1, "{:#?}", out.breaches);
     let b = &out.breaches[0];

@@ -25,7 +25,8 @@ use datafusion::prelude::SessionContext;
 use kpiflow_schemas::{Decimal, EventBody};
 
 use crate::ProcessorError;
-use crate::catalog::{Catalog, Measure};
+use crate::catalog::Measure;
+use crate::config::Compiled;
 use crate::event_table::DECIMAL_SCALE;
 
 /// One published window whose values the batch computation does not reproduce.
@@ -71,7 +72,8 @@ fn quote(s: &str) -> String {
 
 /// The SQL rows of one measure: `shop, channel, marketplace, sku, campaign, t, v` (and the
 /// gauge key `k` for gauges).
-fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
+fn measure_sql(compiled: &Compiled, m: &Measure) -> String {
+    let catalog = &compiled.catalog;
     let c = &m.config;
     let schemas: Vec<String> = EventBody::SCHEMAS
         .iter()
@@ -80,10 +82,31 @@ fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
         .map(|((name, _), _)| quote(name))
         .collect();
     let filter = c.filter.as_deref().unwrap_or("TRUE");
+    // A date-valued time is the start of that business day in the marketplace's zone: the
+    // date as a local midnight (Arrow reads a zone-less timestamp cast to a zone as local).
+    let time = if m.time_is_date {
+        let at = |tz: &str| {
+            format!(
+                "arrow_cast(arrow_cast(CAST(({}) AS TIMESTAMP), 'Timestamp(Microsecond, Some(\"{tz}\"))'), 'Timestamp(Microsecond, Some(\"UTC\"))')",
+                c.time
+            )
+        };
+        let mut zones: Vec<(&String, &chrono_tz::Tz)> = compiled.time_zones.iter().collect();
+        zones.sort_by_key(|(mkt, _)| *mkt);
+        let arms: String = zones
+            .iter()
+            .map(|(mkt, tz)| format!("WHEN {} THEN {} ", quote(mkt), at(tz.name())))
+            .collect();
+        format!(
+            "CASE marketplace {arms}ELSE {} END",
+            at(compiled.default_tz.name())
+        )
+    } else {
+        c.time.clone()
+    };
     let cols = format!(
         "shop, channel, marketplace, sku, campaign_id AS campaign, \
          ({time}) AS t, CAST(({value}) AS DECIMAL(38, {DECIMAL_SCALE})) AS v",
-        time = c.time,
         value = c.value
     );
     let from = format!("events_once WHERE schema IN ({})", schemas.join(", "));
@@ -119,7 +142,6 @@ fn measure_sql(catalog: &Catalog, m: &Measure) -> String {
                     .map(|k| format!("COALESCE(CAST(({k}) AS VARCHAR), '')"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                time = c.time,
                 version = r.version,
             )
         }
@@ -175,9 +197,10 @@ fn opt(a: &StringArray, i: usize) -> Option<String> {
 /// tables must be registered in `ctx`. `kpis` limits the check (empty: every KPI).
 pub async fn reconcile(
     ctx: &SessionContext,
-    catalog: &Catalog,
+    compiled: &Compiled,
     kpis: &[String],
 ) -> Result<Report, ProcessorError> {
+    let catalog = &compiled.catalog;
     let mut report = Report::default();
     // Published windows.
     let batches = ctx
@@ -311,7 +334,7 @@ pub async fn reconcile(
         if used & (1 << mi) == 0 {
             continue;
         }
-        let rows = measure_sql(catalog, m);
+        let rows = measure_sql(compiled, m);
         let latest = m
             .replace_group
             .is_some_and(|g| catalog.replace_groups[g].latest);

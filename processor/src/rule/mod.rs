@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
-use trend::{Compare, TrendRule, TrendRuleConfig};
+use trend::{Compare, TrendInput, TrendRule, TrendRuleConfig};
 
 /// Every configured rule, by kind.
 #[derive(Debug, Clone, Default)]
@@ -109,26 +109,27 @@ impl RuleSet {
         }
     }
 
-    /// The earlier windows trend rules need for `update`.
+    /// What trend rules compare `update` with: the earlier windows (`week_ago`,
+    /// `month_ago`), and `Baseline` when only a baseline rule watches it.
     pub fn references_needed(&self, update: &KpiUpdate) -> Vec<Compare> {
         let mut out: Vec<Compare> = self
             .trends
             .iter()
             .filter_map(|r| r.reference_needed(update))
-            .filter(|c| *c != Compare::Baseline)
             .collect();
+        out.sort_by_key(|c| *c as u8);
         out.dedup();
         out
     }
 
     /// Evaluates the rules that watch `update`'s KPI and window; returns any transitions.
-    /// `scope` is the engine's id for `update.scope`; `references` holds the values of the
-    /// earlier windows asked for by [`RuleSet::references_needed`].
+    /// `scope` is the engine's id for `update.scope`; `references` holds what the engine
+    /// measured for each comparison asked for by [`RuleSet::references_needed`].
     pub fn evaluate(
         &mut self,
         scope: u32,
         update: &KpiUpdate,
-        references: &[(Compare, Option<f64>)],
+        references: &[(Compare, TrendInput)],
         wall: DateTime<Utc>,
     ) -> Vec<BreachEvent> {
         let mut out: Vec<BreachEvent> = self
@@ -140,11 +141,10 @@ impl RuleSet {
             let Some(compare) = r.reference_needed(update) else {
                 continue;
             };
-            let reference = references
-                .iter()
-                .find(|(c, _)| *c == compare)
-                .and_then(|(_, v)| *v);
-            out.extend(r.evaluate(scope, update, reference, wall));
+            let Some((_, input)) = references.iter().find(|(c, _)| *c == compare) else {
+                continue;
+            };
+            out.extend(r.evaluate(scope, update, *input, wall));
         }
         out
     }

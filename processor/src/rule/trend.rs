@@ -24,6 +24,29 @@ pub enum Compare {
     Baseline,
 }
 
+/// How a window still in progress is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InProgress {
+    /// Its complete hours so far against the same number of hours from the start of the
+    /// reference window (like for like); no verdict before its first complete hour.
+    #[default]
+    SameElapsed,
+    /// Not judged: only windows the watermark has passed.
+    Skip,
+}
+
+/// What the engine measured for one trend verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrendInput {
+    /// Whether the window is still in progress (its end is after the watermark's hour).
+    pub in_progress: bool,
+    /// The window's value: whole, or over its complete hours while in progress.
+    pub current: Option<f64>,
+    /// The reference window's value over the same span (`None` for baselines).
+    pub reference: Option<f64>,
+}
+
 /// Which way a change breaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,6 +76,10 @@ pub struct TrendRuleConfig {
     pub movement: Movement,
     /// Relative change that opens a breach, as a fraction: 0.3 = 30%.
     pub change: f64,
+    /// A window still in progress: `same_elapsed` (default) compares its complete hours with
+    /// the same hours of the reference window; `skip` judges closed windows only.
+    #[serde(default)]
+    pub in_progress: InProgress,
     /// Relative change at which an open breach resolves (hysteresis); default `change`.
     #[serde(default)]
     pub resolve_change: Option<f64>,
@@ -180,19 +207,22 @@ impl TrendRule {
         (u.kpi == self.cfg.kpi && u.window.name == self.cfg.window).then_some(self.cfg.compare)
     }
 
-    /// Judges `u` against `reference` (the earlier window's value; ignored for baselines).
+    /// Judges `u` by `input` (the spans compared; the baseline for baseline rules).
     pub fn evaluate(
         &mut self,
         scope: u32,
         u: &KpiUpdate,
-        reference: Option<f64>,
+        input: TrendInput,
         wall: chrono::DateTime<chrono::Utc>,
     ) -> Option<BreachEvent> {
-        let reference = match self.cfg.compare {
-            Compare::Baseline => self.cfg.baseline,
-            _ => reference,
-        }?;
-        let value = u.value?;
+        if input.in_progress && self.cfg.in_progress == InProgress::Skip {
+            return None;
+        }
+        let (value, reference) = match self.cfg.compare {
+            Compare::Baseline => (u.value, self.cfg.baseline),
+            _ => (input.current, input.reference),
+        };
+        let (value, reference) = (value?, reference?);
         if reference == 0.0 {
             return None;
         }
@@ -281,6 +311,15 @@ mod tests {
         }
     }
 
+    /// A closed window of value `v` against `reference`.
+    fn closed(v: f64, reference: Option<f64>) -> TrendInput {
+        TrendInput {
+            in_progress: false,
+            current: Some(v),
+            reference,
+        }
+    }
+
     fn rule(compare: Compare, baseline: Option<f64>) -> TrendRule {
         TrendRule::new(TrendRuleConfig {
             id: "roas_wow_drop".into(),
@@ -290,6 +329,7 @@ mod tests {
             baseline,
             movement: Movement::Fall,
             change: 0.3,
+            in_progress: InProgress::SameElapsed,
             resolve_change: Some(0.1),
             min_denominator: 0,
             severity: Severity::Warning,
@@ -304,8 +344,13 @@ mod tests {
         let mut r = rule(Compare::WeekAgo, None);
         let now = Utc::now();
         // 3.0 → 2.4 is -20%: within the rule.
-        assert!(r.evaluate(0, &update(1, 2.4), Some(3.0), now).is_none());
-        let fired = r.evaluate(0, &update(2, 1.8), Some(3.0), now).unwrap();
+        assert!(
+            r.evaluate(0, &update(1, 2.4), closed(2.4, Some(3.0)), now)
+                .is_none()
+        );
+        let fired = r
+            .evaluate(0, &update(2, 1.8), closed(1.8, Some(3.0)), now)
+            .unwrap();
         assert_eq!(fired.state, BreachState::Firing);
         assert_eq!(fired.rule_kind, RuleKind::Trend);
         assert_eq!(fired.baseline, Some(3.0));
@@ -318,18 +363,52 @@ mod tests {
             fired.message
         );
         // -20% is not yet back within 10%.
-        assert!(r.evaluate(0, &update(3, 2.4), Some(3.0), now).is_none());
-        let resolved = r.evaluate(0, &update(4, 2.8), Some(3.0), now).unwrap();
+        assert!(
+            r.evaluate(0, &update(3, 2.4), closed(2.4, Some(3.0)), now)
+                .is_none()
+        );
+        let resolved = r
+            .evaluate(0, &update(4, 2.8), closed(2.8, Some(3.0)), now)
+            .unwrap();
         assert_eq!(resolved.state, BreachState::Resolved);
         assert_eq!(resolved.breach_id, fired.breach_id);
         // No earlier window: no verdict.
-        assert!(r.evaluate(0, &update(5, 0.1), None, now).is_none());
+        assert!(
+            r.evaluate(0, &update(5, 0.1), closed(0.1, None), now)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_window_in_progress_is_judged_on_its_elapsed_part_or_skipped() {
+        let now = Utc::now();
+        let partial = TrendInput {
+            in_progress: true,
+            current: Some(1.0),
+            reference: Some(3.0),
+        };
+        // The whole day so far (2.4) is within the rule; its complete hours (1.0 against the
+        // same hours a week earlier, 3.0) fell 67%.
+        let mut r = rule(Compare::WeekAgo, None);
+        let fired = r.evaluate(0, &update(1, 2.4), partial, now).unwrap();
+        assert!((fired.value.unwrap() + 2.0 / 3.0).abs() < 1e-9);
+        let mut skip = rule(Compare::WeekAgo, None);
+        skip.cfg.in_progress = InProgress::Skip;
+        assert!(skip.evaluate(0, &update(1, 2.4), partial, now).is_none());
+        // No complete hour yet: no verdict.
+        let first_minutes = TrendInput {
+            current: None,
+            ..partial
+        };
+        assert!(r.evaluate(0, &update(2, 0.1), first_minutes, now).is_none());
     }
 
     #[test]
     fn a_baseline_is_compared_without_history() {
         let mut r = rule(Compare::Baseline, Some(2.0));
-        let fired = r.evaluate(0, &update(1, 1.2), None, Utc::now()).unwrap();
+        let fired = r
+            .evaluate(0, &update(1, 1.2), closed(1.2, None), Utc::now())
+            .unwrap();
         assert_eq!(fired.baseline, Some(2.0));
         assert!(
             fired.message.contains("against the baseline"),

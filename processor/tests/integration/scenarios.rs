@@ -273,15 +273,18 @@ fn parse(path: &Path) -> Result<Scenario, String> {
                 s.steps.push(Step::Flush(pause));
             }
             "expect" => {
-                let eq = tokens
-                    .iter()
-                    .position(|t| *t == "=")
-                    .ok_or_else(|| format!("line {line}: expect ... = <numerator> [/ <denominator>]"))?;
+                let eq = tokens.iter().position(|t| *t == "=").ok_or_else(|| {
+                    format!("line {line}: expect ... = <numerator> [/ <denominator>]")
+                })?;
                 let key = key(&tokens[1..eq], line)?;
                 let value = match &tokens[eq + 1..] {
                     [n] => (decimal(n, line)?, None),
                     [n, "/", d] => (decimal(n, line)?, Some(decimal(d, line)?)),
-                    _ => return Err(format!("line {line}: expected = <numerator> [/ <denominator>]")),
+                    _ => {
+                        return Err(format!(
+                            "line {line}: expected = <numerator> [/ <denominator>]"
+                        ));
+                    }
                 };
                 s.expects.push(Expect {
                     line,
@@ -312,7 +315,11 @@ fn parse(path: &Path) -> Result<Scenario, String> {
                     s.breaches
                         .push((state.to_string(), rule.to_string(), time(start, line)?));
                 }
-                _ => return Err(format!("line {line}: breach <firing|resolved> <rule> <window start>")),
+                _ => {
+                    return Err(format!(
+                        "line {line}: breach <firing|resolved> <rule> <window start>"
+                    ));
+                }
             },
             "pending" => s.pending = Some(content["pending".len()..].trim().to_string()),
             other => return Err(format!("line {line}: unknown directive {other:?}")),
@@ -346,8 +353,7 @@ fn verdict_kind(v: &Applied) -> Option<String> {
 }
 
 fn config(s: &Scenario) -> Result<ProcessorConfig, String> {
-    let cfg: ProcessorConfig =
-        toml::from_str(&s.config).map_err(|e| format!("bad config: {e}"))?;
+    let cfg: ProcessorConfig = toml::from_str(&s.config).map_err(|e| format!("bad config: {e}"))?;
     cfg.compile().map_err(|e| format!("bad config: {e}"))?;
     Ok(cfg)
 }
@@ -360,37 +366,35 @@ fn run(s: &Scenario, batching: Batching) -> Result<Outcome, String> {
     let mut elapsed = Duration::ZERO;
     let mut out = Outcome::default();
     let mut pending: Vec<&Event> = Vec::new();
-    let flush = |engine: &mut Engine,
-                     pending: &mut Vec<&Event>,
-                     elapsed: Duration,
-                     out: &mut Outcome| {
-        let now = start + elapsed;
-        let batch: Vec<(&Event, PartitionId)> = pending
-            .iter()
-            .map(|e| (*e, PartitionId::zero_of(e)))
-            .collect();
-        let verdicts = engine.apply_batch(&batch, now).expect("the engine applies");
-        for (e, v) in pending.iter().zip(&verdicts) {
-            if let Some(kind) = verdict_kind(v) {
-                out.dead.insert(e.header.event_id.clone(), kind);
+    let flush =
+        |engine: &mut Engine, pending: &mut Vec<&Event>, elapsed: Duration, out: &mut Outcome| {
+            let now = start + elapsed;
+            let batch: Vec<(&Event, PartitionId)> = pending
+                .iter()
+                .map(|e| (*e, PartitionId::zero_of(e)))
+                .collect();
+            let verdicts = engine.apply_batch(&batch, now).expect("the engine applies");
+            for (e, v) in pending.iter().zip(&verdicts) {
+                if let Some(kind) = verdict_kind(v) {
+                    out.dead.insert(e.header.event_id.clone(), kind);
+                }
             }
-        }
-        pending.clear();
-        let o = engine.flush(now, wall0 + chrono::Duration::from_std(elapsed).unwrap());
-        for u in o.updates {
-            out.latest.insert(Key::of(&u), u);
-        }
-        for b in o.breaches {
-            out.breaches.push((
-                match b.state {
-                    kpiflow_schemas::BreachState::Firing => "firing".to_string(),
-                    kpiflow_schemas::BreachState::Resolved => "resolved".to_string(),
-                },
-                b.rule.clone(),
-                b.window.start,
-            ));
-        }
-    };
+            pending.clear();
+            let o = engine.flush(now, wall0 + chrono::Duration::from_std(elapsed).unwrap());
+            for u in o.updates {
+                out.latest.insert(Key::of(&u), u);
+            }
+            for b in o.breaches {
+                out.breaches.push((
+                    match b.state {
+                        kpiflow_schemas::BreachState::Firing => "firing".to_string(),
+                        kpiflow_schemas::BreachState::Resolved => "resolved".to_string(),
+                    },
+                    b.rule.clone(),
+                    b.window.start,
+                ));
+            }
+        };
     for step in &s.steps {
         match step {
             Step::Event(event) => {
@@ -537,7 +541,8 @@ fn golden_scenarios_give_their_hand_computed_rows_in_every_batching() {
                 Err(e) => problems.push(e),
             }
         }
-        problems.dedup_by(|a, b| a.split_once("] ").map(|x| x.1) == b.split_once("] ").map(|x| x.1));
+        problems
+            .dedup_by(|a, b| a.split_once("] ").map(|x| x.1) == b.split_once("] ").map(|x| x.1));
         if let Some(why) = &s.pending {
             if problems.is_empty() {
                 failed += 1;
@@ -546,7 +551,11 @@ fn golden_scenarios_give_their_hand_computed_rows_in_every_batching() {
                     "FAILED  {name}: marked pending ({why}) but now passes: remove the pending line"
                 );
             } else {
-                let _ = writeln!(report, "pending {name}: {why} ({} differences)", problems.len());
+                let _ = writeln!(
+                    report,
+                    "pending {name}: {why} ({} differences)",
+                    problems.len()
+                );
             }
         } else if problems.is_empty() {
             let _ = writeln!(report, "ok      {name}");
@@ -559,7 +568,12 @@ fn golden_scenarios_give_their_hand_computed_rows_in_every_batching() {
         }
     }
     eprintln!("{report}");
-    assert_eq!(failed, 0, "{failed} of {} scenarios failed:\n{report}", all.len());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} scenarios failed:\n{report}",
+        all.len()
+    );
 }
 
 #[test]
