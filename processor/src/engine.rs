@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
 
-use crate::catalog::{Catalog, GroupBy, WindowKindConfig};
+use crate::catalog::{Catalog, GroupBy};
 use crate::config::{Compiled, Lateness};
 use crate::event_table;
 use crate::rule::RuleSet;
