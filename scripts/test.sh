@@ -2,6 +2,7 @@
 # scripts/test.sh: THE test command. Runs kpiflow's whole test suite against a real Kafka
 # broker:
 #
+#   python3 -m unittest discover -s tests/oracle   (the KPI oracle's unit tests)
 #   cargo test --workspace --all-targets --no-fail-fast "$@"
 #   cargo test --workspace --doc
 #
@@ -111,7 +112,10 @@ run() {
 }
 
 status=0
-run cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
+# The independent KPI oracle's own unit tests (Python standard library only); the
+# end-to-end test runs the oracle itself.
+run python3 -m unittest discover -s tests/oracle -t tests/oracle || status=$?
+run cargo test --workspace --all-targets --no-fail-fast "$@" || { rc=$?; ((status)) || status=$rc; }
 # The doc tests run even if the first command failed, so one run reports every failure.
 run cargo test --workspace --doc || { rc=$?; ((status)) || status=$rc; }
 if ((status)); then

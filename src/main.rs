@@ -117,6 +117,11 @@ enum Command {
     },
     /// Recompute the KPIs as batch SQL over the events archive and list the windows whose
     /// published values differ (exit code 1 when any do).
+    ///
+    /// An operator's tool: it evaluates the same catalog definitions as the stream, so it
+    /// finds what the stream lost or doubled (and facts it refused as late), but it cannot
+    /// catch a wrong definition. The independent check of the definitions is the test
+    /// oracle (tests/oracle).
     Reconcile(reconcile::Args),
     /// Check a configuration file and exit.
     CheckConfig,

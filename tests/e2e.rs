@@ -5,6 +5,7 @@
 //! id, keep the newest version of each restated ad row, and sum each measure over the window.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -512,6 +513,100 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     // `kpiflow reconcile` recomputes the same values from an events archive.
     eprintln!("pipeline part took {:?}", test_started.elapsed());
     assert_reconciles(dir.path(), &events);
+    // And the independent oracle (tests/oracle, Python, written from domain.md) agrees with
+    // every value streamed to kpi.updates.
+    assert_oracle_agrees(&kafka, &events, &processor.kpis);
+}
+
+/// Every record of `topic` from its start; the topic must be quiet (nothing written any more).
+fn read_all(kafka: &KafkaConfig, topic: Topic) -> Vec<Vec<u8>> {
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let name = kafka.topics().name(topic);
+    let mut cfg = kafka.client_config().unwrap();
+    cfg.set("group.id", format!("{}-read-all", kafka.topic_prefix))
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    let meta = consumer
+        .fetch_metadata(Some(&name), Duration::from_secs(10))
+        .unwrap();
+    let mut ends = HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in meta.topics()[0].partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(&name, p.id(), Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            ends.insert(p.id(), high);
+            list.add_partition_offset(&name, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{name} not read to its end: {ends:?}"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            out.push(m.payload().unwrap_or_default().to_vec());
+            if ends
+                .get(&m.partition())
+                .is_some_and(|end| m.offset() + 1 >= *end)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    out
+}
+
+/// Runs `tests/oracle/oracle.py` over the events as published and every KPI update streamed,
+/// minus the events the processor dead-lettered, and asserts it finds no difference.
+fn assert_oracle_agrees(kafka: &KafkaConfig, events: &[Event], kpis: &[String]) {
+    let work = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for e in events {
+        lines.extend(e.to_json());
+        lines.push(b'\n');
+    }
+    std::fs::write(work.path().join("events.jsonl"), lines).unwrap();
+    let mut updates = Vec::new();
+    for u in read_all(kafka, Topic::KpiUpdates) {
+        updates.extend(u);
+        updates.push(b'\n');
+    }
+    std::fs::write(work.path().join("updates.jsonl"), updates).unwrap();
+    let refused: String = read_all(kafka, Topic::DeadLetter)
+        .iter()
+        .filter_map(|d| {
+            let d: serde_json::Value = serde_json::from_slice(d).ok()?;
+            let raw: serde_json::Value = serde_json::from_str(d["payload"].as_str()?).ok()?;
+            Some(format!("{}\n", raw["event_id"].as_str()?))
+        })
+        .collect();
+    std::fs::write(work.path().join("refused.txt"), refused).unwrap();
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/oracle.py");
+    let out = std::process::Command::new("python3")
+        .arg(oracle)
+        .arg("--events")
+        .arg(work.path().join("events.jsonl"))
+        .arg("--updates")
+        .arg(work.path().join("updates.jsonl"))
+        .arg("--refused")
+        .arg(work.path().join("refused.txt"))
+        .args(["--kpis", &kpis.join(",")])
+        .output()
+        .expect("python3 runs the oracle");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("oracle:\n{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the oracle disagrees with the stream:\n{report}"
+    );
 }
 
 /// Writes `events` as one Parquet file of the `events` table under `dir`.
