@@ -97,10 +97,14 @@ fn measure_sql(compiled: &Compiled, m: &Measure) -> String {
             .iter()
             .map(|(mkt, tz)| format!("WHEN {} THEN {} ", quote(mkt), at(tz.name())))
             .collect();
-        format!(
-            "CASE marketplace {arms}ELSE {} END",
+        if arms.is_empty() {
             at(compiled.default_tz.name())
-        )
+        } else {
+            format!(
+                "CASE marketplace {arms}ELSE {} END",
+                at(compiled.default_tz.name())
+            )
+        }
     } else {
         c.time.clone()
     };
