@@ -467,11 +467,8 @@ impl Engine {
         contributions: &[crate::catalog::Contribution],
         keys: &[Option<Vec<(String, i64)>>],
     ) -> Applied {
+        let shop = self.shop_scope(event);
         let h = &event.header;
-        let shop = self.scope_id(
-            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
-            GroupBy::Shop,
-        );
         let sku = h.sku.clone();
         let campaign = match &event.body {
             EventBody::AdPerformance(a) => Some(a.campaign_id.clone()),
@@ -610,10 +607,7 @@ impl Engine {
             _ => Some(h.ingest_time),
         };
         let Some(fresh) = fresh else { return };
-        let shop = self.scope_id(
-            Scope::shop(h.shop.clone(), h.channel, h.marketplace.clone()),
-            GroupBy::Shop,
-        );
+        let shop = self.shop_scope(event);
         let slot = self
             .freshness
             .entry((shop, h.source.clone()))
