@@ -93,6 +93,13 @@ fn money(m: &kpiflow_schemas::Money) -> Decimal {
     m.amount.0
 }
 
+/// Shipped by the seller or its 3PL (domain.md: Amazon's seller-fulfilled scope); a fact that
+/// does not say counts as seller-fulfilled.
+fn seller_fulfilled(f: Option<kpiflow_schemas::Fulfilment>) -> bool {
+    use kpiflow_schemas::Fulfilment::{Merchant, ThirdParty};
+    f.is_none_or(|f| matches!(f, Merchant | ThirdParty))
+}
+
 /// The facts the domain reference's formulas sum, from de-duplicated, latest-version events.
 fn facts(events: &[Event]) -> Vec<Fact> {
     let mut seen = HashSet::new();
@@ -117,14 +124,21 @@ fn facts(events: &[Event]) -> Vec<Fact> {
             EventBody::OrderPlaced(o) => {
                 push("orders", at, Decimal::ONE);
                 push("gmv", at, money(&o.total));
-            }
-            EventBody::OrderShipped(s) => {
-                push("shipments", at, Decimal::ONE);
-                if e.header.event_time > s.ship_by {
-                    push("late_shipments", at, Decimal::ONE);
+                if seller_fulfilled(Some(o.fulfilment)) {
+                    push("orders_sf", at, Decimal::ONE);
                 }
             }
-            EventBody::OrderCancelled(c) if c.cancelled_by == CancelledBy::Seller => {
+            // Amazon's late shipment rate: seller-fulfilled orders due to ship (at ship_by).
+            EventBody::OrderShipped(s) if seller_fulfilled(s.fulfilment) => {
+                let due = s.ship_by.timestamp();
+                push("shipments", due, Decimal::ONE);
+                if e.header.event_time > s.ship_by {
+                    push("late_shipments", due, Decimal::ONE);
+                }
+            }
+            EventBody::OrderCancelled(c)
+                if c.cancelled_by == CancelledBy::Seller && seller_fulfilled(c.fulfilment) =>
+            {
                 push("seller_cancels", c.placed_at.timestamp(), Decimal::ONE);
             }
             EventBody::AdPerformance(a) => {
@@ -210,7 +224,7 @@ fn formula(kpi: &str) -> (&'static str, Option<&'static str>) {
         "orders" => ("orders", None),
         "aov" => ("gmv", Some("orders")),
         "late_shipment_rate" => ("late_shipments", Some("shipments")),
-        "cancellation_rate" => ("seller_cancels", Some("orders")),
+        "cancellation_rate" => ("seller_cancels", Some("orders_sf")),
         "roas" => ("ad_sales", Some("ad_spend")),
         other => panic!("the test does not know KPI {other}"),
     }
@@ -260,8 +274,10 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         orders_per_shop_per_day: 150,
         duplicate_rate: 0.02,
         late_rate: 0.03,
+        // On shop-002 (Walmart: WFS and 3PL), whose 3PL orders are seller-fulfilled; an Amazon
+        // shop ships most orders through FBA, outside the late shipment rate.
         anomalies: vec![Anomaly::LateShipmentSpike {
-            shop: 0,
+            shop: 1,
             day: 1,
             late_share: 0.5,
             hours: 24,
@@ -431,7 +447,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     }
     assert!(rolling >= 4 * 6 * 72, "only {rolling} rolling-window rows");
 
-    // The late-shipment spike on shop-001 opened a breach that later resolved.
+    // The late-shipment spike on shop-002 opened a breach that later resolved.
     let breaches = rows(
         dir.path(),
         "SELECT breach_id, shop, state, to_unixtime(at) FROM breaches WHERE rule = 'lsr_high' ORDER BY at",
@@ -439,26 +455,26 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     .await;
     let fired: Vec<&Vec<String>> = breaches
         .iter()
-        .filter(|b| b[1] == "shop-001" && b[2] == "firing")
+        .filter(|b| b[1] == "shop-002" && b[2] == "firing")
         .collect();
     if fired.is_empty() {
         let worst = rows(
             dir.path(),
             "SELECT window_start, numerator, denominator, value, revision FROM kpi_latest \
-             WHERE shop = 'shop-001' AND kpi = 'late_shipment_rate' AND window_name = 'rolling_24h' \
+             WHERE shop = 'shop-002' AND kpi = 'late_shipment_rate' AND window_name = 'rolling_24h' \
              ORDER BY value DESC NULLS LAST LIMIT 5",
         )
         .await;
         let daily: Vec<String> = (0..5)
             .map(|d| {
                 let s = start.timestamp() + d * 86_400;
-                let late = sums.sum("shop-001", "late_shipments", s, s + 86_400);
-                let shipped = sums.sum("shop-001", "shipments", s, s + 86_400);
+                let late = sums.sum("shop-002", "late_shipments", s, s + 86_400);
+                let shipped = sums.sum("shop-002", "shipments", s, s + 86_400);
                 format!("day {d}: {late}/{shipped}")
             })
             .collect();
         panic!(
-            "no breach fired for shop-001: {breaches:?}; worst windows: {worst:?}; generated: {daily:?}"
+            "no breach fired for shop-002: {breaches:?}; worst windows: {worst:?}; generated: {daily:?}"
         );
     }
     let id = &fired[0][0];
@@ -468,8 +484,8 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     );
     // And the data really did cross the rule then (computed independently).
     let fired_at: i64 = fired[0][3].parse().unwrap();
-    let late = sums.sum("shop-001", "late_shipments", fired_at - 86_400, fired_at);
-    let shipped = sums.sum("shop-001", "shipments", fired_at - 86_400, fired_at);
+    let late = sums.sum("shop-002", "late_shipments", fired_at - 86_400, fired_at);
+    let shipped = sums.sum("shop-002", "shipments", fired_at - 86_400, fired_at);
     assert!(
         shipped >= Decimal::from(20) && late / shipped > Decimal::new(10, 2),
         "{late}/{shipped}"

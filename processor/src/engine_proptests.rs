@@ -103,7 +103,7 @@ fn events(orders: &[Order], ads: &[AdRow], snapshots: &[Snapshot]) -> Vec<(Event
                     order_id: format!("o{i}"),
                     total: cents(o.cents),
                     units: 1,
-                    fulfilment: Fulfilment::Fba,
+                    fulfilment: Fulfilment::Merchant,
                     ship_by: None,
                     deliver_by: None,
                 },
@@ -123,6 +123,7 @@ fn events(orders: &[Order], ads: &[AdRow], snapshots: &[Snapshot]) -> Vec<(Event
                         carrier: None,
                         tracking_id: None,
                         tracking_valid: true,
+                        fulfilment: None,
                     },
                 ),
                 Topic::Orders,
@@ -137,6 +138,7 @@ fn events(orders: &[Order], ads: &[AdRow], snapshots: &[Snapshot]) -> Vec<(Event
                         placed_at,
                         cancelled_by: CancelledBy::Seller,
                         reason: None,
+                        fulfilment: None,
                     },
                 ),
                 Topic::Orders,
@@ -214,9 +216,11 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
                 out.push((shop, "gmv", at, o.total.amount));
             }
             kpiflow_schemas::EventBody::OrderShipped(s) => {
-                out.push((shop.clone(), "shipments", at, one));
+                // Due on its ship_by: the shipment counts there, late or not.
+                let due = s.ship_by.timestamp();
+                out.push((shop.clone(), "shipments", due, one));
                 if e.header.event_time > s.ship_by {
-                    out.push((shop, "late", at, one));
+                    out.push((shop, "late", due, one));
                 }
             }
             kpiflow_schemas::EventBody::OrderCancelled(c) => {

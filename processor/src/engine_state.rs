@@ -20,8 +20,9 @@ use crate::watermark::WatermarkState;
 use crate::window::Hour;
 
 /// Bumped when the layout below changes incompatibly. 2: per-stream clocks and per-shop
-/// retention (lateness judged by each fact's own time).
-const FORMAT: u32 = 2;
+/// retention (lateness judged by each fact's own time). 3: rule state keeps the breaches
+/// opened by corrections of closed calendar windows.
+const FORMAT: u32 = 3;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
 type Bytes16 = [u8; 16];

@@ -42,7 +42,7 @@ fn placed(id: &str, at: &str, amount: &str) -> Event {
             order_id: format!("o-{id}"),
             total: Money::usd(amount),
             units: 1,
-            fulfilment: Fulfilment::Fba,
+            fulfilment: Fulfilment::Merchant,
             ship_by: None,
             deliver_by: None,
         },
@@ -173,6 +173,7 @@ fn late_cancellations_correct_the_order_day_and_too_late_facts_are_refused() {
             placed_at: t("2026-11-02T18:00:00Z"),
             cancelled_by: CancelledBy::Seller,
             reason: None,
+            fulfilment: None,
         },
     );
     assert_eq!(e.apply(&cancel, P0, now), Applied::Counted);
@@ -203,6 +204,7 @@ fn late_shipments_and_rolling_windows() {
                 carrier: None,
                 tracking_id: None,
                 tracking_valid: true,
+                fulfilment: None,
             },
         )
     };
@@ -236,23 +238,25 @@ fn late_shipments_and_rolling_windows() {
             })
             .map(|u| (u.numerator, u.denominator))
     };
-    // [Nov 2 10:00, Nov 3 10:00) holds s1 (on time) and s2 (late).
+    // Shipments are booked at their ship_by (the orders due in a window): s1 at Nov 2 12:00
+    // (on time), s2 at Nov 2 11:00 (late), s3 at Nov 3 13:00 (on time).
+    // [Nov 2 10:00, Nov 3 10:00) and [Nov 2 11:00, Nov 3 11:00) hold s1 and s2.
     assert_eq!(
         rolling("2026-11-03T10:00:00Z"),
         Some((d("1"), Some(d("2"))))
     );
     assert_eq!(
         rolling("2026-11-03T11:00:00Z"),
-        Some((d("1"), Some(d("1"))))
+        Some((d("1"), Some(d("2"))))
     );
-    // s2 has left and s3 is not in yet: an empty window reads 0 / 0.
     assert_eq!(
         rolling("2026-11-03T12:00:00Z"),
-        Some((d("0"), Some(d("0"))))
+        Some((d("0"), Some(d("1"))))
     );
+    // s1 has left and s3 is due in the hour after: an empty window reads 0 / 0.
     assert_eq!(
         rolling("2026-11-03T13:00:00Z"),
-        Some((d("0"), Some(d("1"))))
+        Some((d("0"), Some(d("0"))))
     );
     // The watermark is 12:25 on Nov 3, so the open window ends at 13:00 and none later.
     assert_eq!(rolling("2026-11-03T14:00:00Z"), None);
@@ -322,6 +326,7 @@ fn defect(id: &str, at: &str, placed_at: &str, order: &str) -> Event {
             placed_at: t(placed_at),
             kind: kpiflow_schemas::DefectKind::AToZClaim,
             rating: None,
+            fulfilment: None,
         },
     )
 }

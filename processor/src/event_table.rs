@@ -18,7 +18,7 @@
 //! | placed_at | Timestamp | `order.*` (`order.placed`: its `event_time`) |
 //! | amount, currency | Decimal128(38, 9), Utf8 | `order.placed` total, `order.paid` amount, `order.refunded` amount |
 //! | units | Int64 | `order.placed/shipped/delivered/returned`, `shipment.milestone` |
-//! | fulfilment | Utf8 | `order.placed` (`fba`, `wfs`, `merchant`, `third_party`) |
+//! | fulfilment | Utf8 | `order.placed` (`fba`, `wfs`, `fbt`, `merchant`, `third_party`); the other `order.*` facts where the source says so |
 //! | ship_by, deliver_by | Timestamp | `order.placed`, `order.shipped`, `order.delivered` |
 //! | carrier, tracking_id | Utf8 | `order.shipped`, `shipment.milestone` |
 //! | tracking_valid | Boolean | `order.shipped` |
@@ -335,6 +335,12 @@ impl<'e> Row<'e> {
         }
     }
 
+    fn opt_fulfilment(&mut self, f: Option<kpiflow_schemas::Fulfilment>) {
+        if let Some(f) = f {
+            self.str("fulfilment", f.as_str());
+        }
+    }
+
     fn time(&mut self, name: &str, t: DateTime<Utc>) {
         self.set(name, Cell::Time(micros(t)));
     }
@@ -404,30 +410,35 @@ impl<'e> Row<'e> {
                 self.opt_str("carrier", &b.carrier);
                 self.opt_str("tracking_id", &b.tracking_id);
                 self.set("tracking_valid", Cell::Bool(b.tracking_valid));
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderDelivered(b) => {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
                 self.time("deliver_by", b.deliver_by);
                 self.int("units", u64::from(b.units), "payload.units")?;
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderCancelled(b) => {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
                 self.str("cancelled_by", b.cancelled_by.as_str());
                 self.opt_str("reason", &b.reason);
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderReturned(b) => {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
                 self.int("units", u64::from(b.units), "payload.units")?;
                 self.opt_str("reason", &b.reason);
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderRefunded(b) => {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
                 self.money("amount", &b.amount, "payload.amount")?;
                 self.set("seller_fault", Cell::Bool(b.seller_fault));
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderDefect(b) => {
                 self.str("order_id", &b.order_id);
@@ -436,6 +447,7 @@ impl<'e> Row<'e> {
                 if let Some(r) = b.rating {
                     self.set("rating", Cell::I64(i64::from(r)));
                 }
+                self.opt_fulfilment(b.fulfilment);
             }
             EventBody::AdPerformance(b) => {
                 self.str("platform", &b.platform);
@@ -540,6 +552,15 @@ mod tests {
         let placed = row("order.placed");
         assert!(amount.is_valid(placed));
         assert!(amount.is_null(row("ad.performance")));
+        // Follow-up order facts carry their order's fulfilment where the source says it.
+        let fulfilment = batch
+            .column_by_name("fulfilment")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(fulfilment.value(row("order.shipped")), "fba");
+        assert!(fulfilment.is_null(row("order.defect")));
         // Every column is filled by at least one fixture, so no column is dead weight.
         for (i, field) in batch.schema().fields().iter().enumerate() {
             assert!(

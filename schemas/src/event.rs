@@ -144,6 +144,8 @@ pub enum Fulfilment {
     Merchant,
     /// Shipped from an overseas / third-party warehouse.
     ThirdParty,
+    /// Fulfilled by TikTok Shop (FBT).
+    Fbt,
 }
 
 /// An order was placed (Amazon `PurchaseDate`, Shopify `created_at`, Walmart `orderDate`).
@@ -198,6 +200,11 @@ pub struct OrderShipped {
     pub tracking_id: Option<String>,
     /// Whether the carrier accepted the tracking number (first carrier scan).
     pub tracking_valid: bool,
+    /// How the order is fulfilled, where the source says so (the order's `order.placed` has
+    /// it). Marketplace scopes (seller-fulfilled orders only, WFS exempt) read it; a fact
+    /// without it counts as seller-fulfilled, the side the seller is held to account for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// An order was delivered. `event_time` is the actual delivery time.
@@ -211,6 +218,9 @@ pub struct OrderDelivered {
     pub deliver_by: DateTime<Utc>,
     /// Units delivered.
     pub units: u32,
+    /// How the order is fulfilled, if the source says so (see [`OrderShipped::fulfilment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// Who cancelled an order; marketplaces hold the seller to account only for its own cancels.
@@ -237,6 +247,9 @@ pub struct OrderCancelled {
     /// Free-text reason from the platform, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How the order is fulfilled, if the source says so (see [`OrderShipped::fulfilment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// Units of an order came back.
@@ -251,6 +264,9 @@ pub struct OrderReturned {
     /// Return reason, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How the order is fulfilled, if the source says so (see [`OrderShipped::fulfilment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// Money went back to the buyer.
@@ -264,6 +280,9 @@ pub struct OrderRefunded {
     pub amount: Money,
     /// Whether the refund is the seller's fault (Walmart's refund rate counts only those).
     pub seller_fault: bool,
+    /// How the order is fulfilled, if the source says so (see [`OrderShipped::fulfilment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// The kinds of order defect in Amazon's Order Defect Rate.
@@ -290,6 +309,9 @@ pub struct OrderDefect {
     /// Feedback stars (1-5) where the defect is feedback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<u8>,
+    /// How the order is fulfilled, if the source says so (see [`OrderShipped::fulfilment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<Fulfilment>,
 }
 
 /// One day of one campaign's ad performance, as reported at `as_of`.
@@ -424,7 +446,14 @@ impl Fulfilment {
             Fulfilment::Wfs => "wfs",
             Fulfilment::Merchant => "merchant",
             Fulfilment::ThirdParty => "third_party",
+            Fulfilment::Fbt => "fbt",
         }
+    }
+
+    /// Whether the seller (itself or through its 3PL) ships the order: the marketplaces hold
+    /// the seller to account for late shipment, cancellation and tracking only then.
+    pub fn seller_fulfilled(&self) -> bool {
+        matches!(self, Fulfilment::Merchant | Fulfilment::ThirdParty)
     }
 }
 
@@ -818,6 +847,7 @@ mod tests {
             Fulfilment::Wfs,
             Fulfilment::Merchant,
             Fulfilment::ThirdParty,
+            Fulfilment::Fbt,
         ] {
             check(v, v.as_str());
         }
@@ -962,6 +992,7 @@ mod tests {
                 carrier: None,
                 tracking_id: None,
                 tracking_valid: true,
+                fulfilment: None,
             },
         );
         let err = Event::from_json(&shipped.to_json()).unwrap_err();

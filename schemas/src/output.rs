@@ -76,6 +76,15 @@ pub enum WindowKind {
 }
 
 impl WindowKind {
+    /// Whether windows of this kind are calendar periods (a day, a week, a month), each a
+    /// period of its own rather than one step of a sliding sequence.
+    pub fn is_calendar(&self) -> bool {
+        matches!(
+            self,
+            WindowKind::BusinessDay | WindowKind::Week | WindowKind::Month
+        )
+    }
+
     /// The wire name.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -246,11 +246,10 @@ class Oracle:
     """All measures of one event log, indexed for window sums."""
 
     def __init__(self, events, refused=(), default_tz=DEFAULT_TZ, tz=None,
-                 currency=DEFAULT_CURRENCY, rule3=False):
+                 currency=DEFAULT_CURRENCY):
         self.default_tz = default_tz
         self.tz = dict(tz or {})
         self.currency = currency
-        self.rule3 = rule3
         zone_of(default_tz)
         for z in self.tz.values():
             zone_of(z)
@@ -280,21 +279,20 @@ class Oracle:
             kept.append(self._header(e, i))
         self.stats["kept"] = len(kept)
 
-        # 2. per-shop newest event time; order.placed join
+        # 2. per-shop newest event time
         self.newest_by_shop = {}
-        placed = {}
         for h, e in kept:
             shop = h["shop"]
             if shop not in self.newest_by_shop or h["t"] > self.newest_by_shop[shop]:
                 self.newest_by_shop[shop] = h["t"]
-            if e["schema"] == "order.placed":
-                oid = self._field(e, "order_id", str)
-                k = (shop, oid)
-                if k not in placed or (h["t"], h["id"]) > (placed[k][0]["t"], placed[k][0]["id"]):
-                    placed[k] = (h, e)
-        self._placed_fulfilment = {k: he[1]["payload"].get("fulfilment") for k, he in placed.items()}
 
-        # 3. facts
+        # 3. orders with a tracked shipment (valid tracking and a promised delivery date)
+        self._tracked_orders = {
+            (h["shop"], e["payload"].get("order_id")) for h, e in kept
+            if e["schema"] == "order.shipped" and e["payload"].get("tracking_valid") is True
+            and e["payload"].get("deliver_by") is not None}
+
+        # 4. facts
         self._facts = defaultdict(list)   # (measure, shop, channel, marketplace) -> [Fact]
         self._cache = {}
         newest = {}                        # restated/once-per-order kinds: kind-key -> (h, e)
@@ -337,14 +335,12 @@ class Oracle:
     def zone(self, marketplace):
         return zone_of(self.zone_name(marketplace))
 
-    def seller_fulfilled(self, shop, order_id):
-        """True / False, or None when the order's order.placed is not in the log."""
-        if (shop, order_id) not in self._placed_fulfilment:
-            return None
-        return self._placed_fulfilment[(shop, order_id)] in SELLER_FULFILLED
-
-    def _fulfilment(self, shop, order_id):
-        return self._placed_fulfilment.get((shop, order_id))  # None = not in log
+    @staticmethod
+    def seller_fulfilled(payload):
+        """Whether an order fact is about a seller-fulfilled order: its own `fulfilment`, and
+        a fact that does not say counts as seller-fulfilled (schemas: the accountable side)."""
+        ful = payload.get("fulfilment")
+        return ful is None or ful in SELLER_FULFILLED
 
     def _add(self, measure, h, instant, value, campaign=None, sku=None):
         self._facts[(measure, h["shop"], h["channel"], h["mkt"])].append(
@@ -390,13 +386,8 @@ class Oracle:
             valid = self._field(e, "tracking_valid", bool)
             late = t > ship_by
             promise = deliver_by if deliver_by is not None else t
-            self._add("shipments", h, t, ONE)
-            self._add("late_shipments" if late else "on_time_shipments", h, t, ONE)
             self._add("units_shipped_by_order_date", h, placed_at, units)
-            self._add("shipments_by_promise", h, promise, ONE)
-            if valid:
-                self._add("valid_tracking_shipments", h, promise, ONE)
-            if self.seller_fulfilled(h["shop"], oid):
+            if self.seller_fulfilled(p):
                 self._add("shipments_sf_ship_by", h, ship_by, ONE)
                 self._add("late_shipments_sf_ship_by" if late else "on_time_shipments_sf_ship_by",
                           h, ship_by, ONE)
@@ -410,13 +401,10 @@ class Oracle:
             deliver_by = parse_time(p.get("deliver_by"), f"{what}: deliver_by")
             units = parse_int(p.get("units"), f"{what}: payload.units")
             on_time = t <= deliver_by
-            self._add("units_delivered", h, deliver_by, units)
-            if on_time:
-                self._add("units_delivered_on_time", h, deliver_by, units)
-            if self.seller_fulfilled(h["shop"], oid):
-                self._add("units_delivered_sf", h, deliver_by, units)
-                if on_time:
-                    self._add("units_delivered_on_time_sf", h, deliver_by, units)
+            # Only tracked units count on either side: a delivery of a parcel that was never
+            # shipped with valid tracking (and a promise) is outside the rate.
+            if self.seller_fulfilled(p) and on_time and (h["shop"], oid) in self._tracked_orders:
+                self._add("units_delivered_on_time_sf", h, deliver_by, units)
         elif schema == "order.returned":
             placed_at = parse_time(p.get("placed_at"), f"{what}: placed_at")
             self._add("units_returned", h, placed_at,
@@ -439,8 +427,8 @@ class Oracle:
             _money(p, "amount", what)
             fault = self._field(e, "seller_fault", bool)
             keep_newest(("refund", h["shop"], oid), t)
-            if fault:
-                keep_newest(("refund_seller_fault", h["shop"], oid), t)
+            if fault and p.get("fulfilment") != "wfs":
+                keep_newest(("refund_seller_fault_non_wfs", h["shop"], oid), t)
         elif schema == "ad.performance":
             key = tuple(self._field(e, f, str) for f in ("platform", "account_id", "campaign_id", "date"))
             as_of = parse_time(p.get("as_of"), f"{what}: as_of")
@@ -473,25 +461,19 @@ class Oracle:
                 self._add("ad_impressions", h, at, parse_int(p.get("impressions"), "impressions"), campaign=c)
                 self._add("ad_orders", h, at, parse_int(p.get("attributed_orders"), "attributed_orders"), campaign=c)
                 continue
-            shop, oid = key[1], key[2]
             at = parse_time(p["placed_at"])
-            sf = self.seller_fulfilled(shop, oid)
             if kind == "cancel":
                 self._add("cancelled_orders", h, at, ONE)
-                if p["cancelled_by"] == "seller":
-                    self._add("seller_cancels", h, at, ONE)
-                    if sf:
-                        self._add("seller_cancels_sf", h, at, ONE)
+                if p["cancelled_by"] == "seller" and self.seller_fulfilled(p):
+                    self._add("seller_cancels_sf", h, at, ONE)
             elif kind == "defect":
                 self._add("defective_orders", h, at, ONE)
             elif kind == "negative_feedback":
                 self._add("negative_feedback_orders", h, at, ONE)
             elif kind == "refund":
                 self._add("refunded_orders", h, at, ONE)
-            elif kind == "refund_seller_fault":
-                ful = self._fulfilment(shop, oid)
-                if ful is not None and ful != "wfs":
-                    self._add("seller_fault_refunded_orders_non_wfs", h, at, ONE)
+            elif kind == "refund_seller_fault_non_wfs":
+                self._add("seller_fault_refunded_orders_non_wfs", h, at, ONE)
 
     def _inventory_facts(self):
         for k in self._snapshots:
@@ -580,14 +562,9 @@ class Oracle:
         scope = make_scope(scope)
         if kpi not in KPIS:
             raise BadInput(f"unknown KPI {kpi!r}")
-        num, den = KPIS[kpi]
-        if self.rule3:
-            if kpi == "refund_rate":
-                if scope.channel == "walmart":
-                    num, den = RULE3_WALMART_REFUND
-            elif kpi in RULE3:
-                num, den = RULE3[kpi]
-        return num, den
+        if kpi == "refund_rate" and scope.channel == "walmart":
+            return WALMART_REFUND_RATE
+        return KPIS[kpi]
 
     def kpi(self, kpi, scope, start, end):
         """(numerator, denominator) of a KPI; denominator None for plain sums and counts."""
@@ -612,11 +589,13 @@ KPIS = OrderedDict([
     ("aov", ("gmv", "orders")),
     ("paid_revenue", ("paid_revenue", None)),
     ("fill_rate", ("units_shipped_by_order_date", "units_ordered")),
-    ("on_time_ship_rate", ("on_time_shipments", "shipments")),
-    ("late_shipment_rate", ("late_shipments", "shipments")),
-    ("cancellation_rate", ("seller_cancels", "orders")),
-    ("valid_tracking_rate", ("valid_tracking_shipments", "shipments_by_promise")),
-    ("on_time_delivery_rate", ("units_delivered_on_time", "units_delivered")),
+    # Marketplace scopes (domain.md section 2): seller-fulfilled orders only, booked on the
+    # expected ship date / promised delivery date.
+    ("on_time_ship_rate", ("on_time_shipments_sf_ship_by", "shipments_sf_ship_by")),
+    ("late_shipment_rate", ("late_shipments_sf_ship_by", "shipments_sf_ship_by")),
+    ("cancellation_rate", ("seller_cancels_sf", "orders_sf")),
+    ("valid_tracking_rate", ("valid_tracking_shipments_sf", "shipments_by_promise_sf")),
+    ("on_time_delivery_rate", ("units_delivered_on_time_sf", "tracked_units_sf")),
     ("order_defect_rate", ("defective_orders", "orders")),
     ("negative_feedback_rate", ("negative_feedback_orders", "orders")),
     ("return_rate", ("units_returned", "units_shipped_by_order_date")),
@@ -633,15 +612,8 @@ KPIS = OrderedDict([
     ("inventory_turnover", ("units_ordered_x_days", "sellable_unit_days")),
 ])
 
-# --rule3: the target definitions for the marketplace-standard KPIs
-RULE3 = {
-    "on_time_ship_rate": ("on_time_shipments_sf_ship_by", "shipments_sf_ship_by"),
-    "late_shipment_rate": ("late_shipments_sf_ship_by", "shipments_sf_ship_by"),
-    "cancellation_rate": ("seller_cancels_sf", "orders_sf"),
-    "valid_tracking_rate": ("valid_tracking_shipments_sf", "shipments_by_promise_sf"),
-    "on_time_delivery_rate": ("units_delivered_on_time_sf", "tracked_units_sf"),
-}
-RULE3_WALMART_REFUND = ("seller_fault_refunded_orders_non_wfs", "orders_non_wfs")
+# Walmart's refund rate: seller-fault refunds; WFS orders exempt from both sides.
+WALMART_REFUND_RATE = ("seller_fault_refunded_orders_non_wfs", "orders_non_wfs")
 
 
 def compute(events, kpi, scope, start, end, **options):
@@ -769,8 +741,7 @@ def compare(oracle, updates, kpis=None, min_digits=6):
 def format_report(result, oracle, max_diffs=20):
     lines = []
     st = oracle.stats
-    lines.append("events: " + ", ".join(f"{k} {v}" for k, v in st.items())
-                 + f"; rule3 {'on' if oracle.rule3 else 'off'}")
+    lines.append("events: " + ", ".join(f"{k} {v}" for k, v in st.items()))
     width = max([len(k) for k in result["per_kpi"]] + [5])
     lines.append(f"{'kpi':<{width}}  {'compared':>8}  {'agreeing':>8}  {'differing':>9}")
     tot = [0, 0, 0]
@@ -823,8 +794,6 @@ def main(argv=None):
     ap.add_argument("--tz", type=_tz_arg, action="append", default=[], metavar="MARKETPLACE=ZONE")
     ap.add_argument("--currency", default=DEFAULT_CURRENCY)
     ap.add_argument("--kpis", help="comma-separated KPI ids (default: all the oracle knows)")
-    ap.add_argument("--rule3", action="store_true",
-                    help="target marketplace-standard definitions (seller-fulfilled only, ...)")
     ap.add_argument("--report", help="write the full result as JSON to this file")
     ap.add_argument("--max-diffs", type=int, default=20)
     ap.add_argument("--min-digits", type=int, default=6,
@@ -841,14 +810,14 @@ def main(argv=None):
         events = read_jsonl(args.events, "event")
         updates = read_jsonl(args.updates, "update")
         oracle = Oracle(events, refused=refused, default_tz=args.default_tz, tz=dict(args.tz),
-                        currency=args.currency, rule3=args.rule3)
+                        currency=args.currency)
         result = compare(oracle, updates, kpis, args.min_digits)
     except BadInput as e:
         print(f"oracle: bad input: {e}", file=sys.stderr)
         return 2
     print(format_report(result, oracle, args.max_diffs))
     if args.report:
-        report = OrderedDict(stats=oracle.stats, rule3=oracle.rule3,
+        report = OrderedDict(stats=oracle.stats,
                              per_kpi={k: dict(compared=c, agreeing=a, differing=d)
                                       for k, (c, a, d) in result["per_kpi"].items()},
                              skipped=result["skipped"], differences=result["differences"])

@@ -51,30 +51,38 @@ def paid(eid, oid, t, amount, placed_at="2026-11-02T09:00:00Z", **kw):
     return ev("order.paid", eid, t, {"order_id": oid, "placed_at": placed_at, "amount": usd(amount)}, **kw)
 
 
-def shipped(eid, oid, t, placed_at, ship_by, units=1, deliver_by=None, valid=True, **kw):
+def with_ful(p, ful):
+    """An order fact's payload, with `fulfilment` where the source says it."""
+    if ful is not None:
+        p["fulfilment"] = ful
+    return p
+
+
+def shipped(eid, oid, t, placed_at, ship_by, units=1, deliver_by=None, valid=True, ful=None, **kw):
     p = {"order_id": oid, "placed_at": placed_at, "ship_by": ship_by, "units": units,
          "tracking_valid": valid}
     if deliver_by is not None:
         p["deliver_by"] = deliver_by
-    return ev("order.shipped", eid, t, p, **kw)
+    return ev("order.shipped", eid, t, with_ful(p, ful), **kw)
 
 
-def delivered(eid, oid, t, deliver_by, units, placed_at="2026-11-01T20:00:00Z", **kw):
-    return ev("order.delivered", eid, t, {"order_id": oid, "placed_at": placed_at,
-                                          "deliver_by": deliver_by, "units": units}, **kw)
+def delivered(eid, oid, t, deliver_by, units, placed_at="2026-11-01T20:00:00Z", ful=None, **kw):
+    return ev("order.delivered", eid, t, with_ful({"order_id": oid, "placed_at": placed_at,
+                                                   "deliver_by": deliver_by, "units": units}, ful), **kw)
 
 
-def cancelled(eid, oid, t, by, placed_at="2026-11-02T09:00:00Z", **kw):
-    return ev("order.cancelled", eid, t, {"order_id": oid, "placed_at": placed_at, "cancelled_by": by}, **kw)
+def cancelled(eid, oid, t, by, placed_at="2026-11-02T09:00:00Z", ful=None, **kw):
+    return ev("order.cancelled", eid, t, with_ful({"order_id": oid, "placed_at": placed_at,
+                                                   "cancelled_by": by}, ful), **kw)
 
 
 def defect(eid, oid, t, kind, placed_at="2026-11-02T09:00:00Z", **kw):
     return ev("order.defect", eid, t, {"order_id": oid, "placed_at": placed_at, "kind": kind}, **kw)
 
 
-def refunded(eid, oid, t, fault=True, placed_at="2026-11-02T09:00:00Z", amount="5.00", **kw):
-    return ev("order.refunded", eid, t, {"order_id": oid, "placed_at": placed_at, "amount": usd(amount),
-                                         "seller_fault": fault}, **kw)
+def refunded(eid, oid, t, fault=True, placed_at="2026-11-02T09:00:00Z", amount="5.00", ful=None, **kw):
+    return ev("order.refunded", eid, t, with_ful({"order_id": oid, "placed_at": placed_at,
+                                                  "amount": usd(amount), "seller_fault": fault}, ful), **kw)
 
 
 def returned(eid, oid, t, units, placed_at, **kw):
@@ -256,16 +264,32 @@ class Shipments(unittest.TestCase):
         self.assertEqual(self.o.kpi("valid_tracking_rate", S, *nov5), (D(1), D(1)))
 
 
+def _tracked(eid, oid, units, deliver_by, valid=True):
+    return shipped(eid, oid, "2026-10-30T10:00:00Z", "2026-10-29T20:00:00Z", "2026-10-31T07:59:59Z",
+                   units=units, deliver_by=deliver_by, valid=valid)
+
+
 class Deliveries(unittest.TestCase):
+    """on_time_delivery_rate: tracked units delivered by the promise / tracked units."""
+
     events = [
+        _tracked("s1", "o1", 2, "2026-11-02T20:00:00Z"),
+        _tracked("s2", "o2", 4, "2026-11-02T12:00:00Z"),
+        _tracked("s3", "o3", 3, "2026-11-02T12:00:00Z"),
+        _tracked("s4", "o4", 5, "2026-11-03T12:00:00Z"),
+        _tracked("s5", "o5", 1, "2026-11-02T15:00:00Z"),               # lost: never delivered
+        _tracked("s6", "o6", 7, "2026-11-02T15:00:00Z", valid=False),  # not tracked
         delivered("d1", "o1", "2026-11-02T19:00:00Z", "2026-11-02T20:00:00Z", 2),   # early
         delivered("d2", "o2", "2026-11-02T12:00:00Z", "2026-11-02T12:00:00Z", 4),   # exactly on time
         delivered("d3", "o3", "2026-11-03T01:00:00Z", "2026-11-02T12:00:00Z", 3),   # late
         delivered("d4", "o4", "2026-11-02T12:00:00Z", "2026-11-03T12:00:00Z", 5),   # promised 11-03
+        delivered("d6", "o6", "2026-11-02T14:00:00Z", "2026-11-02T15:00:00Z", 7),   # untracked: on time
     ]
 
     def test_on_time_delivery_rate_by_promise(self):
-        self.assertEqual(compute(self.events, "on_time_delivery_rate", S, *DAY), (D(6), D(9)))
+        # promised on 11-02: tracked o1 2 + o2 4 + o3 3 + o5 1 = 10; by the promise: o1 2 + o2 4.
+        # o6 was delivered on time, but its 7 units were never tracked: Amazon counts neither side.
+        self.assertEqual(compute(self.events, "on_time_delivery_rate", S, *DAY), (D(6), D(10)))
 
 
 class OncePerOrder(unittest.TestCase):
@@ -471,7 +495,9 @@ class Inventory(unittest.TestCase):
 
 
 class SellerFulfilled(unittest.TestCase):
-    """--rule3: seller-fulfilled only (merchant, third_party), orders missing from the log excluded."""
+    """Marketplace scopes: seller-fulfilled (merchant, third_party) by each fact's own
+    `fulfilment`; a fact that does not say counts as seller-fulfilled. Walmart's refund rate:
+    seller-fault refunds, WFS orders exempt from both sides."""
 
     events = [
         placed("pm", "om", "2026-11-02T09:00:00Z", ful="merchant"),
@@ -479,70 +505,68 @@ class SellerFulfilled(unittest.TestCase):
         placed("pf", "of", "2026-11-02T09:00:00Z", ful="fba"),
         # om: shipped two days later, late; its ship_by is on 11-02
         shipped("sm", "om", "2026-11-04T10:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T20:00:00Z",
-                units=2, deliver_by="2026-11-02T23:00:00Z", valid=True),
+                units=2, deliver_by="2026-11-02T23:00:00Z", valid=True, ful="merchant"),
         shipped("st", "ot", "2026-11-02T10:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T12:00:00Z",
-                units=1, valid=False),
-        shipped("sf", "of", "2026-11-02T11:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T12:00:00Z"),
-        # ox: its order.placed is not in the log -> fulfilment unknown
+                units=1, valid=False, ful="third_party"),
+        shipped("sf", "of", "2026-11-02T11:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T12:00:00Z",
+                ful="fba"),
+        # ox: its source does not say how it is fulfilled -> counts as seller-fulfilled; late
         shipped("sx", "ox", "2026-11-02T13:00:00Z", "2026-11-02T09:00:00Z", "2026-11-02T12:00:00Z"),
-        delivered("dm", "om", "2026-11-02T22:00:00Z", "2026-11-02T23:00:00Z", 2),
-        delivered("dt", "ot", "2026-11-03T02:00:00Z", "2026-11-02T23:00:00Z", 1),    # late
-        delivered("df", "of", "2026-11-02T22:00:00Z", "2026-11-02T23:00:00Z", 1),
-        cancelled("cm", "om", "2026-11-02T10:00:00Z", "seller"),
-        cancelled("cf", "of", "2026-11-02T10:00:00Z", "seller"),
+        delivered("dm", "om", "2026-11-02T22:00:00Z", "2026-11-02T23:00:00Z", 2, ful="merchant"),
+        delivered("dt", "ot", "2026-11-03T02:00:00Z", "2026-11-02T23:00:00Z", 1, ful="third_party"),
+        delivered("df", "of", "2026-11-02T22:00:00Z", "2026-11-02T23:00:00Z", 1, ful="fba"),
+        cancelled("cm", "om", "2026-11-02T10:00:00Z", "seller", ful="merchant"),
+        cancelled("cf", "of", "2026-11-02T10:00:00Z", "seller", ful="fba"),
         # Walmart orders of the same shop
         placed("pw1", "w-wfs", "2026-11-02T09:00:00Z", ful="wfs", channel="walmart"),
         placed("pw2", "w-m", "2026-11-02T09:00:00Z", ful="merchant", channel="walmart"),
         placed("pw3", "w-t", "2026-11-02T09:00:00Z", ful="third_party", channel="walmart"),
-        refunded("rw1", "w-wfs", "2026-11-05T10:00:00Z", fault=True, channel="walmart"),
-        refunded("rw2", "w-m", "2026-11-05T10:00:00Z", fault=False, channel="walmart"),
-        refunded("rw3", "w-t", "2026-11-05T10:00:00Z", fault=True, channel="walmart"),
-        refunded("rw4", "w-t", "2026-11-06T10:00:00Z", fault=True, channel="walmart"),
-        refunded("rw5", "w-x", "2026-11-05T10:00:00Z", fault=True, channel="walmart"),
+        refunded("rw1", "w-wfs", "2026-11-05T10:00:00Z", fault=True, ful="wfs", channel="walmart"),
+        refunded("rw2", "w-m", "2026-11-05T10:00:00Z", fault=False, ful="merchant", channel="walmart"),
+        refunded("rw3", "w-t", "2026-11-05T10:00:00Z", fault=True, ful="third_party", channel="walmart"),
+        refunded("rw4", "w-t", "2026-11-06T10:00:00Z", fault=True, ful="third_party", channel="walmart"),
+        refunded("rw5", "w-x", "2026-11-05T10:00:00Z", fault=True, channel="walmart"),   # unknown
     ]
 
     def setUp(self):
-        self.default = Oracle(self.events)
-        self.rule3 = Oracle(self.events, rule3=True)
+        self.o = Oracle(self.events)
 
-    def test_seller_fulfilled_join(self):
-        self.assertIs(self.default.seller_fulfilled("s1", "om"), True)
-        self.assertIs(self.default.seller_fulfilled("s1", "of"), False)
-        self.assertIsNone(self.default.seller_fulfilled("s1", "ox"))
+    def test_seller_fulfilled_by_the_fact(self):
+        self.assertIs(Oracle.seller_fulfilled({"fulfilment": "merchant"}), True)
+        self.assertIs(Oracle.seller_fulfilled({"fulfilment": "third_party"}), True)
+        self.assertIs(Oracle.seller_fulfilled({"fulfilment": "fba"}), False)
+        self.assertIs(Oracle.seller_fulfilled({"fulfilment": "fbt"}), False)
+        self.assertIs(Oracle.seller_fulfilled({}), True)
 
-    def test_late_shipment_rate(self):
-        # default, by ship time on 11-02: st (on time), sf (on time), sx (late)
-        self.assertEqual(self.default.kpi("late_shipment_rate", S, *DAY), (D(1), D(3)))
-        # rule 3, by ship_by, seller-fulfilled: sm (late), st (on time)
-        self.assertEqual(self.rule3.kpi("late_shipment_rate", S, *DAY), (D(1), D(2)))
+    def test_late_shipment_rate_by_ship_by(self):
+        # due on 11-02, seller-fulfilled: sm (late, shipped 11-04), st (on time), sx (late)
+        self.assertEqual(self.o.kpi("late_shipment_rate", S, *DAY), (D(2), D(3)))
+        # nothing is booked on 11-04, the day sm shipped
+        nov4 = ("2026-11-04T08:00:00Z", "2026-11-05T08:00:00Z")
+        self.assertEqual(self.o.kpi("late_shipment_rate", S, *nov4), (D(0), D(0)))
 
     def test_on_time_ship_rate(self):
-        self.assertEqual(self.default.kpi("on_time_ship_rate", S, *DAY), (D(2), D(3)))
-        self.assertEqual(self.rule3.kpi("on_time_ship_rate", S, *DAY), (D(1), D(2)))
+        self.assertEqual(self.o.kpi("on_time_ship_rate", S, *DAY), (D(1), D(3)))
 
     def test_cancellation_rate(self):
-        self.assertEqual(self.default.kpi("cancellation_rate", S, *DAY), (D(2), D(3)))
-        self.assertEqual(self.rule3.kpi("cancellation_rate", S, *DAY), (D(1), D(2)))
+        # cm (merchant) / orders pm, pt; cf and pf are FBA
+        self.assertEqual(self.o.kpi("cancellation_rate", S, *DAY), (D(1), D(2)))
 
     def test_valid_tracking_rate(self):
-        # default promise dates on 11-02: sm (deliver_by 23:00Z), st/sf/sx (no promise: ship time)
-        self.assertEqual(self.default.kpi("valid_tracking_rate", S, *DAY), (D(3), D(4)))
-        self.assertEqual(self.rule3.kpi("valid_tracking_rate", S, *DAY), (D(1), D(2)))
+        # promised on 11-02: sm (23:00Z, valid), st (no promise: ship time, invalid), sx (valid)
+        self.assertEqual(self.o.kpi("valid_tracking_rate", S, *DAY), (D(2), D(3)))
 
     def test_on_time_delivery_rate(self):
-        # default: delivered dm 2 on time, dt 1 late, df 1 on time
-        self.assertEqual(self.default.kpi("on_time_delivery_rate", S, *DAY), (D(3), D(4)))
-        # rule 3: dm 2 on time; denominator = tracked units shipped (sm: 2; st has bad tracking)
-        self.assertEqual(self.rule3.kpi("on_time_delivery_rate", S, *DAY), (D(2), D(2)))
+        # tracked units: sm 2 (st invalid, sx no promise, sf FBA); dm delivers them on time
+        self.assertEqual(self.o.kpi("on_time_delivery_rate", S, *DAY), (D(2), D(2)))
 
     def test_walmart_refund_rate(self):
-        # default: 4 refunded orders (incl. w-x) over 3 orders
-        self.assertEqual(self.default.kpi("refund_rate", WM, *DAY), (D(4), D(3)))
-        # rule 3 walmart: seller-fault refunds of non-WFS orders (w-t once) / non-WFS orders
-        self.assertEqual(self.rule3.kpi("refund_rate", WM, *DAY), (D(1), D(2)))
+        # seller-fault refunds of non-WFS orders: w-t (twice, one order), w-x (not known to be
+        # WFS) / non-WFS orders w-m, w-t
+        self.assertEqual(self.o.kpi("refund_rate", WM, *DAY), (D(2), D(2)))
 
-    def test_rule3_refund_only_walmart(self):
-        self.assertEqual(self.rule3.kpi("refund_rate", S, *DAY), (D(0), D(3)))
+    def test_other_channels_count_every_refund(self):
+        self.assertEqual(self.o.kpi("refund_rate", S, *DAY), (D(0), D(3)))
 
 
 def _write(path, rows):

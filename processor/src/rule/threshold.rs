@@ -1,7 +1,7 @@
 //! Static threshold rules: above / below, a minimum denominator, hysteresis, a `for`
 //! duration, a channel filter, one open breach per rule and scope.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, BreachState, Channel, Decimal, KpiUpdate, RuleOp, Severity};
@@ -118,15 +118,37 @@ impl ThresholdRuleConfig {
 }
 
 /// A rule's memory for one scope; checkpointed with the engine.
+///
+/// The live sequence of windows (each newer than the last) has at most one open breach, the
+/// episode: it fires on the window that crossed the threshold and resolves on a later healthy
+/// (or empty) one. A calendar window older than the newest judged one is closed; a correction
+/// to it (a late fact, a restatement) is judged on its own and may open a breach naming that
+/// window, which resolves when a later correction makes the window healthy or empty.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScopeState {
-    /// Start of the newest window evaluated; older windows (late corrections) do not move
-    /// the breach state backwards in time.
+    /// Start of the newest window evaluated: older ones are corrections of closed windows.
     newest: Option<DateTime<Utc>>,
-    /// The open breach's id.
-    open: Option<String>,
+    /// The open episode's breach id and the start of the window that opened it.
+    open: Option<(String, DateTime<Utc>)>,
     /// End of the first window of the current run of breaching values (for `for`).
     pending_since: Option<DateTime<Utc>>,
+    /// Breaches opened by corrections of closed calendar windows, by window start.
+    corrections: BTreeMap<DateTime<Utc>, String>,
+}
+
+/// What one window's value says, before any state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Across the threshold.
+    Breached,
+    /// On the healthy side of `resolve_at`.
+    Healthy,
+    /// Between `resolve_at` and the threshold (hysteresis): no new breach, none resolved.
+    Between,
+    /// Fewer cases than `min_denominator`: no verdict at all.
+    TooFew,
+    /// No value at all (0 / 0): nothing to breach, so an open breach resolves.
+    NoData,
 }
 
 /// A threshold rule with its per-scope state.
@@ -162,7 +184,8 @@ impl ThresholdRule {
         self.scopes = state.into_iter().collect();
     }
 
-    /// Returns a transition when `update` opens or resolves this rule's breach for its scope.
+    /// Returns a transition when `update` opens or resolves one of this rule's breaches for
+    /// its scope.
     pub fn evaluate(
         &mut self,
         scope: u32,
@@ -175,25 +198,21 @@ impl ThresholdRule {
         if !self.cfg.channels.is_empty() && !self.cfg.channels.contains(&u.scope.channel) {
             return None;
         }
+        let verdict = self.verdict(u);
         let state = self.scopes.entry(scope).or_default();
-        if state.newest.is_some_and(|n| u.window.start < n) {
-            return None;
+        let start = u.window.start;
+        if state.newest.is_some_and(|n| start < n) {
+            // A rolling window older than the newest is superseded by it (the newest holds
+            // the same recent facts); a closed calendar window is a period of its own.
+            if !u.window.kind.is_calendar() {
+                return None;
+            }
+            let (state_now, id) = Self::correct(&self.cfg.id, state, u, verdict)?;
+            return Some(self.event(u, id, state_now, wall));
         }
-        state.newest = Some(u.window.start);
-        let value = u.value?;
-        let enough = u
-            .denominator
-            .is_none_or(|d| d >= Decimal::from_i64(self.cfg.min_denominator as i64));
-        if !enough {
-            return None;
-        }
-        let resolve_at = self.cfg.resolve_at.unwrap_or(self.cfg.threshold);
-        let (breached, healthy) = match self.cfg.op {
-            RuleOp::Above => (value > self.cfg.threshold, value <= resolve_at),
-            RuleOp::Below => (value < self.cfg.threshold, value >= resolve_at),
-        };
-        let (state_now, id) = match &state.open {
-            None if breached => {
+        state.newest = Some(start);
+        let (state_now, id) = match (&state.open, verdict) {
+            (None, Verdict::Breached) => {
                 let since = *state.pending_since.get_or_insert(u.window.end);
                 if let Some(hold) = self.cfg.for_
                     && (u.window.end - since).to_std().unwrap_or_default() < hold
@@ -201,23 +220,73 @@ impl ThresholdRule {
                     return None;
                 }
                 state.pending_since = None;
-                let id = format!(
-                    "{}|{}|{}",
-                    self.cfg.id,
-                    u.scope,
-                    u.window.start.to_rfc3339()
-                );
-                state.open = Some(id.clone());
+                let id = format!("{}|{}|{}", self.cfg.id, u.scope, start.to_rfc3339());
+                state.open = Some((id.clone(), start));
                 (BreachState::Firing, id)
             }
-            Some(_) if healthy => (BreachState::Resolved, state.open.take()?),
-            None => {
+            (Some(_), Verdict::Healthy | Verdict::NoData) => {
+                state.pending_since = None;
+                (BreachState::Resolved, state.open.take()?.0)
+            }
+            (None, Verdict::Healthy | Verdict::Between | Verdict::NoData) => {
                 state.pending_since = None;
                 return None;
             }
             _ => return None,
         };
         Some(self.event(u, id, state_now, wall))
+    }
+
+    /// A correction of the closed calendar window `u`: opens a breach naming it when it now
+    /// breaches (unless the open episode already covers it), resolves that breach when it no
+    /// longer does. Corrections ignore `for`: a closed window's value is final, not a flap.
+    fn correct(
+        rule: &str,
+        state: &mut ScopeState,
+        u: &KpiUpdate,
+        verdict: Verdict,
+    ) -> Option<(BreachState, String)> {
+        let start = u.window.start;
+        if state.corrections.contains_key(&start) {
+            return match verdict {
+                Verdict::Healthy | Verdict::NoData => {
+                    Some((BreachState::Resolved, state.corrections.remove(&start)?))
+                }
+                _ => None,
+            };
+        }
+        let in_episode = state.open.as_ref().is_some_and(|(_, from)| start >= *from);
+        if verdict != Verdict::Breached || in_episode {
+            return None;
+        }
+        // Distinct from a live breach the same window may have opened (and resolved) before.
+        let id = format!("{rule}|{}|{}|corrected", u.scope, start.to_rfc3339());
+        state.corrections.insert(start, id.clone());
+        Some((BreachState::Firing, id))
+    }
+
+    fn verdict(&self, u: &KpiUpdate) -> Verdict {
+        let Some(value) = u.value else {
+            return Verdict::NoData;
+        };
+        let enough = u
+            .denominator
+            .is_none_or(|d| d >= Decimal::from_i64(self.cfg.min_denominator as i64));
+        if !enough {
+            return Verdict::TooFew;
+        }
+        let resolve_at = self.cfg.resolve_at.unwrap_or(self.cfg.threshold);
+        let (breached, healthy) = match self.cfg.op {
+            RuleOp::Above => (value > self.cfg.threshold, value <= resolve_at),
+            RuleOp::Below => (value < self.cfg.threshold, value >= resolve_at),
+        };
+        if breached {
+            Verdict::Breached
+        } else if healthy {
+            Verdict::Healthy
+        } else {
+            Verdict::Between
+        }
     }
 
     fn event(
@@ -251,6 +320,10 @@ impl ThresholdRule {
                 shown(value),
                 shown(self.cfg.threshold),
                 self.cfg.id
+            ),
+            BreachState::Resolved if u.value.is_none() => format!(
+                "{} {} for shop {} ({}) has no data any more{of}; rule {} resolved.",
+                u.kpi, u.window.name, u.scope.shop, u.scope.channel, self.cfg.id
             ),
             BreachState::Resolved => format!(
                 "{} {} for shop {} ({}) is back to {}{of}; rule {} resolved.",
@@ -367,6 +440,90 @@ mod tests {
             r.evaluate(1, &update(5, 9, 30), now).unwrap().state,
             BreachState::Firing
         );
+    }
+
+    /// `update` over calendar day `day` (UTC days, for brevity).
+    fn day(day: i64, late: i64, shipped: i64) -> KpiUpdate {
+        let mut u = update(day * 24, late, shipped);
+        u.window.kind = WindowKind::BusinessDay;
+        u.window.name = "business_day".into();
+        u
+    }
+
+    fn day_rule() -> ThresholdRule {
+        let mut r = rule();
+        r.cfg.window = "business_day".into();
+        r
+    }
+
+    #[test]
+    fn a_correction_of_a_closed_day_opens_and_resolves_its_own_breach() {
+        let mut r = day_rule();
+        let now = Utc::now();
+        assert!(r.evaluate(0, &day(1, 0, 30), now).is_none());
+        assert!(r.evaluate(0, &day(2, 0, 30), now).is_none());
+        // Day 1 is closed (day 2 was judged since); a late fact pushes it to 10%.
+        let fired = r.evaluate(0, &day(1, 3, 30), now).unwrap();
+        assert_eq!(fired.state, BreachState::Firing);
+        assert_eq!(fired.window.start, day(1, 3, 30).window.start);
+        assert!(
+            fired.breach_id.ends_with("|corrected"),
+            "{}",
+            fired.breach_id
+        );
+        // Still breaching: nothing new. Between resolve_at and threshold: still open.
+        assert!(r.evaluate(0, &day(1, 4, 30), now).is_none());
+        assert!(r.evaluate(0, &day(1, 1, 29), now).is_none());
+        // The live sequence is not affected by it.
+        assert!(r.evaluate(0, &day(3, 0, 30), now).is_none());
+        let resolved = r.evaluate(0, &day(1, 0, 30), now).unwrap();
+        assert_eq!(resolved.state, BreachState::Resolved);
+        assert_eq!(resolved.breach_id, fired.breach_id);
+    }
+
+    #[test]
+    fn a_correction_inside_the_open_episode_adds_no_breach() {
+        let mut r = day_rule();
+        let now = Utc::now();
+        let fired = r.evaluate(0, &day(1, 9, 30), now).unwrap();
+        assert!(r.evaluate(0, &day(2, 9, 30), now).is_none());
+        // Day 1 (which opened the episode) and day 2 are covered by the open breach.
+        assert!(r.evaluate(0, &day(1, 12, 30), now).is_none());
+        let resolved = r.evaluate(0, &day(3, 0, 30), now).unwrap();
+        assert_eq!(resolved.breach_id, fired.breach_id);
+        // After it resolved, a correction of day 2 is judged on its own.
+        let again = r.evaluate(0, &day(2, 10, 30), now).unwrap();
+        assert_eq!(again.state, BreachState::Firing);
+        assert_ne!(again.breach_id, fired.breach_id);
+    }
+
+    #[test]
+    fn older_rolling_windows_are_superseded_not_judged() {
+        // A late fact re-publishes every rolling window it falls in: judging each would open
+        // one breach per hour. The newest window speaks for the rule.
+        let mut r = rule();
+        let now = Utc::now();
+        assert!(r.evaluate(0, &update(10, 0, 30), now).is_none());
+        for hour in 1..10 {
+            assert!(r.evaluate(0, &update(hour, 9, 30), now).is_none());
+        }
+    }
+
+    #[test]
+    fn a_window_restated_to_no_data_resolves_the_breach() {
+        let mut r = day_rule();
+        let now = Utc::now();
+        let fired = r.evaluate(0, &day(1, 9, 30), now).unwrap();
+        let resolved = r.evaluate(0, &day(1, 0, 0), now).unwrap();
+        assert_eq!(resolved.state, BreachState::Resolved);
+        assert_eq!(resolved.breach_id, fired.breach_id);
+        assert!(resolved.message.contains("no data"), "{}", resolved.message);
+        // A corrected closed day that empties resolves its own breach the same way.
+        assert!(r.evaluate(0, &day(2, 0, 30), now).is_none());
+        let late = r.evaluate(0, &day(1, 9, 30), now).unwrap();
+        let emptied = r.evaluate(0, &day(1, 0, 0), now).unwrap();
+        assert_eq!(emptied.breach_id, late.breach_id);
+        assert_eq!(emptied.state, BreachState::Resolved);
     }
 
     #[test]

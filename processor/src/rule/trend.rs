@@ -222,45 +222,46 @@ impl TrendRule {
             Compare::Baseline => (u.value, self.cfg.baseline),
             _ => (input.current, input.reference),
         };
-        let (value, reference) = (value?, reference?);
-        if reference == 0.0 {
+        // No reference (or a zero one): no change to judge. No current value: in a window in
+        // progress, no complete hour with data yet (no verdict); in a closed one, 0 / 0 (no
+        // data, which resolves an open breach).
+        let reference = reference.filter(|r| *r != 0.0)?;
+        if value.is_none() && input.in_progress {
             return None;
         }
-        let change = (value - reference) / reference.abs();
+        let change = value.map(|v| (v - reference) / reference.abs());
         let mut derived = u.clone();
-        derived.value = Some(change);
+        derived.value = change;
         let mut event = self.inner.evaluate(scope, &derived, wall)?;
         event.rule_kind = RuleKind::Trend;
         event.unit = "change".into();
-        event.value = Some(change);
+        event.value = change;
         event.baseline = Some(reference);
         let against = match self.cfg.compare {
             Compare::WeekAgo => "the same window a week earlier",
             Compare::MonthAgo => "the same window a month earlier",
             Compare::Baseline => "the baseline",
         };
-        event.message = match event.state {
-            kpiflow_schemas::BreachState::Firing => format!(
-                "{} {} for shop {} ({}) {} {:.1}% against {against} ({} → {}); rule {}.",
-                u.kpi,
-                u.window.name,
-                u.scope.shop,
-                u.scope.channel,
+        let (u_kpi, u_window, shop, channel) =
+            (&u.kpi, &u.window.name, &u.scope.shop, u.scope.channel);
+        event.message = match (event.state, value, change) {
+            (kpiflow_schemas::BreachState::Firing, Some(value), Some(change)) => format!(
+                "{u_kpi} {u_window} for shop {shop} ({channel}) {} {:.1}% against {against} ({} → {}); rule {}.",
                 if change >= 0.0 { "rose" } else { "fell" },
                 change.abs() * 100.0,
                 short(reference),
                 short(value),
                 self.cfg.id
             ),
-            kpiflow_schemas::BreachState::Resolved => format!(
-                "{} {} for shop {} ({}) is back within {:.1}% of {against} ({} → {}); rule {} resolved.",
-                u.kpi,
-                u.window.name,
-                u.scope.shop,
-                u.scope.channel,
+            (kpiflow_schemas::BreachState::Resolved, Some(value), _) => format!(
+                "{u_kpi} {u_window} for shop {shop} ({channel}) is back within {:.1}% of {against} ({} → {}); rule {} resolved.",
                 self.cfg.resolve_change.unwrap_or(self.cfg.change) * 100.0,
                 short(reference),
                 short(value),
+                self.cfg.id
+            ),
+            _ => format!(
+                "{u_kpi} {u_window} for shop {shop} ({channel}) has no data any more; rule {} resolved.",
                 self.cfg.id
             ),
         };
@@ -401,6 +402,30 @@ mod tests {
             ..partial
         };
         assert!(r.evaluate(0, &update(2, 0.1), first_minutes, now).is_none());
+    }
+
+    #[test]
+    fn a_closed_window_without_data_resolves_the_breach() {
+        let mut r = rule(Compare::WeekAgo, None);
+        let now = Utc::now();
+        let fired = r
+            .evaluate(0, &update(1, 1.8), closed(1.8, Some(3.0)), now)
+            .unwrap();
+        // Restated to 0 / 0: nothing to compare, so nothing is breaching any more.
+        let resolved = r
+            .evaluate(
+                0,
+                &update(1, 0.0),
+                TrendInput {
+                    current: None,
+                    ..closed(0.0, Some(3.0))
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(resolved.state, BreachState::Resolved);
+        assert_eq!(resolved.breach_id, fired.breach_id);
+        assert!(resolved.message.contains("no data"), "{}", resolved.message);
     }
 
     #[test]

@@ -113,11 +113,14 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                 carrier: None,
                 tracking_id: None,
                 tracking_valid: true,
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
     }
-    if status == "Canceled" {
+    // An order cancelled before Amazon priced it (Pending, then Canceled) was never placed:
+    // no placement, so no cancellation either (cancellation rate is cancels of placed orders).
+    if status == "Canceled" && total.is_some() {
         let by_buyer = r.opt_str("BuyerRequestedCancel.IsBuyerRequestedCancel")? == Some("true");
         facts.push(fact(
             "cancelled",
@@ -133,6 +136,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                 reason: r
                     .opt_str("BuyerRequestedCancel.BuyerCancelReason")?
                     .map(str::to_string),
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
@@ -206,6 +210,35 @@ mod tests {
             panic!()
         };
         assert_eq!(p.fulfilment, Fulfilment::Fba);
+        assert_eq!(c.fulfilment, Some(Fulfilment::Fba));
+    }
+
+    #[test]
+    fn an_order_cancelled_before_it_was_priced_gives_no_cancellation() {
+        // Pending, then Canceled: Amazon never priced it, so it was never a placed order and
+        // its cancellation must not count against the seller (or against any order count).
+        let mut v = base("Canceled");
+        v.as_object_mut().unwrap().remove("OrderTotal");
+        assert!(order(&v).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_backfilled_shipped_order_is_placed_at_its_purchase_time() {
+        // A backfill sees only the order's last state; its placement still lands at
+        // PurchaseDate (orders and GMV by order date), the shipment at its update time.
+        let facts = order(&base("Shipped")).unwrap();
+        assert_eq!(
+            facts[0].event_time.to_rfc3339(),
+            "2026-11-02T17:03:00+00:00"
+        );
+        assert_eq!(
+            facts[1].event_time.to_rfc3339(),
+            "2026-11-03T09:00:00+00:00"
+        );
+        let EventBody::OrderShipped(s) = &facts[1].body else {
+            panic!()
+        };
+        assert_eq!(s.fulfilment, Some(Fulfilment::Merchant));
     }
 
     #[test]

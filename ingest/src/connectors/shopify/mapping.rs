@@ -185,6 +185,7 @@ impl Mapper<'_> {
                         // Shopify reports no carrier scan; a tracking number is the evidence.
                         tracking_valid: tracking.is_some(),
                         tracking_id: tracking,
+                        fulfilment: Some(self.shop.fulfilment),
                     },
                 )?);
             }
@@ -209,6 +210,7 @@ impl Mapper<'_> {
                         placed_at: placed,
                         cancelled_by: cancelled_by(order.cancel_reason.as_deref()),
                         reason: order.cancel_reason.clone(),
+                        fulfilment: Some(self.shop.fulfilment),
                     },
                 )?);
             }
@@ -281,6 +283,7 @@ impl Mapper<'_> {
                 // Shopify refunds carry no fault; the refund-rate rules that count only the
                 // seller's faults are Walmart's.
                 seller_fault: false,
+                fulfilment: Some(self.shop.fulfilment),
             },
         )
         .map(Some)

@@ -91,11 +91,12 @@ impl Shop {
     }
 
     /// How an order is fulfilled, from a uniform draw in `[0, 1)`: Amazon shops mostly FBA,
-    /// the others from their own warehouse or a 3PL.
+    /// Walmart shops partly WFS (exempt from Walmart's seller scores), the others from their
+    /// own warehouse or a 3PL.
     pub(super) fn fulfilment(&self, u: f64) -> Fulfilment {
         let (first, first_share, second) = match self.channel {
             Channel::Amazon => (Fulfilment::Fba, 0.85, Fulfilment::Merchant),
-            Channel::Walmart => (Fulfilment::Merchant, 0.40, Fulfilment::ThirdParty),
+            Channel::Walmart => (Fulfilment::Wfs, 0.40, Fulfilment::ThirdParty),
             Channel::Shopify => (Fulfilment::Merchant, 0.50, Fulfilment::ThirdParty),
             Channel::TiktokShop => (Fulfilment::Merchant, 0.30, Fulfilment::ThirdParty),
         };
@@ -116,7 +117,7 @@ impl Shop {
     /// Which of the shop's two locations ships a fulfilment.
     pub(super) fn location_of(&self, f: Fulfilment) -> usize {
         match f {
-            Fulfilment::Fba | Fulfilment::Wfs => 0,
+            Fulfilment::Fba | Fulfilment::Wfs | Fulfilment::Fbt => 0,
             Fulfilment::Merchant => usize::from(self.channel == Channel::Amazon),
             Fulfilment::ThirdParty => 1,
         }
@@ -191,6 +192,16 @@ fn shop(cfg: &SimulatorConfig, index: u32, campaign_number: &mut u64) -> Shop {
                 kind: LocationKind::Fba,
             },
             own,
+        ],
+        Channel::Walmart => [
+            Location {
+                id: "WFS-US".into(),
+                kind: LocationKind::Wfs,
+            },
+            Location {
+                id: "3PL-ONT8".into(),
+                kind: LocationKind::ThirdParty,
+            },
         ],
         _ => [
             own,
@@ -298,6 +309,11 @@ mod tests {
             LocationKind::Own
         );
         let walmart = &shops[1];
+        assert_eq!(walmart.fulfilment(0.1), Fulfilment::Wfs);
+        assert_eq!(
+            walmart.locations[walmart.location_of(Fulfilment::Wfs)].kind,
+            LocationKind::Wfs
+        );
         assert_eq!(walmart.fulfilment(0.9), Fulfilment::ThirdParty);
         assert_eq!(
             walmart.locations[walmart.location_of(Fulfilment::ThirdParty)].kind,

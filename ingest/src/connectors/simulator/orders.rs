@@ -331,6 +331,7 @@ impl Order<'_> {
                     placed_at: placed,
                     cancelled_by: by,
                     reason: Some(reason.into()),
+                    fulfilment: Some(fulfilment),
                 },
             );
             return line;
@@ -352,6 +353,7 @@ impl Order<'_> {
                 carrier: Some(carrier.to_string()),
                 tracking_id: tracking_id.clone(),
                 tracking_valid: d.tracking_valid,
+                fulfilment: Some(fulfilment),
             },
         );
 
@@ -363,17 +365,22 @@ impl Order<'_> {
             let room = (deliver_by - TimeDelta::hours(1) - earliest).max(TimeDelta::zero());
             earliest + scale(room, d.transit_frac)
         };
-        self.push(
-            facts,
-            "delivered",
-            delivered,
-            OrderDelivered {
-                order_id: order_id.clone(),
-                placed_at: placed,
-                deliver_by,
-                units: d.units,
-            },
-        );
+        // The delivery time is known from the carrier's scans; a parcel without valid
+        // tracking has none, so its delivery is never reported (returns still follow it).
+        if d.tracking_valid {
+            self.push(
+                facts,
+                "delivered",
+                delivered,
+                OrderDelivered {
+                    order_id: order_id.clone(),
+                    placed_at: placed,
+                    deliver_by,
+                    units: d.units,
+                    fulfilment: Some(fulfilment),
+                },
+            );
+        }
 
         if fulfilment == Fulfilment::ThirdParty {
             self.milestones(
@@ -400,6 +407,7 @@ impl Order<'_> {
                     placed_at: placed,
                     units,
                     reason: Some(reason.into()),
+                    fulfilment: Some(fulfilment),
                 },
             );
             self.push(
@@ -411,6 +419,7 @@ impl Order<'_> {
                     placed_at: placed,
                     amount: usd_cents(sku.price_cents * i64::from(units)),
                     seller_fault,
+                    fulfilment: Some(fulfilment),
                 },
             );
         } else if d.refund_only < REFUND_ONLY_RATE / (1.0 - RETURN_RATE) {
@@ -428,6 +437,7 @@ impl Order<'_> {
                     placed_at: placed,
                     amount: usd_cents(cents),
                     seller_fault: d.refund_seller_fault,
+                    fulfilment: Some(fulfilment),
                 },
             );
         }
@@ -447,6 +457,7 @@ impl Order<'_> {
                     placed_at: placed,
                     kind,
                     rating,
+                    fulfilment: Some(fulfilment),
                 },
             );
         }

@@ -5,11 +5,12 @@
 //! | UNPAID | none yet (not an order until paid) |
 //! | ON_HOLD, AWAITING_SHIPMENT, PARTIALLY_SHIPPING, AWAITING_COLLECTION | `placed` |
 //! | IN_TRANSIT, DELIVERED, COMPLETED | `placed`, `shipped` |
-//! | CANCELLED | `placed` (if it was paid), `cancelled` |
+//! | CANCELLED | `placed` and `cancelled` if it was paid; nothing if it never was (no placement, so no cancellation) |
 //!
 //! `placed` is timed at `create_time` with `payment.total_amount`; `shipped` at `rts_time`
 //! (ready to ship, the hand-over TikTok measures) with `rts_sla_time` as ship-by;
-//! `cancelled` at `update_time`, by whom `cancellation_initiator` says.
+//! `cancelled` at `update_time`, by whom `cancellation_initiator` says. Every fact carries the
+//! order's `fulfillment_type` (FBT orders are platform-fulfilled, outside seller-fulfilled scopes).
 
 use chrono::{DateTime, Utc};
 use kpiflow_schemas::{
@@ -61,7 +62,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
     let ship_by = secs(&r, "rts_sla_time").map_err(at)?;
     let fulfilment = match r.opt_str("fulfillment_type").map_err(at)? {
         None | Some("FULFILLMENT_BY_SELLER") => Fulfilment::Merchant,
-        Some("FULFILLMENT_BY_TIKTOK") => Fulfilment::ThirdParty,
+        Some("FULFILLMENT_BY_TIKTOK") => Fulfilment::Fbt,
         Some(other) => {
             return Err(at(format!(
                 "field `fulfillment_type`: expected FULFILLMENT_BY_SELLER or FULFILLMENT_BY_TIKTOK, got {other:?}"
@@ -126,11 +127,14 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                     .map(str::to_string),
                 tracking_valid: tracking.is_some(),
                 tracking_id: tracking,
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
     }
-    if status == "CANCELLED" {
+    // An order cancelled before it was paid was never placed (no placement above), so its
+    // cancellation must not count either.
+    if status == "CANCELLED" && paid {
         let by = match r.opt_str("cancellation_initiator").map_err(at)? {
             Some("BUYER") => CancelledBy::Buyer,
             Some("SYSTEM") => CancelledBy::System,
@@ -144,9 +148,56 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                 placed_at,
                 cancelled_by: by,
                 reason: r.opt_str("cancel_reason").map_err(at)?.map(str::to_string),
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cancelled() -> Value {
+        json!({
+            "id": "576461413038785754",
+            "status": "CANCELLED",
+            "create_time": 1795687200,
+            "update_time": 1795689000,
+            "paid_time": 1795687260,
+            "payment": {"currency": "USD", "total_amount": "12.99"},
+            "line_items": [{"id": "576461413038785754-0", "seller_sku": "TT-MUG-01"}],
+            "fulfillment_type": "FULFILLMENT_BY_TIKTOK",
+            "rts_sla_time": 1795860000,
+            "cancellation_initiator": "SELLER"
+        })
+    }
+
+    #[test]
+    fn a_paid_cancelled_order_is_placed_and_cancelled_with_its_fulfilment() {
+        let facts = order(&cancelled()).unwrap();
+        let ids: Vec<_> = facts.iter().map(|f| f.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "tiktok_shop:576461413038785754:placed",
+                "tiktok_shop:576461413038785754:cancelled"
+            ]
+        );
+        let EventBody::OrderCancelled(c) = &facts[1].body else {
+            panic!("{:?}", facts[1].body)
+        };
+        assert_eq!(c.cancelled_by, CancelledBy::Seller);
+        assert_eq!(c.fulfilment, Some(Fulfilment::Fbt));
+    }
+
+    #[test]
+    fn an_order_cancelled_before_payment_gives_no_cancellation() {
+        let mut v = cancelled();
+        v.as_object_mut().unwrap().remove("paid_time");
+        assert!(order(&v).unwrap().is_empty());
+    }
 }

@@ -191,6 +191,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                 carrier,
                 tracking_valid: tracking.is_some(),
                 tracking_id: tracking,
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
@@ -208,6 +209,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
                     CancelledBy::Seller
                 },
                 reason: None,
+                fulfilment: Some(fulfilment),
             }
             .into(),
         ));
