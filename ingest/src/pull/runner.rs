@@ -194,9 +194,10 @@ impl PullConnector {
                 from = cursor.as_ref().map_or(end, |c| c.high_water.min(end));
             }
             let mut at = from;
-            // A snapshot source is read once per sync, even when no time has passed.
+            // A snapshot source is read once per sync, even when no time has passed (and only
+            // once when time has: `take` first, so the flag is spent by the first read).
             let mut once = self.source.snapshot();
-            while at < end || std::mem::take(&mut once) {
+            while std::mem::take(&mut once) || at < end {
                 let to = if self.source.snapshot() {
                     end
                 } else {
