@@ -163,6 +163,24 @@ pub struct MeasureConfig {
     /// A gauge: windows read the newest value per key at their end.
     #[serde(default)]
     pub latest: bool,
+    /// A daily stock level: per SKU and business day, the sum over `replace.key` (its
+    /// locations) of each one's newest `value` at the day's end, carried forward to days
+    /// without a report, from the SKU's first report to its shop's current day. What a SKU-day
+    /// adds: `days` (1), `zero_days` (1 when the level is 0), `level` (the level).
+    #[serde(default)]
+    pub daily: Option<DailyKind>,
+}
+
+/// What one SKU-day of a `daily` measure adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DailyKind {
+    /// 1 for every SKU-day with stock data (active SKU-days).
+    Days,
+    /// 1 for a SKU-day whose level is 0 (stockout SKU-days).
+    ZeroDays,
+    /// The SKU-day's level (unit-days, for average stock).
+    Level,
 }
 
 /// Which scopes a KPI is kept for.
@@ -252,6 +270,8 @@ pub struct Measure {
     pub time_is_date: bool,
     /// Index into [`Catalog::replace_groups`].
     pub replace_group: Option<usize>,
+    /// A daily stock level (see [`MeasureConfig::daily`]).
+    pub daily: Option<DailyKind>,
 }
 
 impl std::fmt::Debug for Measure {
@@ -268,6 +288,8 @@ pub struct ReplaceGroup {
     pub latest: bool,
     /// Whether each key counts once (`once`) instead of being restated.
     pub once: bool,
+    /// Whether the measures are daily stock levels (`daily`).
+    pub daily: bool,
     key: Vec<Arc<dyn PhysicalExpr>>,
     version: Arc<dyn PhysicalExpr>,
     /// Member measures.
@@ -585,6 +607,22 @@ impl Catalog {
                     "a gauge needs `replace.key` to know which reports replace each other",
                 ));
             }
+            if m.daily.is_some() {
+                let why = if m.replace.is_none() {
+                    Some("a daily level needs `replace.key` (its locations)")
+                } else if m.latest || m.once.is_some() {
+                    Some("a daily level is neither a gauge (`latest`) nor counted `once`")
+                } else if m.time != event_time() {
+                    Some(
+                        "a daily level is placed on its report's business day: leave `time` at event_time",
+                    )
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(c.err(&item, "daily", &format!("{:?}", m.daily), why));
+                }
+            }
             let index = measures.len();
             let once = m.once.as_ref().map(|key| ReplaceConfig {
                 key: key.clone(),
@@ -613,7 +651,11 @@ impl Catalog {
                     // chargeback counted as a defect must not use up the order's slot for
                     // negative feedback.
                     let found = groups.iter().position(|g| {
-                        once.is_none() && !g.once && g.config == *r && g.latest == m.latest
+                        once.is_none()
+                            && !g.once
+                            && g.config == *r
+                            && g.latest == m.latest
+                            && g.daily == m.daily.is_some()
                     });
                     Some(match found {
                         Some(g) => {
@@ -640,6 +682,7 @@ impl Catalog {
                                 config: r.clone(),
                                 latest: m.latest,
                                 once: once.is_some(),
+                                daily: m.daily.is_some(),
                                 key,
                                 version,
                                 measures: vec![index],
@@ -658,6 +701,7 @@ impl Catalog {
                 time,
                 time_is_date,
                 replace_group,
+                daily: m.daily,
             });
         }
 

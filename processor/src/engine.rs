@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
 
-use crate::catalog::{Catalog, GroupBy};
+use crate::catalog::{Catalog, DailyKind, GroupBy};
 use crate::config::{Compiled, Lateness};
 use crate::event_table;
 use crate::rule::RuleSet;
 use crate::rule::trend::{Compare, TrendInput};
+use crate::stock::{Placed, StockDays};
 use crate::watermark::Watermarks;
 use crate::window::{self, Hour, hour_of};
 use crate::{ProcessorConfig, ProcessorError};
@@ -139,6 +140,10 @@ pub struct Engine {
     once: HashMap<(u16, u32, String), Hour>,
     /// Gauge reports by scope, (replace group, key), hour.
     gauges: HashMap<u32, GaugeSeries>,
+    /// Daily stock levels carried forward per SKU and business day (`daily` measures).
+    stock: StockDays,
+    /// The business day each shop's stock days were last booked up to.
+    stock_day: HashMap<u32, chrono::NaiveDate>,
     /// (scope, hour) buckets changed since the last flush, with the measures changed.
     dirty: BTreeMap<(u32, Hour), u64>,
     /// Rolling windows ending at or before this hour have been published.
@@ -191,6 +196,8 @@ impl Engine {
             once: HashMap::new(),
             replaced: HashMap::new(),
             gauges: HashMap::new(),
+            stock: StockDays::default(),
+            stock_day: HashMap::new(),
             dirty: BTreeMap::new(),
             frontier: None,
             first_unpublished: None,
@@ -457,7 +464,78 @@ impl Engine {
         *clock = (*clock).max(own);
         let s = &mut self.scopes[shop as usize];
         s.newest = Some(s.newest.map_or(own, |n| n.max(own)));
+        if !self.stock.is_empty() {
+            self.advance_stock(shop);
+        }
         verdict
+    }
+
+    /// Books the stock days of `shop` up to the business day of its newest fact.
+    fn advance_stock(&mut self, shop: u32) {
+        let s = &self.scopes[shop as usize];
+        let Some(newest) = s.newest else { return };
+        let tz = s.tz;
+        let today = newest.with_timezone(&tz).date_naive();
+        if self.stock_day.get(&shop).is_some_and(|d| *d >= today) {
+            return;
+        }
+        self.stock_day.insert(shop, today);
+        let catalog = Arc::clone(&self.catalog);
+        let kind = |m: u16| daily_kind(&catalog, m);
+        let day = window::business_day::BusinessDay { tz };
+        let midnight = |d| day.midnight(d);
+        for (scope, hour, m, v) in self.stock.advance(shop, today, &kind, &midnight) {
+            self.add(scope, hour, m, v);
+        }
+    }
+
+    /// Records a daily stock report (see [`crate::stock`]); `Ok(false)` when it names no SKU
+    /// (a level per SKU cannot be placed), `Err` the newer report of that day that stays.
+    fn apply_daily(
+        &mut self,
+        group: u16,
+        shop: u32,
+        event: &Event,
+        location: String,
+        version: i64,
+        added: Vec<(u32, Hour, u16, Decimal)>,
+    ) -> Result<bool, String> {
+        let h = &event.header;
+        let Some(sku) = h.sku.as_deref() else {
+            return Ok(false);
+        };
+        let s = &self.scopes[shop as usize];
+        let tz = s.tz;
+        let today = s
+            .newest
+            .map_or(h.event_time, |n| n.max(h.event_time))
+            .with_timezone(&tz)
+            .date_naive();
+        let placed = Placed {
+            group,
+            shop,
+            sku,
+            location,
+            day: h.event_time.with_timezone(&tz).date_naive(),
+            version,
+            event_id: &h.event_id,
+            values: added
+                .iter()
+                .filter(|a| a.0 == shop)
+                .map(|a| (a.2, a.3))
+                .collect(),
+            targets: added.iter().map(|a| (a.2, a.0)).collect(),
+        };
+        let catalog = Arc::clone(&self.catalog);
+        let kind = |m: u16| daily_kind(&catalog, m);
+        let day = window::business_day::BusinessDay { tz };
+        let midnight = |d| day.midnight(d);
+        let deltas = self.stock.report(placed, today, &kind, &midnight)?;
+        self.stock_day.insert(shop, today);
+        for (scope, hour, m, v) in deltas {
+            self.add(scope, hour, m, v);
+        }
+        Ok(true)
     }
 
     fn apply_contributions(
@@ -530,6 +608,21 @@ impl Engine {
             if group.once {
                 self.apply_once(g as u16, shop, key, added);
                 counted = true;
+                continue;
+            }
+            if group.daily {
+                match self.apply_daily(g as u16, shop, event, key, version, added) {
+                    Ok(applied) => counted |= applied,
+                    Err(newer) => {
+                        superseded.get_or_insert_with(|| {
+                            format!(
+                                "{} {}: an older report of this day than the one already counted ({newer}); not applied",
+                                event.schema(),
+                                h.event_id,
+                            )
+                        });
+                    }
+                }
                 continue;
             }
             // A fact is restated only by a newer version of the same kind: the schema is
@@ -1021,6 +1114,19 @@ impl Engine {
         if cutoffs.is_empty() {
             return;
         }
+        for (&shop, &cutoff) in &cutoffs {
+            // The first business day whose midnight is still kept.
+            let day = window::business_day::BusinessDay {
+                tz: self.scopes[shop as usize].tz,
+            };
+            let mut first = window::hour_start(cutoff)
+                .with_timezone(&day.tz)
+                .date_naive();
+            if day.midnight(first) < cutoff {
+                first = first.succ_opt().unwrap_or(first);
+            }
+            self.stock.evict(shop, first);
+        }
         for s in &mut self.scopes {
             let Some(&cutoff) = cutoffs.get(&s.shop) else {
                 continue;
@@ -1048,6 +1154,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// What a SKU-day of measure `m` adds (only `daily` measures are asked).
+fn daily_kind(catalog: &Catalog, m: u16) -> DailyKind {
+    catalog.measures[m as usize]
+        .daily
+        .unwrap_or(DailyKind::Level)
 }
 
 /// Days from 0001-01-01 to 1970-01-01 (Arrow dates count from the epoch, chrono from CE).

@@ -262,11 +262,50 @@ fn facts(events: &[(Event, Topic)]) -> Vec<(String, &'static str, i64, Decimal)>
         out.push((shop.clone(), "spend", at, spend));
         out.push((shop, "sales", at, sales));
     }
-    // A SKU-day counts at its last snapshot's time.
-    for ((shop, _, _), ((at, _), sellable)) in days {
-        out.push((shop.clone(), "sku_days", at.timestamp(), one));
-        if sellable == 0 {
-            out.push((shop, "stockout_days", at.timestamp(), one));
+    // Stock carries forward: every SKU-day from the SKU's first snapshot day to its shop's
+    // current day (the Pacific day of the shop's newest event) reads the last snapshot on or
+    // before it, booked at that day's Pacific midnight.
+    let mut newest: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for (e, _) in events {
+        let n = newest
+            .entry(e.header.shop.clone())
+            .or_insert(e.header.event_time);
+        *n = (*n).max(e.header.event_time);
+    }
+    let pacific = |t: DateTime<Utc>| {
+        t.with_timezone(&chrono_tz::America::Los_Angeles)
+            .date_naive()
+    };
+    let mut by_sku: HashMap<(String, String), Vec<(NaiveDate, u64)>> = HashMap::new();
+    for ((shop, sku, date), (_, sellable)) in days {
+        by_sku
+            .entry((shop, sku))
+            .or_default()
+            .push((date, sellable));
+    }
+    for ((shop, _), mut levels) in by_sku {
+        levels.sort();
+        let current = pacific(newest[&shop]);
+        let mut d = levels[0].0;
+        while d <= current {
+            let level = levels
+                .iter()
+                .rev()
+                .find(|(ld, _)| *ld <= d)
+                .map(|l| l.1)
+                .unwrap();
+            let midnight = chrono::TimeZone::from_local_datetime(
+                &chrono_tz::America::Los_Angeles,
+                &d.and_hms_opt(0, 0, 0).unwrap(),
+            )
+            .earliest()
+            .unwrap()
+            .timestamp();
+            out.push((shop.clone(), "sku_days", midnight, one));
+            if level == 0 {
+                out.push((shop.clone(), "stockout_days", midnight, one));
+            }
+            d = d.succ_opt().unwrap();
         }
     }
     out

@@ -21,7 +21,7 @@ use crate::window::Hour;
 
 /// Bumped when the layout below changes incompatibly. 2: per-stream clocks and per-shop
 /// retention (lateness judged by each fact's own time). 3: rule state keeps the breaches
-/// opened by corrections of closed calendar windows.
+/// opened by corrections of closed calendar windows; daily stock levels.
 const FORMAT: u32 = 3;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
@@ -119,6 +119,8 @@ struct EngineState {
     /// (group, shop scope, key) → newest hour, of keys counted once.
     once: Vec<((u16, u32, String), Hour)>,
     gauges: Vec<ReportSnapshot>,
+    /// Daily stock levels (measure and group numbers as in `measures` and `groups`).
+    stock: crate::stock::StockDays,
     freshness: Vec<((u32, String), DateTime<Utc>)>,
     frontier: Option<Hour>,
     first_unpublished: Option<Hour>,
@@ -224,6 +226,7 @@ impl Engine {
                 replaced,
                 once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
                 gauges,
+                stock: self.stock.clone(),
                 freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
                 frontier: self.frontier,
                 first_unpublished: self.first_unpublished,
@@ -385,6 +388,8 @@ impl Engine {
                     },
                 );
         }
+        self.stock = state.stock.remap(&map_group, &map);
+        self.stock_day.clear();
         self.freshness = state.freshness.into_iter().collect();
         self.frontier = state.frontier;
         self.first_unpublished = state.first_unpublished;

@@ -31,6 +31,7 @@ pub mod event_table;
 pub mod reconcile;
 pub mod rule;
 pub mod run;
+pub mod stock;
 pub mod template;
 pub mod watermark;
 pub mod window;

@@ -57,6 +57,9 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Published KPIs the catalog does not define (skipped).
     pub unknown_kpis: Vec<String>,
+    /// Published KPIs over daily stock levels (`daily` measures, carried forward between
+    /// snapshots): not recomputed here (skipped).
+    pub daily_kpis: Vec<String>,
 }
 
 fn df(what: &str) -> impl Fn(datafusion::error::DataFusionError) -> ProcessorError + '_ {
@@ -243,9 +246,20 @@ pub async fn reconcile(
             if !kpis.is_empty() && !kpis.iter().any(|k| k == id) {
                 continue;
             }
-            if catalog.kpi(id).is_none() {
+            let Some(def) = catalog.kpi(id) else {
                 if !report.unknown_kpis.iter().any(|k| k == id) {
                     report.unknown_kpis.push(id.to_string());
+                }
+                continue;
+            };
+            let daily = catalog
+                .measures
+                .iter()
+                .enumerate()
+                .any(|(m, measure)| def.mask & (1 << m) != 0 && measure.daily.is_some());
+            if daily {
+                if !report.daily_kpis.iter().any(|k| k == id) {
+                    report.daily_kpis.push(id.to_string());
                 }
                 continue;
             }

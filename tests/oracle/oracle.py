@@ -279,10 +279,13 @@ class Oracle:
             kept.append(self._header(e, i))
         self.stats["kept"] = len(kept)
 
-        # 2. per-shop newest event time
+        # 2. per-shop newest event time: a shop is (shop, channel, marketplace); heartbeats
+        #    carry wall-clock time, not a fact's time, so they do not move it
         self.newest_by_shop = {}
         for h, e in kept:
-            shop = h["shop"]
+            if e["schema"] == "source.heartbeat":
+                continue
+            shop = (h["shop"], h["channel"], h["mkt"])
             if shop not in self.newest_by_shop or h["t"] > self.newest_by_shop[shop]:
                 self.newest_by_shop[shop] = h["t"]
 
@@ -485,7 +488,7 @@ class Oracle:
             zone = self.zone(mkt)
             h = {"shop": shop, "channel": ch, "mkt": mkt, "sku": sku}
             first = min(business_date(s[0][0], zone) for s in locations)
-            current = business_date(self.newest_by_shop[shop], zone)
+            current = business_date(self.newest_by_shop[(shop, ch, mkt)], zone)
             d = first
             while d <= current:
                 day_end = local_midnight(d + timedelta(days=1), zone)

@@ -457,6 +457,7 @@ class Inventory(unittest.TestCase):
         placed("p1", "o1", "2026-11-02T20:00:00Z", units=1),
         placed("p2", "o2", "2026-11-05T20:00:00Z", units=3),
         heartbeat("h-other-shop", "2026-11-30T20:00:00Z", shop="s2"),   # does not extend s1
+        heartbeat("h-s1", "2026-11-29T20:00:00Z"),   # wall-clock time: does not extend s1 either
     ]
     FOUR_DAYS = ("2026-11-02T08:00:00Z", "2026-11-06T08:00:00Z")
     D2 = ("2026-11-03T08:00:00Z", "2026-11-04T08:00:00Z")
@@ -478,7 +479,7 @@ class Inventory(unittest.TestCase):
         self.assertEqual(self.o.kpi("stockout_rate", S, *self.D5), (D(0), D(0)))
 
     def test_carry_forward_extends_with_newer_events(self):
-        o = Oracle(self.events + [heartbeat("h1", "2026-11-07T09:00:00Z")])   # 11-07 Pacific: D6
+        o = Oracle(self.events + [placed("p9", "o9", "2026-11-07T09:00:00Z")])   # 11-07 Pacific: D6
         # D5 now active: A 7 (carried), B 4 (carried)
         self.assertEqual(o.kpi("stockout_rate", S, *self.D5), (D(0), D(2)))
         self.assertEqual(o.measure("sellable_unit_days", S, *self.D5), D(11))
