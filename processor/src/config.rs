@@ -1,5 +1,6 @@
 //! `[processor]` configuration: catalog and templates, time zones, lateness, rules.
 
+use crate::fx::{FxConfig, Rates};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,10 +180,14 @@ pub struct ProcessorConfig {
     /// Most records read between two flushes. Default `20000`.
     #[serde(default = "ProcessorConfig::max_batch")]
     pub max_batch: usize,
-    /// The one currency money KPIs are kept in; events in another currency are dead-lettered
-    /// (`currency`) until FX conversion exists. Default `USD`.
+    /// The one currency money KPIs are kept in. Money in another currency is converted with
+    /// the dated rates of `[processor.fx]`; without a rate it is dead-lettered (`currency`),
+    /// with every other fact of its order. Default `USD`.
     #[serde(default = "ProcessorConfig::currency")]
     pub currency: String,
+    /// Dated FX rates into `currency`.
+    #[serde(default)]
+    pub fx: FxConfig,
     /// Threshold breach rules (in addition to the templates').
     #[serde(default)]
     pub rules: Vec<ThresholdRuleConfig>,
@@ -211,6 +216,7 @@ impl Default for ProcessorConfig {
             shutdown_timeout: Self::shutdown_timeout(),
             max_batch: Self::max_batch(),
             currency: Self::currency(),
+            fx: FxConfig::default(),
             rules: Vec::new(),
             trend_rules: Vec::new(),
             staleness_rules: Vec::new(),
@@ -285,6 +291,7 @@ impl ProcessorConfig {
                 "expected an ISO 4217 code such as \"USD\"",
             ));
         }
+        Rates::validate(&self.fx, &self.currency)?;
         self.checkpoint.dir.validate_options(
             "processor.checkpoint.object_store",
             &self.checkpoint.object_store,
@@ -411,7 +418,9 @@ impl ProcessorConfig {
             .iter()
             .map(|(m, z)| (m.clone(), z.parse().unwrap_or(chrono_tz::UTC)))
             .collect();
+        let rates = Arc::new(Rates::load(&self.fx, &self.currency)?);
         Ok(Compiled {
+            rates,
             config: self.clone(),
             catalog: Arc::new(catalog),
             rules: RuleConfigs {
@@ -438,6 +447,8 @@ pub struct Compiled {
     pub default_tz: chrono_tz::Tz,
     /// Business zone per marketplace.
     pub time_zones: HashMap<String, chrono_tz::Tz>,
+    /// FX rates into the pipeline currency.
+    pub rates: Arc<Rates>,
 }
 
 fn check_time_zone(key: &str, zone: &str) -> Result<(), ProcessorError> {

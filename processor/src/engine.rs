@@ -142,6 +142,11 @@ pub struct Engine {
     gauges: HashMap<u32, GaugeSeries>,
     /// Daily stock levels carried forward per SKU and business day (`daily` measures).
     stock: StockDays,
+    /// FX rates into the pipeline currency.
+    rates: Arc<crate::fx::Rates>,
+    /// Orders refused for their currency, by (shop scope, order id): the hour of the refused
+    /// fact (for eviction) and why. Their later facts are refused too.
+    held_out: HashMap<(u32, String), (Hour, String)>,
     /// The business day each shop's stock days were last booked up to.
     stock_day: HashMap<u32, chrono::NaiveDate>,
     /// (scope, hour) buckets changed since the last flush, with the measures changed.
@@ -197,6 +202,8 @@ impl Engine {
             replaced: HashMap::new(),
             gauges: HashMap::new(),
             stock: StockDays::default(),
+            rates: Arc::clone(&compiled.rates),
+            held_out: HashMap::new(),
             stock_day: HashMap::new(),
             dirty: BTreeMap::new(),
             frontier: None,
@@ -310,31 +317,73 @@ impl Engine {
         )
     }
 
-    fn check_currency(&self, event: &Event) -> Result<(), Applied> {
-        let money: Vec<(&str, &Money)> = match &event.body {
-            EventBody::OrderPlaced(o) => vec![("payload.total", &o.total)],
-            EventBody::OrderPaid(o) => vec![("payload.amount", &o.amount)],
-            EventBody::OrderRefunded(o) => vec![("payload.amount", &o.amount)],
-            EventBody::AdPerformance(a) => vec![
-                ("payload.spend", &a.spend),
-                ("payload.attributed_sales", &a.attributed_sales),
-            ],
-            _ => vec![],
+    /// Converts money in another currency at the rate of the fact's business day (`None`:
+    /// nothing to convert). A fact that cannot be converted is refused, and so is every later
+    /// fact of its order: an order counts whole or not at all, so a CAD order refused for want
+    /// of a rate never leaves a cancellation behind.
+    fn convert_currency(&mut self, event: &Event) -> Result<Option<Event>, Applied> {
+        let shop = self.shop_scope(event);
+        let order = order_id(&event.body).map(|o| (shop, o.to_string()));
+        if let Some(k) = &order
+            && let Some((_, why)) = self.held_out.get(k)
+        {
+            return Err(Applied::Rejected {
+                kind: "currency",
+                reason: format!(
+                    "{} {}: order {} of shop {} is held out ({why}); every fact of an order counts, or none does",
+                    event.schema(),
+                    event.header.event_id,
+                    k.1,
+                    event.header.shop,
+                ),
+            });
+        }
+        let foreign = money_fields(&event.body)
+            .iter()
+            .any(|(_, m)| m.currency != self.currency);
+        if !foreign {
+            return Ok(None);
+        }
+        // The fact's business day: an ad row's report day, else its own time in the shop's zone.
+        let day = match &event.body {
+            EventBody::AdPerformance(a) => a.date,
+            _ => event
+                .header
+                .event_time
+                .with_timezone(&self.scopes[shop as usize].tz)
+                .date_naive(),
         };
-        for (field, m) in money {
-            if m.currency != self.currency {
-                return Err(Applied::Rejected {
-                    kind: "currency",
-                    reason: format!(
-                        "{}: field `{field}.currency`: {:?} is not the pipeline currency {:?} (FX conversion is not supported yet; set processor.currency)",
+        let mut converted = event.clone();
+        for (field, m) in money_fields_mut(&mut converted.body) {
+            if m.currency == self.currency {
+                continue;
+            }
+            match self.rates.convert(m, day, &self.currency) {
+                Ok(c) => *m = c,
+                Err(why) => {
+                    let reason = format!(
+                        "{}: field `{field}.currency`: {:?} is not the pipeline currency {:?} and {why}",
                         event.schema(),
                         m.currency,
-                        self.currency
-                    ),
-                });
+                        self.currency,
+                    );
+                    if let Some(k) = order {
+                        let short = format!(
+                            "{} {} was refused: {why}",
+                            event.schema(),
+                            event.header.event_id
+                        );
+                        self.held_out
+                            .insert(k, (hour_of(event.header.event_time), short));
+                    }
+                    return Err(Applied::Rejected {
+                        kind: "currency",
+                        reason,
+                    });
+                }
             }
         }
-        Ok(())
+        Ok(Some(converted))
     }
 
     /// Applies one valid event read from `partition` at wall-clock `now`. Batches are faster:
@@ -359,27 +408,34 @@ impl Engine {
         let mut verdicts: Vec<Option<Applied>> = vec![None; events.len()];
         let mut in_batch: HashSet<&str> = HashSet::new();
         let mut rows: Vec<usize> = Vec::with_capacity(events.len());
+        let mut converted: Vec<Option<Event>> = vec![None; events.len()];
         for (i, (event, _)) in events.iter().enumerate() {
             let id = event.header.event_id.as_str();
             if self.seen.contains_key(id) || !in_batch.insert(id) {
                 verdicts[i] = Some(Applied::Duplicate);
-            } else if let Err(rejected) = self.check_currency(event) {
-                verdicts[i] = Some(rejected);
             } else if let Err(e) = event_table::check(event) {
                 verdicts[i] = Some(Applied::Rejected {
                     kind: "invalid",
                     reason: format!("{}: {e}", event.schema()),
                 });
             } else {
-                rows.push(i);
+                match self.convert_currency(event) {
+                    Ok(c) => {
+                        converted[i] = c;
+                        rows.push(i);
+                    }
+                    Err(rejected) => verdicts[i] = Some(rejected),
+                }
             }
         }
         if !rows.is_empty() {
-            let batch = event_table::to_batch(rows.iter().map(|i| events[*i].0)).map_err(|e| {
-                ProcessorError::Internal {
-                    what: "events batch".into(),
-                    problem: e.to_string(),
-                }
+            let batch = event_table::to_batch(
+                rows.iter()
+                    .map(|i| converted[*i].as_ref().unwrap_or(events[*i].0)),
+            )
+            .map_err(|e| ProcessorError::Internal {
+                what: "events batch".into(),
+                problem: e.to_string(),
             })?;
             let schema_index: Vec<usize> = rows
                 .iter()
@@ -1140,6 +1196,7 @@ impl Engine {
         self.replaced
             .retain(|(_, shop, _), v| kept(shop, &v.newest_hour));
         self.once.retain(|(_, shop, _), h| kept(shop, h));
+        self.held_out.retain(|(shop, _), (h, _)| kept(shop, h));
         let shop_of: Vec<u32> = self.scopes.iter().map(|s| s.shop).collect();
         for (scope, series) in self.gauges.iter_mut() {
             let Some(&cutoff) = cutoffs.get(&shop_of[*scope as usize]) else {
@@ -1153,6 +1210,48 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The money of an event, with its field path.
+fn money_fields(body: &EventBody) -> Vec<(&'static str, &Money)> {
+    match body {
+        EventBody::OrderPlaced(o) => vec![("payload.total", &o.total)],
+        EventBody::OrderPaid(o) => vec![("payload.amount", &o.amount)],
+        EventBody::OrderRefunded(o) => vec![("payload.amount", &o.amount)],
+        EventBody::AdPerformance(a) => vec![
+            ("payload.spend", &a.spend),
+            ("payload.attributed_sales", &a.attributed_sales),
+        ],
+        _ => vec![],
+    }
+}
+
+fn money_fields_mut(body: &mut EventBody) -> Vec<(&'static str, &mut Money)> {
+    match body {
+        EventBody::OrderPlaced(o) => vec![("payload.total", &mut o.total)],
+        EventBody::OrderPaid(o) => vec![("payload.amount", &mut o.amount)],
+        EventBody::OrderRefunded(o) => vec![("payload.amount", &mut o.amount)],
+        EventBody::AdPerformance(a) => vec![
+            ("payload.spend", &mut a.spend),
+            ("payload.attributed_sales", &mut a.attributed_sales),
+        ],
+        _ => vec![],
+    }
+}
+
+/// The order an order fact is about.
+fn order_id(body: &EventBody) -> Option<&str> {
+    match body {
+        EventBody::OrderPlaced(o) => Some(&o.order_id),
+        EventBody::OrderPaid(o) => Some(&o.order_id),
+        EventBody::OrderShipped(o) => Some(&o.order_id),
+        EventBody::OrderDelivered(o) => Some(&o.order_id),
+        EventBody::OrderCancelled(o) => Some(&o.order_id),
+        EventBody::OrderReturned(o) => Some(&o.order_id),
+        EventBody::OrderRefunded(o) => Some(&o.order_id),
+        EventBody::OrderDefect(o) => Some(&o.order_id),
+        _ => None,
     }
 }
 

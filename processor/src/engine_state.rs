@@ -121,6 +121,8 @@ struct EngineState {
     gauges: Vec<ReportSnapshot>,
     /// Daily stock levels (measure and group numbers as in `measures` and `groups`).
     stock: crate::stock::StockDays,
+    /// (shop scope, order id) → (hour, why) of orders refused for their currency.
+    held_out: Vec<((u32, String), (Hour, String))>,
     freshness: Vec<((u32, String), DateTime<Utc>)>,
     frontier: Option<Hour>,
     first_unpublished: Option<Hour>,
@@ -227,6 +229,7 @@ impl Engine {
                 once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
                 gauges,
                 stock: self.stock.clone(),
+                held_out: sorted(self.held_out.iter().map(|(k, v)| (k.clone(), v.clone()))),
                 freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
                 frontier: self.frontier,
                 first_unpublished: self.first_unpublished,
@@ -390,6 +393,7 @@ impl Engine {
         }
         self.stock = state.stock.remap(&map_group, &map);
         self.stock_day.clear();
+        self.held_out = state.held_out.into_iter().collect();
         self.freshness = state.freshness.into_iter().collect();
         self.frontier = state.frontier;
         self.first_unpublished = state.first_unpublished;
