@@ -265,10 +265,11 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
         orders_per_shop_per_day: 150,
         duplicate_rate: 0.02,
         late_rate: 0.03,
-        // On shop-002 (Walmart: WFS and 3PL), whose 3PL orders are seller-fulfilled; an Amazon
-        // shop ships most orders through FBA, outside the late shipment rate.
+        // On shop-003 (Shopify: its own warehouse and a 3PL, all seller-fulfilled), whose own
+        // orders are due within 2 days; an Amazon shop ships most orders through FBA, outside
+        // the late shipment rate, and 3PL orders are due days later.
         anomalies: vec![Anomaly::LateShipmentSpike {
-            shop: 1,
+            shop: 2,
             day: 1,
             late_share: 0.5,
             hours: 24,
@@ -445,7 +446,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     }
     assert!(rolling >= 4 * 6 * 72, "only {rolling} rolling-window rows");
 
-    // The late-shipment spike on shop-002 opened a breach that later resolved.
+    // The late-shipment spike on shop-003 opened a breach that later resolved.
     let breaches = rows(
         dir.path(),
         "SELECT breach_id, shop, state, to_unixtime(at) FROM breaches WHERE rule = 'lsr_high' ORDER BY at",
@@ -453,26 +454,26 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     .await;
     let fired: Vec<&Vec<String>> = breaches
         .iter()
-        .filter(|b| b[1] == "shop-002" && b[2] == "firing")
+        .filter(|b| b[1] == "shop-003" && b[2] == "firing")
         .collect();
     if fired.is_empty() {
         let worst = rows(
             dir.path(),
             "SELECT window_start, numerator, denominator, value, revision FROM kpi_latest \
-             WHERE shop = 'shop-002' AND kpi = 'late_shipment_rate' AND window_name = 'rolling_24h' \
+             WHERE shop = 'shop-003' AND kpi = 'late_shipment_rate' AND window_name = 'rolling_24h' \
              ORDER BY value DESC NULLS LAST LIMIT 5",
         )
         .await;
         let daily: Vec<String> = (0..5)
             .map(|d| {
                 let s = start.timestamp() + d * 86_400;
-                let late = sums.sum("shop-002", "late_shipments", s, s + 86_400);
-                let shipped = sums.sum("shop-002", "shipments", s, s + 86_400);
+                let late = sums.sum("shop-003", "late_shipments", s, s + 86_400);
+                let shipped = sums.sum("shop-003", "shipments", s, s + 86_400);
                 format!("day {d}: {late}/{shipped}")
             })
             .collect();
         panic!(
-            "no breach fired for shop-002: {breaches:?}; worst windows: {worst:?}; generated: {daily:?}"
+            "no breach fired for shop-003: {breaches:?}; worst windows: {worst:?}; generated: {daily:?}"
         );
     }
     let id = &fired[0][0];
@@ -482,8 +483,8 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     );
     // And the data really did cross the rule then (computed independently).
     let fired_at: i64 = fired[0][3].parse().unwrap();
-    let late = sums.sum("shop-002", "late_shipments", fired_at - 86_400, fired_at);
-    let shipped = sums.sum("shop-002", "shipments", fired_at - 86_400, fired_at);
+    let late = sums.sum("shop-003", "late_shipments", fired_at - 86_400, fired_at);
+    let shipped = sums.sum("shop-003", "shipments", fired_at - 86_400, fired_at);
     assert!(
         shipped >= Decimal::from(20) && late / shipped > Decimal::new(10, 2),
         "{late}/{shipped}"

@@ -231,9 +231,9 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
         duplicate_rate: 0.02,
         late_rate: 0.03,
         anomalies: vec![
-            // shop-002 (Walmart): its 3PL orders are in the seller-fulfilled scope.
+            // shop-003 (Shopify): seller-fulfilled orders due within 2 days.
             kpiflow_ingest::connectors::simulator::Anomaly::LateShipmentSpike {
-                shop: 1,
+                shop: 2,
                 day: 1,
                 late_share: 0.5,
                 hours: 24,

@@ -1,9 +1,10 @@
-//! Daily ad performance per campaign, first reported the next morning and restated twice.
+//! Daily ad performance per campaign, first reported the next morning and restated for 14 days.
 //!
 //! For report date D (a Pacific date) revision 1 arrives at about 06:00 Pacific on D+1,
-//! revisions 2 and 3 on D+2 and D+3: attributed sales and orders grow as attribution catches
-//! up, clicks shrink a little as invalid clicks are removed (and spend with them). Only rows
-//! reported by the end of the span are emitted. The event time of a row is the start of D.
+//! revisions 2 to 5 on D+2, D+3, D+7 and D+14 (connectors re-pull a trailing 14-day window):
+//! attributed sales and orders grow as attribution catches up, clicks shrink a little as
+//! invalid clicks are removed (and spend with them). Only rows reported by the end of the span
+//! are emitted. The event time of a row is the start of D.
 
 use chrono::{Days, TimeDelta};
 use kpiflow_schemas::{AdPerformance, Event};
@@ -16,8 +17,9 @@ use super::catalog::{Shop, usd_cents};
 use super::random::{self, Stream};
 use super::stream::Fact;
 
-/// Revisions of each row: reported on D+1, D+2, D+3.
-const REVISIONS: u64 = 3;
+/// The days after D each revision of a row is reported on.
+pub(super) const REVISION_DAYS: [u64; 5] = [1, 2, 3, 7, 14];
+const REVISIONS: usize = REVISION_DAYS.len();
 
 /// Pushes every campaign's reports over the span onto `facts`.
 pub(super) fn generate(
@@ -47,20 +49,24 @@ pub(super) fn generate(
                 let final_sales = final_spend * roas * factor;
                 let invalid_clicks =
                     (clicks as f64 * random::uniform(&mut rng, 0.0, 0.04)).round() as u64;
+                // (share of the final attributed sales, share of the invalid clicks still in).
                 let shares = [
                     (random::uniform(&mut rng, 0.70, 0.88), 1.0),
                     (
-                        random::uniform(&mut rng, 0.90, 0.98),
+                        random::uniform(&mut rng, 0.88, 0.94),
                         random::uniform(&mut rng, 0.0, 0.5),
                     ),
+                    (random::uniform(&mut rng, 0.94, 0.97), 0.0),
+                    (random::uniform(&mut rng, 0.97, 0.995), 0.0),
                     (1.0, 0.0),
                 ];
                 let minutes: Vec<i64> = (0..REVISIONS).map(|_| rng.random_range(0..45)).collect();
 
-                for (r, ((sales_share, invalid_share), minute)) in
-                    (1..=REVISIONS).zip(shares.into_iter().zip(minutes))
+                for ((r, after), ((sales_share, invalid_share), minute)) in (1..)
+                    .zip(REVISION_DAYS)
+                    .zip(shares.into_iter().zip(minutes))
                 {
-                    let Some(report_date) = date.checked_add_days(Days::new(r)) else {
+                    let Some(report_date) = date.checked_add_days(Days::new(after)) else {
                         continue;
                     };
                     let as_of = calendar::at_local(report_date, 6, 0) + TimeDelta::minutes(minute);

@@ -5,6 +5,10 @@
 //! (60% by the seller), 2% shipped after `ship_by`, 97% valid tracking, 6% delivered after
 //! `deliver_by`, 4% of delivered orders returned then refunded, 1% refunded without a return,
 //! 0.6% with a defect (negative feedback, A-to-z claim, chargeback) days to weeks later.
+//!
+//! Delays as late as reality's: returns 1 to 4 weeks after delivery (refunds 1 to 4 days after
+//! that), defects up to 90 days after shipment, and orders of an overseas / 3PL warehouse
+//! ship 3 to 5 days after purchase (ship-by 4 to 5 days), seller and FBA orders within 2 days.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kpiflow_schemas::{
@@ -143,7 +147,7 @@ impl Draws {
             deliver_late_by: random::hours(r, 2.0, 72.0),
             transit_frac: r.random(),
             ret: r.random(),
-            return_after: random::hours(r, 2.0 * 24.0, 20.0 * 24.0),
+            return_after: random::hours(r, 7.0 * 24.0, 28.0 * 24.0),
             return_units_frac: r.random(),
             return_reason: r.random_range(0..RETURN_REASONS.len()),
             refund_after: random::hours(r, 24.0, 4.0 * 24.0),
@@ -155,7 +159,7 @@ impl Draws {
             defect: r.random(),
             defect_kind: r.random(),
             defect_rating: r.random_range(1..=2),
-            defect_after: random::hours(r, 24.0, 35.0 * 24.0),
+            defect_after: random::hours(r, 24.0, 90.0 * 24.0),
             received_after: random::secs(r, 5 * 60, 60 * 60),
             packed_frac: r.random(),
         }
@@ -272,7 +276,14 @@ impl Order<'_> {
         let placed = self.placed;
         let fulfilment = shop.fulfilment(d.fulfilment);
         let total_cents = sku.price_cents * i64::from(d.units);
-        let ship_by = placed + d.ship_by_after;
+        // An overseas / 3PL warehouse needs days to pick and hand over: its orders are due
+        // (and ship) 3 days later than those the seller or a marketplace ships.
+        let lead = if fulfilment == Fulfilment::ThirdParty {
+            TimeDelta::days(3)
+        } else {
+            TimeDelta::zero()
+        };
+        let ship_by = placed + lead + d.ship_by_after;
         let deliver_by = ship_by + d.deliver_by_after;
         let mut line = OrderLine {
             shop: shop.index,
@@ -337,7 +348,7 @@ impl Order<'_> {
             return line;
         }
 
-        let shipped = self.ship_time(ship_by);
+        let shipped = self.ship_time(ship_by, placed + lead);
         line.shipped = Some(shipped);
         let (carrier, tracking_id) = self.tracking(fulfilment);
         self.push(
@@ -470,7 +481,7 @@ impl Order<'_> {
     /// A late order is ship-confirmed after `ship_by` but on the same Pacific business day
     /// (and inside the spike's period), so each day's late-shipment share, by ship day, counts
     /// the orders due that day.
-    fn ship_time(&self, ship_by: DateTime<Utc>) -> DateTime<Utc> {
+    fn ship_time(&self, ship_by: DateTime<Utc>, handling_from: DateTime<Utc>) -> DateTime<Utc> {
         let d = self.d;
         let late_before = |limit: DateTime<Utc>, most: TimeDelta| {
             let room = (limit - ship_by - TimeDelta::seconds(2))
@@ -487,8 +498,9 @@ impl Order<'_> {
         if d.late {
             return late_before(day_end, TimeDelta::hours(12));
         }
-        // Handling time: at least 2 hours, skewed early, at least 30 minutes before ship_by.
-        let earliest = self.placed + TimeDelta::hours(2);
+        // Handling time: at least 2 hours after the warehouse can start, skewed early, at
+        // least 30 minutes before ship_by.
+        let earliest = handling_from + TimeDelta::hours(2);
         let room = (ship_by - TimeDelta::minutes(30) - earliest).max(TimeDelta::zero());
         earliest + scale(room, d.handling_frac * d.handling_frac)
     }

@@ -298,8 +298,9 @@ fn order_lifecycles_are_consistent() {
             }
         }
     }
+    // (3PL orders ship 3 to 5 days after purchase: those of the span's last days ship after it.)
     assert!(
-        shipped > 2500 && cancelled > 50,
+        shipped > 2200 && cancelled > 50,
         "shipped {shipped}, cancelled {cancelled}"
     );
 }
@@ -559,7 +560,7 @@ fn ad_rows_are_restated_with_later_as_of() {
             assert!(a.as_of <= end && a.as_of > e.header.event_time + TimeDelta::days(1));
             assert_eq!(
                 calendar::pacific_date(a.as_of),
-                a.date + chrono::Days::new(u64::from(revision))
+                a.date + chrono::Days::new(super::ads::REVISION_DAYS[revision as usize - 1])
             );
             assert!(e.header.sku.is_none());
             rows.entry((
@@ -587,11 +588,11 @@ fn ad_rows_are_restated_with_later_as_of() {
                 .all(|w| w[0].1 < w[1].1 && w[0].2 >= w[1].2),
             "{key:?}"
         );
-        if versions.len() == 3 {
+        if versions.len() >= 3 {
             restated += 1;
         }
     }
-    assert!(restated > 20, "{restated} rows restated twice");
+    assert!(restated > 20, "{restated} rows restated at least twice");
 }
 
 #[test]
