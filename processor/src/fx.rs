@@ -78,7 +78,7 @@ impl Rates {
         for (i, r) in cfg.rates.iter().enumerate() {
             rates.add(&format!("fx.rates[{i}]"), r, pipeline)?;
         }
-        if cfg.max_age.as_secs() % 86_400 != 0 {
+        if !cfg.max_age.as_secs().is_multiple_of(86_400) {
             return Err(ProcessorError::config(
                 "fx.max_age",
                 humantime::format_duration(cfg.max_age).to_string(),

@@ -16,10 +16,9 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
-use super::{Sums, bootstrap, facts, formula, wait_until_consumed};
-
-/// The KPIs `formula` knows.
-const KPIS: &str = r#"["gmv", "orders", "aov", "late_shipment_rate", "cancellation_rate", "roas"]"#;
+use super::{
+    REFERENCE_KPIS, Sums, assert_oracle_agrees, bootstrap, facts, formula, wait_until_consumed,
+};
 
 /// Writes the members' config under `dir`; checkpoints go to `checkpoints` (a location and
 /// its S3 settings) when given, else to `dir/state`.
@@ -36,6 +35,8 @@ fn processor_config(
         .iter()
         .map(|(k, v)| format!("{k} = \"{v}\"\n"))
         .collect();
+    // The KPIs `formula` knows (a TOML array reads like Rust's debug form of the list).
+    let kpis = REFERENCE_KPIS;
     let text = format!(
         r#"
 [kafka]
@@ -53,7 +54,7 @@ listen = "127.0.0.1:0"
 
 [processor]
 group_id = "{group}"
-kpis = {KPIS}
+kpis = {kpis:?}
 flush_interval = "200ms"
 idle_timeout = "1s"
 
@@ -285,6 +286,8 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     let latest = latest_updates(&kafka);
     assert!(latest.len() > 1000, "only {} KPI keys", latest.len());
     assert_exact(&latest, &events);
+    // And the independent oracle agrees with every update streamed across the kills.
+    assert_oracle_agrees(&kafka, &events, &REFERENCE_KPIS.map(String::from));
 
     // Breaches: after collapsing repeats of the same (breach id, state), every scope's
     // breaches alternate firing / resolved, each resolution closing the open breach.
@@ -458,16 +461,7 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
         group_id: group.clone(),
         flush_interval: Duration::from_millis(200),
         idle_timeout: Duration::from_secs(1),
-        kpis: [
-            "gmv",
-            "orders",
-            "aov",
-            "late_shipment_rate",
-            "cancellation_rate",
-            "roas",
-        ]
-        .map(String::from)
-        .to_vec(),
+        kpis: REFERENCE_KPIS.map(String::from).to_vec(),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
             dir: state.path().into(),
             interval: Duration::from_millis(300),
@@ -496,4 +490,5 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     let latest = latest_updates(&kafka);
     assert!(latest.len() > 100, "only {} KPI keys", latest.len());
     assert_exact(&latest, &events);
+    assert_oracle_agrees(&kafka, &events, &REFERENCE_KPIS.map(String::from));
 }
