@@ -64,6 +64,25 @@ async fn send(producer: &FutureProducer, topic: &str, payload: &[u8]) {
         .unwrap();
 }
 
+/// `base` for a test on `kafka`: its own group, checkpoints under `state`, quick flushes and
+/// a short idle timeout (the last windows are published soon after the input ends).
+fn on_broker(
+    kafka: &KafkaConfig,
+    state: &std::path::Path,
+    base: ProcessorConfig,
+) -> ProcessorConfig {
+    ProcessorConfig {
+        group_id: format!("{}-processor", kafka.topic_prefix),
+        checkpoint: kpiflow_processor::config::CheckpointConfig {
+            dir: state.into(),
+            ..Default::default()
+        },
+        idle_timeout: Duration::from_millis(500),
+        flush_interval: Duration::from_millis(200),
+        ..base
+    }
+}
+
 /// Reads `topic` from the start until `done` holds for what was read, or the deadline passes.
 fn read_until<T>(
     kafka: &KafkaConfig,
@@ -128,16 +147,7 @@ async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
     .await;
 
     let state = tempfile::tempdir().unwrap();
-    let cfg = ProcessorConfig {
-        group_id: format!("{}-processor", kafka.topic_prefix),
-        checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().into(),
-            ..Default::default()
-        },
-        idle_timeout: Duration::from_millis(500),
-        flush_interval: Duration::from_millis(200),
-        ..ProcessorConfig::default()
-    };
+    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
     let stop = CancellationToken::new();
     let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
     let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });

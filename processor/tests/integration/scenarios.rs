@@ -8,7 +8,8 @@
 //!
 //! Every scenario runs three times: batched as written, one event per batch, and all events
 //! in one batch. Final KPI values and dead letters must be the same in all three (same input,
-//! same output, whatever the batching); breach transitions are checked as written.
+//! same output, whatever the batching); breach transitions are checked as written. A few
+//! (`OVER_KAFKA`) also run over the real broker through the processor's Kafka loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -603,4 +604,159 @@ fn every_catalog_kpi_and_window_has_a_scenario() {
         missing_kpis.is_empty() && missing_windows.is_empty(),
         "catalog KPIs without a scenario expect line: {missing_kpis:?}; windows without one: {missing_windows:?}"
     );
+}
+
+/// Scenarios also run over a real broker, through the processor's Kafka loop (the function
+/// `kpiflow process` runs): one per rule of the trust issue. Batching there is up to the
+/// consumer, so breach transitions (checked as written in-process) are not compared.
+const OVER_KAFKA: &[&str] = &[
+    "003_returns_weeks_after_delivery_still_count.scenario",
+    "004_restatements_never_cross_fact_kinds.scenario",
+    "016_shipments_on_time_at_ship_by_late_after.scenario",
+    "029_stockout_rate_one_indicator_per_sku_business_day.scenario",
+    "039_backfill_of_one_shop_while_another_is_live.scenario",
+    "058_money_converted_at_the_rate_of_its_business_day.scenario",
+];
+
+/// The dead letters read so far: event id → kind.
+fn dead_of(letters: &[kpiflow_schemas::DeadLetter]) -> BTreeMap<String, String> {
+    letters
+        .iter()
+        .filter_map(|d| {
+            let raw: Value = serde_json::from_str(&d.payload).ok()?;
+            Some((raw["event_id"].as_str()?.to_string(), d.reason_kind.clone()))
+        })
+        .collect()
+}
+
+async fn run_over_kafka(s: &Scenario) -> Outcome {
+    use kpiflow_schemas::Topic;
+    let kafka = super::kafka();
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = super::on_broker(&kafka, state.path(), config(s).unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (k, c, st) = (kafka.clone(), cfg.clone(), stop.clone());
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, st).await });
+    // In arrival order, keyed by shop like every kpiflow producer: one shop's facts stay in
+    // order on their partition.
+    let producer = kafka.producer().unwrap();
+    for step in &s.steps {
+        if let Step::Event(e) = step {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(&topics.name(e.body.topic()))
+                        .key(&e.header.shop)
+                        .payload(&e.to_json()),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }
+    super::caught_up(&kafka, &cfg.group_id).await;
+    // The last windows are published once the partitions sit idle: wait until every value
+    // the file expects is there (or 60 s), then compare everything.
+    let mut out = Outcome::default();
+    let values_there = |latest: &BTreeMap<Key, KpiUpdate>| {
+        s.expects.iter().all(|e| match &e.value {
+            None => true,
+            Some((n, d)) => latest.get(&e.key).is_some_and(|u| {
+                same(n, &u.numerator)
+                    && match (d, &u.denominator) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => same(a, b),
+                        _ => false,
+                    }
+            }),
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        out.latest = tokio::task::block_in_place(|| read_all_updates(&kafka));
+        if values_there(&out.latest) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !s.dead.is_empty() {
+        let letters = tokio::task::block_in_place(|| {
+            super::read_until(
+                &kafka,
+                &topics.name(Topic::DeadLetter),
+                |b| serde_json::from_slice::<kpiflow_schemas::DeadLetter>(b).unwrap(),
+                |got| got.len() >= s.dead.len(),
+            )
+        });
+        out.dead = dead_of(&letters);
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    out
+}
+
+/// Every KPI update on the topic so far, the highest revision per row.
+fn read_all_updates(kafka: &kpiflow_core::KafkaConfig) -> BTreeMap<Key, KpiUpdate> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = kafka.topics().name(kpiflow_schemas::Topic::KpiUpdates);
+    let mut cfg = kafka.client_config().unwrap();
+    cfg.set(
+        "group.id",
+        format!("reader-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .set("auto.offset.reset", "earliest")
+    .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = cfg.create().unwrap();
+    // Assigned, not subscribed: no group to join, every partition from its start.
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..kafka.partitions {
+        tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut latest: BTreeMap<Key, KpiUpdate> = BTreeMap::new();
+    let mut at_end = 0;
+    let partitions = kafka.partitions as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while at_end < partitions && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let u = KpiUpdate::from_json(m.payload().unwrap_or_default()).unwrap();
+                let k = Key::of(&u);
+                if latest.get(&k).is_none_or(|old| old.revision < u.revision) {
+                    latest.insert(k, u);
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => at_end += 1,
+            _ => {}
+        }
+    }
+    latest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_over_a_real_broker_give_the_same_rows() {
+    let all = scenarios();
+    let mut report = String::new();
+    for name in OVER_KAFKA {
+        let s = all
+            .iter()
+            .find(|s| s.path.file_name().is_some_and(|n| n == *name))
+            .unwrap_or_else(|| panic!("no scenario {name}"));
+        let out = run_over_kafka(s).await;
+        let problems = check(s, Batching::OneBatch, &out);
+        if problems.is_empty() {
+            let _ = writeln!(report, "ok      {name}");
+        } else {
+            let _ = writeln!(report, "FAILED  {name}");
+            for p in problems {
+                let _ = writeln!(report, "    {p}");
+            }
+        }
+    }
+    eprintln!("{report}");
+    assert!(!report.contains("FAILED"), "over Kafka:\n{report}");
 }
