@@ -408,6 +408,7 @@ fn a_week_over_week_fall_opens_a_trend_breach() {
         in_progress: Default::default(),
         resolve_change: None,
         min_denominator: 0,
+        min_reference: 0.0,
         severity: kpiflow_schemas::Severity::Warning,
         for_: None,
         channels: vec![],

@@ -86,6 +86,11 @@ pub struct TrendRuleConfig {
     /// No verdict while the denominator is below this. Default 0.
     #[serde(default)]
     pub min_denominator: u64,
+    /// No verdict while the reference value (the earlier window's, over the same span, or the
+    /// baseline) is below this: a fall from 5 orders to 2 in a day's first night hours is
+    /// noise, not a trend. In the KPI's unit (orders, dollars, a ratio). Default 0.
+    #[serde(default)]
+    pub min_reference: f64,
     /// `info`, `warning` (default) or `critical`.
     #[serde(default = "warning")]
     pub severity: Severity,
@@ -145,6 +150,13 @@ impl TrendRuleConfig {
                 &format!("{at}.resolve_change"),
                 r,
                 format!("must be between 0 and change ({})", self.change),
+            ));
+        }
+        if !(self.min_reference.is_finite() && self.min_reference >= 0.0) {
+            return Err(ProcessorError::config(
+                &format!("{at}.min_reference"),
+                self.min_reference,
+                "must be a number of at least 0",
             ));
         }
         self.as_threshold().validate(at, catalog)?;
@@ -225,7 +237,7 @@ impl TrendRule {
         // No reference (or a zero one): no change to judge. No current value: in a window in
         // progress, no complete hour with data yet (no verdict); in a closed one, 0 / 0 (no
         // data, which resolves an open breach).
-        let reference = reference.filter(|r| *r != 0.0)?;
+        let reference = reference.filter(|r| *r != 0.0 && r.abs() >= self.cfg.min_reference)?;
         if value.is_none() && input.in_progress {
             return None;
         }
@@ -333,6 +345,7 @@ mod tests {
             in_progress: InProgress::SameElapsed,
             resolve_change: Some(0.1),
             min_denominator: 0,
+            min_reference: 0.0,
             severity: Severity::Warning,
             for_: None,
             channels: vec![],
@@ -426,6 +439,22 @@ mod tests {
         assert_eq!(resolved.state, BreachState::Resolved);
         assert_eq!(resolved.breach_id, fired.breach_id);
         assert!(resolved.message.contains("no data"), "{}", resolved.message);
+    }
+
+    #[test]
+    fn a_small_reference_gives_no_verdict() {
+        let mut r = rule(Compare::WeekAgo, None);
+        r.cfg.min_reference = 20.0;
+        let now = Utc::now();
+        // 5 -> 2 orders in the first hours of a day: -60%, but too few to judge.
+        assert!(
+            r.evaluate(0, &update(1, 2.0), closed(2.0, Some(5.0)), now)
+                .is_none()
+        );
+        let fired = r
+            .evaluate(0, &update(2, 10.0), closed(10.0, Some(40.0)), now)
+            .unwrap();
+        assert_eq!(fired.state, BreachState::Firing);
     }
 
     #[test]
