@@ -104,6 +104,11 @@ impl Key {
 enum Step {
     Event(Box<Event>),
     Flush(Duration),
+    /// Flush, then checkpoint the engine (its state and the input read so far).
+    Checkpoint,
+    /// The processor dies: a new one restores the last checkpoint and reads again every
+    /// event after it (Kafka redelivers what was not committed).
+    Crash,
 }
 
 #[derive(Debug)]
@@ -273,6 +278,8 @@ fn parse(path: &Path) -> Result<Scenario, String> {
                 };
                 s.steps.push(Step::Flush(pause));
             }
+            "checkpoint" => s.steps.push(Step::Checkpoint),
+            "crash" => s.steps.push(Step::Crash),
             "expect" => {
                 let eq = tokens.iter().position(|t| *t == "=").ok_or_else(|| {
                     format!("line {line}: expect ... = <numerator> [/ <denominator>]")
@@ -396,8 +403,38 @@ fn run(s: &Scenario, batching: Batching) -> Result<Outcome, String> {
                 ));
             }
         };
-    for step in &s.steps {
+    // The last checkpoint (as written only): the engine's bytes and the next step's index.
+    let mut checkpoint: Option<(Vec<u8>, usize)> = None;
+    for (index, step) in s.steps.iter().enumerate() {
         match step {
+            Step::Checkpoint if batching == Batching::AsWritten => {
+                elapsed += Duration::from_millis(10);
+                flush(&mut engine, &mut pending, elapsed, &mut out);
+                checkpoint = Some((engine.snapshot(), index + 1));
+            }
+            Step::Crash if batching == Batching::AsWritten => {
+                // What was applied since the checkpoint is lost with the process; its
+                // outputs already published stay on the topic (upserts).
+                pending.clear();
+                engine = Engine::new(&cfg, 0);
+                let from = match &checkpoint {
+                    Some((bytes, from)) => {
+                        engine
+                            .restore(bytes, start + elapsed)
+                            .expect("the checkpoint restores");
+                        *from
+                    }
+                    None => 0,
+                };
+                for replayed in &s.steps[from..index] {
+                    if let Step::Event(e) = replayed {
+                        pending.push(e);
+                    }
+                }
+                elapsed += Duration::from_millis(10);
+                flush(&mut engine, &mut pending, elapsed, &mut out);
+            }
+            Step::Checkpoint | Step::Crash => {}
             Step::Event(event) => {
                 pending.push(event);
                 if batching == Batching::OneByOne {
