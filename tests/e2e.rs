@@ -5,7 +5,6 @@
 //! id, keep the newest version of each restated ad row, and sum each measure over the window.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -25,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 mod crash;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
+#[path = "../processor/tests/integration/oracle_cli.rs"]
+mod oracle_cli;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
@@ -588,49 +589,19 @@ fn read_all(kafka: &KafkaConfig, topic: Topic) -> Vec<Vec<u8>> {
 /// Runs `tests/oracle/oracle.py` over the events as published and every KPI update streamed,
 /// minus the events the processor dead-lettered, and asserts it finds no difference.
 fn assert_oracle_agrees(kafka: &KafkaConfig, events: &[Event], kpis: &[String]) {
-    let work = tempfile::tempdir().unwrap();
-    let mut lines = Vec::new();
-    for e in events {
-        lines.extend(e.to_json());
-        lines.push(b'\n');
-    }
-    std::fs::write(work.path().join("events.jsonl"), lines).unwrap();
-    let mut updates = Vec::new();
-    for u in read_all(kafka, Topic::KpiUpdates) {
-        updates.extend(u);
-        updates.push(b'\n');
-    }
-    std::fs::write(work.path().join("updates.jsonl"), updates).unwrap();
-    let refused: String = read_all(kafka, Topic::DeadLetter)
+    let refused: Vec<String> = read_all(kafka, Topic::DeadLetter)
         .iter()
         .filter_map(|d| {
             let d: serde_json::Value = serde_json::from_slice(d).ok()?;
             let raw: serde_json::Value = serde_json::from_str(d["payload"].as_str()?).ok()?;
-            Some(format!("{}\n", raw["event_id"].as_str()?))
+            Some(raw["event_id"].as_str()?.to_string())
         })
         .collect();
-    std::fs::write(work.path().join("refused.txt"), refused).unwrap();
-    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracle/oracle.py");
-    let out = std::process::Command::new("python3")
-        .arg(oracle)
-        .arg("--events")
-        .arg(work.path().join("events.jsonl"))
-        .arg("--updates")
-        .arg(work.path().join("updates.jsonl"))
-        .arg("--refused")
-        .arg(work.path().join("refused.txt"))
-        .args(if kpis.is_empty() {
-            Vec::new()
-        } else {
-            vec!["--kpis".to_string(), kpis.join(",")]
-        })
-        .output()
-        .expect("python3 runs the oracle");
-    let report = String::from_utf8_lossy(&out.stdout);
-    eprintln!("oracle:\n{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the oracle disagrees with the stream:\n{report}"
+    oracle_cli::assert_oracle_agrees_with(
+        events,
+        read_all(kafka, Topic::KpiUpdates),
+        &refused,
+        kpis,
     );
 }
 

@@ -568,5 +568,9 @@ async fn records_lost_to_retention_before_they_were_read_are_counted() {
     assert_eq!(dropped(), 4.0, "offsets 2..6 were lost to retention");
 }
 
+#[path = "integration/oracle.rs"]
+mod oracle;
+#[path = "integration/oracle_cli.rs"]
+mod oracle_cli;
 #[path = "integration/scenarios.rs"]
 mod scenarios;
