@@ -147,8 +147,6 @@ pub struct Engine {
     /// Orders refused for their currency, by (shop scope, order id): the hour of the refused
     /// fact (for eviction) and why. Their later facts are refused too.
     held_out: HashMap<(u32, String), (Hour, String)>,
-    /// The business day each shop's stock days were last booked up to.
-    stock_day: HashMap<u32, chrono::NaiveDate>,
     /// (scope, hour) buckets changed since the last flush, with the measures changed.
     dirty: BTreeMap<(u32, Hour), u64>,
     /// Rolling windows ending at or before this hour have been published.
@@ -204,7 +202,6 @@ impl Engine {
             stock: StockDays::default(),
             rates: Arc::clone(&compiled.rates),
             held_out: HashMap::new(),
-            stock_day: HashMap::new(),
             dirty: BTreeMap::new(),
             frontier: None,
             first_unpublished: None,
@@ -532,10 +529,6 @@ impl Engine {
         let Some(newest) = s.newest else { return };
         let tz = s.tz;
         let today = newest.with_timezone(&tz).date_naive();
-        if self.stock_day.get(&shop).is_some_and(|d| *d >= today) {
-            return;
-        }
-        self.stock_day.insert(shop, today);
         let catalog = Arc::clone(&self.catalog);
         let kind = |m: u16| daily_kind(&catalog, m);
         let day = window::business_day::BusinessDay { tz };
@@ -587,7 +580,6 @@ impl Engine {
         let day = window::business_day::BusinessDay { tz };
         let midnight = |d| day.midnight(d);
         let deltas = self.stock.report(placed, today, &kind, &midnight)?;
-        self.stock_day.insert(shop, today);
         for (scope, hour, m, v) in deltas {
             self.add(scope, hour, m, v);
         }

@@ -392,7 +392,6 @@ impl Engine {
                 );
         }
         self.stock = state.stock.remap(&map_group, &map);
-        self.stock_day.clear();
         self.held_out = state.held_out.into_iter().collect();
         self.freshness = state.freshness.into_iter().collect();
         self.frontier = state.frontier;

@@ -84,7 +84,8 @@ struct Shop {
 /// Daily stock state of every shop, per replace group of `daily` measures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StockDays {
-    shops: BTreeMap<(u16, u32), Shop>,
+    /// By (shop scope, replace group): one shop's groups are one range.
+    shops: BTreeMap<(u32, u16), Shop>,
 }
 
 /// How one report is placed.
@@ -127,7 +128,7 @@ impl StockDays {
     ) -> Result<Vec<Delta>, String> {
         let mut out = Vec::new();
         let today = today.max(r.day);
-        let shop = self.shops.entry((r.group, r.shop)).or_default();
+        let shop = self.shops.entry((r.shop, r.group)).or_default();
         if let Some(old) = shop
             .skus
             .get(r.sku)
@@ -179,8 +180,12 @@ impl StockDays {
         midnight: &dyn Fn(NaiveDate) -> Hour,
     ) -> Vec<Delta> {
         let mut out = Vec::new();
-        for ((_, s), state) in self.shops.iter_mut() {
-            if *s != shop || state.current.is_none_or(|c| c >= today) {
+        for state in self
+            .shops
+            .range_mut((shop, 0)..=(shop, u16::MAX))
+            .map(|(_, s)| s)
+        {
+            if state.current.is_none_or(|c| c >= today) {
                 continue;
             }
             let from = state
@@ -198,10 +203,11 @@ impl StockDays {
     /// Forgets the days of `shop` before `cutoff` (their buckets are gone), keeping each
     /// location's last report before it: later days still carry it forward.
     pub fn evict(&mut self, shop: u32, cutoff: NaiveDate) {
-        for ((_, s), state) in self.shops.iter_mut() {
-            if *s != shop {
-                continue;
-            }
+        for state in self
+            .shops
+            .range_mut((shop, 0)..=(shop, u16::MAX))
+            .map(|(_, s)| s)
+        {
             for sku in state.skus.values_mut() {
                 sku.booked = sku.booked.split_off(&cutoff);
                 for days in sku.locations.values_mut() {
@@ -228,7 +234,7 @@ impl StockDays {
             )
         };
         let mut out = StockDays::default();
-        for ((g, shop), mut state) in self.shops {
+        for ((shop, g), mut state) in self.shops {
             let Some(g) = group(g) else { continue };
             for sku in state.skus.values_mut() {
                 sku.targets = std::mem::take(&mut sku.targets)
@@ -245,7 +251,7 @@ impl StockDays {
                     }
                 }
             }
-            out.shops.insert((g, shop), state);
+            out.shops.insert((shop, g), state);
         }
         out
     }
