@@ -26,6 +26,14 @@ mod crash;
 mod dashboards;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
+#[path = "../processor/tests/integration/scenario_file.rs"]
+#[expect(
+    dead_code,
+    reason = "a flush's pause is the in-process runner's clock, not read here"
+)]
+mod scenario_file;
+#[path = "e2e/scenarios.rs"]
+mod scenarios;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")

@@ -572,5 +572,7 @@ async fn records_lost_to_retention_before_they_were_read_are_counted() {
 mod oracle;
 #[path = "integration/oracle_cli.rs"]
 mod oracle_cli;
+#[path = "integration/scenario_file.rs"]
+mod scenario_file;
 #[path = "integration/scenarios.rs"]
 mod scenarios;

@@ -12,12 +12,11 @@ use kpiflow_ingest::connectors::simulator::{Simulator, SimulatorConfig, generate
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
 use rand::Rng;
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    REFERENCE_KPIS, Sums, assert_oracle_agrees, bootstrap, facts, formula, wait_until_consumed,
+    REFERENCE_KPIS, Sums, assert_oracle_agrees, bootstrap, facts, formula, read_all,
+    wait_until_consumed,
 };
 
 /// Writes the members' config under `dir`; checkpoints go to `checkpoints` (a location and
@@ -94,36 +93,6 @@ fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
-/// Every record of `topic`, from the beginning to its current end.
-fn read_all(kafka: &KafkaConfig, topic: &str) -> Vec<Vec<u8>> {
-    let mut cfg = kafka.client_config().unwrap();
-    cfg.set(
-        "group.id",
-        format!(
-            "{}-read-{}",
-            kafka.topic_prefix,
-            uuid::Uuid::new_v4().simple()
-        ),
-    )
-    .set("auto.offset.reset", "earliest")
-    .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cfg.create().unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let mut eof = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while eof.len() < kafka.partitions as usize && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                eof.insert(p);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 /// The simulator's events from 2026-11-02 08:00 UTC and a task publishing them over about
 /// `seconds`, into fresh topics (`<name>-<uuid>`, `partitions` each) on `bootstrap`.
 async fn simulated_stream(
@@ -178,7 +147,7 @@ struct Stream {
 /// The newest revision of every key on the KPI updates topic.
 fn latest_updates(kafka: &KafkaConfig) -> HashMap<String, KpiUpdate> {
     let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
-    for raw in read_all(kafka, &kafka.topics().name(Topic::KpiUpdates)) {
+    for raw in read_all(kafka, Topic::KpiUpdates) {
         let u = KpiUpdate::from_json(&raw).unwrap();
         if latest
             .get(&u.key())
@@ -293,7 +262,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     // breaches alternate firing / resolved, each resolution closing the open breach.
     let mut seen = std::collections::HashSet::new();
     let mut open: HashMap<String, String> = HashMap::new();
-    for raw in read_all(&kafka, &topics.name(Topic::Breaches)) {
+    for raw in read_all(&kafka, Topic::Breaches) {
         let b = BreachEvent::from_json(&raw).unwrap();
         if !seen.insert((b.breach_id.clone(), b.state)) {
             continue;
