@@ -536,6 +536,15 @@ macro_rules! event_bodies {
                 match self { $(EventBody::$variant(_) => crate::Topic::$family,)* }
             }
 
+            /// [`EventBody::decode`] without tracking the path: `None` on any problem, which
+            /// the caller then decodes again the slow way for an error naming the field.
+            fn decode_fast(schema: &str, version: u32, payload: &RawValue) -> Option<EventBody> {
+                match (schema, version) {
+                    $(($name, $version) => serde_json::from_str::<$ty>(payload.get()).ok().map(EventBody::$variant),)*
+                    _ => None,
+                }
+            }
+
             fn decode(schema: &str, version: u32, payload: &RawValue) -> Result<EventBody, SchemaError> {
                 match (schema, version) {
                     $(($name, $version) => decode_payload::<$ty>($name, payload).map(EventBody::$variant),)*
@@ -630,6 +639,46 @@ struct WireOut<'a> {
     payload: &'a EventBody,
 }
 
+/// The whole wire record in one pass (the fast path of [`Event::from_json`]): the header's
+/// fields, the dispatch fields, the payload left raw for its schema's type. Converting into
+/// [`EventHeader`] names every field, so the two cannot drift apart.
+#[derive(Deserialize)]
+struct WireIn<'a> {
+    event_id: String,
+    source: String,
+    shop: String,
+    channel: Channel,
+    marketplace: String,
+    #[serde(default)]
+    sku: Option<String>,
+    event_time: DateTime<Utc>,
+    source_tz: SourceTz,
+    ingest_time: DateTime<Utc>,
+    #[serde(borrow)]
+    schema: Cow<'a, str>,
+    schema_version: u32,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+impl WireIn<'_> {
+    fn into_event(self) -> Option<Event> {
+        let body = EventBody::decode_fast(&self.schema, self.schema_version, self.payload)?;
+        let header = EventHeader {
+            event_id: self.event_id,
+            source: self.source,
+            shop: self.shop,
+            channel: self.channel,
+            marketplace: self.marketplace,
+            sku: self.sku,
+            event_time: self.event_time,
+            source_tz: self.source_tz,
+            ingest_time: self.ingest_time,
+        };
+        Some(Event { header, body })
+    }
+}
+
 #[derive(Deserialize)]
 struct WireDispatch<'a> {
     #[serde(borrow)]
@@ -677,7 +726,24 @@ impl Event {
     }
 
     /// Decodes and validates one wire record.
+    ///
+    /// One pass without path tracking first; a record that fails it is decoded again the
+    /// slow way ([`serde_path_to_error`]), only to name the field in the error.
     pub fn from_json(bytes: &[u8]) -> Result<Event, SchemaError> {
+        let fast = serde_json::from_slice::<WireIn<'_>>(bytes)
+            .ok()
+            .and_then(WireIn::into_event);
+        match fast {
+            Some(event) => {
+                event.validate()?;
+                Ok(event)
+            }
+            None => Event::from_json_explained(bytes),
+        }
+    }
+
+    /// [`Event::from_json`]'s slow path: every failure names the field and the value.
+    fn from_json_explained(bytes: &[u8]) -> Result<Event, SchemaError> {
         let text = std::str::from_utf8(bytes).map_err(|e| SchemaError::Malformed {
             schema: "event".into(),
             detail: format!("not UTF-8: {e}"),
@@ -1017,6 +1083,17 @@ mod fixture_tests {
                 Event::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
             assert_eq!(event.schema(), stem, "{}", path.display());
+            // The one-pass decoder took it (not the fallback) and agrees with the slow one.
+            let fast = serde_json::from_slice::<WireIn<'_>>(&bytes)
+                .ok()
+                .and_then(WireIn::into_event);
+            assert_eq!(fast.as_ref(), Some(&event), "{}", path.display());
+            assert_eq!(
+                Event::from_json_explained(&bytes).unwrap(),
+                event,
+                "{}",
+                path.display()
+            );
             let original: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             let again: serde_json::Value = serde_json::from_slice(&event.to_json()).unwrap();
             assert_eq!(original, again, "{}", path.display());
