@@ -422,8 +422,9 @@ async fn main() {
         p50 * 1000.0
     );
     println!(
-        "| event-to-output latency at {rate:.0} ev/s, p99 | {:.0} ms | flush interval 1 s |",
-        p99 * 1000.0
+        "| event-to-output latency at {rate:.0} ev/s, p99 | {:.0} ms | flush interval {} |",
+        p99 * 1000.0,
+        humantime::format_duration(ProcessorConfig::default().flush_interval)
     );
     assert_eq!(
         measured,

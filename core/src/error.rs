@@ -22,6 +22,16 @@ pub enum CoreError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A record was handed to Kafka but not acknowledged: it is not stored. Retrying may help
+    /// unless the broker refused the record itself (too large, no such topic…).
+    #[error("kafka: delivery of {record} failed: {source}")]
+    Delivery {
+        /// Which record, e.g. `event sim-42-17-placed (key "shop-001") to kpiflow.events.orders`.
+        record: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// Kafka answered, but not as needed (e.g. a topic could not be created); retrying may help.
     #[error("kafka: {0}")]
     KafkaAdmin(String),
@@ -80,6 +90,7 @@ impl CoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CoreError::Kafka { .. } | CoreError::KafkaAdmin(_) => true,
+            CoreError::Delivery { source, .. } => kafka_retryable(source),
             // A missing object or a refused credential stays so; a timeout or 5xx may not.
             CoreError::Storage { source, .. } => !matches!(
                 source,
@@ -91,4 +102,23 @@ impl CoreError {
             CoreError::Config { .. } | CoreError::Metrics { .. } => false,
         }
     }
+}
+
+/// Kafka errors that the same request will hit again, however long one waits.
+pub fn kafka_retryable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    !matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidConfig
+                | C::InvalidArgument
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::InvalidTopic
+        )
+    )
 }

@@ -2,7 +2,6 @@
 
 use kpiflow_core::CoreError;
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 
 /// What went wrong while ingesting, and whose fault it is.
 ///
@@ -96,31 +95,12 @@ impl IngestError {
                 false
             }
             IngestError::Kafka { source, .. } | IngestError::Delivery { source, .. } => {
-                kafka_retryable(source)
+                kpiflow_core::error::kafka_retryable(source)
             }
             IngestError::KafkaAdmin(_) => true,
             IngestError::External { retryable, .. } => *retryable,
         }
     }
-}
-
-/// Kafka errors that the same request will hit again, however long one waits.
-fn kafka_retryable(e: &KafkaError) -> bool {
-    use RDKafkaErrorCode as C;
-    !matches!(
-        e.rdkafka_error_code(),
-        Some(
-            C::MessageSizeTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidMessage
-                | C::InvalidConfig
-                | C::InvalidArgument
-                | C::TopicAuthorizationFailed
-                | C::ClusterAuthorizationFailed
-                | C::SaslAuthenticationFailed
-                | C::InvalidTopic
-        )
-    )
 }
 
 impl From<CoreError> for IngestError {
@@ -137,6 +117,7 @@ impl From<CoreError> for IngestError {
             },
             CoreError::Kafka { context, source } => IngestError::Kafka { context, source },
             CoreError::KafkaAdmin(detail) => IngestError::KafkaAdmin(detail),
+            CoreError::Delivery { record, source } => IngestError::Delivery { record, source },
             CoreError::Metrics { addr, source } => IngestError::External {
                 system: "metrics endpoint".into(),
                 detail: format!("{addr}: {source}"),
@@ -154,6 +135,7 @@ impl From<CoreError> for IngestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
 
     #[test]
     fn fault_decides_retry() {

@@ -8,15 +8,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
-use kpiflow_core::{ComponentMetrics, KafkaConfig};
+use kpiflow_core::{ComponentMetrics, KafkaConfig, Out, Outbox};
 use kpiflow_schemas::{DeadLetter, Event, Topic, Topics};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::IngestError;
@@ -50,25 +47,21 @@ pub trait Publish: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, Result<(), IngestError>>;
 }
 
-/// Builds the dead-letter record every publisher sends.
-type Pending = FuturesUnordered<BoxFuture<'static, Result<(), IngestError>>>;
-
-/// Publishes to Kafka through the idempotent producer of [`KafkaConfig::producer`].
+/// Publishes to Kafka through the idempotent producer of [`KafkaConfig::producer`] and the
+/// one producer path of every role ([`Outbox`]).
 ///
 /// Each event goes to `Topics::name(event.body.topic())` with the shop as key, so one shop's
-/// events stay in order within a partition. Delivery reports are kept in a bounded set
-/// (at most `max_in_flight` unacknowledged records); `publish` waits when the set is full and
-/// `flush` waits for all of them. Counts `sent` (acknowledged events), `dropped` (dead
-/// letters, by reason kind) and `error("kafka")` in the component's metrics.
+/// events stay in order within a partition. At most `max_in_flight` records await their
+/// acknowledgement; `publish` waits when the window is full and `flush` waits for all of
+/// them. Counts `sent` (acknowledged events), `dropped` (dead letters, by reason kind) and
+/// `error("kafka")` in the component's metrics.
 pub struct KafkaPublisher {
     kafka: KafkaConfig,
-    producer: FutureProducer,
     /// Full topic names, indexed like [`Topic::ALL`].
     topic_names: Vec<String>,
     metrics: ComponentMetrics,
-    max_in_flight: usize,
-    // A tokio mutex: it is held while waiting for deliveries when the set is full.
-    pending: tokio::sync::Mutex<Pending>,
+    // A tokio mutex: it is held while waiting for deliveries when the window is full.
+    outbox: tokio::sync::Mutex<Outbox>,
 }
 
 impl KafkaPublisher {
@@ -79,112 +72,30 @@ impl KafkaPublisher {
     /// No connection is made until the first record is sent.
     pub fn new(kafka: &KafkaConfig, metrics: ComponentMetrics) -> Result<Self, IngestError> {
         kafka.validate()?;
-        let producer = kafka.producer()?;
+        let outbox = Outbox::new(kafka.producer()?, metrics.clone())
+            .with_max_in_flight(Self::DEFAULT_MAX_IN_FLIGHT);
         let topics: Topics = kafka.topics();
         Ok(KafkaPublisher {
             kafka: kafka.clone(),
-            producer,
             topic_names: Topic::ALL.iter().map(|t| topics.name(*t)).collect(),
             metrics,
-            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
-            pending: tokio::sync::Mutex::new(FuturesUnordered::new()),
+            outbox: tokio::sync::Mutex::new(outbox),
         })
     }
 
     /// Changes how many records may await acknowledgement at once (at least 1).
-    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight.max(1);
-        self
+    pub fn with_max_in_flight(self, max_in_flight: usize) -> Self {
+        let outbox = self.outbox.into_inner().with_max_in_flight(max_in_flight);
+        KafkaPublisher {
+            outbox: tokio::sync::Mutex::new(outbox),
+            ..self
+        }
     }
 
     fn topic_name(&self, topic: Topic) -> &str {
         let i = Topic::ALL.iter().position(|t| *t == topic).unwrap_or(0);
         &self.topic_names[i]
     }
-
-    /// Hands one record to the producer and tracks its delivery.
-    async fn send(
-        &self,
-        topic: Topic,
-        key: Option<&str>,
-        payload: &[u8],
-        what: String,
-        is_event: bool,
-    ) -> Result<(), IngestError> {
-        let topic_name = self.topic_name(topic);
-        let mut pending = self.pending.lock().await;
-        // Collecting finished reports now keeps the set small and lets a failure surface close
-        // to the record that caused it.
-        while let Some(Some(done)) = pending.next().now_or_never() {
-            done?;
-        }
-        while pending.len() >= self.max_in_flight {
-            if let Some(done) = pending.next().await {
-                done?;
-            }
-        }
-        let mut record = FutureRecord::<str, [u8]>::to(topic_name).payload(payload);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push(track(
-                        delivery,
-                        describe(&what, key, topic_name),
-                        self.metrics.clone(),
-                        is_event,
-                    ));
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    // librdkafka's own queue is full: wait for a delivery to make room.
-                    match pending.next().await {
-                        Some(done) => done?,
-                        None => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-                Err((source, _)) => {
-                    self.metrics.error("kafka");
-                    return Err(IngestError::Delivery {
-                        record: describe(&what, key, topic_name),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Names a record in errors: `event sim-42-17-placed (key "shop-001") to kpiflow.events.orders`.
-fn describe(what: &str, key: Option<&str>, topic: &str) -> String {
-    format!("{what} (key {:?}) to {topic}", key.unwrap_or_default())
-}
-
-/// Turns a delivery report into `Ok` or an error naming the record, counting either outcome.
-fn track(
-    delivery: DeliveryFuture,
-    record: String,
-    metrics: ComponentMetrics,
-    is_event: bool,
-) -> BoxFuture<'static, Result<(), IngestError>> {
-    Box::pin(async move {
-        let source = match delivery.await {
-            Ok(Ok(_)) => {
-                if is_event {
-                    metrics.sent.inc();
-                }
-                return Ok(());
-            }
-            Ok(Err((e, _message))) => e,
-            // The producer was dropped before it reported: the record's fate is unknown.
-            Err(_canceled) => KafkaError::Canceled,
-        };
-        metrics.error("kafka");
-        Err(IngestError::Delivery { record, source })
-    })
 }
 
 impl Publish for KafkaPublisher {
@@ -195,9 +106,14 @@ impl Publish for KafkaPublisher {
     fn publish<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
             let payload = event.to_json();
-            let what = format!("event {}", event.header.event_id);
-            self.send(event.body.topic(), Some(event.key()), &payload, what, true)
-                .await
+            let out = Out {
+                topic: self.topic_name(event.body.topic()),
+                key: Some(event.key()),
+                payload: &payload,
+                what: "event",
+                counted: true,
+            };
+            Ok(self.outbox.lock().await.send(out).await?)
         })
     }
 
@@ -210,27 +126,21 @@ impl Publish for KafkaPublisher {
     ) -> BoxFuture<'a, Result<(), IngestError>> {
         Box::pin(async move {
             let payload = DeadLetter::new(stage, reason_kind, reason, raw).to_json();
-            let what = format!("dead letter ({reason_kind})");
-            self.send(Topic::DeadLetter, Some(stage), &payload, what, false)
-                .await?;
+            let out = Out {
+                topic: self.topic_name(Topic::DeadLetter),
+                key: Some(stage),
+                payload: &payload,
+                what: "dead letter",
+                counted: false,
+            };
+            self.outbox.lock().await.send(out).await?;
             self.metrics.dropped(reason_kind, 1);
             Ok(())
         })
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), IngestError>> {
-        Box::pin(async move {
-            let mut pending = self.pending.lock().await;
-            // Await every report even after a failure, so `flush` returning means nothing is
-            // still in flight; the first failure is the one reported.
-            let mut first_error = None;
-            while let Some(done) = pending.next().await {
-                if let Err(e) = done {
-                    first_error.get_or_insert(e);
-                }
-            }
-            first_error.map_or(Ok(()), Err)
-        })
+        Box::pin(async move { Ok(self.outbox.lock().await.settle().await?) })
     }
 }
 

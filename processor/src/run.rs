@@ -1,10 +1,13 @@
-//! The processor's Kafka loop: read a batch, apply it to the task that owns each record's
-//! partition, publish outputs and await their delivery, checkpoint, then commit offsets.
+//! The processor's Kafka loop: read a batch, let the task that owns each record's partition
+//! decode and apply it (tasks in parallel, one per core), send the outputs without waiting
+//! for them, and at each checkpoint wait for every output in flight, write the checkpoint,
+//! then commit offsets.
 //!
 //! **Guarantee** (any broker with consumer groups): every input event affects the KPI state
 //! exactly once. Each partition number `p` is a task with its own [`Engine`]; its checkpoint
 //! ([`crate::checkpoint`]) holds the engine state *and* the input offsets that state covers,
-//! written only after the outputs of that state were acknowledged by Kafka. On assignment the
+//! written only after every output of that state was acknowledged by Kafka (the outbox is
+//! settled first; between checkpoints outputs are pipelined). On assignment the
 //! consumer is positioned at the checkpoint's offsets (the beginning when there is none) and
 //! the engine restored from it, so a crash replays exactly the records after the checkpoint.
 //! Their outputs are published again: KPI updates are upserts keyed by (KPI, scope, window)
@@ -19,13 +22,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kpiflow_core::metrics::{self, ComponentMetrics};
-use kpiflow_core::{CoreError, KafkaConfig};
-use kpiflow_schemas::{DeadLetter, Event, Topic, Topics};
+use kpiflow_core::{CoreError, KafkaConfig, Out, Outbox};
+use kpiflow_schemas::{Event, Topic, Topics};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -57,6 +58,7 @@ struct Record {
     topic: String,
     key: String,
     payload: Vec<u8>,
+    what: &'static str,
 }
 
 /// What the rebalance callback tells the loop.
@@ -266,10 +268,12 @@ pub async fn run(
     consumer
         .subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| CoreError::kafka("subscribing to the event topics", e))?;
-    let producer = kafka.producer()?;
+    let m = ComponentMetrics::new(COMPONENT);
+    // Outputs are sent without waiting for their acknowledgements (reading and applying go
+    // on meanwhile); the outbox is settled before each checkpoint, which keeps the guarantee.
+    let mut outbox = Outbox::new(kafka.producer()?, m.clone());
     tracing::info!(group = %cfg.group_id, checkpoints = %cfg.checkpoint.dir.join(&cfg.group_id), "processor joining its consumer group");
 
-    let m = ComponentMetrics::new(COMPONENT);
     let duplicates = metrics::duplicates().with_label_values(&[COMPONENT]);
     let state_gauge = metrics::state_buckets().with_label_values(&[COMPONENT]);
     let batch_seconds = metrics::batch_seconds().with_label_values(&[COMPONENT]);
@@ -295,13 +299,11 @@ pub async fn run(
     let mut last_checkpoint = Instant::now();
     loop {
         let deadline = tokio::time::Instant::now() + cfg.flush_interval;
-        let mut dead: Vec<(usize, Record)> = Vec::new();
-        let mut decoded = Vec::new();
-        let mut dead_letters = Vec::new();
-        let mut read = 0usize;
+        // The batch: each record read with the engine partition it belongs to.
+        let mut msgs: Vec<(PartitionId, BorrowedMessage<'_>)> = Vec::new();
         let mut stopping = false;
         let batch_started = Instant::now();
-        while read < cfg.max_batch {
+        while msgs.len() < cfg.max_batch {
             let msg = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => { stopping = true; break }
@@ -329,7 +331,6 @@ pub async fn run(
                 // Revoked while the record was in flight: its new owner reads it.
                 continue;
             }
-            read += 1;
             m.received.inc();
             stats.received += 1;
             positions.insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
@@ -340,19 +341,9 @@ pub async fn run(
                 topic,
                 partition: msg.partition(),
             };
-            match msg.payload().map(Event::from_json) {
-                None => {
-                    dead_letters.push((
-                        read,
-                        "invalid",
-                        "empty record: no payload".to_string(),
-                        msg,
-                    ));
-                }
-                Some(Err(e)) => dead_letters.push((read, "invalid", e.to_string(), msg)),
-                Some(Ok(event)) => decoded.push((read, event, partition, msg)),
-            }
+            msgs.push((partition, msg));
         }
+        let read = msgs.len();
         apply_assignments(
             &rx,
             &mut tasks,
@@ -361,68 +352,33 @@ pub async fn run(
             &topics,
             ready.as_deref(),
         )?;
-        // Measures are evaluated over a whole batch at once (vectorised DataFusion
-        // expressions), so records are decoded first and applied together, per task.
-        let mut by_task: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (i, (_, _, p, _)) in decoded.iter().enumerate() {
-            by_task.entry(p.partition).or_default().push(i);
+        // Each task decodes and applies its own records, on a core of its own when there are
+        // several (tasks share nothing). Measures are evaluated over a task's whole batch at
+        // once (vectorised DataFusion expressions).
+        let mut rows: HashMap<i32, Vec<usize>> = HashMap::new();
+        for (i, (p, _)) in msgs.iter().enumerate() {
+            rows.entry(p.partition).or_default().push(i);
         }
-        for (p, rows) in by_task {
-            let Some(task) = tasks.get_mut(&p) else {
-                continue;
-            };
-            let batch: Vec<(&Event, PartitionId)> = rows
-                .iter()
-                .map(|i| (&decoded[*i].1, decoded[*i].2))
-                .collect();
-            let verdicts = task.engine.apply_batch(&batch, Instant::now())?;
-            task.changed = true;
-            for (i, verdict) in rows.iter().zip(verdicts) {
-                let (seq, event, _, msg) = &decoded[*i];
-                let outcome = match &verdict {
-                    Applied::Counted | Applied::Unused => "accepted",
-                    Applied::Superseded { .. } => "superseded",
-                    Applied::Duplicate => "duplicate",
-                    Applied::Late { .. } => "late",
-                    Applied::Rejected { .. } => "dead_lettered",
-                };
-                metrics::source_events()
-                    .with_label_values(&[event.header.source.as_str(), outcome])
-                    .inc();
-                let verdict = match verdict {
-                    Applied::Counted | Applied::Unused => Ok(()),
-                    Applied::Duplicate => {
-                        duplicates.inc();
-                        stats.duplicates += 1;
-                        Ok(())
-                    }
-                    Applied::Superseded { reason } => Err(("superseded", reason)),
-                    Applied::Late { reason } => Err(("late", reason)),
-                    Applied::Rejected { kind, reason } => Err((kind, reason)),
-                };
-                if let Err((kind, reason)) = verdict {
-                    m.dropped(kind, 1);
-                    stats.dead_lettered += 1;
-                    tracing::debug!(kind, %reason, "dead-lettering a record");
-                    dead.push((*seq, dead_letter(msg, &dead_topic, kind, reason)));
-                }
-            }
+        let now = Instant::now();
+        let jobs: Vec<(&mut Task, Vec<usize>)> = tasks
+            .iter_mut()
+            .filter_map(|(p, task)| Some((task, rows.remove(p)?)))
+            .collect();
+        let mut dead: Vec<(usize, Record)> = Vec::new();
+        for applied in in_parallel(jobs, |(task, rows)| {
+            apply_task(task, &msgs, &rows, now, &dead_topic)
+        }) {
+            let applied = applied?;
+            stats.duplicates += applied.duplicates;
+            duplicates.inc_by(applied.duplicates);
+            stats.dead_lettered += applied.dead.len() as u64;
+            dead.extend(applied.dead);
         }
-        for (seq, kind, reason, msg) in dead_letters.drain(..) {
-            // Undecodable: the source is unknown.
-            metrics::source_events()
-                .with_label_values(&["unknown", "dead_lettered"])
-                .inc();
-            m.dropped(kind, 1);
-            stats.dead_lettered += 1;
-            tracing::debug!(kind, %reason, "dead-lettering a record");
-            dead.push((seq, dead_letter(&msg, &dead_topic, kind, reason)));
-        }
-        drop(decoded);
         // Dead letters keep the order their records were read in.
         dead.sort_by_key(|(seq, _)| *seq);
 
-        let mut outputs = Outputs::default();
+        // Whether a quiet partition was read to its end needs the consumer: asked here, then
+        // every task flushes (and encodes its outputs) in parallel again.
         for task in tasks.values_mut() {
             for quiet in task.engine.quiet_partitions(Instant::now()) {
                 let name = topics.name(quiet.topic);
@@ -444,38 +400,48 @@ pub async fn run(
                     };
                 task.engine.set_caught_up(quiet, at_end);
             }
-            let o = task.engine.flush(Instant::now(), Utc::now());
-            outputs.updates.extend(o.updates);
-            outputs.breaches.extend(o.breaches);
         }
-        stats.updates += outputs.updates.len() as u64;
-        stats.breaches += outputs.breaches.len() as u64;
-        let sent = outputs.updates.len() + outputs.breaches.len();
-        let records = dead.into_iter().map(|(_, r)| r).chain(encode(
-            outputs,
-            &updates_topic,
-            &breaches_topic,
-        ));
+        let (now, wall) = (Instant::now(), Utc::now());
+        let mut encoded = Vec::new();
+        for (updates, breaches, records) in
+            in_parallel(tasks.values_mut().collect(), |task: &mut Task| {
+                let o = task.engine.flush(now, wall);
+                let counts = (o.updates.len() as u64, o.breaches.len() as u64);
+                let records: Vec<Record> = encode(o, &updates_topic, &breaches_topic).collect();
+                (counts.0, counts.1, records)
+            })
+        {
+            stats.updates += updates;
+            stats.breaches += breaches;
+            encoded.push(records);
+        }
+        let records = dead
+            .into_iter()
+            .map(|(_, r)| r)
+            .chain(encoded.into_iter().flatten());
         if stopping {
             // A shutdown waits for in-flight outputs, but not forever: past the deadline the
             // checkpoint is not written and the next owner replays from the previous one.
-            tokio::time::timeout(cfg.shutdown_timeout, publish(&producer, records))
-                .await
-                .map_err(|_| {
-                    ProcessorError::Publish(format!(
-                        "outputs not acknowledged within shutdown_timeout ({}); stopping without a final checkpoint",
-                        humantime::format_duration(cfg.shutdown_timeout)
-                    ))
-                })??;
+            tokio::time::timeout(cfg.shutdown_timeout, async {
+                send(&mut outbox, records).await?;
+                outbox.settle().await
+            })
+            .await
+            .map_err(|_| {
+                ProcessorError::Publish(format!(
+                    "outputs not acknowledged within shutdown_timeout ({}); stopping without a final checkpoint",
+                    humantime::format_duration(cfg.shutdown_timeout)
+                ))
+            })??;
         } else {
-            publish(&producer, records).await?;
+            send(&mut outbox, records).await?;
         }
-        m.sent.inc_by(sent as u64);
         if read > 0 {
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
         }
-        // Outputs are acknowledged: the state that produced them may now become durable.
         if stopping || last_checkpoint.elapsed() >= cfg.checkpoint.interval {
+            // Every output of the state about to become durable must be acknowledged first.
+            outbox.settle().await?;
             last_checkpoint = Instant::now();
             let started = Instant::now();
             let mut written = 0usize;
@@ -525,6 +491,103 @@ pub async fn run(
             return Ok(stats);
         }
     }
+}
+
+/// What applying one task's records gave, for the loop's totals.
+struct TaskApplied {
+    /// Dead letters, with the index of their record in the batch.
+    dead: Vec<(usize, Record)>,
+    duplicates: u64,
+}
+
+/// Decodes the records `rows` of `msgs` (all of `task`'s partition) and applies them to its
+/// engine; counts every outcome and builds the dead letters of those refused.
+fn apply_task(
+    task: &mut Task,
+    msgs: &[(PartitionId, BorrowedMessage<'_>)],
+    rows: &[usize],
+    now: Instant,
+    dead_topic: &str,
+) -> Result<TaskApplied, ProcessorError> {
+    let m = ComponentMetrics::new(COMPONENT);
+    let mut out = TaskApplied {
+        dead: Vec::new(),
+        duplicates: 0,
+    };
+    let mut refuse = |i: usize, kind: &'static str, reason: String| {
+        m.dropped(kind, 1);
+        tracing::debug!(kind, %reason, "dead-lettering a record");
+        out.dead
+            .push((i, dead_letter(&msgs[i].1, dead_topic, kind, reason)));
+    };
+    let mut decoded: Vec<(usize, Event)> = Vec::with_capacity(rows.len());
+    for &i in rows {
+        let decoding = match msgs[i].1.payload() {
+            None => Err("empty record: no payload".to_string()),
+            Some(bytes) => Event::from_json(bytes).map_err(|e| e.to_string()),
+        };
+        match decoding {
+            Ok(event) => decoded.push((i, event)),
+            Err(reason) => {
+                // Undecodable: the source is unknown.
+                metrics::source_events()
+                    .with_label_values(&["unknown", "dead_lettered"])
+                    .inc();
+                refuse(i, "invalid", reason);
+            }
+        }
+    }
+    let batch: Vec<(&Event, PartitionId)> = decoded.iter().map(|(i, e)| (e, msgs[*i].0)).collect();
+    let verdicts = task.engine.apply_batch(&batch, now)?;
+    task.changed = true;
+    for ((i, event), verdict) in decoded.iter().zip(verdicts) {
+        let outcome = match &verdict {
+            Applied::Counted | Applied::Unused => "accepted",
+            Applied::Superseded { .. } => "superseded",
+            Applied::Duplicate => "duplicate",
+            Applied::Late { .. } => "late",
+            Applied::Rejected { .. } => "dead_lettered",
+        };
+        metrics::source_events()
+            .with_label_values(&[event.header.source.as_str(), outcome])
+            .inc();
+        match verdict {
+            Applied::Counted | Applied::Unused => {}
+            Applied::Duplicate => out.duplicates += 1,
+            Applied::Superseded { reason } => refuse(*i, "superseded", reason),
+            Applied::Late { reason } => refuse(*i, "late", reason),
+            Applied::Rejected { kind, reason } => refuse(*i, kind, reason),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f` on every job, spread over the machine's cores (scoped threads: jobs may borrow
+/// the batch); results in job order. One job runs on the calling thread.
+fn in_parallel<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if jobs.len() <= 1 {
+        return jobs.into_iter().map(f).collect();
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per_thread = jobs.len().div_ceil(cores);
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for job in jobs {
+        match groups.last_mut() {
+            Some(g) if g.len() < per_thread => g.push(job),
+            _ => groups.push(vec![job]),
+        }
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| s.spawn(move || g.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a processor task panicked"))
+            .collect()
+    })
 }
 
 /// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
@@ -599,12 +662,12 @@ fn apply_assignments(
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {
-    let letter = DeadLetter::new(COMPONENT, kind, reason, msg.payload().unwrap_or_default())
-        .from_record(msg.topic(), msg.partition(), msg.offset(), msg.key());
+    let (key, payload) = kpiflow_core::outbox::dead_letter_record(COMPONENT, kind, reason, msg);
     Record {
         topic: topic.to_string(),
-        key: letter.key.clone().unwrap_or_default(),
-        payload: letter.to_json(),
+        key,
+        payload,
+        what: "dead letter",
     }
 }
 
@@ -613,53 +676,33 @@ fn encode(outputs: Outputs, updates: &str, breaches: &str) -> impl Iterator<Item
         topic: updates.to_string(),
         key: u.key(),
         payload: serde_json::to_vec(&u).expect("KPI updates serialize"),
+        what: "KPI update",
     });
     let breaches = outputs.breaches.into_iter().map(move |b| Record {
         topic: breaches.to_string(),
         key: b.breach_id.clone(),
         payload: serde_json::to_vec(&b).expect("breach events serialize"),
+        what: "breach event",
     });
     updates.chain(breaches)
 }
 
-/// Enqueues records in order (so one key's records keep their order) and waits until Kafka
-/// has acknowledged every one of them.
-async fn publish(
-    producer: &FutureProducer,
+/// Hands records to the outbox in order (one key's records keep their order); waits only
+/// while its window is full.
+async fn send(
+    outbox: &mut Outbox,
     records: impl Iterator<Item = Record>,
-) -> Result<(), ProcessorError> {
-    let mut pending = Vec::new();
+) -> Result<(), kpiflow_core::CoreError> {
     for r in records {
-        loop {
-            let rec = FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload);
-            match producer.send_result(rec) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // The client's queue drains as the broker acknowledges; give it a moment.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    return Err(ProcessorError::Publish(format!(
-                        "enqueueing to {}: {e}",
-                        r.topic
-                    )));
-                }
-            }
-        }
-    }
-    for delivery in pending {
-        match delivery.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(ProcessorError::Publish(e.to_string())),
-            Err(_) => {
-                return Err(ProcessorError::Publish(
-                    "producer dropped a delivery".into(),
-                ));
-            }
-        }
+        outbox
+            .send(Out {
+                topic: &r.topic,
+                key: Some(&r.key),
+                payload: &r.payload,
+                what: r.what,
+                counted: r.what != "dead letter",
+            })
+            .await?;
     }
     Ok(())
 }

@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kpiflow_core::KafkaConfig;
 use kpiflow_core::metrics::{self, ComponentMetrics};
-use kpiflow_schemas::{BreachEvent, DeadLetter, Event, KpiUpdate, Topic, Topics};
+use kpiflow_core::{KafkaConfig, Outbox};
+use kpiflow_schemas::{BreachEvent, Event, KpiUpdate, Topic, Topics};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
@@ -37,8 +36,6 @@ use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
 
 /// Temporary files older than this are debris of a crashed writer (a write takes seconds).
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
-/// How long a dead letter may take to be acknowledged before the sink gives up.
-const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a consumer error, so a broken connection does not spin the loop.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 /// How long start-up waits for a broker to answer before giving up (and being restarted).
@@ -124,7 +121,7 @@ pub async fn run(
         }
     }
 
-    let producer = kafka.producer()?;
+    let outbox = Outbox::new(kafka.producer()?, metrics.clone());
     let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);
     let mut subscribed = vec![topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
     if cfg.events_archive {
@@ -158,7 +155,7 @@ pub async fn run(
         metrics,
         gauges,
         live,
-        producer,
+        outbox,
         kpis: Vec::new(),
         breaches: Vec::new(),
         events: Vec::new(),
@@ -199,7 +196,8 @@ struct Sink<'a> {
     metrics: ComponentMetrics,
     gauges: KpiGauges,
     live: Option<LiveView>,
-    producer: FutureProducer,
+    /// Dead letters; settled before offsets are committed past them.
+    outbox: Outbox,
     kpis: Vec<KpiUpdate>,
     breaches: Vec<BreachEvent>,
     events: Vec<Event>,
@@ -288,7 +286,7 @@ impl Sink<'_> {
                     self.metrics.dropped("not_archived", 1);
                     self.stats.events_not_archived += 1;
                 }
-                Err(reason) => self.dead_letter(m, payload, reason).await?,
+                Err(reason) => self.dead_letter(m, reason).await?,
             },
         }
         self.pending
@@ -332,19 +330,9 @@ impl Sink<'_> {
     async fn dead_letter(
         &mut self,
         m: &BorrowedMessage<'_>,
-        payload: &[u8],
         reason: String,
     ) -> Result<(), SinkError> {
-        publish_dead_letter(
-            &self.producer,
-            &self.topics,
-            "sink",
-            "invalid",
-            m,
-            payload,
-            reason,
-        )
-        .await?;
+        dead_letter(&mut self.outbox, &self.topics, "sink", "invalid", m, reason).await?;
         self.metrics.dropped("invalid", 1);
         self.stats.dead_lettered += 1;
         Ok(())
@@ -410,6 +398,8 @@ impl Sink<'_> {
     /// commits its own progress, and committing ours could move it backwards or forwards.
     /// A failed commit keeps the offsets for the next flush; only duplicates are at stake.
     async fn commit(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
+        // A record's only trace may be its dead letter: it must be at Kafka first.
+        self.outbox.settle().await?;
         let assignment = consumer
             .assignment()
             .map_err(|e| SinkError::kafka("reading the assignment", e))?;
@@ -450,16 +440,15 @@ impl Sink<'_> {
     }
 }
 
-/// Publishes `payload` (read from `m`) to the dead-letter topic with `reason`, and waits for
-/// the broker's acknowledgement: the record's only trace must be safe at Kafka before the
-/// caller may commit past it.
-pub(crate) async fn publish_dead_letter(
-    producer: &FutureProducer,
+/// Sends the record `m`, which `stage` refused, to the dead-letter topic with `reason`, and
+/// logs it. The caller settles `outbox` before committing past `m`: the record's only trace
+/// must be safe at Kafka first.
+pub(crate) async fn dead_letter(
+    outbox: &mut Outbox,
     topics: &Topics,
     stage: &str,
     kind: &str,
     m: &BorrowedMessage<'_>,
-    payload: &[u8],
     reason: String,
 ) -> Result<(), SinkError> {
     tracing::warn!(
@@ -470,17 +459,7 @@ pub(crate) async fn publish_dead_letter(
         %reason,
         "dead-lettering a record"
     );
-    let json = DeadLetter::new(stage, kind, reason, payload)
-        .from_record(m.topic(), m.partition(), m.offset(), m.key())
-        .to_json();
     let topic = topics.name(Topic::DeadLetter);
-    let mut record = FutureRecord::to(&topic).payload(&json);
-    if let Some(key) = m.key() {
-        record = record.key(key);
-    }
-    producer
-        .send(record, DEAD_LETTER_TIMEOUT)
-        .await
-        .map_err(|(e, _)| SinkError::kafka(format!("publishing a dead letter to {topic}"), e))?;
+    outbox.dead_letter(&topic, stage, kind, reason, m).await?;
     Ok(())
 }

@@ -7,19 +7,18 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kpiflow_core::metrics::{self, ComponentMetrics, Readiness};
-use kpiflow_core::{KafkaConfig, PartitionLag};
+use kpiflow_core::{KafkaConfig, Outbox, PartitionLag};
 use kpiflow_schemas::{BreachEvent, BreachState, Topic, Topics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::{AlertSink, AlertsConfig, sinks};
 use crate::SinkError;
-use crate::run::publish_dead_letter;
+use crate::run::dead_letter;
 use kpiflow_core::kafka::spawn_lag_reporter;
 
 /// Longest the start-up rebuild may go without reading anything before it gives up.
@@ -87,7 +86,8 @@ struct Runner<'a> {
     group: String,
     topics: Topics,
     metrics: ComponentMetrics,
-    producer: FutureProducer,
+    /// Dead letters, each settled before its offset is committed.
+    outbox: Outbox,
     /// Firing breaches by id, as delivered.
     open: BTreeMap<String, BreachEvent>,
     stats: AlertStats,
@@ -114,7 +114,7 @@ impl<'a> Runner<'a> {
             group: format!("{}.{}", cfg.group_id, sink.kind()),
             topics: kafka.topics(),
             metrics: ComponentMetrics::new(sink.component()),
-            producer: kafka.producer()?,
+            outbox: Outbox::new(kafka.producer()?, ComponentMetrics::new(sink.component())),
             stats: AlertStats {
                 sink: sink.kind(),
                 ..AlertStats::default()
@@ -274,8 +274,7 @@ impl<'a> Runner<'a> {
         let breach = match BreachEvent::from_json(payload) {
             Ok(b) => b,
             Err(e) => {
-                self.dead_letter(m, payload, "invalid", e.to_string())
-                    .await?;
+                self.dead_letter(m, "invalid", e.to_string()).await?;
                 return Ok(Outcome::Handled);
             }
         };
@@ -321,8 +320,7 @@ impl<'a> Runner<'a> {
                     metrics::sink_write_errors()
                         .with_label_values(&[self.sink.kind()])
                         .inc();
-                    self.dead_letter(m, payload, "rejected", e.to_string())
-                        .await?;
+                    self.dead_letter(m, "rejected", e.to_string()).await?;
                     return Ok(Outcome::Handled);
                 }
             }
@@ -332,20 +330,20 @@ impl<'a> Runner<'a> {
     async fn dead_letter(
         &mut self,
         m: &BorrowedMessage<'_>,
-        payload: &[u8],
         kind: &str,
         reason: String,
     ) -> Result<(), SinkError> {
-        publish_dead_letter(
-            &self.producer,
+        dead_letter(
+            &mut self.outbox,
             &self.topics,
             self.sink.component(),
             kind,
             m,
-            payload,
             reason,
         )
         .await?;
+        // Committed right after: the letter must be at Kafka first.
+        self.outbox.settle().await?;
         self.metrics.dropped(kind, 1);
         self.stats.dead_lettered += 1;
         Ok(())
