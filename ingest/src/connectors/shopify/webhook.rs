@@ -99,10 +99,7 @@ impl ShopifyWebhook {
 
     /// Resolves the client secret and binds the listener.
     pub async fn bind(&self) -> Result<Receiver, IngestError> {
-        let secret = self
-            .cfg
-            .client_secret
-            .resolve(&format!("{WEBHOOK_SECTION}.client_secret"))?;
+        let secret = self.cfg.client_secret.resolve(&secret_key())?;
         self.bind_with_secret(secret).await
     }
 
@@ -160,11 +157,19 @@ impl Connector for ShopifyWebhook {
     }
 }
 
-/// Builds the connector from its section (the registry's entry point).
+/// The client secret's config key, named in errors.
+fn secret_key() -> String {
+    format!("{WEBHOOK_SECTION}.client_secret")
+}
+
+/// Builds the connector from its section (the registry's entry point, shared by `ingest` and
+/// `check-config`). The secret is read again when the receiver binds; checking it here
+/// refuses a missing one before any I/O.
 pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
-    Ok(Box::new(ShopifyWebhook::new(WebhookConfig::from_value(
-        &section,
-    )?)?))
+    let cfg = WebhookConfig::from_value(&section)?;
+    let hook = ShopifyWebhook::new(cfg)?;
+    hook.cfg.client_secret.check(&secret_key())?;
+    Ok(Box::new(hook))
 }
 
 /// Shopify's half of the receiver.
