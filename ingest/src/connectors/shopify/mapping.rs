@@ -378,20 +378,19 @@ mod tests {
         );
     }
 
+    /// The events of an `orders/updated` delivery of `o`, with a day's lookback.
+    fn updated(m: &Mapper<'_>, o: &Order) -> Vec<Event> {
+        let lookback = TimeDelta::hours(24);
+        m.order(o, Facts::Updated { lookback }).unwrap()
+    }
+
     #[test]
     fn an_update_does_not_announce_the_payment() {
         let s = shop();
         let m = mapper(&s);
         // Paid within the lookback of the update, yet the order cannot say when: no payment.
         let o = order(serde_json::json!({"updated_at": "2026-11-02T12:06:00-05:00"}));
-        let events = m
-            .order(
-                &o,
-                Facts::Updated {
-                    lookback: TimeDelta::hours(24),
-                },
-            )
-            .unwrap();
+        let events = updated(&m, &o);
         assert!(events.is_empty(), "{events:?}");
     }
 
@@ -452,14 +451,7 @@ mod tests {
                 {"id": 2, "created_at": "2026-11-04T08:30:00-05:00", "status": "cancelled"}
             ]
         }));
-        let events = m
-            .order(
-                &o,
-                Facts::Updated {
-                    lookback: TimeDelta::hours(24),
-                },
-            )
-            .unwrap();
+        let events = updated(&m, &o);
         let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
         // Paid two days before the update: not re-announced; only the new fulfilment.
         assert_eq!(ids, ["shopify-5501234567890-shipped-1"]);
