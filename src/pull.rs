@@ -1,6 +1,10 @@
-//! `kpiflow ingest` (every configured connector until Ctrl-C) and `kpiflow backfill`
-//! (one connector, one shop, a time range, with a progress bar).
+//! `kpiflow ingest` (every configured connector until Ctrl-C), `kpiflow backfill` (one
+//! connector, one shop, a time range, with a progress bar) and the connector half of
+//! `kpiflow check-config`; all three build connectors through [`build_all`] / the registry,
+//! so check-config refuses exactly what ingest would.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -24,8 +28,9 @@ pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// Builds every `[[connectors.<name>]]` table, or only those of the connectors in `only`.
-fn build_all(cfg: &Config, only: &[String]) -> anyhow::Result<Vec<Box<dyn Connector>>> {
+/// Builds every `[[connectors.<name>]]` table, or only those of the connectors in `only`:
+/// each is parsed, validated and its credentials read, and nothing is connected or bound.
+pub(crate) fn build_all(cfg: &Config, only: &[String]) -> anyhow::Result<Vec<Box<dyn Connector>>> {
     if let Some(missing) = only.iter().find(|n| !cfg.connectors.contains_key(*n)) {
         let configured: Vec<&String> = cfg.connectors.keys().collect();
         bail!(
@@ -47,6 +52,20 @@ fn build_all(cfg: &Config, only: &[String]) -> anyhow::Result<Vec<Box<dyn Connec
     Ok(out)
 }
 
+/// Serves /metrics, /healthz and /readyz on `[metrics] listen` (or `--metrics-listen`) until
+/// `shutdown`; `/readyz` waits for the returned flag of `part`.
+async fn serve_metrics(
+    cfg: &Config,
+    part: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<AtomicBool>> {
+    let readiness = Readiness::default();
+    let ready = readiness.part(part);
+    let (addr, _) = metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    Ok(ready)
+}
+
 /// Runs every configured connector (or those named in `only`) until `shutdown`, serving
 /// /metrics. One that fails stops the others, so the failure is seen at once.
 pub(crate) async fn ingest(
@@ -58,9 +77,7 @@ pub(crate) async fn ingest(
     if connectors.is_empty() {
         bail!("no [[connectors.<name>]] tables in the configuration: nothing to ingest");
     }
-    let readiness = Readiness::default();
-    let ready = readiness.part("ingest");
-    metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
+    let ready = serve_metrics(&cfg, "ingest", &shutdown).await?;
     let publisher = KafkaPublisher::new(&cfg.kafka, ComponentMetrics::new("ingest.pull"))?;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(connectors = connectors.len(), "connectors starting");
@@ -81,7 +98,9 @@ pub(crate) async fn ingest(
     Ok(())
 }
 
-/// Pulls `[from, to)` from the `connector` table of `shop`, drawing a progress bar with ETA.
+/// Pulls `[from, to)` from the `connector` table of `shop`, drawing a progress bar with ETA,
+/// serving /metrics as ingest does (the connector's `kpiflow_source_*` series) and publishing a
+/// `source.heartbeat` after every step (see `PullConnector::backfill`).
 pub(crate) async fn backfill(
     cfg: Config,
     connector: &str,
@@ -107,15 +126,21 @@ pub(crate) async fn backfill(
         })?;
     let mut c = kpiflow_ingest::connector::build(connector, table.clone())
         .with_context(|| format!("building connectors.{connector} for shop {shop:?}"))?;
+    // Stops the endpoint when the backfill ends, however it ends.
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let ready = serve_metrics(&cfg, "backfill", &shutdown).await?;
     let publisher = KafkaPublisher::new(&cfg.kafka, ComponentMetrics::new("ingest.backfill"))?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let bar = indicatif::ProgressBar::new(10_000);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
+            "{prefix} {spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% ETA {eta} {msg}",
         )
         .context("the progress bar template")?,
     );
+    bar.set_prefix(format!("{connector} {shop}"));
     bar.enable_steady_tick(Duration::from_millis(200));
     let stats = kpiflow_ingest::pull::backfill(c.as_mut(), from, to, &publisher, |p| {
         bar.set_position((p.fraction() * 10_000.0).round() as u64);

@@ -20,6 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/cli.rs"]
+mod cli;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/dashboards.rs"]

@@ -172,6 +172,22 @@ impl PullConnector {
         (out.counts(), result)
     }
 
+    /// Records what a sync (or a backfill step) did in the health series and publishes the
+    /// shop's `source.heartbeat`, flushed: the processor's staleness rules and the dashboards
+    /// see every pull, whatever its outcome.
+    async fn beat(
+        &mut self,
+        counts: &Counts,
+        ok: bool,
+        publisher: &dyn Publish,
+    ) -> Result<(), IngestError> {
+        self.health.record(Utc::now(), counts, ok);
+        self.health
+            .publish(self.source.origin(), Utc::now(), publisher)
+            .await?;
+        publisher.flush().await
+    }
+
     /// One sync at wall-clock now: from the stored high-water mark minus `overlap` (or now
     /// minus `initial_lookback` the first time) to [`Source::window_end`], in steps of
     /// `max_window`, saving the cursor after each flushed step. Then records health and
@@ -221,14 +237,7 @@ impl PullConnector {
             Ok(())
         }
         .await;
-        self.health.record(Utc::now(), &counts, result.is_ok());
-        let beat = async {
-            self.health
-                .publish(self.source.origin(), Utc::now(), publisher)
-                .await?;
-            publisher.flush().await
-        }
-        .await;
+        let beat = self.beat(&counts, result.is_ok(), publisher).await;
         result?;
         beat?;
         tracing::info!(
@@ -289,8 +298,9 @@ impl PullConnector {
     }
 
     /// Pulls `[from, to)` through the same path as a sync, in steps of `max_window`, calling
-    /// `progress` after each flushed step. The live cursor is left alone: a backfill neither
-    /// moves nor needs it. The first failed step ends the backfill with its error.
+    /// `progress` after each flushed step, and publishing a heartbeat after each step as a
+    /// sync does. The live cursor is left alone: a backfill neither moves nor needs it. The
+    /// first failed step ends the backfill with its error.
     pub async fn backfill(
         &mut self,
         from: DateTime<Utc>,
@@ -326,11 +336,12 @@ impl PullConnector {
                 )
                 .await;
             p.counts.add(&c);
+            let beat = self.beat(&c, r.is_ok(), publisher).await;
             r?;
+            beat?;
             p.done_until = step_to;
             progress(&p);
         }
-        self.health.record(Utc::now(), &p.counts, true);
         Ok(stats(&p.counts, StopReason::Exhausted, began))
     }
 }

@@ -80,6 +80,14 @@ impl std::fmt::Display for SecretRef {
 }
 
 impl SecretRef {
+    /// Checks that the credential can be read now (the variable is set, the file readable
+    /// and not empty) without keeping it: connectors that read theirs only when they bind or
+    /// on each request call this when built, so a missing credential is refused with the
+    /// other config errors, before any I/O (and by `kpiflow check-config`).
+    pub fn check(&self, key: &str) -> Result<(), IngestError> {
+        self.resolve(key).map(drop)
+    }
+
     /// Reads the credential; `key` is the config key, named in errors (with the reference,
     /// never the value).
     pub fn resolve(&self, key: &str) -> Result<Secret, IngestError> {

@@ -25,8 +25,8 @@ const TOKEN: &str = "/auth/o2/token";
 /// A fault to inject: given the request and the count of API calls so far, maybe answer it.
 type Fault = dyn Fn(&Req, usize) -> Option<Reply> + Send + Sync;
 
-/// The reporting API: report n serves `report-rows-n.json`, completes on its third poll at
-/// 10:0n UTC on 2026-11-27.
+/// The reporting API: report n serves `report-rows-n.json`, completes on its third poll,
+/// generated at 10:0n UTC on 2026-11-27.
 async fn server(fault: impl Fn(&Req, usize) -> Option<Reply> + Send + Sync + 'static) -> Server {
     let tokens = AtomicUsize::new(0);
     let calls = AtomicUsize::new(0);
@@ -73,7 +73,10 @@ async fn server(fault: impl Fn(&Req, usize) -> Option<Reply> + Send + Sync + 'st
                 ("endDate".into(), body["endDate"].as_str().unwrap().into()),
                 ("name".into(), body["name"].as_str().unwrap().into()),
                 ("url".into(), format!("http://{host}/download/{id}.json.gz")),
-                ("completedAt".into(), format!("2026-11-27T10:0{n}:00.000Z")),
+                // Documented v3 statuses carry no `completedAt`: the rows' as_of is
+                // `generatedAt`, a few seconds before the last status change.
+                ("generatedAt".into(), format!("2026-11-27T10:0{n}:00.000Z")),
+                ("updatedAt".into(), format!("2026-11-27T10:0{n}:07.500Z")),
             ]
         };
         let answer = |name: &str, vars: Vec<(String, String)>| {

@@ -72,7 +72,8 @@ impl Running {
     }
 }
 
-/// Posts `body` as Shopify would, signed with `secret` (`None`: no signature header).
+/// Posts `body` as Shopify would, signed with `secret` (`None`: no signature header),
+/// triggered at 2026-11-02T17:03:01.123Z.
 pub(crate) async fn deliver(
     addr: SocketAddr,
     topic: &str,
@@ -80,18 +81,30 @@ pub(crate) async fn deliver(
     body: &[u8],
     signature: Option<String>,
 ) -> Response {
+    let at = Some("2026-11-02T17:03:01.123Z");
+    deliver_at(addr, topic, event_id, body, signature, at).await
+}
+
+/// [`deliver`] with `X-Shopify-Triggered-At` = `triggered_at` (`None`: no such header).
+pub(crate) async fn deliver_at(
+    addr: SocketAddr,
+    topic: &str,
+    event_id: &str,
+    body: &[u8],
+    signature: Option<String>,
+    triggered_at: Option<&str>,
+) -> Response {
     let mut headers = vec![
         ("Content-Type", "application/json".to_string()),
         ("X-Shopify-Topic", topic.to_string()),
         ("X-Shopify-Shop-Domain", DOMAIN.to_string()),
         ("X-Shopify-Event-Id", event_id.to_string()),
         ("X-Shopify-Webhook-Id", format!("wh-{event_id}")),
-        (
-            "X-Shopify-Triggered-At",
-            "2026-11-02T17:03:01.123Z".to_string(),
-        ),
         ("X-Shopify-API-Version", "2025-10".to_string()),
     ];
+    if let Some(at) = triggered_at {
+        headers.push(("X-Shopify-Triggered-At", at.to_string()));
+    }
     if let Some(sig) = signature {
         headers.push(("X-Shopify-Hmac-Sha256", sig));
     }
@@ -187,11 +200,6 @@ async fn a_retried_delivery_is_counted_once() {
     let events = publisher.events();
     assert_eq!(events.len(), 1, "published once: {events:?}");
     assert_eq!(events[0].header.event_id, "shopify-5501234567890-paid");
-    assert_eq!(
-        events[0].header.event_time.to_rfc3339(),
-        "2026-11-02T17:05:30+00:00",
-        "processed_at is the paid time"
-    );
     assert_eq!(r.hook.stats().duplicates, 2);
     r.stop().await;
 
@@ -203,6 +211,51 @@ async fn a_retried_delivery_is_counted_once() {
     let events = publisher.events();
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].header.event_id, events[1].header.event_id);
+    r.stop().await;
+}
+
+/// The paid basis: an order paid the next morning by bank deposit keeps its creation time as
+/// `processed_at`; the `orders/paid` delivery's `X-Shopify-Triggered-At` is the paid time.
+#[tokio::test]
+async fn paid_is_the_time_the_paid_delivery_was_triggered() {
+    let publisher = std::sync::Arc::new(MemoryPublisher::new());
+    let r = start(config(), publisher.clone()).await;
+    let body = fixture("orders_paid.json");
+    let at = Some("2026-11-03T14:20:11.250Z");
+    let resp = deliver_at(r.addr, "orders/paid", "evt-p", &body, signed(&body), at).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let events = publisher.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].header.event_id, "shopify-5501234567890-paid");
+    assert_eq!(
+        events[0].header.event_time.to_rfc3339(),
+        "2026-11-03T14:20:11.250+00:00",
+        "not processed_at (2026-11-02T17:03:00Z)"
+    );
+    let EventBody::OrderPaid(p) = &events[0].body else {
+        panic!("{events:?}")
+    };
+    assert_eq!(p.placed_at.to_rfc3339(), "2026-11-02T17:03:00+00:00");
+    assert_eq!(p.amount, Money::usd("105.40"));
+
+    // Without a readable header there is no paid time: dead-lettered, named, still 200.
+    for (id, at) in [("evt-p2", None), ("evt-p3", Some("yesterday"))] {
+        let resp = deliver_at(r.addr, "orders/paid", id, &body, signed(&body), at).await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    let reasons: Vec<String> = publisher
+        .dead_letters()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "shopify orders/paid: header X-Shopify-Triggered-At is missing (the paid time)",
+            "shopify orders/paid: header X-Shopify-Triggered-At = \"yesterday\": expected an RFC 3339 time such as \"2026-11-03T14:20:11.250Z\" (the paid time)",
+        ]
+    );
+    assert_eq!(publisher.events().len(), 1);
     r.stop().await;
 }
 

@@ -11,7 +11,7 @@ use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::walmart_orders::{WalmartOrders, WalmartOrdersConfig};
 use kpiflow_ingest::pull::{PullConnector, PullSettings, WalmartAuthConfig};
-use kpiflow_schemas::Topic;
+use kpiflow_schemas::{EventBody, Topic};
 
 use super::fixture::{Reply, Req, fixture, ids, token_json};
 use super::rig::{Rig, api_with_tokens, scripted};
@@ -263,6 +263,16 @@ async fn a_backfill_walks_the_range_in_steps_and_leaves_the_cursor_alone() {
     assert_eq!(seen.last().unwrap().2, 3 * PAGE_IDS.len() as u64);
     assert_eq!(stats.published, 3 * PAGE_IDS.len() as u64);
     assert!(t.cursor(&c, C).await.is_none());
+    // A heartbeat after each step, as a sync publishes, counting what was published so far.
+    let beats: Vec<u64> =
+        t.p.events()
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::SourceHeartbeat(h) => Some(h.records_published),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(beats, [6, 12, 18], "six events a step");
 }
 
 #[tokio::test]

@@ -4,14 +4,15 @@
 //! ```text
 //!  POST /reporting/reports {startDate, endDate, configuration{reportTypeId, timeUnit: DAILY,
 //!                           format: GZIP_JSON, columns}}                  ─► reportId
-//!  GET  /reporting/reports/{reportId}  every poll_interval until COMPLETED ─► url, completedAt
+//!  GET  /reporting/reports/{reportId}  every poll_interval until COMPLETED ─► url, generatedAt
 //!  GET  url (pre-signed, no token) ─► gzip ─► JSON rows ─► map::row ─► ad.performance
 //! ```
 //!
 //! Calls carry `Authorization: Bearer <LWA token>`, `Amazon-Advertising-API-ClientId` and
 //! `Amazon-Advertising-API-Scope` (the profile id). Figures for a date keep changing for up to
 //! 14 days, so each sync reaches back `pull.overlap` (default 14 days) and every row is
-//! published again with `as_of` = the report's `completedAt`. A row's event id includes that
+//! published again with `as_of` = the report's `generatedAt` (else its `updatedAt`: the v3
+//! status has no completion field of its own). A row's event id includes that
 //! `as_of` (`amazon_ads:{profile}:{campaignId}:{date}:{as_of ms}`): each version is a distinct
 //! event, and the processor keeps the one with the latest `as_of` per (platform, account,
 //! campaign, date) — see `processor/src/engine.rs` `apply_ad`.
@@ -238,19 +239,12 @@ impl ReadReport for AmazonAds {
             .await?
             .json(NAME)?;
         let report = self.wait(&created.report_id).await?;
+        let as_of = report
+            .as_of()
+            .map_err(|problem| self.input(&created.report_id, &problem))?;
         let url = report
             .url
             .ok_or_else(|| self.input(&created.report_id, "a COMPLETED report has no `url`"))?;
-        let as_of = report
-            .completed_at
-            .as_deref()
-            .and_then(parse_time)
-            .ok_or_else(|| {
-                self.input(
-                    &created.report_id,
-                    "a COMPLETED report has no readable `completedAt`",
-                )
-            })?;
         let file = self.http.send(&Request::get(url).without_token()).await?;
         let mut text = Vec::new();
         flate2::read::GzDecoder::new(file.body.as_slice())
@@ -284,14 +278,37 @@ struct Created {
     report_id: String,
 }
 
+/// The fields kpiflow reads of a v3 report status (`reportId`, `name`, `status`,
+/// `configuration`, `startDate`, `endDate`, `createdAt`, `updatedAt`, `generatedAt`, `url`,
+/// `urlExpiresAt`, `fileSize`, `failureReason`).
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Status {
     status: String,
     url: Option<String>,
-    #[serde(rename = "completedAt")]
-    completed_at: Option<String>,
-    #[serde(rename = "failureReason")]
+    generated_at: Option<String>,
+    updated_at: Option<String>,
     failure_reason: Option<String>,
+}
+
+impl Status {
+    /// When a COMPLETED report's figures were taken: `generatedAt`, or `updatedAt` (the last
+    /// status change, which for a COMPLETED report is its completion) when Amazon left
+    /// `generatedAt` out. The rows' `as_of`, so a later report's rows replace earlier ones.
+    fn as_of(&self) -> Result<chrono::DateTime<chrono::Utc>, String> {
+        if let Some(t) = self.generated_at.as_deref().and_then(parse_time) {
+            return Ok(t);
+        }
+        self.updated_at
+            .as_deref()
+            .and_then(parse_time)
+            .ok_or_else(|| {
+                format!(
+                    "a COMPLETED report has no readable `generatedAt` ({:?}) or `updatedAt` ({:?})",
+                    self.generated_at, self.updated_at
+                )
+            })
+    }
 }
 
 /// The registry's constructor: one `[[connectors.amazon_ads]]` table.
@@ -299,4 +316,50 @@ pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {
     Ok(Box::new(AmazonAds::build(AmazonAdsConfig::parse(
         section,
     )?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A COMPLETED status in the documented v3 shape, with `generated_at` and `updated_at`.
+    fn completed(generated_at: Value, updated_at: Value) -> Status {
+        serde_json::from_value(json!({
+            "configuration": {"adProduct": "SPONSORED_PRODUCTS", "groupBy": ["campaign"],
+                              "columns": ["date", "campaignId"], "reportTypeId": "spCampaigns",
+                              "timeUnit": "DAILY", "format": "GZIP_JSON", "filters": null},
+            "createdAt": "2026-11-27T09:58:01.144Z",
+            "endDate": "2026-11-27",
+            "failureReason": null,
+            "fileSize": 412,
+            "generatedAt": generated_at,
+            "name": "kpiflow spCampaigns shop-001 2026-11-13..2026-11-27",
+            "reportId": "rep-1",
+            "startDate": "2026-11-13",
+            "updatedAt": updated_at,
+            "url": "https://offline-report-storage-us-east-1-prod.s3.amazonaws.com/rep-1.json.gz",
+            "urlExpiresAt": "2026-11-27T11:00:00.000Z",
+            "status": "COMPLETED"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn as_of_is_generated_at_else_updated_at() {
+        let s = completed(
+            json!("2026-11-27T10:01:00.000Z"),
+            json!("2026-11-27T10:01:07.500Z"),
+        );
+        assert_eq!(s.as_of().unwrap().to_rfc3339(), "2026-11-27T10:01:00+00:00");
+        let s = completed(Value::Null, json!("2026-11-27T10:01:07.500Z"));
+        assert_eq!(
+            s.as_of().unwrap().to_rfc3339(),
+            "2026-11-27T10:01:07.500+00:00"
+        );
+        let s = completed(json!("soon"), Value::Null);
+        assert_eq!(
+            s.as_of().unwrap_err(),
+            "a COMPLETED report has no readable `generatedAt` (Some(\"soon\")) or `updatedAt` (None)"
+        );
+    }
 }

@@ -7,10 +7,18 @@
 //! processor counts once.
 //!
 //! Time basis (domain reference §5): `order.placed` at `created_at` (it fires for unpaid
-//! orders too); `order.paid` at `processed_at`, the paid basis for revenue; `order.shipped` at
-//! the fulfilment's `created_at`; `order.cancelled` at `cancelled_at`; `order.refunded` at the
-//! refund's `processed_at` (else `created_at`). All kept in UTC with the shop's zone as
+//! orders too); `order.paid` at the `orders/paid` delivery's `X-Shopify-Triggered-At`, the
+//! paid basis for revenue — not the order's `processed_at`, which is normally its creation
+//! time (an order paid later by bank deposit or cash on delivery keeps it); `order.shipped`
+//! at the fulfilment's `created_at`; `order.cancelled` at `cancelled_at`; `order.refunded` at
+//! the refund's `processed_at` (else `created_at`). All kept in UTC with the shop's zone as
 //! `source_tz`.
+//!
+//! An order JSON alone does not say when it was paid: `orders/updated` therefore announces no
+//! payment (`orders/paid` does, for every payment), and the Admin API backfill, which has no
+//! delivery, falls back to `processed_at` for paid orders. Both paths give the payment the same
+//! event id, so whichever the processor reads first counts; with the webhook running, that is
+//! the delivery's time.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kpiflow_schemas::{
@@ -46,18 +54,23 @@ pub fn cancelled_by(reason: Option<&str>) -> CancelledBy {
 pub enum Facts {
     /// `orders/create`: the placement.
     Placed,
-    /// `orders/paid`: the payment.
-    Paid,
+    /// `orders/paid`: the payment, at the delivery's `X-Shopify-Triggered-At`.
+    Paid {
+        /// When Shopify recorded the payment (the same on every retry of the delivery).
+        at: DateTime<Utc>,
+    },
     /// `orders/cancelled`: the cancellation.
     Cancelled,
-    /// `orders/updated`: payment, fulfilments, cancellation and refunds whose own time is at
-    /// most `lookback` before the order's `updated_at`: the change that triggered the update,
-    /// not every old fact again (which the processor would refuse as late).
+    /// `orders/updated`: fulfilments, cancellation and refunds whose own time is at most
+    /// `lookback` before the order's `updated_at`: the change that triggered the update, not
+    /// every old fact again (which the processor would refuse as late). No payment: the order
+    /// does not say when it was paid, `orders/paid` does.
     Updated {
         /// How far before `updated_at` a fact may be.
         lookback: TimeDelta,
     },
-    /// The backfill: everything the order shows.
+    /// The backfill: everything the order shows; a payment at `processed_at`, the only paid
+    /// time an order carries.
     All,
 }
 
@@ -141,27 +154,24 @@ impl Mapper<'_> {
             .financial_status
             .as_deref()
             .is_some_and(|s| PAID_STATUSES.contains(&s));
-        let wants_paid = match facts {
-            Facts::Paid => true,
-            Facts::Updated { .. } | Facts::All => paid_status,
-            _ => false,
-        };
-        if wants_paid {
-            let paid_at = order.processed_at.map(|t| t.0).ok_or_else(|| {
+        let paid_at = match facts {
+            Facts::Paid { at } => Some(at),
+            Facts::All if paid_status => Some(order.processed_at.map(|t| t.0).ok_or_else(|| {
                 format!("order {oid}: field `processed_at`: missing on a paid order (the paid time basis)")
-            })?;
-            if recent(paid_at) {
-                out.push(self.event(
-                    format!("shopify-{oid}-paid"),
-                    paid_at,
-                    sku.clone(),
-                    OrderPaid {
-                        order_id: oid.clone(),
-                        placed_at: placed,
-                        amount: money(order.total_price),
-                    },
-                )?);
-            }
+            })?),
+            _ => None,
+        };
+        if let Some(paid_at) = paid_at {
+            out.push(self.event(
+                format!("shopify-{oid}-paid"),
+                paid_at,
+                sku.clone(),
+                OrderPaid {
+                    order_id: oid.clone(),
+                    placed_at: placed,
+                    amount: money(order.total_price),
+                },
+            )?);
         }
 
         if matches!(facts, Facts::Updated { .. } | Facts::All) {
@@ -336,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn placed_uses_created_at_and_paid_uses_processed_at() {
+    fn placed_uses_created_at_and_paid_uses_the_delivery_time() {
         let s = shop();
         let m = mapper(&s);
         let o = order(serde_json::json!({}));
@@ -350,12 +360,38 @@ mod tests {
             panic!("{placed:?}")
         };
         assert_eq!((p.units, p.total.amount.to_string()), (3, "105.40".into()));
-        let paid = m.order(&o, Facts::Paid).unwrap();
+        // Paid the next morning: processed_at (17:05 UTC on the 2nd) is not the paid time.
+        let at = "2026-11-03T14:20:11.250Z".parse().unwrap();
+        let paid = m.order(&o, Facts::Paid { at }).unwrap();
+        assert_eq!(paid.len(), 1);
         assert_eq!(paid[0].header.event_id, "shopify-5501234567890-paid");
         assert_eq!(
             paid[0].header.event_time.to_rfc3339(),
+            "2026-11-03T14:20:11.250+00:00"
+        );
+        // The backfill has no delivery: processed_at is the only paid time the order carries.
+        let all = m.order(&o, Facts::All).unwrap();
+        assert_eq!(all[1].header.event_id, "shopify-5501234567890-paid");
+        assert_eq!(
+            all[1].header.event_time.to_rfc3339(),
             "2026-11-02T17:05:00+00:00"
         );
+    }
+
+    /// The events of an `orders/updated` delivery of `o`, with a day's lookback.
+    fn updated(m: &Mapper<'_>, o: &Order) -> Vec<Event> {
+        let lookback = TimeDelta::hours(24);
+        m.order(o, Facts::Updated { lookback }).unwrap()
+    }
+
+    #[test]
+    fn an_update_does_not_announce_the_payment() {
+        let s = shop();
+        let m = mapper(&s);
+        // Paid within the lookback of the update, yet the order cannot say when: no payment.
+        let o = order(serde_json::json!({"updated_at": "2026-11-02T12:06:00-05:00"}));
+        let events = updated(&m, &o);
+        assert!(events.is_empty(), "{events:?}");
     }
 
     #[test]
@@ -415,14 +451,7 @@ mod tests {
                 {"id": 2, "created_at": "2026-11-04T08:30:00-05:00", "status": "cancelled"}
             ]
         }));
-        let events = m
-            .order(
-                &o,
-                Facts::Updated {
-                    lookback: TimeDelta::hours(24),
-                },
-            )
-            .unwrap();
+        let events = updated(&m, &o);
         let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
         // Paid two days before the update: not re-announced; only the new fulfilment.
         assert_eq!(ids, ["shopify-5501234567890-shipped-1"]);

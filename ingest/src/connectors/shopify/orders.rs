@@ -159,10 +159,13 @@ pub struct ShopifyOrders {
 
 impl ShopifyOrders {
     /// Validates `cfg` and builds the connector. No I/O: the access token is read when a
-    /// request needs it (so `check-config` works without it, and a rotated token file is
-    /// picked up without a restart).
+    /// request needs it (so a rotated token file is picked up without a restart), and
+    /// checked once here, so a missing one is refused with the other config errors (and by
+    /// `check-config`).
     pub fn build(cfg: OrdersConfig) -> Result<PullConnector, IngestError> {
         cfg.validate()?;
+        let token_key = format!("{SECTION}.access_token");
+        cfg.access_token.check(&token_key)?;
         let mut settings = cfg.pull.clone();
         settings
             .base_url
@@ -171,7 +174,7 @@ impl ShopifyOrders {
         let metrics = SourceMetrics::new(NAME, &cfg.shop);
         let token = AccessToken {
             secret: cfg.access_token.clone(),
-            key: format!("{SECTION}.access_token"),
+            key: token_key,
         };
         let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?.with_token(
             Arc::new(token),

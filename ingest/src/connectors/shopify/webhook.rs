@@ -13,13 +13,16 @@
 //!    them, 503 if it did not within `ack_deadline` (Shopify retries; the deterministic event
 //!    ids make the processor count a retry once).
 //!
-//! Topics: `orders/create` → `order.placed`; `orders/paid` → `order.paid`;
-//! `orders/cancelled` → `order.cancelled`; `refunds/create` → `order.refunded` (placed time
-//! from an earlier order delivery of this process; otherwise dead-lettered as `order_unknown`
-//! — the same refund arrives with `orders/updated` and the backfill under the same event id);
-//! `orders/updated` → the payment, fulfilments (`order.shipped`), cancellation and refunds it
-//! shows within `updated_lookback`. Other topics are acknowledged and counted as ignored;
-//! test orders likewise.
+//! Topics: `orders/create` → `order.placed`; `orders/paid` → `order.paid` at the delivery's
+//! `X-Shopify-Triggered-At` (when Shopify recorded the payment, the same on every retry; the
+//! order's `processed_at` is normally its creation time; a delivery without a readable header
+//! is dead-lettered); `orders/cancelled` → `order.cancelled`; `refunds/create` →
+//! `order.refunded` (placed time from an earlier order delivery of this process; otherwise
+//! dead-lettered as `order_unknown` — the same refund arrives with `orders/updated` and the
+//! backfill under the same event id); `orders/updated` → the fulfilments (`order.shipped`),
+//! cancellation and refunds it shows within `updated_lookback` (not the payment: the order
+//! does not say when it was paid). Other topics are acknowledged and counted as ignored; test
+//! orders likewise.
 
 use std::sync::Arc;
 
@@ -56,6 +59,9 @@ pub mod headers {
     pub const EVENT_ID: &str = "x-shopify-event-id";
     /// The webhook delivery's id.
     pub const WEBHOOK_ID: &str = "x-shopify-webhook-id";
+    /// When the event that triggered the delivery happened (RFC 3339, UTC), e.g.
+    /// `2026-11-03T14:20:11.250Z`: for `orders/paid`, the payment.
+    pub const TRIGGERED_AT: &str = "x-shopify-triggered-at";
 }
 
 /// The receiver; a [`Connector`] that serves until shutdown.
@@ -93,10 +99,7 @@ impl ShopifyWebhook {
 
     /// Resolves the client secret and binds the listener.
     pub async fn bind(&self) -> Result<Receiver, IngestError> {
-        let secret = self
-            .cfg
-            .client_secret
-            .resolve(&format!("{WEBHOOK_SECTION}.client_secret"))?;
+        let secret = self.cfg.client_secret.resolve(&secret_key())?;
         self.bind_with_secret(secret).await
     }
 
@@ -154,11 +157,19 @@ impl Connector for ShopifyWebhook {
     }
 }
 
-/// Builds the connector from its section (the registry's entry point).
+/// The client secret's config key, named in errors.
+fn secret_key() -> String {
+    format!("{WEBHOOK_SECTION}.client_secret")
+}
+
+/// Builds the connector from its section (the registry's entry point, shared by `ingest` and
+/// `check-config`). The secret is read again when the receiver binds; checking it here
+/// refuses a missing one before any I/O.
 pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
-    Ok(Box::new(ShopifyWebhook::new(WebhookConfig::from_value(
-        &section,
-    )?)?))
+    let cfg = WebhookConfig::from_value(&section)?;
+    let hook = ShopifyWebhook::new(cfg)?;
+    hook.cfg.client_secret.check(&secret_key())?;
+    Ok(Box::new(hook))
 }
 
 /// Shopify's half of the receiver.
@@ -181,12 +192,18 @@ impl PushMapper for ShopifyMapper {
     fn map(&self, h: &HeaderMap, body: &[u8]) -> Mapped {
         let topic = header(h, headers::TOPIC).unwrap_or_default();
         let domain = header(h, headers::SHOP_DOMAIN).unwrap_or_default();
-        self.map_topic(topic, domain, body)
+        self.map_topic(topic, domain, header(h, headers::TRIGGERED_AT), body)
     }
 }
 
 impl ShopifyMapper {
-    fn map_topic(&self, topic: &str, domain: &str, body: &[u8]) -> Mapped {
+    fn map_topic(
+        &self,
+        topic: &str,
+        domain: &str,
+        triggered_at: Option<&str>,
+        body: &[u8],
+    ) -> Mapped {
         let dead = |kind: &'static str, reason: String| {
             Mapped::Publish(Delivery {
                 events: vec![],
@@ -199,7 +216,27 @@ impl ShopifyMapper {
         };
         let facts = match topic {
             "orders/create" => Facts::Placed,
-            "orders/paid" => Facts::Paid,
+            "orders/paid" => match triggered_at.map(|t| (t, DateTime::parse_from_rfc3339(t))) {
+                Some((_, Ok(at))) => Facts::Paid {
+                    at: at.with_timezone(&Utc),
+                },
+                Some((t, Err(_))) => {
+                    return dead(
+                        "invalid",
+                        format!(
+                            "shopify {topic}: header X-Shopify-Triggered-At = {t:?}: expected an RFC 3339 time such as \"2026-11-03T14:20:11.250Z\" (the paid time)"
+                        ),
+                    );
+                }
+                None => {
+                    return dead(
+                        "invalid",
+                        format!(
+                            "shopify {topic}: header X-Shopify-Triggered-At is missing (the paid time)"
+                        ),
+                    );
+                }
+            },
             "orders/cancelled" => Facts::Cancelled,
             "orders/updated" => Facts::Updated {
                 lookback: self.lookback,

@@ -104,7 +104,7 @@ impl Threepl {
         let Some(w) = &self.cfg.webhook else {
             return Ok(None);
         };
-        let secret = w.secret.resolve(&format!("{SECTION}.webhook.secret"))?;
+        let secret = w.secret.resolve(&webhook_secret_key())?;
         self.bind_webhook_with_secret(secret).await
     }
 
@@ -193,7 +193,16 @@ impl Connector for Threepl {
 
 /// Builds the connector from its section (the registry's entry point).
 pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {
-    Ok(Box::new(Threepl::new(ThreeplConfig::from_value(
-        &section,
-    )?)?))
+    let threepl = Threepl::new(ThreeplConfig::from_value(&section)?)?;
+    // The webhook's secret is read again when it binds; checking it here refuses a missing
+    // one before any I/O (and in check-config).
+    if let Some(w) = &threepl.cfg.webhook {
+        w.secret.check(&webhook_secret_key())?;
+    }
+    Ok(Box::new(threepl))
+}
+
+/// The webhook secret's config key, named in errors.
+fn webhook_secret_key() -> String {
+    format!("{SECTION}.webhook.secret")
 }

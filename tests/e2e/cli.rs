@@ -1,0 +1,241 @@
+//! The `kpiflow` binary without a broker: `check-config` refusing bad connector tables the way
+//! `ingest` would, and `backfill` serving /metrics on the port `--metrics-listen` gives it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The LWA credentials the tables below reference, and the values the tests give them.
+const LWA_ENV: [(&str, &str); 3] = [
+    (
+        "KPIFLOW_TEST_CLI_LWA_ID",
+        "amzn1.application-oa2-client.test",
+    ),
+    ("KPIFLOW_TEST_CLI_LWA_SECRET", "test-secret"),
+    ("KPIFLOW_TEST_CLI_LWA_REFRESH", "Atzr|test-refresh"),
+];
+
+/// A valid `[[connectors.amazon_sp_orders]]` table; each test breaks one thing in it.
+const GOOD_TABLE: &str = r#"
+[[connectors.amazon_sp_orders]]
+shop = "shop-001"
+[connectors.amazon_sp_orders.pull]
+base_url = "http://127.0.0.1:9/"
+interval = "5m"
+[connectors.amazon_sp_orders.auth]
+client_id = "env:KPIFLOW_TEST_CLI_LWA_ID"
+client_secret = "env:KPIFLOW_TEST_CLI_LWA_SECRET"
+refresh_token = "env:KPIFLOW_TEST_CLI_LWA_REFRESH"
+"#;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("kpiflow.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `kpiflow` with `args` and only the LWA variables of this test set (the override
+/// variables of the caller's shell removed).
+fn kpiflow(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpiflow"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("KPIFLOW_BOOTSTRAP")
+        .env_remove("KPIFLOW_METRICS_LISTEN")
+        .env_remove("KPIFLOW_TEST_CLI_UNSET")
+        .envs(LWA_ENV);
+    cmd
+}
+
+/// Runs `kpiflow check-config` on `text`: (success, stdout, stderr).
+fn check_config(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), text);
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = kpiflow(&config, &["check-config"]).output().unwrap();
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Asserts `check-config` fails on `text` with `expected` in its error line.
+fn assert_refused(text: &str, expected: &str) {
+    let (ok, stdout, stderr) = check_config(text);
+    assert!(!ok, "accepted:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("configuration OK"), "{stdout}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_config_accepts_a_good_connector_table() {
+    let (ok, stdout, stderr) = check_config(GOOD_TABLE);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "configuration OK (1 connector tables checked)\n");
+}
+
+#[test]
+fn check_config_refuses_an_unknown_key_naming_it() {
+    assert_refused(
+        &GOOD_TABLE.replace("interval = \"5m\"", "intervall = \"5m\""),
+        "error: building connectors.amazon_sp_orders[0]: bad config: \
+         `connectors.amazon_sp_orders.pull.intervall` = (not read): unknown field `intervall`, \
+         expected one of",
+    );
+}
+
+#[test]
+fn check_config_refuses_a_misspelt_shop_naming_it() {
+    assert_refused(
+        &GOOD_TABLE.replace("shop = \"shop-001\"", "shpo = \"shop-001\""),
+        "error: building connectors.amazon_sp_orders[0]: bad config: \
+         `connectors.amazon_sp_orders.shpo` = (not read): unknown field `shpo`, expected one of \
+         `shop`,",
+    );
+}
+
+#[test]
+fn check_config_refuses_a_url_without_a_scheme_quoting_it() {
+    assert_refused(
+        &GOOD_TABLE.replace("http://127.0.0.1:9/", "sellingpartnerapi-na.amazon.com"),
+        "error: building connectors.amazon_sp_orders[0]: bad config: \
+         `connectors.amazon_sp_orders.pull.base_url` = \"sellingpartnerapi-na.amazon.com\": \
+         not a URL: relative URL without a base",
+    );
+}
+
+#[test]
+fn check_config_refuses_an_unset_env_secret_naming_the_variable() {
+    assert_refused(
+        &GOOD_TABLE.replace(
+            "env:KPIFLOW_TEST_CLI_LWA_SECRET",
+            "env:KPIFLOW_TEST_CLI_UNSET",
+        ),
+        "error: building connectors.amazon_sp_orders[0]: bad config: \
+         `connectors.amazon_sp_orders.auth.client_secret` = \"env:KPIFLOW_TEST_CLI_UNSET\": \
+         environment variable KPIFLOW_TEST_CLI_UNSET is not set",
+    );
+    // The webhook receivers read their secret only when they bind; ingest checks it when the
+    // table is built, so check-config sees it too.
+    assert_refused(
+        r#"
+[[connectors.shopify_webhook]]
+client_secret = "env:KPIFLOW_TEST_CLI_UNSET"
+[connectors.shopify_webhook.shops."acme.myshopify.com"]
+shop = "shop-003"
+"#,
+        "error: building connectors.shopify_webhook[0]: bad config: \
+         `connectors.shopify_webhook.client_secret` = \"env:KPIFLOW_TEST_CLI_UNSET\": \
+         environment variable KPIFLOW_TEST_CLI_UNSET is not set",
+    );
+}
+
+/// A port nothing listens on (bound, read, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over HTTP/1.0: the whole response, or `None` while nothing answers.
+fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A 200 answer.
+fn ok(response: &str) -> bool {
+    response
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("HTTP/1.") && l.ends_with(" 200 OK"))
+}
+
+#[test]
+fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
+    // A "broker" that accepts connections and never answers: the backfill blocks creating
+    // its topics, running, for as long as the test needs it.
+    let broker = TcpListener::bind("127.0.0.1:0").unwrap();
+    // `[metrics] listen` is taken (another role of the host): without the override the
+    // backfill could not bind it and would exit.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\n[metrics]\nlisten = \"{}\"\n{GOOD_TABLE}",
+            broker.local_addr().unwrap(),
+            taken.local_addr().unwrap()
+        ),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = addr.to_string();
+    let mut child = kpiflow(
+        &config,
+        &[
+            "backfill",
+            "amazon_sp_orders",
+            "--shop",
+            "shop-001",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-02",
+            "--metrics-listen",
+            &listen,
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the backfill exited ({status}) before serving /metrics:\n{err}");
+        }
+        if let Some(r) = get(addr, "/metrics") {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /metrics on {addr} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ready = get(addr, "/readyz").unwrap_or_default();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(ok(&metrics), "{metrics}");
+    assert!(
+        metrics.contains(
+            "kpiflow_source_records_published_total{connector=\"amazon_sp_orders\",shop=\"shop-001\"} 0"
+        ),
+        "{metrics}"
+    );
+    assert!(ok(&ready), "{ready}");
+    drop((broker, taken));
+}
