@@ -5,7 +5,8 @@
 //! these machines are noisy.
 //!
 //! `scripts/bench.sh` starts a broker and runs `cargo bench -p kpiflow --bench pipeline`
-//! (flags after `--`: `--shops 20 --days 14 --orders 300 --rate 2000 --seconds 20`). Under
+//! (flags after `--`: `--shops 45 --days 14 --orders 300 --seconds 20`, and `--rate N` for
+//! one latency run at N ev/s instead of two at 10% and 80% of the end-to-end rate). Under
 //! `cargo test` it runs a tiny smoke pass when `KPIFLOW_TEST_BOOTSTRAP` names a broker.
 
 // The table on stdout is this program's output.
@@ -103,6 +104,72 @@ fn restore_time(scopes: usize, hours: i64) -> (usize, usize, f64) {
     let secs = t.elapsed().as_secs_f64();
     std::hint::black_box(&restored);
     (buckets, bytes.len(), secs)
+}
+
+/// Events/s of the engine over `events` split into two partitions by shop (as the producers
+/// key them): one after the other on one thread, then one engine per thread on two, as the
+/// processor's partition tasks run.
+fn engine_scaling(events: &[Event]) -> (f64, f64) {
+    let halves: [Vec<&Event>; 2] = {
+        let mut h: [Vec<&Event>; 2] = [Vec::new(), Vec::new()];
+        for e in events {
+            let shop_hash = e
+                .header
+                .shop
+                .bytes()
+                .fold(0u32, |a, b| a.wrapping_mul(31) ^ u32::from(b));
+            h[(shop_hash % 2) as usize].push(e);
+        }
+        h
+    };
+    let apply = |part: &[&Event]| {
+        let mut engine = Engine::new(&ProcessorConfig::default(), 0);
+        let now = Instant::now();
+        for chunk in part.chunks(20_000) {
+            let batch: Vec<(&Event, PartitionId)> = chunk
+                .iter()
+                .map(|e| (*e, PartitionId::zero_of(e)))
+                .collect();
+            engine
+                .apply_batch(&batch, now)
+                .expect("the catalog evaluates");
+            std::hint::black_box(engine.flush(now, Utc::now()));
+        }
+    };
+    let t = Instant::now();
+    for part in &halves {
+        apply(part);
+    }
+    let one = events.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for part in &halves {
+            s.spawn(|| apply(part));
+        }
+    });
+    let two = events.len() as f64 / t.elapsed().as_secs_f64();
+    (one, two)
+}
+
+/// [`memory_per_bucket`] in a fresh process of this program: the RSS growth of this one,
+/// after generating, encoding and publishing a million events, only reuses freed memory.
+fn memory_per_bucket_fresh(scopes: usize, hours: i64) -> (f64, usize) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--memory-per-bucket",
+            &scopes.to_string(),
+            &hours.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let bytes = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(f64::NAN);
+    let buckets = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    (bytes, buckets)
 }
 
 /// Bytes of resident memory per (scope, hour) bucket, from `scopes` shops with one order in
@@ -234,13 +301,12 @@ async fn processor_rate(kafka: &KafkaConfig, group: &str, n: usize) -> (f64, f64
 async fn latency(kafka: &KafkaConfig, rate: f64, seconds: f64) -> (f64, f64, usize) {
     let state = tempfile::tempdir().unwrap();
     let cfg = ProcessorConfig {
-        group_id: "bench-latency".into(),
+        group_id: format!("{}-latency", kafka.topic_prefix),
         checkpoint: kpiflow_processor::config::CheckpointConfig {
             dir: state.path().into(),
             ..Default::default()
         },
         idle_timeout: Duration::from_secs(1),
-        kpis: vec!["orders".into()],
         ..ProcessorConfig::default()
     };
     let stop = CancellationToken::new();
@@ -274,7 +340,10 @@ async fn latency(kafka: &KafkaConfig, rate: f64, seconds: f64) -> (f64, f64, usi
             let Some(u) = m.payload().and_then(|b| KpiUpdate::from_json(b).ok()) else {
                 continue;
             };
-            if u.scope.shop != "latency-shop" || u.window.name != "business_day" {
+            if u.kpi != "orders"
+                || u.scope.shop != "latency-shop"
+                || u.window.name != "business_day"
+            {
                 continue;
             }
             let n = u.numerator.to_f64() as u64;
@@ -327,6 +396,14 @@ async fn latency(kafka: &KafkaConfig, rate: f64, seconds: f64) -> (f64, f64, usi
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, scopes, hours] = args.as_slice()
+        && flag == "--memory-per-bucket"
+    {
+        let (bytes, buckets) = memory_per_bucket(scopes.parse().unwrap(), hours.parse().unwrap());
+        println!("{bytes} {buckets}");
+        return;
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     let Ok(bootstrap) = std::env::var("KPIFLOW_TEST_BOOTSTRAP") else {
         println!("pipeline benchmark skipped: set KPIFLOW_TEST_BOOTSTRAP (scripts/bench.sh does)");
@@ -342,11 +419,12 @@ async fn main() {
     } else {
         (2.0, 2.0, 20.0)
     };
-    let (rate, seconds) = if bench {
-        (arg("--rate", 1000.0), arg("--seconds", 20.0))
-    } else {
-        (100.0, 2.0)
-    };
+    // Latency at a fixed rate (`--rate`), or by default at 10% and 80% of the rate the
+    // processor reached end to end in this run.
+    let fixed_rate = std::env::args()
+        .any(|a| a == "--rate")
+        .then(|| arg("--rate", 0.0));
+    let seconds = if bench { arg("--seconds", 20.0) } else { 2.0 };
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let kafka = kafka(&bootstrap, &prefix);
     kafka.ensure_topics().await.unwrap();
@@ -367,23 +445,40 @@ async fn main() {
     }
     let decode = n as f64 / decode_started.elapsed().as_secs_f64();
     let engine = engine_rate(&events);
+    let (one_core, two_cores) = engine_scaling(&events);
     publish_all(&kafka, &events).await;
     let raw = tokio::task::block_in_place(|| raw_consume(&kafka, n));
     let (startup, e2e) = processor_rate(&kafka, "bench-processor", n).await;
     let (per_bucket, buckets) = if bench {
-        memory_per_bucket(2_000, 48)
+        memory_per_bucket_fresh(2_000, 48)
     } else {
-        memory_per_bucket(50, 4)
+        memory_per_bucket_fresh(50, 4)
     };
     let (restored_buckets, snapshot_bytes, restore_secs) = if bench {
         restore_time(10_000, 100)
     } else {
         restore_time(20, 5)
     };
-    let latency_prefix = format!("{prefix}-lat");
-    let lat_kafka = self::kafka(&bootstrap, &latency_prefix);
-    lat_kafka.ensure_topics().await.unwrap();
-    let (p50, p99, measured) = latency(&lat_kafka, rate, seconds).await;
+    let rates: Vec<(f64, String)> = match (fixed_rate, bench) {
+        (Some(r), _) => vec![(r, "fixed".into())],
+        (None, true) => vec![
+            ((e2e * 0.1).round(), "10% of the end-to-end rate".into()),
+            ((e2e * 0.8).round(), "80% of it".into()),
+        ],
+        (None, false) => vec![(100.0, "smoke".into())],
+    };
+    let mut latencies = Vec::new();
+    for (i, (rate, what)) in rates.into_iter().enumerate() {
+        let lat_kafka = self::kafka(&bootstrap, &format!("{prefix}-lat{i}"));
+        lat_kafka.ensure_topics().await.unwrap();
+        let (p50, p99, measured) = latency(&lat_kafka, rate, seconds).await;
+        assert_eq!(
+            measured,
+            (rate * seconds) as usize,
+            "every order was seen on the output"
+        );
+        latencies.push((rate, what, p50, p99, measured));
+    }
 
     println!(
         "pipeline benchmark: {n} simulated events ({shops} shops x {days} days x {orders} orders/day), full catalog, broker {bootstrap}"
@@ -410,6 +505,10 @@ async fn main() {
         decode / raw
     );
     println!(
+        "| engine, 2 partitions on 2 threads | {two_cores:.0} ev/s | {:.2}x the same 2 partitions on one ({one_core:.0} ev/s) |",
+        two_cores / one_core
+    );
+    println!(
         "| memory per active (scope, hour) bucket | {per_bucket:.0} B | over {buckets} buckets |"
     );
     println!(
@@ -417,18 +516,12 @@ async fn main() {
         restore_secs * 1000.0,
         snapshot_bytes as f64 / 1e6
     );
-    println!(
-        "| event-to-output latency at {rate:.0} ev/s, p50 | {:.0} ms | {measured} events |",
-        p50 * 1000.0
-    );
-    println!(
-        "| event-to-output latency at {rate:.0} ev/s, p99 | {:.0} ms | flush interval {} |",
-        p99 * 1000.0,
-        humantime::format_duration(ProcessorConfig::default().flush_interval)
-    );
-    assert_eq!(
-        measured,
-        (rate * seconds) as usize,
-        "every order was seen on the output"
-    );
+    for (rate, what, p50, p99, measured) in latencies {
+        println!(
+            "| event-to-output latency at {rate:.0} ev/s ({what}), p50 / p99 | {:.0} / {:.0} ms | {measured} events, flush interval {} |",
+            p50 * 1000.0,
+            p99 * 1000.0,
+            humantime::format_duration(ProcessorConfig::default().flush_interval)
+        );
+    }
 }
