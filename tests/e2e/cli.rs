@@ -217,16 +217,20 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
                 .unwrap();
             panic!("the backfill exited ({status}) before serving /metrics:\n{err}");
         }
-        if let Some(r) = get(addr, "/metrics") {
-            break r;
+        // /metrics answers as soon as the endpoint is bound; /readyz once the publisher is
+        // set up, a moment later: await both.
+        if let (Some(m), Some(r)) = (get(addr, "/metrics"), get(addr, "/readyz"))
+            && ok(&r)
+        {
+            break (m, r);
         }
         assert!(
             Instant::now() < deadline,
-            "no /metrics on {addr} within 30 s"
+            "no /metrics and ready /readyz on {addr} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let ready = get(addr, "/readyz").unwrap_or_default();
+    let (metrics, ready) = metrics;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(ok(&metrics), "{metrics}");
