@@ -100,6 +100,8 @@ impl PartitionLag {
 const RESERVED: &[&str] = &[
     "bootstrap.servers",
     "group.id",
+    // Per processor member: `processor.instance_id`, never one value for every client.
+    "group.instance.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.idempotence",

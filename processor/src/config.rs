@@ -130,6 +130,15 @@ pub struct ProcessorConfig {
     /// Consumer group the processor reports its progress (and lag) under. Default `kpiflow-processor`.
     #[serde(default = "ProcessorConfig::group_id")]
     pub group_id: String,
+    /// Static group membership (Kafka's `group.instance.id`): a member restarted with the same
+    /// id takes its partitions back at once, instead of after the session timeout (45 s by
+    /// default) during which no KPI of those partitions moves. Unique per member and stable
+    /// across its restarts: a StatefulSet pod name, a host name; `"env:NAME"` reads it from
+    /// the environment variable `NAME`. A member stopped for good keeps its partitions until
+    /// `session.timeout.ms` passes, so leave it unset where members come and go with new
+    /// names. Default: none (dynamic membership).
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// IANA zone of business days (and weeks, months) for marketplaces not listed in
     /// `marketplace_time_zones`. Default `America/Los_Angeles` (Amazon US's day). Must have
     /// whole-hour UTC offsets, because aggregates are kept in one-hour buckets.
@@ -204,6 +213,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
             group_id: Self::group_id(),
+            instance_id: None,
             time_zone: Self::time_zone(),
             marketplace_time_zones: BTreeMap::new(),
             catalog: None,
@@ -252,6 +262,33 @@ impl ProcessorConfig {
         "USD".into()
     }
 
+    /// The static member id (`instance_id`, read from the environment for `env:NAME`),
+    /// checked as Kafka checks it: 1 to 249 of `A-Z a-z 0-9 . _ -`.
+    pub fn instance_id(&self) -> Result<Option<String>, ProcessorError> {
+        let Some(raw) = &self.instance_id else {
+            return Ok(None);
+        };
+        let id = match raw.strip_prefix("env:") {
+            Some(var) => std::env::var(var).map_err(|_| {
+                ProcessorError::config(
+                    "instance_id",
+                    raw,
+                    format!("the environment variable {var} is not set"),
+                )
+            })?,
+            None => raw.clone(),
+        };
+        let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if id.is_empty() || id.len() > 249 || !id.bytes().all(legal) {
+            return Err(ProcessorError::config(
+                "instance_id",
+                &id,
+                "expected 1 to 249 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+            ));
+        }
+        Ok(Some(id))
+    }
+
     /// The parsed business-day zone (call after [`ProcessorConfig::validate`]).
     pub fn tz(&self) -> chrono_tz::Tz {
         self.time_zone.parse().unwrap_or(chrono_tz::UTC)
@@ -266,6 +303,7 @@ impl ProcessorConfig {
                 "must not be empty",
             ));
         }
+        self.instance_id()?;
         check_time_zone("time_zone", &self.time_zone)?;
         for (marketplace, zone) in &self.marketplace_time_zones {
             check_time_zone(&format!("marketplace_time_zones.{marketplace}"), zone)?;
@@ -486,6 +524,38 @@ fn check_time_zone(key: &str, zone: &str) -> Result<(), ProcessorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_ids_are_checked_as_kafka_checks_them() {
+        let with = |id: &str| ProcessorConfig {
+            instance_id: Some(id.into()),
+            ..ProcessorConfig::default()
+        };
+        assert_eq!(ProcessorConfig::default().instance_id().unwrap(), None);
+        assert_eq!(
+            with("kpiflow-processor-0")
+                .instance_id()
+                .unwrap()
+                .as_deref(),
+            Some("kpiflow-processor-0")
+        );
+        let err = with("proc 0").validate().unwrap_err().to_string();
+        assert!(
+            err.contains("instance_id") && err.contains("\"proc 0\""),
+            "{err}"
+        );
+        let err = with("env:KPIFLOW_TEST_UNSET_INSTANCE_ID")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("KPIFLOW_TEST_UNSET_INSTANCE_ID is not set"),
+            "{err}"
+        );
+        // PATH is set in every test environment and holds '/' or ':', which Kafka refuses.
+        let err = with("env:PATH").validate().unwrap_err().to_string();
+        assert!(err.contains("expected 1 to 249 characters"), "{err}");
+    }
 
     #[test]
     fn defaults_validate() {

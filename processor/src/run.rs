@@ -238,8 +238,13 @@ pub async fn run(
     let topics = kafka.topics();
     let (tx, rx) = std::sync::mpsc::channel();
     let cluster_id = Arc::new(std::sync::OnceLock::new());
+    let instance_id = cfg.instance_id()?;
     let consumer: StreamConsumer<Rebalancer> = {
         let mut c = kafka.client_config()?;
+        if let Some(id) = &instance_id {
+            // Static membership: a restarted member is given its partitions back at once.
+            c.set("group.instance.id", id);
+        }
         c.set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -461,3 +461,73 @@ async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     assert_exact(&latest, &events);
     assert_oracle_agrees(&kafka, &events, &REFERENCE_KPIS.map(String::from));
 }
+
+/// Waits until the processor's log at `log` says its partitions are assigned; the time it took.
+fn until_assigned(log: &std::path::Path, child: &mut Child, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("partitions assigned and state restored") {
+            return started.elapsed();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the processor exited ({status}):\n{text}");
+        }
+        assert!(
+            started.elapsed() < within,
+            "no assignment within {within:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Static membership (`processor.instance_id`): a member SIGKILLed and restarted with the same
+/// id takes its partitions back at once. Without it the group waits for the dead member's
+/// session to expire (45 s by default, kept here) before anyone gets them.
+#[test]
+fn a_killed_member_restarted_with_its_instance_id_gets_its_partitions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("static-{}", uuid::Uuid::new_v4().simple());
+    let config = dir.path().join("kpiflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+topic_prefix = "{prefix}"
+partitions = 2
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[processor]
+group_id = "{prefix}-processor"
+instance_id = "member-0"
+kpis = ["orders"]
+
+[processor.checkpoint]
+dir = "{state}"
+"#,
+            bootstrap = bootstrap(),
+            state = dir.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    let first_log = dir.path().join("first.log");
+    let mut first = start(&config, &first_log);
+    until_assigned(&first_log, &mut first, Duration::from_secs(120));
+    first.kill().unwrap(); // SIGKILL: the member never says goodbye
+    first.wait().unwrap();
+
+    let second_log = dir.path().join("second.log");
+    let mut second = start(&config, &second_log);
+    let took = until_assigned(&second_log, &mut second, Duration::from_secs(120));
+    eprintln!("restart to assignment: {took:?}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(
+        took < Duration::from_secs(15),
+        "the restarted member waited {took:?} for its partitions (the session timeout is 45 s)"
+    );
+}
