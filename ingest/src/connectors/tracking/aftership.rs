@@ -9,8 +9,27 @@
 
 use serde_json::Value;
 
-use super::map::{FieldError, Parsed, Status, Update, field_err, text, time};
+use super::map::{FieldError, Parsed, Status, StatusTable, Update, field_err, status, text, time};
 use kpiflow_schemas::{Milestone, SourceTz};
+
+/// AfterShip's `tag` values, in its documented order.
+const STATUSES: &StatusTable = &[
+    ("Pending", None),
+    ("InfoReceived", None),
+    ("InTransit", Some(Status::Milestone(Milestone::InTransit))),
+    (
+        "OutForDelivery",
+        Some(Status::Milestone(Milestone::InTransit)),
+    ),
+    ("AttemptFail", Some(Status::Milestone(Milestone::Exception))),
+    ("Delivered", Some(Status::Delivered)),
+    (
+        "AvailableForPickup",
+        Some(Status::Milestone(Milestone::InTransit)),
+    ),
+    ("Exception", Some(Status::Milestone(Milestone::Exception))),
+    ("Expired", Some(Status::Milestone(Milestone::Exception))),
+];
 
 /// Reads one push. The order id is `msg.order_id`, else `msg.order_number`.
 pub fn parse(doc: &Value, tz: SourceTz) -> Result<Parsed, FieldError> {
@@ -24,21 +43,8 @@ pub fn parse(doc: &Value, tz: SourceTz) -> Result<Parsed, FieldError> {
         .filter(|m| m.is_object())
         .ok_or_else(|| field_err("msg", None, "missing or not an object"))?;
     let tag = text(msg, &["tag"]).ok_or_else(|| field_err("msg.tag", None, "missing or empty"))?;
-    let status = match tag.as_ref() {
-        "Delivered" => Status::Delivered,
-        "InTransit" | "OutForDelivery" | "AvailableForPickup" => {
-            Status::Milestone(Milestone::InTransit)
-        }
-        "AttemptFail" | "Exception" | "Expired" => Status::Milestone(Milestone::Exception),
-        // No carrier scan yet: nothing on-time delivery or valid tracking can count.
-        "Pending" | "InfoReceived" => return Ok(Parsed::Ignore("no_carrier_scan_yet")),
-        other => {
-            return Err(field_err(
-                "msg.tag",
-                Some(other),
-                "expected one of Pending, InfoReceived, InTransit, OutForDelivery, AttemptFail, Delivered, AvailableForPickup, Exception, Expired",
-            ));
-        }
+    let Some(status) = status("msg.tag", &tag, STATUSES)? else {
+        return Ok(Parsed::Ignore("no_carrier_scan_yet"));
     };
     let tracking_number = text(msg, &["tracking_number"])
         .ok_or_else(|| field_err("msg.tracking_number", None, "missing or empty"))?

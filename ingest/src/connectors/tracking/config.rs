@@ -153,40 +153,15 @@ impl TrackingConfig {
         if self.units_per_parcel == 0 {
             return bad("units_per_parcel", "0".into(), "must be at least 1");
         }
-        let path = self.path(provider);
-        if !path.starts_with('/') {
-            return bad("path", format!("{path:?}"), "must start with '/'");
-        }
-        let header = self.signature_header(provider);
-        if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            return bad(
-                "signature_header",
-                format!("{header:?}"),
-                "not a valid HTTP header name",
-            );
-        }
-        if self.max_body_bytes < 1024 || self.max_body_bytes > 64 << 20 {
-            return bad(
-                "max_body_bytes",
-                self.max_body_bytes.to_string(),
-                "must be between 1024 and 67108864 (64 MiB)",
-            );
-        }
-        if self.ack_deadline < Duration::from_millis(100) {
-            return bad(
-                "ack_deadline",
-                format!("\"{}\"", humantime::format_duration(self.ack_deadline)),
-                "must be at least 100ms",
-            );
-        }
-        for (key, n) in [
-            ("recent_deliveries", self.recent_deliveries),
-            ("queue_capacity", self.queue_capacity),
-        ] {
-            if n == 0 {
-                return bad(key, "0".into(), "must be at least 1");
-            }
-        }
+        crate::push::receiver::validate_options(
+            |k| format!("{section}.{k}"),
+            &self.path(provider),
+            &self.signature_header(provider),
+            self.max_body_bytes,
+            self.ack_deadline,
+            self.recent_deliveries,
+            self.queue_capacity,
+        )?;
         crate::connectors::shopify::config::validate_heartbeat_interval(
             format!("{section}.heartbeat_interval"),
             self.heartbeat_interval,

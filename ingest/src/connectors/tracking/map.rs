@@ -47,6 +47,26 @@ pub enum Parsed {
     Ignore(&'static str),
 }
 
+/// What a provider's status word means to kpiflow: a [`Status`], or no carrier scan yet
+/// (nothing on-time delivery or valid tracking can count).
+pub type StatusTable = [(&'static str, Option<Status>)];
+
+/// Looks `value` (of `field`) up in `table` (`None`: no carrier scan yet); an unknown word
+/// names the field and lists the known ones.
+pub fn status(field: &str, value: &str, table: &StatusTable) -> Result<Option<Status>, FieldError> {
+    match table.iter().find(|(word, _)| *word == value) {
+        Some((_, s)) => Ok(*s),
+        None => Err(field_err(
+            field,
+            Some(value),
+            format!(
+                "expected one of {}",
+                table.iter().map(|(w, _)| *w).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 /// The shop the parcels belong to and how events are labelled.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -61,7 +61,7 @@ use crate::pull::Origin;
 use crate::pull::secret::Secret;
 use crate::push::health::PushHealth;
 use crate::push::metrics::{PushMetrics, PushStats};
-use crate::push::queue::{Delivery, Rejected};
+use crate::push::queue::Delivery;
 use crate::push::receiver::{self, Mapped, PushMapper, Receiver, ReceiverOptions};
 use crate::push::signature::{self, SignatureError};
 use crate::{IngestError, Publish};
@@ -160,16 +160,7 @@ impl PushMapper for TrackingMapper {
 
     fn map(&self, _: &HeaderMap, body: &[u8]) -> Mapped {
         let label = self.provider.short_name();
-        let dead = |reason: String| {
-            Mapped::Publish(Delivery {
-                events: vec![],
-                dead_letters: vec![Rejected {
-                    kind: "invalid",
-                    reason,
-                    raw: body.to_vec(),
-                }],
-            })
-        };
+        let dead = |reason: String| Mapped::invalid(reason, body);
         let doc: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return dead(format!("{label} webhook: not JSON: {e}")),

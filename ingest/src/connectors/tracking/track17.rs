@@ -9,8 +9,30 @@
 
 use serde_json::Value;
 
-use super::map::{FieldError, Parsed, Status, Update, field_err, text, time};
+use super::map::{FieldError, Parsed, Status, StatusTable, Update, field_err, status, text, time};
 use kpiflow_schemas::{Milestone, SourceTz};
+
+/// 17TRACK's main statuses, in its documented order.
+const STATUSES: &StatusTable = &[
+    ("NotFound", None),
+    ("InfoReceived", None),
+    ("InTransit", Some(Status::Milestone(Milestone::InTransit))),
+    ("Expired", Some(Status::Milestone(Milestone::Exception))),
+    (
+        "AvailableForPickup",
+        Some(Status::Milestone(Milestone::InTransit)),
+    ),
+    (
+        "OutForDelivery",
+        Some(Status::Milestone(Milestone::InTransit)),
+    ),
+    (
+        "DeliveryFailure",
+        Some(Status::Milestone(Milestone::Exception)),
+    ),
+    ("Delivered", Some(Status::Delivered)),
+    ("Exception", Some(Status::Milestone(Milestone::Exception))),
+];
 
 /// Reads one push. The order id is `data.tag`, the label the seller sets when registering the
 /// number (17TRACK echoes it in every push).
@@ -37,21 +59,13 @@ pub fn parse(doc: &Value, tz: SourceTz) -> Result<Parsed, FieldError> {
             "missing or empty",
         )
     })?;
-    let status = match status_text.as_ref() {
-        "Delivered" => Status::Delivered,
-        "InTransit" | "OutForDelivery" | "AvailableForPickup" => {
-            Status::Milestone(Milestone::InTransit)
-        }
-        "DeliveryFailure" | "Exception" | "Expired" => Status::Milestone(Milestone::Exception),
-        // No carrier scan yet: nothing on-time delivery or valid tracking can count.
-        "NotFound" | "InfoReceived" => return Ok(Parsed::Ignore("no_carrier_scan_yet")),
-        other => {
-            return Err(field_err(
-                "data.track_info.latest_status.status",
-                Some(other),
-                "expected one of NotFound, InfoReceived, InTransit, Expired, AvailableForPickup, OutForDelivery, DeliveryFailure, Delivered, Exception",
-            ));
-        }
+    let Some(status) = status(
+        "data.track_info.latest_status.status",
+        &status_text,
+        STATUSES,
+    )?
+    else {
+        return Ok(Parsed::Ignore("no_carrier_scan_yet"));
     };
     let tracking_number = text(data, &["number"])
         .ok_or_else(|| field_err("data.number", None, "missing or empty"))?
