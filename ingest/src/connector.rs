@@ -144,6 +144,16 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         summary: "3PL / overseas warehouse: shipment milestones and stock from CSV files and a webhook",
         build: crate::connectors::threepl::build,
     },
+    ConnectorSpec {
+        name: crate::connectors::tracking::AFTERSHIP_NAME,
+        summary: "AfterShip tracking webhook: order.delivered (with expected delivery) and shipment.milestone",
+        build: crate::connectors::tracking::build_aftership,
+    },
+    ConnectorSpec {
+        name: crate::connectors::tracking::TRACK17_NAME,
+        summary: "17TRACK push (TRACKING_UPDATED): order.delivered (with expected delivery) and shipment.milestone",
+        build: crate::connectors::tracking::build_track17,
+    },
 ];
 
 /// Builds the connector called `name` from its config section; unknown names list the known ones.

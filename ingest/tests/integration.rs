@@ -35,6 +35,7 @@ mod integration {
     pub(crate) mod threepl;
     pub(crate) mod tiktok_ads;
     pub(crate) mod tiktok_shop_orders;
+    pub(crate) mod tracking;
     pub(crate) mod walmart_orders;
 
     use std::time::Duration;

@@ -10,4 +10,5 @@ pub mod simulator;
 pub mod threepl;
 pub mod tiktok_ads;
 pub mod tiktok_shop_orders;
+pub mod tracking;
 pub mod walmart_orders;

@@ -31,6 +31,67 @@ pub enum Mapped {
     Ignore(&'static str),
 }
 
+impl Mapped {
+    /// A delivery that is one dead letter: `raw` could not be mapped, for `reason`.
+    pub fn invalid(reason: String, raw: &[u8]) -> Mapped {
+        Mapped::Publish(Delivery {
+            events: vec![],
+            dead_letters: vec![super::queue::Rejected {
+                kind: "invalid",
+                reason,
+                raw: raw.to_vec(),
+            }],
+        })
+    }
+}
+
+/// Checks the receiver values every push connector's config has; `key(name)` gives the
+/// config key named in errors.
+pub fn validate_options(
+    key: impl Fn(&str) -> String,
+    path: &str,
+    signature_header: &str,
+    max_body_bytes: usize,
+    ack_deadline: Duration,
+    recent_deliveries: usize,
+    queue_capacity: usize,
+) -> Result<(), IngestError> {
+    let bad = |k: &str, v: String, p: &str| Err(IngestError::config(key(k), v, p));
+    if !path.starts_with('/') {
+        return bad("path", format!("{path:?}"), "must start with '/'");
+    }
+    if axum::http::HeaderName::from_bytes(signature_header.as_bytes()).is_err() {
+        return bad(
+            "signature_header",
+            format!("{signature_header:?}"),
+            "not a valid HTTP header name",
+        );
+    }
+    if !(1024..=64 << 20).contains(&max_body_bytes) {
+        return bad(
+            "max_body_bytes",
+            max_body_bytes.to_string(),
+            "must be between 1024 and 67108864 (64 MiB)",
+        );
+    }
+    if ack_deadline < Duration::from_millis(100) {
+        return bad(
+            "ack_deadline",
+            format!("\"{}\"", humantime::format_duration(ack_deadline)),
+            "must be at least 100ms",
+        );
+    }
+    for (k, n) in [
+        ("recent_deliveries", recent_deliveries),
+        ("queue_capacity", queue_capacity),
+    ] {
+        if n == 0 {
+            return bad(k, "0".into(), "must be at least 1");
+        }
+    }
+    Ok(())
+}
+
 /// The platform-specific half of a receiver.
 pub trait PushMapper: Send + Sync + 'static {
     /// The id that stays the same when the sender retries this delivery, if it sends one.
@@ -39,6 +100,17 @@ pub trait PushMapper: Send + Sync + 'static {
     /// Maps a delivery whose signature was verified. Never fails: what cannot be mapped
     /// becomes a dead letter in the returned delivery.
     fn map(&self, headers: &HeaderMap, body: &[u8]) -> Mapped;
+
+    /// Checks the signature header's value against the raw body. The default is
+    /// base64(HMAC-SHA256(body, secret)); a platform that signs otherwise overrides it.
+    fn verify(
+        &self,
+        secret: &Secret,
+        body: &[u8],
+        header: Option<&[u8]>,
+    ) -> Result<(), signature::SignatureError> {
+        signature::verify(secret, body, header)
+    }
 }
 
 /// How a receiver listens and answers.
@@ -50,7 +122,7 @@ pub struct ReceiverOptions {
     pub listen_key: String,
     /// The path deliveries are posted to.
     pub path: String,
-    /// The header carrying base64(HMAC-SHA256(body, secret)), lower case.
+    /// The header carrying the signature (see [`PushMapper::verify`]), lower case.
     pub signature_header: String,
     /// Larger bodies get 413.
     pub max_body_bytes: usize,
@@ -148,7 +220,7 @@ async fn receive(
     let sig = headers
         .get(s.opts.signature_header.as_str())
         .map(|v| v.as_bytes());
-    if let Err(e) = signature::verify(&s.secret, &body, sig) {
+    if let Err(e) = s.mapper.verify(&s.secret, &body, sig) {
         s.metrics.rejected(e.reason());
         return (StatusCode::UNAUTHORIZED, "invalid signature\n");
     }

@@ -1,4 +1,5 @@
-//! `base64(HMAC-SHA256(raw body, secret))` signatures, checked in constant time before parsing.
+//! Webhook signatures, checked in constant time before parsing: `base64(HMAC-SHA256(raw body,
+//! secret))` (Shopify, 3PL, AfterShip) and `hex(SHA256(raw body + "/" + key))` (17TRACK).
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
@@ -58,6 +59,52 @@ pub fn sign(secret: &Secret, body: &[u8]) -> String {
     BASE64_STANDARD.encode(mac(secret, body).finalize().into_bytes())
 }
 
+/// Checks a lower- or upper-case hex `SHA256(body + "/" + key)` (17TRACK's push signature)
+/// against `body`, comparing the 32 digest bytes in constant time.
+pub fn verify_sha256_hex_suffixed(
+    secret: &Secret,
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?.trim_ascii();
+    if header.len() != 64 {
+        return Err(SignatureError::Malformed);
+    }
+    let mut tag = [0u8; 32];
+    for (i, pair) in header.chunks(2).enumerate() {
+        let digits = std::str::from_utf8(pair).map_err(|_| SignatureError::Malformed)?;
+        tag[i] = u8::from_str_radix(digits, 16).map_err(|_| SignatureError::Malformed)?;
+    }
+    let digest = sha256_suffixed(secret, body);
+    // Fold every byte's difference so the time does not depend on where they differ.
+    let diff = digest
+        .iter()
+        .zip(tag)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+fn sha256_suffixed(secret: &Secret, body: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(body);
+    h.update(b"/");
+    h.update(secret.expose().as_bytes());
+    h.finalize().into()
+}
+
+/// The lower-case hex `SHA256(body + "/" + key)` a 17TRACK push carries; for tests and tools.
+pub fn sign_sha256_hex_suffixed(secret: &Secret, body: &[u8]) -> String {
+    sha256_suffixed(secret, body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +138,37 @@ mod tests {
         assert_eq!(
             verify(&s, b"x", Some(other.as_bytes())),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_known_suffixed_sha256_matches() {
+        // sha256("{}/key"), computed by hand with `printf '{}/key' | sha256sum`.
+        let s = Secret::new("key");
+        let sig = sign_sha256_hex_suffixed(&s, b"{}");
+        assert_eq!(
+            sig,
+            "461a224c100d7b686157238995a9c7bd82a226ec5c8e51a4aa00518eb432f61f"
+        );
+        assert_eq!(
+            verify_sha256_hex_suffixed(&s, b"{}", Some(sig.as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            verify_sha256_hex_suffixed(&s, b"{}", Some(sig.to_uppercase().as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            verify_sha256_hex_suffixed(&s, b"{} ", Some(sig.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_sha256_hex_suffixed(&s, b"{}", Some(b"zz")),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_sha256_hex_suffixed(&s, b"{}", None),
+            Err(SignatureError::Missing)
         );
     }
 

@@ -1,4 +1,4 @@
-//! The Shopify and 3PL part of the documented example config: its commented-out tables,
+//! The Shopify, 3PL and carrier tracking part of the documented example config: its commented-out tables,
 //! uncommented, build into connectors, so the documentation cannot drift from the code.
 
 /// The `[[connectors.*]]` examples between the Shopify/3PL marker and the pull marker, with
@@ -48,7 +48,16 @@ fn every_documented_shopify_and_3pl_key_builds() {
     with_secret_file(&mut v, &secret);
     let c = v["connectors"].as_object().unwrap();
     let names: Vec<&String> = c.keys().collect();
-    assert_eq!(names, ["shopify_orders", "shopify_webhook", "threepl"]);
+    assert_eq!(
+        names,
+        [
+            "aftership_webhook",
+            "shopify_orders",
+            "shopify_webhook",
+            "threepl",
+            "track17_webhook"
+        ]
+    );
     for (name, tables) in c {
         let tables = tables.as_array().expect("[[connectors.<name>]] tables");
         assert_eq!(tables.len(), 1, "{name}");
@@ -64,4 +73,9 @@ fn every_documented_shopify_and_3pl_key_builds() {
     );
     assert_eq!(c["threepl"][0]["drop"]["settle_time"], "10s");
     assert_eq!(c["shopify_orders"][0]["page_size"], 250);
+    assert_eq!(
+        c["aftership_webhook"][0]["signature_header"],
+        "aftership-hmac-sha256"
+    );
+    assert_eq!(c["track17_webhook"][0]["fulfilment"], "third_party");
 }

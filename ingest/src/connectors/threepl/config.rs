@@ -240,41 +240,15 @@ impl ThreeplConfig {
             }
         }
         if let Some(w) = &self.webhook {
-            if !w.path.starts_with('/') {
-                return bad(
-                    "webhook.path",
-                    format!("{:?}", w.path),
-                    "must start with '/'",
-                );
-            }
-            if axum::http::HeaderName::from_bytes(w.signature_header.as_bytes()).is_err() {
-                return bad(
-                    "webhook.signature_header",
-                    format!("{:?}", w.signature_header),
-                    "not a valid HTTP header name",
-                );
-            }
-            if w.max_body_bytes < 1024 || w.max_body_bytes > 64 << 20 {
-                return bad(
-                    "webhook.max_body_bytes",
-                    w.max_body_bytes.to_string(),
-                    "must be between 1024 and 67108864 (64 MiB)",
-                );
-            }
-            if w.ack_deadline < Duration::from_millis(100) {
-                return bad(
-                    "webhook.ack_deadline",
-                    format!("\"{}\"", humantime::format_duration(w.ack_deadline)),
-                    "must be at least 100ms",
-                );
-            }
-            if w.recent_deliveries == 0 || w.queue_capacity == 0 {
-                return bad(
-                    "webhook.queue_capacity",
-                    w.queue_capacity.to_string(),
-                    "queue_capacity and recent_deliveries must be at least 1",
-                );
-            }
+            crate::push::receiver::validate_options(
+                |k| format!("{SECTION}.webhook.{k}"),
+                &w.path,
+                &w.signature_header,
+                w.max_body_bytes,
+                w.ack_deadline,
+                w.recent_deliveries,
+                w.queue_capacity,
+            )?;
         }
         Ok(())
     }

@@ -43,16 +43,7 @@ impl PushMapper for ThreeplMapper {
     }
 
     fn map(&self, _: &HeaderMap, body: &[u8]) -> Mapped {
-        let whole = |reason: String| {
-            Mapped::Publish(Delivery {
-                events: vec![],
-                dead_letters: vec![Rejected {
-                    kind: "invalid",
-                    reason,
-                    raw: body.to_vec(),
-                }],
-            })
-        };
+        let whole = |reason: String| Mapped::invalid(reason, body);
         let doc: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return whole(format!("3pl webhook: not JSON: {e}")),
