@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use rustc_hash::FxHashMap;
 use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
 
 use crate::catalog::{Catalog, DailyKind, GroupBy};
 use crate::config::{Compiled, Lateness};
 use crate::event_table;
+use crate::fixed::{Fixed, decimal, fixed};
 use crate::rule::RuleSet;
 use crate::rule::trend::{Compare, TrendInput};
 use crate::stock::{Placed, StockDays};
@@ -80,7 +82,7 @@ pub struct Outputs {
     pub breaches: Vec<BreachEvent>,
 }
 
-type Sums = Box<[Decimal]>;
+type Sums = Box<[Fixed]>;
 
 #[derive(Debug)]
 struct ScopeState {
@@ -149,6 +151,9 @@ pub struct Engine {
     held_out: HashMap<(u32, String), (Hour, String)>,
     /// (scope, hour) buckets changed since the last flush, with the measures changed.
     dirty: BTreeMap<(u32, Hour), u64>,
+    /// What the batch being applied adds, per (scope, hour, measure): summed in a hash map
+    /// first, so each bucket is looked up once per batch instead of once per fact.
+    pending: FxHashMap<(u32, Hour, u16), Fixed>,
     /// Rolling windows ending at or before this hour have been published.
     frontier: Option<Hour>,
     /// The oldest hour with data while there was no frontier yet (its rolling windows wait).
@@ -203,6 +208,7 @@ impl Engine {
             rates: Arc::clone(&compiled.rates),
             held_out: HashMap::new(),
             dirty: BTreeMap::new(),
+            pending: FxHashMap::default(),
             frontier: None,
             first_unpublished: None,
             rules: RuleSet::new(&compiled.rules, Instant::now()),
@@ -477,6 +483,7 @@ impl Engine {
                 verdicts[i] = Some(verdict);
             }
         }
+        self.add_pending();
         Ok(verdicts
             .into_iter()
             .map(|v| v.unwrap_or(Applied::Unused))
@@ -897,13 +904,35 @@ impl Engine {
         })
     }
 
+    /// Adds to a bucket, once the batch is applied (see [`Engine::add_pending`]). Nothing
+    /// reads buckets while a batch is applied, so deferring the additions changes no verdict.
     fn add(&mut self, scope: u32, hour: Hour, measure: u16, amount: Decimal) {
+        *self.pending.entry((scope, hour, measure)).or_default() += fixed(amount);
+    }
+
+    /// Moves the batch's sums into the hour and day buckets, and marks them changed (also
+    /// when they net to zero: a fact and its retraction in one batch still changed a window).
+    fn add_pending(&mut self) {
         let n = self.catalog.measures.len();
-        let s = &mut self.scopes[scope as usize];
-        let zero = || vec![Decimal::ZERO; n].into_boxed_slice();
-        s.hours.entry(hour).or_insert_with(zero)[measure as usize] += amount;
-        s.days.entry(hour.div_euclid(24)).or_insert_with(zero)[measure as usize] += amount;
-        *self.dirty.entry((scope, hour)).or_default() |= 1 << measure;
+        let zero = || vec![0; n].into_boxed_slice();
+        let mut pending: Vec<((u32, Hour, u16), Fixed)> = self.pending.drain().collect();
+        // One bucket lookup per (scope, hour), not per measure.
+        pending.sort_unstable_by_key(|(k, _)| *k);
+        for chunk in pending.chunk_by(|a, b| (a.0.0, a.0.1) == (b.0.0, b.0.1)) {
+            let (scope, hour, _) = chunk[0].0;
+            let s = &mut self.scopes[scope as usize];
+            let bucket = s.hours.entry(hour).or_insert_with(zero);
+            let mut mask = 0u64;
+            for ((_, _, m), v) in chunk {
+                bucket[*m as usize] += v;
+                mask |= 1 << m;
+            }
+            let day = s.days.entry(hour.div_euclid(24)).or_insert_with(zero);
+            for ((_, _, m), v) in chunk {
+                day[*m as usize] += v;
+            }
+            *self.dirty.entry((scope, hour)).or_default() |= mask;
+        }
     }
 
     /// Advances the watermark at wall-clock `now`, and returns the KPI values of every window
@@ -960,7 +989,7 @@ impl Engine {
                                 let mask = s.hours.range(start..end).fold(0u64, |m, (_, b)| {
                                     b.iter()
                                         .enumerate()
-                                        .filter(|(_, v)| **v != Decimal::ZERO)
+                                        .filter(|(_, v)| **v != 0)
                                         .fold(m, |m, (i, _)| m | (1 << i))
                                 });
                                 if mask != 0 {
@@ -1116,10 +1145,10 @@ impl Engine {
     /// gauges read at `end`.
     fn sum(&self, scope: u32, start: Hour, end: Hour) -> Vec<Decimal> {
         let n = self.catalog.measures.len();
-        let mut sums = vec![Decimal::ZERO; n];
+        let mut fixed_sums: Vec<Fixed> = vec![0; n];
         let s = &self.scopes[scope as usize];
         let mut add = |bucket: &Sums| {
-            for (acc, v) in sums.iter_mut().zip(bucket.iter()) {
+            for (acc, v) in fixed_sums.iter_mut().zip(bucket.iter()) {
                 *acc += *v;
             }
         };
@@ -1134,6 +1163,7 @@ impl Engine {
             s.days.range(first_day..last_day).for_each(|(_, b)| add(b));
             s.hours.range(last_day * 24..end).for_each(|(_, b)| add(b));
         }
+        let mut sums: Vec<Decimal> = fixed_sums.into_iter().map(decimal).collect();
         if let Some(series) = self.gauges.get(&scope) {
             for reports in series.values() {
                 if let Some((_, r)) = reports.range(..end).next_back() {

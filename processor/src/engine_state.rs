@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, Report, ScopeState, Version};
 use crate::ProcessorError;
 use crate::catalog::GroupBy;
+use crate::fixed::Fixed;
 use crate::rule::RuleSetState;
 use crate::watermark::WatermarkState;
 use crate::window::Hour;
@@ -170,8 +171,8 @@ impl Engine {
                         let values = sums
                             .iter()
                             .enumerate()
-                            .filter(|(_, v)| **v != Decimal::ZERO)
-                            .map(|(m, v)| (m as u16, pack(*v)))
+                            .filter(|(_, v)| **v != 0)
+                            .map(|(m, v)| (m as u16, pack(crate::fixed::decimal(*v))))
                             .collect();
                         (*h, values)
                     })
@@ -303,19 +304,20 @@ impl Engine {
                 .get(&scope.marketplace)
                 .copied()
                 .unwrap_or(self.default_tz);
-            let mut hours: BTreeMap<Hour, Box<[Decimal]>> = BTreeMap::new();
-            let mut days: BTreeMap<i64, Box<[Decimal]>> = BTreeMap::new();
+            let mut hours: BTreeMap<Hour, Box<[Fixed]>> = BTreeMap::new();
+            let mut days: BTreeMap<i64, Box<[Fixed]>> = BTreeMap::new();
             for (h, values) in s.hours {
                 let bucket = hours
                     .entry(h)
-                    .or_insert_with(|| vec![Decimal::ZERO; n].into_boxed_slice());
+                    .or_insert_with(|| vec![0; n].into_boxed_slice());
                 let day = days
                     .entry(h.div_euclid(24))
-                    .or_insert_with(|| vec![Decimal::ZERO; n].into_boxed_slice());
+                    .or_insert_with(|| vec![0; n].into_boxed_slice());
                 for (m, v) in values {
                     if let Some(m) = map(m) {
-                        bucket[m as usize] += unpack(v);
-                        day[m as usize] += unpack(v);
+                        let v = crate::fixed::fixed(unpack(v));
+                        bucket[m as usize] += v;
+                        day[m as usize] += v;
                     }
                 }
             }

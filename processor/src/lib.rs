@@ -28,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event_table;
+pub mod fixed;
 pub mod fx;
 pub mod reconcile;
 pub mod rule;
