@@ -20,12 +20,22 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/amazon_sp_reports.rs"]
+mod amazon_sp_reports;
+#[path = "../ingest/tests/integration/amazon_sp_reports_api.rs"]
+mod amazon_sp_reports_api;
 #[path = "e2e/cli.rs"]
 mod cli;
 #[path = "e2e/crash.rs"]
 mod crash;
 #[path = "e2e/dashboards.rs"]
 mod dashboards;
+#[path = "../ingest/tests/integration/fixture.rs"]
+#[expect(
+    dead_code,
+    reason = "the fixture server and its LWA helpers are used here, not every helper"
+)]
+mod fixture;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
 #[path = "../processor/tests/integration/scenario_file.rs"]

@@ -100,6 +100,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::amazon_fba_inventory::build,
     },
     ConnectorSpec {
+        name: crate::connectors::amazon_sp_reports::NAME,
+        summary: "Amazon SP-API Reports (create, poll, gzip document): FBA and merchant returns, negative feedback, FBA shipments",
+        build: crate::connectors::amazon_sp_reports::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::amazon_ads::NAME,
         summary: "Amazon Ads reporting v3 (spCampaigns, daily, trailing re-pull): ad.performance with restatements",
         build: crate::connectors::amazon_ads::build,

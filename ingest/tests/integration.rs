@@ -22,6 +22,8 @@ mod integration {
     pub(crate) mod amazon_ads;
     pub(crate) mod amazon_fba_inventory;
     pub(crate) mod amazon_sp_orders;
+    pub(crate) mod amazon_sp_reports;
+    pub(crate) mod amazon_sp_reports_api;
     pub(crate) mod config_example;
     pub(crate) mod fixture;
     pub(crate) mod google_ads;

@@ -234,6 +234,14 @@ impl HttpClient {
         })
     }
 
+    /// The same client (connections, token, headers) with a request budget of its own: APIs
+    /// that rate-limit per operation (SP-API Reports: createReport once a minute, getReport
+    /// twice a second) get one client per operation; `None` for no limit.
+    pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
+        self.limiter = limit.map(|l| Arc::new(RateLimiter::new(l)));
+        self
+    }
+
     /// Treats the responses `detector` recognises as rate limiting, like a 429.
     pub fn with_throttle_detector(mut self, detector: Throttled) -> Self {
         self.throttled = Some(detector);

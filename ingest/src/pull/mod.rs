@@ -19,7 +19,8 @@
 //! - [`emit`]: what a source hands events and dead letters to; [`health`]: heartbeats and
 //!   per-shop metrics; [`settings`]: the shared `pull` config table;
 //! - [`runner`]: the poll loop and [`backfill`];
-//! - [`ad_account`]: what the ad connectors share (account table, trailing report window).
+//! - [`ad_account`]: what the ad connectors share (account table, trailing report window);
+//! - [`report`]: what report APIs share (polling a requested report, gunzip).
 
 pub mod ad_account;
 pub mod cursor;
@@ -27,6 +28,7 @@ pub mod emit;
 pub mod health;
 pub mod http;
 pub mod rate_limit;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod secret;
@@ -40,6 +42,7 @@ pub use cursor::{Cursor, CursorStore};
 pub use emit::{Counts, Emitter, Fact, Origin};
 pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeader};
 pub use rate_limit::{RateLimit, RateLimiter};
+pub use report::{Polled, ReportPoll, gunzip};
 pub use retry::RetryPolicy;
 pub use runner::{Progress, PullConnector, Source, SyncReport, Window, backfill};
 pub use secret::{Secret, SecretRef};

@@ -3,8 +3,8 @@
 
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
-    amazon_ads, amazon_fba_inventory, amazon_sp_orders, google_ads, meta_ads, tiktok_ads,
-    tiktok_shop_orders, walmart_orders,
+    amazon_ads, amazon_fba_inventory, amazon_sp_orders, amazon_sp_reports, google_ads, meta_ads,
+    tiktok_ads, tiktok_shop_orders, walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -53,6 +53,18 @@ fn every_documented_connector_key_parses_and_validates() {
             &amazon_fba_inventory::DEFAULTS,
         )
         .unwrap();
+    let r: amazon_sp_reports::AmazonReportsConfig =
+        parse_section(amazon_sp_reports::SECTION, one("amazon_sp_reports")).unwrap();
+    r.validate().unwrap();
+    assert_eq!(r.reports, amazon_sp_reports::ReportKind::ALL);
+    assert_eq!(
+        r.rate_limits,
+        amazon_sp_reports::OperationRates::default(),
+        "the example shows the defaults"
+    );
+    r.pull
+        .resolve(amazon_sp_reports::SECTION, &amazon_sp_reports::DEFAULTS)
+        .unwrap();
     let a = amazon_ads::AmazonAdsConfig::parse(one("amazon_ads")).unwrap();
     a.validate().unwrap();
     assert_eq!(a.attribution_window, "7d");
@@ -97,6 +109,7 @@ fn every_documented_connector_key_parses_and_validates() {
             "amazon_ads",
             "amazon_fba_inventory",
             "amazon_sp_orders",
+            "amazon_sp_reports",
             "google_ads",
             "meta_ads",
             "tiktok_ads",

@@ -140,10 +140,15 @@ impl Server {
 
 /// A recorded response: `ingest/fixtures/<connector>/<name>`.
 pub(crate) fn fixture(connector: &str, name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(connector)
-        .join(name);
+    // `ingest/fixtures`, whether these tests run in the ingest crate or in the workspace's
+    // end-to-end test (which includes this file).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = if root.join("fixtures").is_dir() {
+        root.join("fixtures")
+    } else {
+        root.join("ingest/fixtures")
+    };
+    let path = dir.join(connector).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -19,7 +19,6 @@
 
 mod map;
 
-use std::io::Read;
 use std::time::Duration;
 
 use kpiflow_schemas::Channel;
@@ -30,8 +29,9 @@ use crate::IngestError;
 use crate::connector::Connector;
 use crate::map::{parse_time, raw};
 use crate::pull::{
-    AdAccountConfig, AdPlatform, HttpClient, LwaConfig, Platform, PullConnector, PullDefaults,
-    ReadReport, ReportJob, Request, TokenHeader, lwa_client, settings, trailing_defaults,
+    AdAccountConfig, AdPlatform, HttpClient, LwaConfig, Platform, Polled, PullConnector,
+    PullDefaults, ReadReport, ReportJob, ReportPoll, Request, TokenHeader, gunzip, lwa_client,
+    settings, trailing_defaults,
 };
 
 pub use map::row as map_row;
@@ -82,6 +82,15 @@ pub struct AmazonAdsKeys {
     pub auth: LwaConfig,
 }
 
+impl AmazonAdsKeys {
+    fn poll(&self) -> ReportPoll {
+        ReportPoll {
+            interval: self.poll_interval,
+            timeout: self.poll_timeout,
+        }
+    }
+}
+
 impl AdPlatform for AmazonAdsKeys {
     const PLATFORM: Platform = Platform::new(NAME, COMPONENT, SECTION, DEFAULTS);
     const MARKETPLACE: &'static str = "ATVPDKIKX0DER";
@@ -112,19 +121,7 @@ impl AdPlatform for AmazonAdsKeys {
                 "expected an ISO 4217 code such as \"USD\"",
             ));
         }
-        if keys.poll_interval.is_zero() || keys.poll_timeout < keys.poll_interval {
-            return Err(IngestError::config(
-                Self::key("poll_timeout"),
-                format!(
-                    "{:?}",
-                    humantime::format_duration(keys.poll_timeout).to_string()
-                ),
-                format!(
-                    "must be at least poll_interval ({}), which must be positive",
-                    humantime::format_duration(keys.poll_interval)
-                ),
-            ));
-        }
+        keys.poll().validate(SECTION)?;
         Ok((keys.profile_id.clone(), Channel::Amazon))
     }
 }
@@ -162,43 +159,24 @@ impl AmazonAds {
 
     /// Polls the report until COMPLETED; FAILED or the timeout is an error.
     async fn wait(&self, id: &str) -> Result<Status, IngestError> {
-        let deadline = tokio::time::Instant::now() + self.keys.poll_timeout;
-        loop {
-            let status: Status = self
-                .http
-                .send(&Request::get(format!("reporting/reports/{id}")))
-                .await?
-                .json(NAME)?;
-            match status.status.as_str() {
-                "COMPLETED" => return Ok(status),
-                "FAILED" => {
-                    return Err(IngestError::External {
-                        system: NAME.into(),
-                        detail: format!(
-                            "report {id} FAILED: {}",
-                            status
-                                .failure_reason
-                                .as_deref()
-                                .unwrap_or("no reason given")
-                        ),
-                        retryable: true,
-                    });
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() + self.keys.poll_interval > deadline {
-                return Err(IngestError::External {
-                    system: NAME.into(),
-                    detail: format!(
-                        "report {id} still {} after poll_timeout ({})",
-                        status.status,
-                        humantime::format_duration(self.keys.poll_timeout)
-                    ),
-                    retryable: true,
-                });
-            }
-            tokio::time::sleep(self.keys.poll_interval).await;
-        }
+        let req = Request::get(format!("reporting/reports/{id}"));
+        self.keys
+            .poll()
+            .wait(NAME, id, || async {
+                let status: Status = self.http.send(&req).await?.json(NAME)?;
+                Ok(match status.status.as_str() {
+                    "COMPLETED" => Polled::Done(status),
+                    "FAILED" => Polled::Failed(format!(
+                        "FAILED: {}",
+                        status
+                            .failure_reason
+                            .as_deref()
+                            .unwrap_or("no reason given")
+                    )),
+                    _ => Polled::Pending(status.status),
+                })
+            })
+            .await
     }
 
     fn input(&self, report: &str, problem: &str) -> IngestError {
@@ -246,15 +224,7 @@ impl ReadReport for AmazonAds {
             .url
             .ok_or_else(|| self.input(&created.report_id, "a COMPLETED report has no `url`"))?;
         let file = self.http.send(&Request::get(url).without_token()).await?;
-        let mut text = Vec::new();
-        flate2::read::GzDecoder::new(file.body.as_slice())
-            .read_to_end(&mut text)
-            .map_err(|e| {
-                self.input(
-                    &created.report_id,
-                    &format!("the report file is not gzip: {e}"),
-                )
-            })?;
+        let text = gunzip(&file.body).map_err(|e| self.input(&created.report_id, &e))?;
         let rows: Vec<Value> = serde_json::from_slice(&text).map_err(|e| {
             self.input(
                 &created.report_id,

@@ -167,8 +167,8 @@ impl AmazonOrders {
     }
 }
 
-/// UTC, whole seconds, `Z`: the form the SP-API documents.
-fn iso(t: DateTime<Utc>) -> String {
+/// UTC, whole seconds, `Z`: the form the SP-API documents (also the Reports API's).
+pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
