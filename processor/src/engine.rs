@@ -4,14 +4,14 @@
 //! It does no I/O and reads no clock of its own: callers pass wall-clock instants in, so tests
 //! and benchmarks drive it deterministically.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rustc_hash::FxHashMap;
 use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::catalog::{Catalog, DailyKind, GroupBy};
 use crate::config::{Compiled, Lateness};
@@ -84,6 +84,18 @@ pub struct Outputs {
 
 type Sums = Box<[Fixed]>;
 
+/// An event id as remembered for deduplication: 16 bytes instead of the string.
+pub type IdHash = u128;
+
+/// The 128-bit SipHash-1-3 of an event id under fixed keys. Fixed, because checkpoints store
+/// these and a restarted or upgraded engine must compute the same; 128 bits, because two ids
+/// colliding would drop a fact: among 2^32 remembered ids the chance is about 2^-65.
+pub fn id_hash(id: &str) -> IdHash {
+    siphasher::sip128::SipHasher13::new()
+        .hash(id.as_bytes())
+        .as_u128()
+}
+
 #[derive(Debug)]
 struct ScopeState {
     scope: Scope,
@@ -132,7 +144,7 @@ pub struct Engine {
     scope_ids: HashMap<Scope, u32>,
     /// Event ids already counted, with their shop and the hour of their event time (for
     /// eviction).
-    seen: HashMap<String, (u32, Hour)>,
+    seen: FxHashMap<IdHash, (u32, Hour)>,
     /// Newest own time per stream (topic, shop scope, source): what lateness is judged by.
     clocks: HashMap<(Topic, u32, String), DateTime<Utc>>,
     /// The counted version of each restated fact, by (replace group, shop scope, key).
@@ -199,7 +211,7 @@ impl Engine {
             watermarks: Watermarks::new(cfg.out_of_orderness, cfg.idle_timeout),
             scopes: Vec::new(),
             scope_ids: HashMap::new(),
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
             clocks: HashMap::new(),
             once: HashMap::new(),
             replaced: HashMap::new(),
@@ -409,12 +421,16 @@ impl Engine {
         now: Instant,
     ) -> Result<Vec<Applied>, ProcessorError> {
         let mut verdicts: Vec<Option<Applied>> = vec![None; events.len()];
-        let mut in_batch: HashSet<&str> = HashSet::new();
+        let ids: Vec<IdHash> = events
+            .iter()
+            .map(|(e, _)| id_hash(&e.header.event_id))
+            .collect();
+        let mut in_batch: FxHashSet<IdHash> = FxHashSet::default();
         let mut rows: Vec<usize> = Vec::with_capacity(events.len());
         let mut converted: Vec<Option<Event>> = vec![None; events.len()];
         for (i, (event, _)) in events.iter().enumerate() {
-            let id = event.header.event_id.as_str();
-            if self.seen.contains_key(id) || !in_batch.insert(id) {
+            let id = ids[i];
+            if self.seen.contains_key(&id) || !in_batch.insert(id) {
                 verdicts[i] = Some(Applied::Duplicate);
             } else if let Err(e) = event_table::check(event) {
                 verdicts[i] = Some(Applied::Rejected {
@@ -471,10 +487,8 @@ impl Engine {
                         self.note_freshness(event);
                     }
                     let shop = self.shop_scope(event);
-                    self.seen.insert(
-                        event.header.event_id.clone(),
-                        (shop, hour_of(event.header.event_time)),
-                    );
+                    self.seen
+                        .insert(ids[i], (shop, hour_of(event.header.event_time)));
                     if drives_watermark(partition.topic) {
                         self.watermarks
                             .observe(partition, event.header.event_time, now);
