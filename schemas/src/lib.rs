@@ -31,9 +31,9 @@ pub mod topics;
 
 pub use error::SchemaError;
 pub use event::{
-    AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, Fulfilment,
+    AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, FeeApplies, FeeKind, Fulfilment,
     InventorySnapshot, LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered,
-    OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone,
+    OrderFee, OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone,
     SourceHeartbeat, SourceTz,
 };
 pub use money::{Decimal, Money};
