@@ -331,8 +331,8 @@ pub enum FeeKind {
     /// The part of the commission the marketplace keeps when it refunds a sale (Amazon
     /// `RefundCommission`, the refund administration fee).
     RefundAdministration,
-    /// Shipping labels bought through the marketplace (Amazon `ShippingChargeback`,
-    /// `ShippingHB`).
+    /// Shipping the marketplace charges the seller for (labels bought through it; Amazon
+    /// `ShippingChargeback`).
     ShippingLabel,
     /// Card or wallet processing (Shopify Payments, TikTok Shop transaction fees).
     PaymentProcessing,
