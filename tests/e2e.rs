@@ -20,6 +20,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/amazon_sp_finances.rs"]
+mod amazon_sp_finances;
+#[path = "../ingest/tests/integration/amazon_sp_finances_api.rs"]
+mod amazon_sp_finances_api;
 #[path = "e2e/amazon_sp_reports.rs"]
 mod amazon_sp_reports;
 #[path = "../ingest/tests/integration/amazon_sp_reports_api.rs"]
