@@ -355,7 +355,10 @@ mod tests {
             Record(&v).decimal("d.CurrencyAmount").unwrap().to_string(),
             "12.345678901234567890"
         );
-        assert_eq!(Record(&v).int("b").unwrap_err(), "field `b`: expected an integer, got [\"7\",\"1e2\"]");
+        assert_eq!(
+            Record(&v).int("b").unwrap_err(),
+            "field `b`: expected an integer, got [\"7\",\"1e2\"]"
+        );
         assert!(exact_numbers("{\"a\": 1,}").is_err());
     }
 

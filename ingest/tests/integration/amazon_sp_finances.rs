@@ -17,10 +17,8 @@ use super::rig::Rig;
 
 const SALE_1: &str = "amazon:113-3000001-0000001:fee:sale:2026-11-04T10:15:31Z:51234567890123";
 const SALE_2: &str = "amazon:113-3000002-0000002:fee:sale:2026-11-05T09:00:00Z:52234567890123";
-const REFUND_1: &str =
-    "amazon:113-3000001-0000001:fee:refund:2026-11-20T18:12:44Z:61234567890123";
-const REFUND_3: &str =
-    "amazon:113-3000003-0000003:fee:refund:2026-11-22T10:00:00Z:64234567890123";
+const REFUND_1: &str = "amazon:113-3000001-0000001:fee:refund:2026-11-20T18:12:44Z:61234567890123";
+const REFUND_3: &str = "amazon:113-3000003-0000003:fee:refund:2026-11-22T10:00:00Z:64234567890123";
 
 /// Every event of one read of both pages after the service fee (whose id hashes its content),
 /// in the order handed over (posted time): id, schema, event time, written from the fixtures.
@@ -28,13 +26,21 @@ const REFUND_3: &str =
 fn events() -> Vec<(String, &'static str, &'static str)> {
     let fee = |p: &str, t: &str| format!("{p}:{t}");
     vec![
-        (fee(SALE_1, "Commission"), "order.fee", "2026-11-04T10:15:31Z"),
+        (
+            fee(SALE_1, "Commission"),
+            "order.fee",
+            "2026-11-04T10:15:31Z",
+        ),
         (
             fee(SALE_1, "FBAPerUnitFulfillmentFee"),
             "order.fee",
             "2026-11-04T10:15:31Z",
         ),
-        (fee(SALE_2, "Commission"), "order.fee", "2026-11-05T09:00:00Z"),
+        (
+            fee(SALE_2, "Commission"),
+            "order.fee",
+            "2026-11-05T09:00:00Z",
+        ),
         (
             fee(SALE_2, "VariableClosingFee"),
             "order.fee",
@@ -45,7 +51,11 @@ fn events() -> Vec<(String, &'static str, &'static str)> {
             "order.refunded",
             "2026-11-20T18:12:44Z",
         ),
-        (fee(REFUND_1, "Commission"), "order.fee", "2026-11-20T18:12:44Z"),
+        (
+            fee(REFUND_1, "Commission"),
+            "order.fee",
+            "2026-11-20T18:12:44Z",
+        ),
         (
             fee(REFUND_1, "RefundCommission"),
             "order.fee",
@@ -56,7 +66,11 @@ fn events() -> Vec<(String, &'static str, &'static str)> {
             "order.refunded",
             "2026-11-22T10:00:00Z",
         ),
-        (fee(REFUND_3, "Commission"), "order.fee", "2026-11-22T10:00:00Z"),
+        (
+            fee(REFUND_3, "Commission"),
+            "order.fee",
+            "2026-11-22T10:00:00Z",
+        ),
         (
             fee(REFUND_3, "RefundCommission"),
             "order.fee",
@@ -140,7 +154,11 @@ async fn both_pages_become_refunds_defects_and_fees_and_dead_letters_name_field_
     assert_eq!((stats.published, stats.dead_lettered), (14, 2));
     let events = business(&t);
     // The service fee has no PostedDate: timed at the range's start, so it comes first.
-    assert!(is_service_fee_id(&events[0].header.event_id), "{:?}", events[0]);
+    assert!(
+        is_service_fee_id(&events[0].header.event_id),
+        "{:?}",
+        events[0]
+    );
     assert_eq!(events[0].header.event_time, from);
     let EventBody::OrderFee(f) = &events[0].body else {
         panic!("{:?}", events[0])
@@ -179,16 +197,38 @@ async fn both_pages_become_refunds_defects_and_fees_and_dead_letters_name_field_
         EventBody::OrderFee(f) => (f.kind, f.applies_to, f.amount.amount.to_string()),
         other => panic!("{other:?}"),
     };
-    assert_eq!(amount(1), (FeeKind::Referral, FeeApplies::Sale, "3.00".into()));
-    assert_eq!(amount(2), (FeeKind::FbaFulfilment, FeeApplies::Sale, "3.22".into()));
-    assert_eq!(amount(3), (FeeKind::Referral, FeeApplies::Sale, "5.18".into()));
-    assert_eq!(amount(4), (FeeKind::Closing, FeeApplies::Sale, "1.80".into()));
-    assert_eq!(amount(6), (FeeKind::Referral, FeeApplies::Refund, "-3.00".into()));
+    assert_eq!(
+        amount(1),
+        (FeeKind::Referral, FeeApplies::Sale, "3.00".into())
+    );
+    assert_eq!(
+        amount(2),
+        (FeeKind::FbaFulfilment, FeeApplies::Sale, "3.22".into())
+    );
+    assert_eq!(
+        amount(3),
+        (FeeKind::Referral, FeeApplies::Sale, "5.18".into())
+    );
+    assert_eq!(
+        amount(4),
+        (FeeKind::Closing, FeeApplies::Sale, "1.80".into())
+    );
+    assert_eq!(
+        amount(6),
+        (FeeKind::Referral, FeeApplies::Refund, "-3.00".into())
+    );
     assert_eq!(
         amount(7),
-        (FeeKind::RefundAdministration, FeeApplies::Refund, "0.60".into())
+        (
+            FeeKind::RefundAdministration,
+            FeeApplies::Refund,
+            "0.60".into()
+        )
     );
-    assert_eq!(amount(9), (FeeKind::Referral, FeeApplies::Refund, "-3.75".into()));
+    assert_eq!(
+        amount(9),
+        (FeeKind::Referral, FeeApplies::Refund, "-3.75".into())
+    );
     assert_eq!(events[1].header.sku.as_deref(), Some("KF-MUG-01"));
     // Refunds: the charges given back, on their order's purchase date from getOrder.
     let EventBody::OrderRefunded(r) = &events[5].body else {
@@ -290,7 +330,12 @@ async fn a_restart_reads_from_the_cursor_minus_the_overlap_and_repeats_the_same_
         (saved.high_water - TimeDelta::days(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     let end: DateTime<Utc> = pages[2].q("PostedBefore").parse().unwrap();
-    assert!((Utc::now() - TimeDelta::minutes(2) - end).num_seconds().abs() <= 5);
+    assert!(
+        (Utc::now() - TimeDelta::minutes(2) - end)
+            .num_seconds()
+            .abs()
+            <= 5
+    );
     let all = ids(&t.p.events());
     assert_eq!(all.len(), 28);
     // Sorted: the undated service fee is timed at each read's start, so its place moves.
@@ -319,7 +364,11 @@ async fn a_429_waits_out_its_retry_after_and_a_5xx_is_retried() {
     .await;
     t.sync_waiting(connector, 1).await;
     assert_eq!(ids(&t.p.events()).len(), 14);
-    assert_eq!(t.server.requests_to(EVENTS).len(), 4, "each asked again once");
+    assert_eq!(
+        t.server.requests_to(EVENTS).len(),
+        4,
+        "each asked again once"
+    );
     assert_eq!(t.waits_and_retries(C), (1, 2));
 }
 
@@ -350,14 +399,17 @@ async fn a_failed_page_fails_the_sync_and_keeps_the_cursor() {
     let err = c.sync_once(&t.p).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(t.cursor(&c, C).await.is_none());
-    assert!(ids(&t.p.events()).is_empty(), "page 1 is not handed over alone");
+    assert!(
+        ids(&t.p.events()).is_empty(),
+        "page 1 is not handed over alone"
+    );
 }
 
 #[tokio::test]
 async fn a_sync_lands_on_the_broker() {
     let t = rig(|_, _| None).await;
-    let dead = super::pull_through_kafka_prefix(&mut connector(&t), Topic::Orders, &t.shop, &[], 14)
-        .await;
+    let dead =
+        super::pull_through_kafka_prefix(&mut connector(&t), Topic::Orders, &t.shop, &[], 14).await;
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().all(|d| d.stage == "ingest.amazon_sp_finances"));
     assert!(dead.iter().any(|d| d.payload.contains("\"2026-11-06\"")));

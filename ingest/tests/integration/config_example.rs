@@ -4,8 +4,7 @@
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
-    google_ads, meta_ads,
-    tiktok_ads, tiktok_shop_orders, walmart_orders,
+    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.

@@ -129,7 +129,9 @@ fn event_fees(
     for (i, item) in list(r, items)?.iter().enumerate() {
         let at = format!("{items}[{i}].");
         let it = Record(item);
-        let sku = it.opt_str("SellerSKU").map_err(|e| inside(&at[..at.len() - 1], e))?;
+        let sku = it
+            .opt_str("SellerSKU")
+            .map_err(|e| inside(&at[..at.len() - 1], e))?;
         // The adjustment's own id, else the order item's, else the SKU: stable across reads.
         let id = ["OrderAdjustmentItemId", "OrderItemId"]
             .iter()
@@ -189,8 +191,17 @@ pub fn shipment(v: &Value) -> Result<Vec<Fact>, MapError> {
         &["ShipmentFeeList", "OrderFeeList"],
     )
     .map_err(at)?;
-    let prefix = format!("amazon:{order}:fee:sale:{}", r.str("PostedDate").map_err(at)?);
-    Ok(fee_facts(Some(order), lines, FeeApplies::Sale, &prefix, posted))
+    let prefix = format!(
+        "amazon:{order}:fee:sale:{}",
+        r.str("PostedDate").map_err(at)?
+    );
+    Ok(fee_facts(
+        Some(order),
+        lines,
+        FeeApplies::Sale,
+        &prefix,
+        posted,
+    ))
 }
 
 /// One `RefundEventList` item: the refund (on its order's date) and its fee lines.
@@ -269,7 +280,9 @@ pub fn refund(v: &Value, orders: &Orders) -> Result<Vec<Fact>, MapError> {
 pub fn claim(v: &Value, orders: &Orders, kind: DefectKind) -> Result<Vec<Fact>, MapError> {
     let r = Record(v);
     let order = r.str("AmazonOrderId")?;
-    let posted = r.time("PostedDate").map_err(|e| format!("order {order}: {e}"))?;
+    let posted = r
+        .time("PostedDate")
+        .map_err(|e| format!("order {order}: {e}"))?;
     let info = looked_up(orders, order)?;
     let body = OrderDefect {
         order_id: order.to_string(),
@@ -305,7 +318,13 @@ pub fn service_fee(
     let digest = Sha256::digest(v.to_string().as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     let prefix = format!("amazon:fee:account:{hash}:{occurrence}");
-    Ok(fee_facts(order, lines, FeeApplies::Account, &prefix, posted))
+    Ok(fee_facts(
+        order,
+        lines,
+        FeeApplies::Account,
+        &prefix,
+        posted,
+    ))
 }
 
 #[cfg(test)]
@@ -328,8 +347,16 @@ mod tests {
 
     fn orders() -> Orders {
         [
-            ("113-3000001-0000001", "2026-11-02T17:03:00Z", Fulfilment::Fba),
-            ("113-3000002-0000002", "2026-11-03T01:30:00Z", Fulfilment::Merchant),
+            (
+                "113-3000001-0000001",
+                "2026-11-02T17:03:00Z",
+                Fulfilment::Fba,
+            ),
+            (
+                "113-3000002-0000002",
+                "2026-11-03T01:30:00Z",
+                Fulfilment::Merchant,
+            ),
         ]
         .into_iter()
         .map(|(id, at, f)| {
@@ -497,7 +524,11 @@ mod tests {
         );
         assert_eq!(f[0].event_time, from, "no PostedDate: the window's start");
         let again = service_fee(&ev["ServiceFeeEventList"][0], t("2026-11-02T00:00:00Z"), 0);
-        assert_eq!(again.unwrap()[0].event_id, f[0].event_id, "stable across reads");
+        assert_eq!(
+            again.unwrap()[0].event_id,
+            f[0].event_id,
+            "stable across reads"
+        );
         let second = service_fee(&ev["ServiceFeeEventList"][0], from, 1).unwrap();
         assert_ne!(second[0].event_id, f[0].event_id);
     }
@@ -518,15 +549,18 @@ mod tests {
             "order 113-3000001-0000001: field `PostedDate`: expected an ISO 8601 time with offset such as \"2026-11-02T17:03:00Z\", got \"20/11/2026\""
         );
         let mut v = ev["RefundEventList"][0].clone();
-        v["ShipmentItemAdjustmentList"][0]["ItemChargeAdjustmentList"][1]["ChargeAmount"]
-            ["CurrencyCode"] = "CAD".into();
+        v["ShipmentItemAdjustmentList"][0]["ItemChargeAdjustmentList"][1]["ChargeAmount"]["CurrencyCode"] =
+            "CAD".into();
         assert_eq!(
             refund(&v, &orders()).unwrap_err(),
             "order 113-3000001-0000001: field `ShipmentItemAdjustmentList[0].ItemChargeAdjustmentList[1].ChargeAmount.CurrencyCode`: \"CAD\" differs from \"USD\" in the same refund"
         );
         let mut v = ev["ShipmentEventList"][0].clone();
         v.as_object_mut().unwrap().remove("AmazonOrderId");
-        assert_eq!(shipment(&v).unwrap_err(), "field `AmazonOrderId` is missing");
+        assert_eq!(
+            shipment(&v).unwrap_err(),
+            "field `AmazonOrderId` is missing"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ use crate::connector::{Connector, parse_section};
 use crate::connectors::amazon_sp_orders::{OrderLookup, iso};
 use crate::map::{Record, exact_numbers};
 use crate::pull::{
-    Emitter, Fact, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings,
+    Emitter, HttpClient, LwaConfig, Mapped, Origin, PullConnector, PullDefaults, PullSettings,
     RateLimit, Request, Source, TokenHeader, Window, lwa_client,
 };
 
@@ -225,8 +225,6 @@ struct Read {
     value: Result<Value, String>,
 }
 
-type Mapped = (Result<Vec<Fact>, String>, Vec<u8>);
-
 impl AmazonFinances {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: AmazonFinancesConfig) -> Result<PullConnector, IngestError> {
@@ -246,8 +244,7 @@ impl AmazonFinances {
         )?;
         let orders = OrderLookup::new(
             NAME,
-            http.clone()
-                .with_rate_limit(Some(cfg.get_order_rate_limit)),
+            http.clone().with_rate_limit(Some(cfg.get_order_rate_limit)),
         );
         let origin = Origin {
             shop: cfg.shop.clone(),
@@ -331,18 +328,8 @@ impl AmazonFinances {
             let facts = facts.map_err(|reason| format!("{}: {reason}", e.list.name()));
             mapped.push((facts, e.raw.get().as_bytes().to_vec()));
         }
-        // In event-time order: the processor judges lateness per source by the newest fact
-        // read, and a late page must not make an earlier page's facts late.
-        let time = |m: &Mapped| -> Option<DateTime<Utc>> {
-            m.0.as_ref()
-                .ok()
-                .and_then(|f| f.iter().map(|f| f.event_time).min())
-        };
-        mapped.sort_by_key(|m| time(m));
-        for (facts, raw) in mapped {
-            out.record(facts, &raw).await?;
-        }
-        Ok(())
+        // One report's (or page's) facts must not make another's late.
+        out.records_in_time_order(mapped).await
     }
 }
 

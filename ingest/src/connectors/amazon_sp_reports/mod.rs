@@ -55,7 +55,6 @@ mod runner;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, SourceTz};
@@ -64,10 +63,10 @@ use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
-use crate::map::{Record, raw};
 use crate::connectors::amazon_sp_orders::OrderLookup;
+use crate::map::{Record, raw};
 use crate::pull::{
-    Emitter, Fact, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, ReportPoll,
+    Emitter, LwaConfig, Mapped, Origin, PullConnector, PullDefaults, PullSettings, ReportPoll,
     Source, TokenHeader, Window, lwa_client,
 };
 
@@ -235,10 +234,7 @@ impl AmazonReports {
             &cfg.rate_limits,
             cfg.poll(),
         );
-        let orders = OrderLookup::new(
-            NAME,
-            http.with_rate_limit(Some(cfg.rate_limits.get_order)),
-        );
+        let orders = OrderLookup::new(NAME, http.with_rate_limit(Some(cfg.rate_limits.get_order)));
         let origin = Origin {
             shop: cfg.shop.clone(),
             channel: Channel::Amazon,
@@ -261,7 +257,7 @@ impl AmazonReports {
         &self,
         kind: ReportKind,
         window: Window,
-        mapped: &mut Vec<(Result<Vec<Fact>, String>, Vec<u8>)>,
+        mapped: &mut Vec<Mapped>,
     ) -> Result<(), IngestError> {
         let doc = self.runner.run(kind.report_type(), window).await?;
         let rows = tsv(&doc.bytes);
@@ -326,18 +322,8 @@ impl AmazonReports {
         for kind in &self.cfg.reports {
             self.report(*kind, window, &mut mapped).await?;
         }
-        // In event-time order: the processor judges lateness per source by the newest fact
-        // read, and one report's rows must not make another's (or its own earlier rows) late.
-        let time = |m: &(Result<Vec<Fact>, String>, Vec<u8>)| -> Option<DateTime<Utc>> {
-            m.0.as_ref()
-                .ok()
-                .and_then(|f| f.iter().map(|f| f.event_time).min())
-        };
-        mapped.sort_by_key(|m| time(m));
-        for (facts, raw) in mapped {
-            out.record(facts, &raw).await?;
-        }
-        Ok(())
+        // One report's (or page's) facts must not make another's late.
+        out.records_in_time_order(mapped).await
     }
 }
 
