@@ -20,6 +20,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
+#[path = "e2e/amazon_sp_finances.rs"]
+mod amazon_sp_finances;
+#[path = "../ingest/tests/integration/amazon_sp_finances_api.rs"]
+mod amazon_sp_finances_api;
 #[path = "e2e/amazon_sp_reports.rs"]
 mod amazon_sp_reports;
 #[path = "../ingest/tests/integration/amazon_sp_reports_api.rs"]
@@ -36,6 +40,8 @@ mod dashboards;
     reason = "the fixture server and its LWA helpers are used here, not every helper"
 )]
 mod fixture;
+#[path = "e2e/marketplace_kpis.rs"]
+mod marketplace_kpis;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
 #[path = "../processor/tests/integration/scenario_file.rs"]

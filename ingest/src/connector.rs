@@ -105,6 +105,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::amazon_sp_reports::build,
     },
     ConnectorSpec {
+        name: crate::connectors::amazon_sp_finances::NAME,
+        summary: "Amazon SP-API Finances v0 (financial events, NextToken paging): refunds, A-to-z claims, chargebacks, fee lines",
+        build: crate::connectors::amazon_sp_finances::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::amazon_ads::NAME,
         summary: "Amazon Ads reporting v3 (spCampaigns, daily, trailing re-pull): ad.performance with restatements",
         build: crate::connectors::amazon_ads::build,

@@ -257,6 +257,48 @@ pub fn whole(value: Decimal, field: &str) -> Result<u64, MapError> {
         .map_err(|_| format!("field `{field}`: expected a count, got {value}"))
 }
 
+/// Parses JSON keeping every number as the text it was written in (a JSON string), so an
+/// amount such as Amazon Finances' `CurrencyAmount: 12.99` is read by [`Record::decimal`] as
+/// an exact decimal and never passes through `f64`; [`Record::int`] reads the integers.
+pub fn exact_numbers(json: &str) -> Result<Value, serde_json::Error> {
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut chars = json.char_indices().peekable();
+    let (mut in_string, mut escaped) = (false, false);
+    while let Some((_, c)) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            // Outside a string, only a number starts with a minus or a digit.
+            '-' | '0'..='9' => {
+                out.push('"');
+                out.push(c);
+                while let Some(&(_, n)) = chars.peek() {
+                    if !matches!(n, '0'..='9' | '.' | 'e' | 'E' | '+' | '-') {
+                        break;
+                    }
+                    out.push(n);
+                    chars.next();
+                }
+                out.push('"');
+            }
+            _ => out.push(c),
+        }
+    }
+    serde_json::from_str(&out)
+}
+
 /// A raw record for the dead-letter topic.
 pub fn raw(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
@@ -297,6 +339,27 @@ mod tests {
             r.time("PurchaseDate").unwrap().to_rfc3339(),
             "2026-11-02T17:03:00+00:00"
         );
+    }
+
+    #[test]
+    fn exact_numbers_keep_the_written_text_and_leave_strings_alone() {
+        let v = exact_numbers(
+            r#"{"a": -0.10, "b": [7, 1e2], "c": "x\"-1\"", "d": {"CurrencyAmount": 12.345678901234567890}}"#,
+        )
+        .unwrap();
+        assert_eq!(v["a"], "-0.10");
+        assert_eq!(v["b"], serde_json::json!(["7", "1e2"]));
+        assert_eq!(v["c"], "x\"-1\"");
+        // More digits than an f64 holds, all kept.
+        assert_eq!(
+            Record(&v).decimal("d.CurrencyAmount").unwrap().to_string(),
+            "12.345678901234567890"
+        );
+        assert_eq!(
+            Record(&v).int("b").unwrap_err(),
+            "field `b`: expected an integer, got [\"7\",\"1e2\"]"
+        );
+        assert!(exact_numbers("{\"a\": 1,}").is_err());
     }
 
     #[test]

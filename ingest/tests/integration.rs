@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 mod integration {
     pub(crate) mod amazon_ads;
     pub(crate) mod amazon_fba_inventory;
+    pub(crate) mod amazon_sp_finances;
+    pub(crate) mod amazon_sp_finances_api;
     pub(crate) mod amazon_sp_orders;
     pub(crate) mod amazon_sp_reports;
     pub(crate) mod amazon_sp_reports_api;

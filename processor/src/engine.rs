@@ -1255,6 +1255,7 @@ fn money_fields(body: &EventBody) -> Vec<(&'static str, &Money)> {
         EventBody::OrderPlaced(o) => vec![("payload.total", &o.total)],
         EventBody::OrderPaid(o) => vec![("payload.amount", &o.amount)],
         EventBody::OrderRefunded(o) => vec![("payload.amount", &o.amount)],
+        EventBody::OrderFee(o) => vec![("payload.amount", &o.amount)],
         EventBody::AdPerformance(a) => vec![
             ("payload.spend", &a.spend),
             ("payload.attributed_sales", &a.attributed_sales),
@@ -1268,6 +1269,7 @@ fn money_fields_mut(body: &mut EventBody) -> Vec<(&'static str, &mut Money)> {
         EventBody::OrderPlaced(o) => vec![("payload.total", &mut o.total)],
         EventBody::OrderPaid(o) => vec![("payload.amount", &mut o.amount)],
         EventBody::OrderRefunded(o) => vec![("payload.amount", &mut o.amount)],
+        EventBody::OrderFee(o) => vec![("payload.amount", &mut o.amount)],
         EventBody::AdPerformance(a) => vec![
             ("payload.spend", &mut a.spend),
             ("payload.attributed_sales", &mut a.attributed_sales),
@@ -1287,6 +1289,7 @@ fn order_id(body: &EventBody) -> Option<&str> {
         EventBody::OrderReturned(o) => Some(&o.order_id),
         EventBody::OrderRefunded(o) => Some(&o.order_id),
         EventBody::OrderDefect(o) => Some(&o.order_id),
+        EventBody::OrderFee(o) => o.order_id.as_deref(),
         _ => None,
     }
 }

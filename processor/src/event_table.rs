@@ -16,7 +16,7 @@
 //! | local_date | Date32 | every event: `event_time`'s date in `source_tz` |
 //! | order_id | Utf8 | `order.*`, `shipment.milestone` (if known) |
 //! | placed_at | Timestamp | `order.*` (`order.placed`: its `event_time`) |
-//! | amount, currency | Decimal128(38, 9), Utf8 | `order.placed` total, `order.paid` amount, `order.refunded` amount |
+//! | amount, currency | Decimal128(38, 9), Utf8 | `order.placed` total, `order.paid` amount, `order.refunded` amount, `order.fee` amount (signed: what the fee costs the seller) |
 //! | units | Int64 | `order.placed/shipped/delivered/returned`, `shipment.milestone` |
 //! | fulfilment | Utf8 | `order.placed` (`fba`, `wfs`, `fbt`, `merchant`, `third_party`); the other `order.*` facts where the source says so |
 //! | ship_by, deliver_by | Timestamp | `order.placed`, `order.shipped`, `order.delivered` |
@@ -26,6 +26,7 @@
 //! | reason | Utf8 | `order.cancelled`, `order.returned` |
 //! | seller_fault | Boolean | `order.refunded` |
 //! | defect_kind, rating | Utf8, Int64 | `order.defect` |
+//! | fee_kind, fee_type, fee_applies_to | Utf8 | `order.fee` (`referral`, `fba_fulfilment`, …; the platform's name; `sale`, `refund`, `account`) |
 //! | platform, account_id, campaign_id, attribution_window | Utf8 | `ad.performance` |
 //! | ad_date | Date32 | `ad.performance` (the report date in the ad account's zone) |
 //! | impressions, clicks, attributed_orders | Int64 | `ad.performance` |
@@ -90,6 +91,9 @@ const COLUMNS: &[(&str, Kind, bool)] = &[
     ("seller_fault", Kind::Bool, false),
     ("defect_kind", Kind::Str, false),
     ("rating", Kind::I64, false),
+    ("fee_kind", Kind::Str, false),
+    ("fee_type", Kind::Str, false),
+    ("fee_applies_to", Kind::Str, false),
     ("platform", Kind::Str, false),
     ("account_id", Kind::Str, false),
     ("campaign_id", Kind::Str, false),
@@ -448,6 +452,13 @@ impl<'e> Row<'e> {
                     self.set("rating", Cell::I64(i64::from(r)));
                 }
                 self.opt_fulfilment(b.fulfilment);
+            }
+            EventBody::OrderFee(b) => {
+                self.opt_str("order_id", &b.order_id);
+                self.money("amount", &b.amount, "payload.amount")?;
+                self.str("fee_kind", b.kind.as_str());
+                self.str("fee_type", &b.fee_type);
+                self.str("fee_applies_to", b.applies_to.as_str());
             }
             EventBody::AdPerformance(b) => {
                 self.str("platform", &b.platform);

@@ -314,6 +314,68 @@ pub struct OrderDefect {
     pub fulfilment: Option<Fulfilment>,
 }
 
+/// What a platform fee is charged for: a closed set the profit KPIs can rely on, with the
+/// platform's own name kept beside it ([`OrderFee::fee_type`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeKind {
+    /// The marketplace's commission on the sale (Amazon `Commission`, the referral fee).
+    Referral,
+    /// A per-item closing fee (Amazon `VariableClosingFee`, `FixedClosingFee`).
+    Closing,
+    /// Pick, pack and ship by the marketplace (Amazon `FBAPerUnitFulfillmentFee`,
+    /// `FBAPerOrderFulfillmentFee`, `FBAWeightBasedFee`).
+    FbaFulfilment,
+    /// Warehouse storage (Amazon `FBAStorageFee`, `FBALongTermStorageFee`).
+    Storage,
+    /// The part of the commission the marketplace keeps when it refunds a sale (Amazon
+    /// `RefundCommission`, the refund administration fee).
+    RefundAdministration,
+    /// Shipping the marketplace charges the seller for (labels bought through it; Amazon
+    /// `ShippingChargeback`).
+    ShippingLabel,
+    /// Card or wallet processing (Shopify Payments, TikTok Shop transaction fees).
+    PaymentProcessing,
+    /// Digital services taxes passed on as a fee (Amazon `DigitalServicesFee`).
+    DigitalServices,
+    /// Anything else: see [`OrderFee::fee_type`].
+    Other,
+}
+
+/// What a fee line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeApplies {
+    /// A sale (a shipped item): Amazon `ShipmentEventList`.
+    Sale,
+    /// A refund of a sale (the fee given back, or a refund fee): Amazon `RefundEventList`.
+    Refund,
+    /// The seller account, not one sale (storage, subscriptions): Amazon `ServiceFeeEventList`.
+    Account,
+}
+
+/// One fee line a marketplace charged (or gave back) at `event_time`, the time it was posted
+/// to the seller's account; the profit KPIs read these.
+///
+/// **Sign:** `amount` is what the fee costs the seller. A fee charged is positive (Amazon's
+/// `Commission` of `-3.00` is `3.00` here); a fee given back, as when a refund reverses part
+/// of the commission, is negative (Amazon's refund `Commission` of `+2.40` is `-2.40`).
+/// Summing `amount` gives the net fees paid; profit subtracts it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderFee {
+    /// The platform's order id; absent for account fees that concern no order (storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// What the fee is for.
+    pub kind: FeeKind,
+    /// The platform's own fee type, e.g. `FBAPerUnitFulfillmentFee`.
+    pub fee_type: String,
+    /// What the fee costs the seller (signed; see the type's doc).
+    pub amount: Money,
+    /// Whether the line belongs to a sale, a refund or the account.
+    pub applies_to: FeeApplies,
+}
+
 /// One day of one campaign's ad performance, as reported at `as_of`.
 ///
 /// Platforms restate these figures for days (attribution, click validation): the same
@@ -479,6 +541,34 @@ impl DefectKind {
     }
 }
 
+impl FeeKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FeeKind::Referral => "referral",
+            FeeKind::Closing => "closing",
+            FeeKind::FbaFulfilment => "fba_fulfilment",
+            FeeKind::Storage => "storage",
+            FeeKind::RefundAdministration => "refund_administration",
+            FeeKind::ShippingLabel => "shipping_label",
+            FeeKind::PaymentProcessing => "payment_processing",
+            FeeKind::DigitalServices => "digital_services",
+            FeeKind::Other => "other",
+        }
+    }
+}
+
+impl FeeApplies {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FeeApplies::Sale => "sale",
+            FeeApplies::Refund => "refund",
+            FeeApplies::Account => "account",
+        }
+    }
+}
+
 impl LocationKind {
     /// The wire name.
     pub fn as_str(&self) -> &'static str {
@@ -586,6 +676,7 @@ event_bodies! {
     OrderReturned(OrderReturned) = "order.returned" v 1, Orders;
     OrderRefunded(OrderRefunded) = "order.refunded" v 1, Orders;
     OrderDefect(OrderDefect) = "order.defect" v 1, Orders;
+    OrderFee(OrderFee) = "order.fee" v 1, Orders;
     AdPerformance(AdPerformance) = "ad.performance" v 1, Ads;
     InventorySnapshot(InventorySnapshot) = "inventory.snapshot" v 1, Logistics;
     ShipmentMilestone(ShipmentMilestone) = "shipment.milestone" v 1, Logistics;
@@ -855,6 +946,13 @@ impl Event {
                     ));
                 }
             }
+            EventBody::OrderFee(b) => {
+                if let Some(o) = &b.order_id {
+                    non_empty(schema, "payload.order_id", o)?;
+                }
+                non_empty(schema, "payload.fee_type", &b.fee_type)?;
+                // Signed on purpose: a fee given back is negative.
+            }
             EventBody::AdPerformance(b) => {
                 for (field, value) in [
                     ("payload.platform", &b.platform),
@@ -925,6 +1023,22 @@ mod tests {
             DefectKind::AToZClaim,
             DefectKind::Chargeback,
         ] {
+            check(v, v.as_str());
+        }
+        for v in [
+            FeeKind::Referral,
+            FeeKind::Closing,
+            FeeKind::FbaFulfilment,
+            FeeKind::Storage,
+            FeeKind::RefundAdministration,
+            FeeKind::ShippingLabel,
+            FeeKind::PaymentProcessing,
+            FeeKind::DigitalServices,
+            FeeKind::Other,
+        ] {
+            check(v, v.as_str());
+        }
+        for v in [FeeApplies::Sale, FeeApplies::Refund, FeeApplies::Account] {
             check(v, v.as_str());
         }
         for v in [

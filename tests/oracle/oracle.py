@@ -432,6 +432,11 @@ class Oracle:
             keep_newest(("refund", h["shop"], oid), t)
             if fault and p.get("fulfilment") != "wfs":
                 keep_newest(("refund_seller_fault_non_wfs", h["shop"], oid), t)
+        elif schema == "order.fee":
+            # Fee lines (signed: what the fee costs the seller) feed no built-in KPI yet; the
+            # profit KPIs will read them. Checked, so a malformed one is still refused.
+            _money(p, "amount", what)
+            self._field(e, "fee_type", str)
         elif schema == "ad.performance":
             key = tuple(self._field(e, f, str) for f in ("platform", "account_id", "campaign_id", "date"))
             as_of = parse_time(p.get("as_of"), f"{what}: as_of")

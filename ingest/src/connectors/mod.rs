@@ -2,6 +2,7 @@
 
 pub mod amazon_ads;
 pub mod amazon_fba_inventory;
+pub mod amazon_sp_finances;
 pub mod amazon_sp_orders;
 pub mod amazon_sp_reports;
 pub mod google_ads;

@@ -49,6 +49,9 @@ impl Fact {
     }
 }
 
+/// One platform record read: its facts (or why it could not be mapped) and its raw form.
+pub type Mapped = (Result<Vec<Fact>, String>, Vec<u8>);
+
 /// What one sync handed over.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
@@ -173,6 +176,25 @@ impl<'p> Emitter<'p> {
             }
             Err(reason) => self.dead_letter(&reason, raw).await,
         }
+    }
+
+    /// Hands over every record of a read in event-time order (a record by its earliest fact;
+    /// unmappable records first). The processor judges lateness per source by the newest fact
+    /// read, so a source that reads several lists or reports of one window must not let one
+    /// make another's facts, or its own earlier ones, late.
+    pub async fn records_in_time_order(
+        &mut self,
+        mut mapped: Vec<Mapped>,
+    ) -> Result<(), IngestError> {
+        mapped.sort_by_key(|m| {
+            m.0.as_ref()
+                .ok()
+                .and_then(|f| f.iter().map(|f| f.event_time).min())
+        });
+        for (facts, raw) in mapped {
+            self.record(facts, &raw).await?;
+        }
+        Ok(())
     }
 
     /// Counts one platform record read (before mapping).

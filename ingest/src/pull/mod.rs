@@ -39,7 +39,7 @@ pub use ad_account::{
     AdAccount, AdAccountConfig, AdPlatform, Platform, ReadReport, ReportJob, trailing_defaults,
 };
 pub use cursor::{Cursor, CursorStore};
-pub use emit::{Counts, Emitter, Fact, Origin};
+pub use emit::{Counts, Emitter, Fact, Mapped, Origin};
 pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeader};
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use report::{Polled, ReportPoll, gunzip};

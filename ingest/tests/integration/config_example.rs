@@ -3,8 +3,8 @@
 
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
-    amazon_ads, amazon_fba_inventory, amazon_sp_orders, amazon_sp_reports, google_ads, meta_ads,
-    tiktok_ads, tiktok_shop_orders, walmart_orders,
+    amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
+    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, walmart_orders,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -65,6 +65,19 @@ fn every_documented_connector_key_parses_and_validates() {
     r.pull
         .resolve(amazon_sp_reports::SECTION, &amazon_sp_reports::DEFAULTS)
         .unwrap();
+    let f: amazon_sp_finances::AmazonFinancesConfig =
+        parse_section(amazon_sp_finances::SECTION, one("amazon_sp_finances")).unwrap();
+    f.validate().unwrap();
+    assert_eq!(
+        (f.max_results_per_page, f.get_order_rate_limit.burst),
+        (100, 30),
+        "the example shows the defaults"
+    );
+    let fp = f
+        .pull
+        .resolve(amazon_sp_finances::SECTION, &amazon_sp_finances::DEFAULTS)
+        .unwrap();
+    assert_eq!(fp.http.rate_limit.unwrap().rate, 0.5);
     let a = amazon_ads::AmazonAdsConfig::parse(one("amazon_ads")).unwrap();
     a.validate().unwrap();
     assert_eq!(a.attribution_window, "7d");
@@ -108,6 +121,7 @@ fn every_documented_connector_key_parses_and_validates() {
         [
             "amazon_ads",
             "amazon_fba_inventory",
+            "amazon_sp_finances",
             "amazon_sp_orders",
             "amazon_sp_reports",
             "google_ads",

@@ -11,6 +11,7 @@
 //! business day is US Pacific, so events carry `source_tz = America/Los_Angeles`. Amazon asks
 //! for `LastUpdatedBefore` at least two minutes in the past, so a window ends then.
 
+mod lookup;
 mod map;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::pull::{
     Request, Source, TokenHeader, Window, lwa_client,
 };
 
+pub use lookup::{OrderInfo, OrderLookup, Orders, looked_up};
 pub use map::order as map_order;
 
 /// The registry name.

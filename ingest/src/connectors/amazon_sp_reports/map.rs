@@ -8,26 +8,13 @@
 //! | seller feedback | `Rating` 1 or 2: `order.defect` kind `negative_feedback` at `Date` (`amazon:{Order ID}:negative_feedback`); 3 to 5: nothing |
 //! | FBA shipments | all rows of one `amazon-order-id`: one `order.shipped` (`amazon:{amazon-order-id}:shipped`) |
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use kpiflow_schemas::{DefectKind, Fulfilment, OrderDefect, OrderReturned, OrderShipped};
 use serde_json::{Map, Value};
 
+use crate::connectors::amazon_sp_orders::{Orders, looked_up};
 use crate::map::{MapError, Record, local_midnight, parse_time};
 use crate::pull::Fact;
-
-/// What getOrder told about an order: when it was placed and how it is fulfilled.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OrderInfo {
-    /// `PurchaseDate`.
-    pub placed_at: DateTime<Utc>,
-    /// From `FulfillmentChannel` (AFN, MFN).
-    pub fulfilment: Option<Fulfilment>,
-}
-
-/// Purchase dates by order id (orders getOrder does not know are absent).
-pub type Orders = HashMap<String, OrderInfo>;
 
 /// A document read: its rows as JSON objects of column → value, and the lines that do not fit
 /// the header (with the reason and the line, for the dead-letter topic).
@@ -114,12 +101,6 @@ fn units(r: &Record<'_>, col: &str) -> Result<u32, MapError> {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("field `{col}`: expected at least 1 unit, got {n}")),
     }
-}
-
-fn looked_up<'o>(orders: &'o Orders, id: &str) -> Result<&'o OrderInfo, MapError> {
-    orders.get(id).ok_or_else(|| {
-        format!("order {id}: getOrder knows no such order, so its purchase date is unknown")
-    })
 }
 
 /// The `Rating` of a feedback row, 1 to 5.
@@ -273,6 +254,7 @@ pub fn fba_shipment(rows: &[&Value]) -> Result<Vec<Fact>, MapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connectors::amazon_sp_orders::OrderInfo;
     use kpiflow_schemas::EventBody;
 
     const LA: chrono_tz::Tz = chrono_tz::America::Los_Angeles;

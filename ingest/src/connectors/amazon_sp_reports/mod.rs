@@ -53,25 +53,25 @@ mod map;
 mod runner;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::{Channel, Fulfilment, SourceTz};
+use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
+use crate::connectors::amazon_sp_orders::OrderLookup;
 use crate::map::{Record, raw};
 use crate::pull::{
-    Emitter, Fact, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings,
-    ReportPoll, Request, Source, TokenHeader, Window, lwa_client,
+    Emitter, LwaConfig, Mapped, Origin, PullConnector, PullDefaults, PullSettings, ReportPoll,
+    Source, TokenHeader, Window, lwa_client,
 };
 
-pub use map::{OrderInfo, Orders, Rows, fba_return, fba_shipment, feedback, merchant_return, tsv};
+pub use crate::connectors::amazon_sp_orders::{OrderInfo, Orders};
+pub use map::{Rows, fba_return, fba_shipment, feedback, merchant_return, tsv};
 pub use runner::{Document, OperationRates, ReportRunner};
 
 /// The registry name.
@@ -200,32 +200,13 @@ impl AmazonReportsConfig {
     }
 }
 
-/// Purchase dates kept between syncs: a returned or rated order is looked up once. Cleared
-/// when it reaches this size, so a long-running connector's memory stays bounded.
-const ORDER_CACHE: usize = 50_000;
-
 /// The reports source for one shop.
 pub struct AmazonReports {
     cfg: AmazonReportsConfig,
     tz: chrono_tz::Tz,
     origin: Origin,
     runner: ReportRunner,
-    orders_api: HttpClient,
-    orders: Mutex<Orders>,
-}
-
-/// A getOrder answer's `payload` fields kpiflow reads.
-#[derive(Deserialize)]
-struct OrderPage {
-    payload: OrderPayload,
-}
-
-#[derive(Deserialize)]
-struct OrderPayload {
-    #[serde(rename = "PurchaseDate")]
-    purchase_date: String,
-    #[serde(rename = "FulfillmentChannel")]
-    fulfillment_channel: Option<String>,
+    orders: OrderLookup,
 }
 
 impl AmazonReports {
@@ -253,7 +234,7 @@ impl AmazonReports {
             &cfg.rate_limits,
             cfg.poll(),
         );
-        let orders_api = http.with_rate_limit(Some(cfg.rate_limits.get_order));
+        let orders = OrderLookup::new(NAME, http.with_rate_limit(Some(cfg.rate_limits.get_order)));
         let origin = Origin {
             shop: cfg.shop.clone(),
             channel: Channel::Amazon,
@@ -265,63 +246,9 @@ impl AmazonReports {
             tz,
             origin,
             runner,
-            orders_api,
-            orders: Mutex::default(),
+            orders,
         };
         Ok(PullConnector::new(Box::new(source), pull, metrics))
-    }
-
-    /// The purchase dates of `ids`, from the cache or getOrder; an order getOrder answers 404
-    /// for is left out (its rows are dead-lettered by the mappers).
-    async fn orders(&self, ids: BTreeSet<String>) -> Result<Orders, IngestError> {
-        let mut out = Orders::new();
-        for id in ids {
-            let cached = self.cache().get(&id).copied();
-            if let Some(info) = cached {
-                out.insert(id, info);
-                continue;
-            }
-            let resp = self
-                .orders_api
-                .send(
-                    &Request::get(format!("orders/v0/orders/{id}"))
-                        .accept_status(reqwest::StatusCode::NOT_FOUND),
-                )
-                .await?;
-            if resp.status == reqwest::StatusCode::NOT_FOUND {
-                continue;
-            }
-            let page: OrderPage = resp.json(NAME)?;
-            let placed_at = crate::map::parse_time(&page.payload.purchase_date).ok_or_else(|| {
-                IngestError::Input {
-                    source_name: NAME.into(),
-                    problem: format!(
-                        "getOrder {id}: field `payload.PurchaseDate`: expected an ISO 8601 time, got {:?}",
-                        page.payload.purchase_date
-                    ),
-                }
-            })?;
-            let fulfilment = match page.payload.fulfillment_channel.as_deref() {
-                Some("AFN") => Some(Fulfilment::Fba),
-                Some("MFN") => Some(Fulfilment::Merchant),
-                _ => None,
-            };
-            let info = OrderInfo {
-                placed_at,
-                fulfilment,
-            };
-            let mut cache = self.cache();
-            if cache.len() >= ORDER_CACHE {
-                cache.clear();
-            }
-            cache.insert(id.clone(), info);
-            out.insert(id, info);
-        }
-        Ok(out)
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, Orders> {
-        self.orders.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reads one report of `window` into `facts` (mapped rows with their raw form) and
@@ -330,7 +257,7 @@ impl AmazonReports {
         &self,
         kind: ReportKind,
         window: Window,
-        mapped: &mut Vec<(Result<Vec<Fact>, String>, Vec<u8>)>,
+        mapped: &mut Vec<Mapped>,
     ) -> Result<(), IngestError> {
         let doc = self.runner.run(kind.report_type(), window).await?;
         let rows = tsv(&doc.bytes);
@@ -348,7 +275,7 @@ impl AmazonReports {
         };
         match kind {
             ReportKind::FbaReturns => {
-                let orders = self.orders(ids("order-id", &|_| true)).await?;
+                let orders = self.orders.get(ids("order-id", &|_| true)).await?;
                 for r in &rows.rows {
                     mapped.push((fba_return(r, &orders), raw(r)));
                 }
@@ -356,7 +283,7 @@ impl AmazonReports {
             ReportKind::SellerFeedback => {
                 // Only negative feedback becomes a fact: only its orders are looked up.
                 let negative = |r: &Value| map::rating(&Record(r)).is_ok_and(|s| s <= 2);
-                let orders = self.orders(ids("Order ID", &negative)).await?;
+                let orders = self.orders.get(ids("Order ID", &negative)).await?;
                 for r in &rows.rows {
                     mapped.push((feedback(r, &orders, self.tz), raw(r)));
                 }
@@ -395,18 +322,8 @@ impl AmazonReports {
         for kind in &self.cfg.reports {
             self.report(*kind, window, &mut mapped).await?;
         }
-        // In event-time order: the processor judges lateness per source by the newest fact
-        // read, and one report's rows must not make another's (or its own earlier rows) late.
-        let time = |m: &(Result<Vec<Fact>, String>, Vec<u8>)| -> Option<DateTime<Utc>> {
-            m.0.as_ref()
-                .ok()
-                .and_then(|f| f.iter().map(|f| f.event_time).min())
-        };
-        mapped.sort_by_key(|m| time(m));
-        for (facts, raw) in mapped {
-            out.record(facts, &raw).await?;
-        }
-        Ok(())
+        // One report's (or page's) facts must not make another's late.
+        out.records_in_time_order(mapped).await
     }
 }
 

@@ -1,0 +1,140 @@
+//! `amazon_sp_finances` end to end: the connector backfills November 2026 from the fixture
+//! SP-API (the two financial-event pages under `ingest/fixtures/amazon_sp_finances/`) into a
+//! real broker, beside the placements `amazon_sp_orders` would publish for the same orders, and
+//! the processor's refund rate and ODR are the values worked out by hand below; the fee lines
+//! it reads and ignores (no built-in KPI reads them yet) are neither refused nor dead-lettered.
+//!
+//! By hand, from the fixtures (4 orders placed 2026-11-02 … 2026-11-05, all Amazon, none WFS):
+//! - refunds: 113-3000001 (page 1) and 113-3000003 (page 2); the refund of 113-9999999 is
+//!   dead-lettered (getOrder does not know the order) → 2 refunded orders of 4: refund rate
+//!   2 / 4 (Amazon's refund rate counts any refund of any order).
+//! - defects: a chargeback on 113-3000001, posted twice (one id: counted once), an A-to-z claim
+//!   on 113-3000002 → 2 defective orders of 4: ODR 2 / 4.
+//! - published: 14 facts (1 service fee, 4 sale fees, 2 refunds with 2 fee lines each, 1
+//!   claim, 2 chargebacks); dead-lettered: 2 (the malformed PostedDate, the unknown order).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kpiflow_core::{ComponentMetrics, KafkaConfig};
+use kpiflow_ingest::Publish;
+use kpiflow_ingest::connectors::amazon_sp_finances::{AmazonFinances, AmazonFinancesConfig};
+use kpiflow_ingest::publish::KafkaPublisher;
+use kpiflow_ingest::pull::{PullSettings, RateLimit};
+use kpiflow_schemas::{Channel, Event, EventHeader, Fulfilment, Money, OrderPlaced, SourceTz};
+
+use super::amazon_sp_finances_api::{ORDERS, server};
+use super::bootstrap;
+use super::fixture::{lwa, pull_settings};
+use super::marketplace_kpis::{Want, processor_publishes};
+
+const SHOP: &str = "shop-amz-finances";
+
+/// The `order.placed` `amazon_sp_orders` publishes for a fixture order.
+fn placed(id: &str, at: &str, channel: &str) -> Event {
+    let at: DateTime<Utc> = at.parse().unwrap();
+    let header = EventHeader {
+        event_id: format!("amazon:{id}:placed"),
+        source: "amazon_sp_orders".into(),
+        shop: SHOP.into(),
+        channel: Channel::Amazon,
+        marketplace: "ATVPDKIKX0DER".into(),
+        sku: None,
+        event_time: at,
+        source_tz: SourceTz::US_PACIFIC,
+        ingest_time: at,
+    };
+    let fulfilment = if channel == "AFN" {
+        Fulfilment::Fba
+    } else {
+        Fulfilment::Merchant
+    };
+    Event::new(
+        header,
+        OrderPlaced {
+            order_id: id.into(),
+            total: Money {
+                amount: kpiflow_schemas::Decimal::parse("29.98").unwrap(),
+                currency: "USD".into(),
+            },
+            units: 1,
+            fulfilment,
+            ship_by: None,
+            deliver_by: None,
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amazon_finances_through_the_broker_give_refund_rate_and_odr_by_hand() {
+    let prefix = format!("e2e-amzfin-{}", uuid::Uuid::new_v4().simple());
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: prefix.clone(),
+        partitions: 1,
+        ..KafkaConfig::default()
+    };
+    let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
+    publisher.ensure_topics().await.unwrap();
+    for (id, at, channel) in ORDERS {
+        publisher.publish(&placed(id, at, channel)).await.unwrap();
+    }
+
+    let api = server(|_, _| None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AmazonFinancesConfig {
+        shop: SHOP.into(),
+        marketplace: "ATVPDKIKX0DER".into(),
+        max_results_per_page: 100,
+        get_order_rate_limit: RateLimit {
+            rate: 1000.0,
+            burst: 1000,
+        },
+        pull: PullSettings {
+            max_window: Some(Duration::from_secs(31 * 24 * 3600)),
+            ..pull_settings(&api, &dir.path().join("cursors"))
+        },
+        auth: lwa(&api, dir.path()),
+    };
+    // A fixed range: the undated service fee is timed at its start, before every other fact.
+    let (from, to): (DateTime<Utc>, DateTime<Utc>) = (
+        "2026-11-01T00:00:00Z".parse().unwrap(),
+        "2026-12-01T00:00:00Z".parse().unwrap(),
+    );
+    let stats = AmazonFinances::build(cfg)
+        .unwrap()
+        .backfill(from, to, &publisher, |_| {})
+        .await
+        .expect("backfill delivered");
+    assert_eq!((stats.published, stats.dead_lettered), (14, 2));
+
+    let orders: (DateTime<Utc>, DateTime<Utc>) = (
+        "2026-11-02T17:03:00Z".parse().unwrap(),
+        "2026-11-05T06:45:00Z".parse().unwrap(),
+    );
+    let want: &[Want] = &[
+        ("refund_rate", "rolling_30d", 2, 4),
+        ("refund_rate", "rolling_60d", 2, 4),
+        ("order_defect_rate", "rolling_30d", 2, 4),
+        ("order_defect_rate", "rolling_60d", 2, 4),
+    ];
+    let (run, latest) = processor_publishes(
+        &kafka,
+        &prefix,
+        &["refund_rate", "order_defect_rate"],
+        SHOP,
+        orders,
+        want,
+    )
+    .await;
+    assert_eq!(
+        run.received,
+        4 + 14 + 1,
+        "placements, the connector's facts, a heartbeat"
+    );
+    assert_eq!(
+        run.dead_lettered, 0,
+        "nothing late, nothing refused: fees neither"
+    );
+    assert!(latest.values().all(|u| u.scope.shop == SHOP));
+}
