@@ -12,6 +12,9 @@
 // The table on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -17,6 +17,9 @@ mod demo;
 mod pull;
 mod reconcile;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

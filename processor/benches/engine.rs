@@ -8,6 +8,9 @@
 // The table on stdout is this program's output.
 #![allow(clippy::print_stdout)]
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
