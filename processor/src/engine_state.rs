@@ -22,8 +22,9 @@ use crate::window::Hour;
 
 /// Bumped when the layout below changes incompatibly. 2: per-stream clocks and per-shop
 /// retention (lateness judged by each fact's own time). 3: rule state keeps the breaches
-/// opened by corrections of closed calendar windows; daily stock levels.
-const FORMAT: u32 = 3;
+/// opened by corrections of closed calendar windows; daily stock levels. 4: Amazon's
+/// account-health reference values and the cross-check rules' state.
+const FORMAT: u32 = 4;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
 type Bytes16 = [u8; 16];
@@ -130,6 +131,8 @@ struct EngineState {
     revision: u64,
     watermarks: WatermarkState,
     rules: RuleSetState,
+    /// Reference values and cross-check rows (see `engine_crosscheck.rs`).
+    crosschecks: super::crosscheck::CrossChecks,
 }
 
 /// Hash maps iterate in no fixed order; sorting keeps snapshots of equal states equal.
@@ -237,6 +240,7 @@ impl Engine {
                 revision: self.revision,
                 watermarks: self.watermarks.state(),
                 rules: self.rules.state(),
+                crosschecks: self.crosschecks.clone(),
             };
         // Plain data into a Vec: encoding cannot fail.
         postcard::to_stdvec(&state).expect("engine state encodes")
@@ -401,6 +405,7 @@ impl Engine {
         self.revision = self.revision.max(state.revision);
         self.watermarks.restore(state.watermarks, now);
         self.rules.restore(state.rules);
+        self.crosschecks = state.crosschecks;
         self.dirty.clear();
         Ok(())
     }

@@ -31,10 +31,10 @@ pub mod topics;
 
 pub use error::SchemaError;
 pub use event::{
-    AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, Fulfilment,
+    AccountHealthMetric, AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, Fulfilment,
     InventorySnapshot, LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered,
     OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone,
-    SourceHeartbeat, SourceTz,
+    HealthMetric, HealthStatus, SourceHeartbeat, SourceTz, TargetCondition,
 };
 pub use money::{Decimal, Money};
 pub use output::{
