@@ -31,8 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use kpiflow_schemas::{
-    AccountHealthMetric, Decimal, Event, EventBody, HealthMetric, KpiUpdate, WindowKind,
-    WindowRef,
+    AccountHealthMetric, Decimal, Event, EventBody, HealthMetric, KpiUpdate, WindowKind, WindowRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -157,12 +156,18 @@ impl Engine {
         let kept = |row: &Row, start: Hour| start >= scopes[row.0 as usize].kept_from;
         let c = &mut self.crosschecks;
         c.rows.retain(|row, (start, _, _)| kept(row, *start));
-        c.references
-            .retain(|(shop, metric, from, to), _| c.rows.contains_key(&(*shop, checked_kpi(*metric).to_string(), *from, *to)));
+        c.references.retain(|(shop, metric, from, to), _| {
+            c.rows
+                .contains_key(&(*shop, checked_kpi(*metric).to_string(), *from, *to))
+        });
         let ready: Vec<Row> = c
             .stale
             .iter()
-            .filter(|row| c.rows.get(row).is_none_or(|(_, end, _)| hour_start(*end) <= w))
+            .filter(|row| {
+                c.rows
+                    .get(row)
+                    .is_none_or(|(_, end, _)| hour_start(*end) <= w)
+            })
             .cloned()
             .collect();
         for row in ready {
@@ -192,11 +197,15 @@ impl Engine {
         let (scope, kpi_id, from, to) = row;
         let kpi = self.catalog.kpi(kpi_id)?;
         let sums = self.sum(*scope, start, end);
-        let days = Decimal(rust_decimal::Decimal::new(end - start, 0) / rust_decimal::Decimal::from(24));
+        let days =
+            Decimal(rust_decimal::Decimal::new(end - start, 0) / rust_decimal::Decimal::from(24));
         let n = kpi.numerator.eval(&sums, days);
         let d = kpi.denominator.as_ref().map(|f| f.eval(&sums, days));
         let ours = match d {
-            Some(d) => n.0.checked_div(d.0).map(|v| (v, format!(" ({} / {})", n.0.normalize(), d.0.normalize()))),
+            Some(d) => {
+                n.0.checked_div(d.0)
+                    .map(|v| (v, format!(" ({} / {})", n.0.normalize(), d.0.normalize())))
+            }
             None => Some((n.0, String::new())),
         };
         let theirs = self.amazon_figure(*scope, kpi_id, *from, *to);
@@ -254,10 +263,13 @@ impl Engine {
             let mfn = get(HealthMetric::OrderDefectRateMfn)?;
             let n = afn.numerator? + mfn.numerator?;
             let d = afn.denominator? + mfn.denominator?;
-            let rate = rust_decimal::Decimal::from(n).checked_div(rust_decimal::Decimal::from(d))?;
+            let rate =
+                rust_decimal::Decimal::from(n).checked_div(rust_decimal::Decimal::from(d))?;
             return Some((rate, format!(" ({n} / {d}, AFN and MFN)")));
         }
-        let metric = HealthMetric::ALL.into_iter().find(|m| checked_kpi(*m) == kpi)?;
+        let metric = HealthMetric::ALL
+            .into_iter()
+            .find(|m| checked_kpi(*m) == kpi)?;
         let r = get(metric)?;
         let rate = Decimal::parse(&r.rate)?.0;
         let of = match (r.numerator, r.denominator) {
@@ -275,5 +287,155 @@ fn reference(h: &kpiflow_schemas::EventHeader, m: &AccountHealthMetric) -> Refer
         numerator: m.numerator,
         denominator: m.denominator,
         rate: m.rate.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use chrono::{DateTime, Utc};
+    use kpiflow_schemas::{BreachState, Event};
+    use serde_json::json;
+
+    use crate::{Engine, PartitionId, ProcessorConfig};
+
+    fn event(schema: &str, id: &str, at: &str, ingest: &str, payload: serde_json::Value) -> Event {
+        let wire = json!({"event_id": id, "schema": schema, "schema_version": 1,
+            "source": "test", "shop": "s1", "channel": "amazon", "marketplace": "ATVPDKIKX0DER",
+            "event_time": at, "source_tz": "America/Los_Angeles", "ingest_time": ingest,
+            "payload": payload});
+        Event::from_json(wire.to_string().as_bytes()).unwrap()
+    }
+
+    fn placed(id: &str, at: &str, fulfilment: &str) -> Event {
+        event(
+            "order.placed",
+            id,
+            at,
+            at,
+            json!({"order_id": id,
+            "total": {"amount": "10.00", "currency": "USD"}, "units": 1, "fulfilment": fulfilment}),
+        )
+    }
+
+    /// Amazon's ODR for 2026-11-02 .. 2026-11-05, ingested on `ingest`.
+    fn odr(id: &str, metric: &str, n: u64, d: u64, rate: &str, ingest: &str) -> Event {
+        event(
+            "account.health_metric",
+            id,
+            "2026-11-06T08:00:00Z",
+            ingest,
+            json!({
+            "metric": metric, "window_from": "2026-11-02", "window_to": "2026-11-05",
+            "numerator": n, "denominator": d, "rate": rate, "target_value": "0.01",
+            "target_condition": "less_than", "status": "good"}),
+        )
+    }
+
+    fn apply(e: &mut Engine, events: &[Event], now: Instant) -> crate::Outputs {
+        let batch: Vec<_> = events
+            .iter()
+            .map(|ev| (ev, PartitionId::zero_of(ev)))
+            .collect();
+        e.apply_batch(&batch, now).unwrap();
+        let wall: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+        e.flush(now, wall)
+    }
+
+    fn checks(o: &crate::Outputs) -> Vec<(String, Option<f64>)> {
+        o.updates
+            .iter()
+            .filter(|u| u.kpi.ends_with(super::SUFFIX))
+            .map(|u| (u.numerator.to_string(), u.value))
+            .collect()
+    }
+
+    #[test]
+    fn references_and_the_rules_memory_survive_a_checkpoint() {
+        let cfg: ProcessorConfig = toml::from_str(
+            r#"kpis = ["order_defect_rate"]
+               crosscheck_rules = [{ id = "odr", kpis = ["order_defect_rate"] }]"#,
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut e = Engine::new(&cfg, 0);
+        // A (FBA) and B (merchant) in the range; H on Nov 9 takes the watermark past its end.
+        let orders = [
+            placed("A", "2026-11-02T17:00:00Z", "fba"),
+            placed("B", "2026-11-03T17:00:00Z", "merchant"),
+            placed("H", "2026-11-09T17:00:00Z", "merchant"),
+        ];
+        apply(&mut e, &orders, t0);
+        let refs = [
+            odr(
+                "afn",
+                "order_defect_rate_afn",
+                0,
+                1,
+                "0",
+                "2026-11-12T14:00:00Z",
+            ),
+            odr(
+                "mfn",
+                "order_defect_rate_mfn",
+                0,
+                1,
+                "0",
+                "2026-11-12T14:00:00Z",
+            ),
+        ];
+        let o = apply(&mut e, &refs, t0 + Duration::from_secs(1));
+        // kpiflow 0 / 2 against Amazon (0 + 0) / (1 + 1): 0 apart.
+        assert_eq!(checks(&o), [("0".to_string(), Some(0.0))]);
+        let bytes = e.snapshot();
+        let mut restored = Engine::new(&cfg, 0);
+        restored.restore(&bytes, t0).unwrap();
+        assert_eq!(restored.snapshot(), bytes, "the same state");
+        // B's 1-star feedback: kpiflow 1 / 2 = 0.5 against Amazon's 0, from the restored
+        // references: 0.5 apart, beyond 0.005.
+        let fb = event(
+            "order.defect",
+            "fb-B",
+            "2026-11-12T16:00:00Z",
+            "2026-11-12T16:00:00Z",
+            json!({"order_id": "B", "placed_at": "2026-11-03T17:00:00Z",
+                   "kind": "negative_feedback", "rating": 1}),
+        );
+        let o = apply(&mut restored, &[fb], t0 + Duration::from_secs(2));
+        assert_eq!(checks(&o), [("0.5".to_string(), Some(0.5))]);
+        assert_eq!(o.breaches.len(), 1);
+        assert_eq!(o.breaches[0].state, BreachState::Firing);
+        // The open breach is in the checkpoint too: Amazon catching up resolves it.
+        let again = restored.snapshot();
+        let mut third = Engine::new(&cfg, 0);
+        third.restore(&again, t0).unwrap();
+        let later = odr(
+            "mfn-2",
+            "order_defect_rate_mfn",
+            1,
+            1,
+            "1",
+            "2026-11-14T14:00:00Z",
+        );
+        let o = apply(&mut third, &[later], t0 + Duration::from_secs(3));
+        assert_eq!(checks(&o), [("0".to_string(), Some(0.0))]);
+        assert_eq!(o.breaches[0].state, BreachState::Resolved);
+    }
+
+    #[test]
+    fn a_reference_of_an_unselected_kpi_is_unused() {
+        let cfg: ProcessorConfig = toml::from_str(r#"kpis = ["orders"]"#).unwrap();
+        let mut e = Engine::new(&cfg, 0);
+        let r = odr(
+            "afn",
+            "order_defect_rate_afn",
+            0,
+            1,
+            "0",
+            "2026-11-12T14:00:00Z",
+        );
+        let v = e.apply(&r, PartitionId::zero_of(&r), Instant::now());
+        assert_eq!(v, crate::Applied::Unused);
     }
 }

@@ -31,10 +31,10 @@ pub mod topics;
 
 pub use error::SchemaError;
 pub use event::{
-    AccountHealthMetric, AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody, EventHeader, Fulfilment,
-    InventorySnapshot, LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered,
-    OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone,
-    HealthMetric, HealthStatus, SourceHeartbeat, SourceTz, TargetCondition,
+    AccountHealthMetric, AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody,
+    EventHeader, Fulfilment, HealthMetric, HealthStatus, InventorySnapshot, LocationKind,
+    Milestone, OrderCancelled, OrderDefect, OrderDelivered, OrderPaid, OrderPlaced, OrderRefunded,
+    OrderReturned, OrderShipped, ShipmentMilestone, SourceHeartbeat, SourceTz, TargetCondition,
 };
 pub use money::{Decimal, Money};
 pub use output::{

@@ -185,7 +185,13 @@ impl CrossCheckRule {
         let apart = u.value.map(|v| v.abs() > self.cfg.tolerance);
         let (new_state, id) = match (&state.open, apart) {
             (None, Some(true)) => {
-                let id = format!("{}|{}|{}|{}", self.cfg.id, u.scope, sides.kpi, start.to_rfc3339());
+                let id = format!(
+                    "{}|{}|{}|{}",
+                    self.cfg.id,
+                    u.scope,
+                    sides.kpi,
+                    start.to_rfc3339()
+                );
                 state.open = Some(id.clone());
                 (BreachState::Firing, id)
             }
@@ -319,7 +325,10 @@ mod tests {
         let mut r = rule();
         let now = Utc::now();
         let (u, s) = update(1, Some("0.004"));
-        assert!(r.evaluate(0, &u, &s, now).is_none(), "0.4 points is within 0.5");
+        assert!(
+            r.evaluate(0, &u, &s, now).is_none(),
+            "0.4 points is within 0.5"
+        );
         let (u, s) = update(1, Some("-0.25"));
         let fired = r.evaluate(0, &u, &s, now).unwrap();
         assert_eq!(fired.state, BreachState::Firing);
@@ -339,9 +348,15 @@ mod tests {
         assert_eq!(resolved.breach_id, fired.breach_id);
         // A value that cannot be computed resolves an open breach and opens none.
         let (u, s) = update(3, Some("0.3"));
-        assert_eq!(r.evaluate(0, &u, &s, now).unwrap().state, BreachState::Firing);
+        assert_eq!(
+            r.evaluate(0, &u, &s, now).unwrap().state,
+            BreachState::Firing
+        );
         let (u, s) = update(3, None);
-        assert_eq!(r.evaluate(0, &u, &s, now).unwrap().state, BreachState::Resolved);
+        assert_eq!(
+            r.evaluate(0, &u, &s, now).unwrap().state,
+            BreachState::Resolved
+        );
         assert!(r.evaluate(0, &u, &s, now).is_none());
     }
 

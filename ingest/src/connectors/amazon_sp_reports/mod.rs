@@ -359,7 +359,8 @@ impl AmazonReports {
             for (facts, raw) in
                 performance::seller_performance(&doc.bytes, &self.cfg.marketplace, self.tz)
             {
-                let facts = facts.map_err(|e| format!("{} {}: {e}", kind.report_type(), doc.report_id));
+                let facts =
+                    facts.map_err(|e| format!("{} {}: {e}", kind.report_type(), doc.report_id));
                 mapped.push((facts, raw));
             }
             tracing::info!(connector = NAME, shop = %self.origin.shop, report = %doc.report_id, report_type = kind.report_type(), "report read");

@@ -36,9 +36,7 @@
 //! event, and the processor keeps the one ingested last.
 
 use chrono::NaiveDate;
-use kpiflow_schemas::{
-    AccountHealthMetric, Decimal, HealthMetric, HealthStatus, TargetCondition,
-};
+use kpiflow_schemas::{AccountHealthMetric, Decimal, HealthMetric, HealthStatus, TargetCondition};
 use serde_json::Value;
 
 use crate::map::{MapError, Record, local_midnight, raw, whole};
@@ -184,7 +182,9 @@ fn one(
     let end = to
         .succ_opt()
         .and_then(|d| local_midnight(d, tz))
-        .ok_or_else(|| format!("field `reportingDateRange.reportingDateTo`: {to} has no next day"))?;
+        .ok_or_else(|| {
+            format!("field `reportingDateRange.reportingDateTo`: {to} has no next day")
+        })?;
     let shown = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
     let id = format!(
         "amazon_health:{marketplace}:{}:{from}:{to}:{}:{}:{rate}",
@@ -209,7 +209,9 @@ fn one(
 /// A range bound: `2026-11-21T23:59Z` or `2026-11-21`, read as the day it names.
 fn day(r: &Record<'_>, path: &str) -> Result<NaiveDate, MapError> {
     let s = r.str(path)?;
-    let date = s.get(..10).filter(|_| s.len() == 10 || s[10..].starts_with('T'));
+    let date = s
+        .get(..10)
+        .filter(|_| s.len() == 10 || s[10..].starts_with('T'));
     date.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
         .ok_or_else(|| {
             format!(
@@ -296,7 +298,10 @@ mod tests {
         assert_eq!(b.status, HealthStatus::Bad);
         let (_, b) = body(&out[1]);
         assert_eq!(b.metric, HealthMetric::OrderDefectRateMfn);
-        assert_eq!((b.numerator, b.denominator, b.rate), (Some(0), Some(1), d("0")));
+        assert_eq!(
+            (b.numerator, b.denominator, b.rate),
+            (Some(0), Some(1), d("0"))
+        );
         let (_, b) = body(&out[2]);
         assert_eq!(b.metric, HealthMetric::LateShipmentRate);
         assert_eq!((b.numerator, b.denominator), (Some(0), Some(0)));
