@@ -172,8 +172,8 @@ pub struct AmazonReportsConfig {
     /// reference of the processor's cross-checks). Default all five.
     #[serde(default = "all_reports")]
     pub reports: Vec<ReportKind>,
-    /// The zone of date-only report values (the feedback `Date`). Default
-    /// `"America/Los_Angeles"`.
+    /// The zone of date-only report values (the feedback `Date`, the days of the seller
+    /// performance report's ranges). Default `"America/Los_Angeles"`.
     #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// Time between two status checks of a pending report. Default `"30s"`.
