@@ -123,6 +123,9 @@ pub struct CheckState {
     open: Option<String>,
 }
 
+/// One (scope, checked KPI) and its state, as checkpointed.
+pub type ScopedState = ((u32, String), CheckState);
+
 /// A cross-check rule with its state per (scope, checked KPI).
 #[derive(Debug)]
 pub struct CrossCheckRule {
@@ -147,7 +150,7 @@ impl CrossCheckRule {
     }
 
     /// State, for checkpoints (sorted, so equal states give equal bytes).
-    pub fn state(&self) -> Vec<((u32, String), CheckState)> {
+    pub fn state(&self) -> Vec<ScopedState> {
         let mut out: Vec<_> = self
             .state
             .iter()
@@ -158,7 +161,7 @@ impl CrossCheckRule {
     }
 
     /// Restores state from a checkpoint.
-    pub fn restore(&mut self, state: Vec<((u32, String), CheckState)>) {
+    pub fn restore(&mut self, state: Vec<ScopedState>) {
         self.state = state.into_iter().collect();
     }
 

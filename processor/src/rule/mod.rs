@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
 use serde::{Deserialize, Serialize};
 
-use crosscheck::{CheckState, CrossCheckRule, CrossCheckRuleConfig, Sides};
+use crosscheck::{CrossCheckRule, CrossCheckRuleConfig, Sides};
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
 use trend::{Compare, TrendInput, TrendRule, TrendRuleConfig};
@@ -37,7 +37,7 @@ pub struct RuleSetState {
     thresholds: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
     trends: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
     staleness: Vec<(String, Vec<OpenStaleness>)>,
-    crosschecks: Vec<(String, Vec<((u32, String), CheckState)>)>,
+    crosschecks: Vec<(String, Vec<crosscheck::ScopedState>)>,
 }
 
 /// An open staleness breach: ((shop scope, source), breach id).

@@ -29,6 +29,9 @@ pub struct OrderInfo {
 /// Purchase dates by order id (orders getOrder does not know are absent).
 pub type Orders = HashMap<String, OrderInfo>;
 
+/// One mapped record (or why it could not be), with its raw form for the dead-letter topic.
+pub type Mapped = (Result<Vec<Fact>, MapError>, Vec<u8>);
+
 /// A document read: its rows as JSON objects of column → value, and the lines that do not fit
 /// the header (with the reason and the line, for the dead-letter topic).
 #[derive(Debug, Default)]

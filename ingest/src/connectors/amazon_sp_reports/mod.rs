@@ -73,11 +73,13 @@ use crate::IngestError;
 use crate::connector::{Connector, parse_section};
 use crate::map::{Record, raw};
 use crate::pull::{
-    Emitter, Fact, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings,
-    ReportPoll, Request, Source, TokenHeader, Window, lwa_client,
+    Emitter, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, ReportPoll,
+    Request, Source, TokenHeader, Window, lwa_client,
 };
 
-pub use map::{OrderInfo, Orders, Rows, fba_return, fba_shipment, feedback, merchant_return, tsv};
+pub use map::{
+    Mapped, OrderInfo, Orders, Rows, fba_return, fba_shipment, feedback, merchant_return, tsv,
+};
 pub use runner::{Document, OperationRates, ReportRunner};
 
 /// The registry name.
@@ -351,7 +353,7 @@ impl AmazonReports {
         &self,
         kind: ReportKind,
         window: Window,
-        mapped: &mut Vec<(Result<Vec<Fact>, String>, Vec<u8>)>,
+        mapped: &mut Vec<Mapped>,
     ) -> Result<(), IngestError> {
         let doc = self.runner.run(kind.report_type(), window).await?;
         if kind == ReportKind::SellerPerformance {
@@ -432,7 +434,7 @@ impl AmazonReports {
         }
         // In event-time order: the processor judges lateness per source by the newest fact
         // read, and one report's rows must not make another's (or its own earlier rows) late.
-        let time = |m: &(Result<Vec<Fact>, String>, Vec<u8>)| -> Option<DateTime<Utc>> {
+        let time = |m: &Mapped| -> Option<DateTime<Utc>> {
             m.0.as_ref()
                 .ok()
                 .and_then(|f| f.iter().map(|f| f.event_time).min())

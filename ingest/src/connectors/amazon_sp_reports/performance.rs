@@ -39,6 +39,7 @@ use chrono::NaiveDate;
 use kpiflow_schemas::{AccountHealthMetric, Decimal, HealthMetric, HealthStatus, TargetCondition};
 use serde_json::Value;
 
+use super::map::Mapped;
 use crate::map::{MapError, Record, local_midnight, raw, whole};
 use crate::pull::Fact;
 
@@ -90,9 +91,6 @@ const METRICS: [(&str, Option<&str>, HealthMetric, &str, &str); 6] = [
         "shipmentCountWithValidTracking",
     ),
 ];
-
-/// One mapped metric (or why it could not be), with its raw JSON for the dead-letter topic.
-pub type Mapped = (Result<Vec<Fact>, MapError>, Vec<u8>);
 
 /// Reads a seller performance document: one entry per metric of `marketplace`'s
 /// `performanceMetrics[]` entry. An empty document (a CANCELLED report) has none; a document
