@@ -36,11 +36,8 @@ use kpiflow_schemas::{
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, Engine, Outputs};
-use crate::rule::crosscheck::{SUFFIX, Sides};
+use crate::rule::crosscheck::{SUFFIX, Sides, WINDOW};
 use crate::window::{self, Hour, hour_start};
-
-/// The window name of cross-check rows.
-const WINDOW: &str = "amazon_reporting_range";
 
 /// The catalog KPI a metric is checked against.
 fn checked_kpi(metric: HealthMetric) -> &'static str {

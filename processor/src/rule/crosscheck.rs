@@ -7,12 +7,11 @@
 //! is one live sequence of reporting ranges: a range older than the newest judged one is
 //! superseded by it (Amazon's ranges slide by a day), and at most one breach is open.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{BreachEvent, BreachState, Channel, KpiUpdate, RuleOp, Severity};
-use serde::{Deserialize, Serialize};
+use kpiflow_schemas::{BreachEvent, BreachState, Channel, KpiUpdate, RuleKind, RuleOp, Severity};
+use serde::Deserialize;
 
+use super::threshold::{self, ThresholdRule, ThresholdRuleConfig};
 use crate::ProcessorError;
 
 /// The catalog KPIs that have a marketplace figure to be checked against.
@@ -26,6 +25,9 @@ pub const CHECKED_KPIS: [&str; 5] = [
 
 /// The suffix of a cross-check KPI id: `order_defect_rate_vs_amazon`.
 pub const SUFFIX: &str = "_vs_amazon";
+
+/// The window name of cross-check values: Amazon's reporting range.
+pub const WINDOW: &str = "amazon_reporting_range";
 
 /// One cross-check rule (`[[processor.crosscheck_rules]]` in the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -114,34 +116,44 @@ pub struct Sides {
     pub range: String,
 }
 
-/// A rule's memory for one (scope, checked KPI); checkpointed with the engine.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckState {
-    /// Start of the newest range judged: older ones are superseded.
-    newest: Option<DateTime<Utc>>,
-    /// The open breach's id.
-    open: Option<String>,
-}
+/// The rule's memory for one checked KPI: the threshold rule's per scope.
+pub type ScopedState = (String, Vec<(u32, threshold::ScopeState)>);
 
-/// One (scope, checked KPI) and its state, as checkpointed.
-pub type ScopedState = ((u32, String), CheckState);
-
-/// A cross-check rule with its state per (scope, checked KPI).
+/// A cross-check rule: per checked KPI, a threshold rule on |kpiflow − Amazon| above
+/// `tolerance` (its live sequence of windows, one open breach per scope, a resolve within
+/// the tolerance or when no longer comparable), with the cross-check's own sentence.
 #[derive(Debug)]
 pub struct CrossCheckRule {
     cfg: CrossCheckRuleConfig,
-    checked: Vec<String>,
-    state: HashMap<(u32, String), CheckState>,
+    /// (checked KPI, the threshold rule on its `_vs_amazon` rows).
+    inner: Vec<(String, ThresholdRule)>,
 }
 
 impl CrossCheckRule {
     /// A rule from validated configuration.
     pub fn new(cfg: CrossCheckRuleConfig) -> CrossCheckRule {
-        CrossCheckRule {
-            checked: cfg.checked(),
-            cfg,
-            state: HashMap::new(),
-        }
+        let inner = cfg
+            .checked()
+            .into_iter()
+            .map(|kpi| {
+                let rule = ThresholdRule::new(ThresholdRuleConfig {
+                    // Distinct per KPI, so two KPIs' ranges starting on one day are two breaches.
+                    id: format!("{}|{kpi}", cfg.id),
+                    kpi: format!("{kpi}{SUFFIX}"),
+                    window: WINDOW.into(),
+                    op: RuleOp::Above,
+                    threshold: cfg.tolerance,
+                    resolve_at: None,
+                    min_denominator: 0,
+                    severity: cfg.severity,
+                    for_: None,
+                    channels: cfg.channels.clone(),
+                    runbook_url: cfg.runbook_url.clone(),
+                });
+                (kpi, rule)
+            })
+            .collect();
+        CrossCheckRule { cfg, inner }
     }
 
     /// The rule's id.
@@ -149,20 +161,21 @@ impl CrossCheckRule {
         &self.cfg.id
     }
 
-    /// State, for checkpoints (sorted, so equal states give equal bytes).
+    /// State, for checkpoints.
     pub fn state(&self) -> Vec<ScopedState> {
-        let mut out: Vec<_> = self
-            .state
+        self.inner
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .map(|(kpi, r)| (kpi.clone(), r.state()))
+            .collect()
     }
 
-    /// Restores state from a checkpoint.
+    /// Restores state from a checkpoint (of the KPIs still checked).
     pub fn restore(&mut self, state: Vec<ScopedState>) {
-        self.state = state.into_iter().collect();
+        for (kpi, s) in state {
+            if let Some((_, r)) = self.inner.iter_mut().find(|(k, _)| *k == kpi) {
+                r.restore(s);
+            }
+        }
     }
 
     /// Judges one cross-check value `u` (of `sides.kpi`) for engine scope `scope`.
@@ -173,45 +186,20 @@ impl CrossCheckRule {
         sides: &Sides,
         wall: DateTime<Utc>,
     ) -> Option<BreachEvent> {
-        if !self.checked.contains(&sides.kpi) {
-            return None;
-        }
-        if !self.cfg.channels.is_empty() && !self.cfg.channels.contains(&u.scope.channel) {
-            return None;
-        }
-        let state = self.state.entry((scope, sides.kpi.clone())).or_default();
-        let start = u.window.start;
-        if state.newest.is_some_and(|n| start < n) {
-            return None;
-        }
-        state.newest = Some(start);
-        let apart = u.value.map(|v| v.abs() > self.cfg.tolerance);
-        let (new_state, id) = match (&state.open, apart) {
-            (None, Some(true)) => {
-                let id = format!(
-                    "{}|{}|{}|{}",
-                    self.cfg.id,
-                    u.scope,
-                    sides.kpi,
-                    start.to_rfc3339()
-                );
-                state.open = Some(id.clone());
-                (BreachState::Firing, id)
-            }
-            (Some(_), Some(false) | None) => (BreachState::Resolved, state.open.take()?),
-            _ => return None,
-        };
-        Some(self.event(u, sides, id, new_state, wall))
+        let (_, rule) = self.inner.iter_mut().find(|(k, _)| *k == sides.kpi)?;
+        // Judged by the distance; published with its sign.
+        let mut distance = u.clone();
+        distance.value = u.value.map(f64::abs);
+        let mut event = rule.evaluate(scope, &distance, wall)?;
+        event.rule = self.cfg.id.clone();
+        event.rule_kind = RuleKind::CrossCheck;
+        event.value = u.value;
+        event.baseline = sides.amazon.as_ref().map(|a| a.0);
+        event.message = self.message(u, sides, event.state);
+        Some(event)
     }
 
-    fn event(
-        &self,
-        u: &KpiUpdate,
-        sides: &Sides,
-        breach_id: String,
-        state: BreachState,
-        wall: DateTime<Utc>,
-    ) -> BreachEvent {
+    fn message(&self, u: &KpiUpdate, sides: &Sides, state: BreachState) -> String {
         let side = |s: &Option<(f64, String)>| match s {
             Some((v, of)) => format!("{:.2}%{of}", v * 100.0),
             None => "no rate".to_string(),
@@ -226,7 +214,7 @@ impl CrossCheckRule {
             side(&sides.kpiflow),
             side(&sides.amazon),
         );
-        let message = match (state, u.value) {
+        match (state, u.value) {
             (BreachState::Firing, Some(v)) => format!(
                 "{head}: {} points apart, more than the {}-point tolerance of rule {}.",
                 points(v.abs()),
@@ -243,30 +231,6 @@ impl CrossCheckRule {
                 "{head}: no longer comparable; rule {} resolved.",
                 self.cfg.id
             ),
-        };
-        BreachEvent {
-            breach_id,
-            rule: self.cfg.id.clone(),
-            rule_kind: kpiflow_schemas::RuleKind::CrossCheck,
-            state,
-            severity: self.cfg.severity,
-            kpi: u.kpi.clone(),
-            kpi_version: u.kpi_version,
-            owner: u.owner.clone(),
-            priority: u.priority,
-            unit: u.unit.clone(),
-            scope: u.scope.clone(),
-            window: u.window.clone(),
-            value: u.value,
-            numerator: u.numerator,
-            denominator: u.denominator,
-            op: RuleOp::Above,
-            threshold: self.cfg.tolerance,
-            baseline: sides.amazon.as_ref().map(|a| a.0),
-            message,
-            runbook_url: self.cfg.runbook_url.clone(),
-            at: u.window.end,
-            emitted_at: wall,
         }
     }
 }
@@ -338,6 +302,17 @@ mod tests {
         assert_eq!(fired.rule_kind, kpiflow_schemas::RuleKind::CrossCheck);
         assert_eq!(fired.baseline, Some(0.25));
         assert_eq!(
+            (fired.rule.as_str(), fired.value),
+            ("amazon_figures_differ", Some(-0.25))
+        );
+        assert!(
+            fired
+                .breach_id
+                .starts_with("amazon_figures_differ|order_defect_rate|"),
+            "{}",
+            fired.breach_id
+        );
+        assert_eq!(
             fired.message,
             "order_defect_rate over Amazon's reporting range 2026-09-23..2026-11-21 for shop s (amazon): kpiflow 50.00% (2 / 4), Amazon 25.00% (1 / 4): 25.00 points apart, more than the 0.50-point tolerance of rule amazon_figures_differ."
         );
@@ -365,13 +340,18 @@ mod tests {
 
     #[test]
     fn kpis_and_channels_filter_and_validation_names_the_key() {
-        let mut r = rule();
-        r.checked = vec!["late_shipment_rate".into()];
+        let mut cfg = rule().cfg;
+        cfg.kpis = vec!["late_shipment_rate".into()];
+        let mut r = CrossCheckRule::new(cfg);
         let (u, s) = update(1, Some("0.3"));
         assert!(r.evaluate(0, &u, &s, Utc::now()).is_none());
-        let mut r = rule();
-        r.cfg.channels = vec![Channel::Walmart];
-        assert!(r.evaluate(0, &u, &s, Utc::now()).is_none());
+        let mut cfg = rule().cfg;
+        cfg.channels = vec![Channel::Walmart];
+        assert!(
+            CrossCheckRule::new(cfg)
+                .evaluate(0, &u, &s, Utc::now())
+                .is_none()
+        );
         let mut cfg = rule().cfg;
         cfg.kpis = vec!["return_rate".into()];
         let err = cfg.validate("crosscheck_rules[0]").unwrap_err().to_string();

@@ -157,26 +157,24 @@ fn one(
     let denominator = opt_count(&r, denominator)?;
     let rate = fraction(&r, "rate")?;
     let target_value = fraction(&r, "targetValue")?;
-    let target_condition = match r.str("targetCondition")? {
-        "LESS_THAN" => TargetCondition::LessThan,
-        "GREATER_THAN" => TargetCondition::GreaterThan,
-        "EQUALS" => TargetCondition::Equals,
-        other => {
-            return Err(format!(
-                "field `targetCondition`: expected LESS_THAN, GREATER_THAN or EQUALS, got {other:?}"
-            ));
-        }
-    };
-    let status = match r.str("status")? {
-        "GOOD" => HealthStatus::Good,
-        "BAD" => HealthStatus::Bad,
-        "NONE" => HealthStatus::Unrated,
-        other => {
-            return Err(format!(
-                "field `status`: expected GOOD, BAD or NONE, got {other:?}"
-            ));
-        }
-    };
+    let target_condition = one_of(
+        &r,
+        "targetCondition",
+        &[
+            ("LESS_THAN", TargetCondition::LessThan),
+            ("GREATER_THAN", TargetCondition::GreaterThan),
+            ("EQUALS", TargetCondition::Equals),
+        ],
+    )?;
+    let status = one_of(
+        &r,
+        "status",
+        &[
+            ("GOOD", HealthStatus::Good),
+            ("BAD", HealthStatus::Bad),
+            ("NONE", HealthStatus::Unrated),
+        ],
+    )?;
     let end = to
         .succ_opt()
         .and_then(|d| local_midnight(d, tz))
@@ -202,6 +200,22 @@ fn one(
         status,
     };
     Ok(Fact::new(id, end, body))
+}
+
+/// One of Amazon's enumerated words; an error lists them.
+fn one_of<T: Copy>(r: &Record<'_>, path: &str, choices: &[(&str, T)]) -> Result<T, MapError> {
+    let s = r.str(path)?;
+    choices
+        .iter()
+        .find(|(word, _)| *word == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+            format!(
+                "field `{path}`: expected one of {}, got {s:?}",
+                words.join(", ")
+            )
+        })
 }
 
 /// A range bound: `2026-11-21T23:59Z` or `2026-11-21`, read as the day it names.
@@ -373,7 +387,7 @@ mod tests {
             [
                 "lateShipmentRate: field `reportingDateRange.reportingDateTo`: expected a date such as \"2026-11-21T23:59Z\" or \"2026-11-21\", got \"11/18/2026\"",
                 "validTrackingRate: field `validTrackingCount`: expected a count, got 19.5",
-                "onTimeDeliveryRate: field `status`: expected GOOD, BAD or NONE, got \"OK\"",
+                "onTimeDeliveryRate: field `status`: expected one of GOOD, BAD, NONE, got \"OK\"",
             ]
         );
         let (f, b) = body(&out[1]);
