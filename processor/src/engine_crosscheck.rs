@@ -74,6 +74,8 @@ pub(super) struct CrossChecks {
     rows: BTreeMap<Row, (Hour, Hour, String)>,
     /// Rows to publish (again) once the watermark has passed their end.
     stale: BTreeSet<Row>,
+    /// The watermark's UTC day (days since the epoch) of the last sweep of evicted ranges.
+    swept_day: Option<i64>,
 }
 
 impl Engine {
@@ -126,16 +128,22 @@ impl Engine {
         if c.rows.is_empty() {
             return;
         }
-        for (row, (start, end, _)) in &c.rows {
-            let Some(kpi) = self.catalog.kpi(&row.1) else {
-                continue;
-            };
-            let touched = self
-                .dirty
-                .range((row.0, *start)..(row.0, *end))
-                .any(|(_, mask)| mask & kpi.mask != 0);
-            if touched {
-                c.stale.insert(row.clone());
+        // Only the rows of shops with changed buckets: one range lookup per such row.
+        let mut scopes: Vec<u32> = self.dirty.keys().map(|(s, _)| *s).collect();
+        scopes.dedup();
+        for scope in scopes {
+            let first = (scope, String::new(), NaiveDate::MIN, NaiveDate::MIN);
+            for (row, (start, end, _)) in c.rows.range(first..).take_while(|(r, _)| r.0 == scope) {
+                let Some(kpi) = self.catalog.kpi(&row.1) else {
+                    continue;
+                };
+                let touched = self
+                    .dirty
+                    .range((scope, *start)..(scope, *end))
+                    .any(|(_, mask)| mask & kpi.mask != 0);
+                if touched {
+                    c.stale.insert(row.clone());
+                }
             }
         }
     }
@@ -148,15 +156,20 @@ impl Engine {
         out: &mut Outputs,
     ) {
         let Some(w) = watermark else { return };
-        // Ranges whose buckets are gone cannot be summed any more: forget them.
+        // Ranges whose buckets are gone cannot be summed any more: forget them, in one sweep
+        // per day of watermark (a row about to be published is checked on its own below).
         let scopes = &self.scopes;
         let kept = |row: &Row, start: Hour| start >= scopes[row.0 as usize].kept_from;
         let c = &mut self.crosschecks;
-        c.rows.retain(|row, (start, _, _)| kept(row, *start));
-        c.references.retain(|(shop, metric, from, to), _| {
-            c.rows
-                .contains_key(&(*shop, checked_kpi(*metric).to_string(), *from, *to))
-        });
+        let day = w.timestamp().div_euclid(86_400);
+        if c.swept_day != Some(day) {
+            c.swept_day = Some(day);
+            c.rows.retain(|row, (start, _, _)| kept(row, *start));
+            c.references.retain(|(shop, metric, from, to), _| {
+                c.rows
+                    .contains_key(&(*shop, checked_kpi(*metric).to_string(), *from, *to))
+            });
+        }
         let ready: Vec<Row> = c
             .stale
             .iter()
@@ -172,6 +185,9 @@ impl Engine {
             let Some((start, end, tz)) = self.crosschecks.rows.get(&row).cloned() else {
                 continue;
             };
+            if start < self.scopes[row.0 as usize].kept_from {
+                continue;
+            }
             let Some((update, sides)) = self.crosscheck_row(&row, start, end, tz, w, wall) else {
                 continue;
             };
