@@ -14,6 +14,7 @@ use kpiflow_core::storage::{Location, StoreOptions};
 use crate::ProcessorError;
 use crate::catalog::{Catalog, Source};
 use crate::rule::RuleConfigs;
+use crate::rule::crosscheck::CrossCheckRuleConfig;
 use crate::rule::staleness::StalenessRuleConfig;
 use crate::rule::threshold::ThresholdRuleConfig;
 use crate::rule::trend::TrendRuleConfig;
@@ -207,6 +208,11 @@ pub struct ProcessorConfig {
     /// Staleness breach rules: a source silent for too long.
     #[serde(default)]
     pub staleness_rules: Vec<StalenessRuleConfig>,
+    /// Cross-check rules (in addition to the templates'): kpiflow's ODR, late shipment,
+    /// cancel, valid tracking and on-time delivery rates against Amazon's own figures for the
+    /// same days, beyond a tolerance.
+    #[serde(default)]
+    pub crosscheck_rules: Vec<CrossCheckRuleConfig>,
 }
 
 impl Default for ProcessorConfig {
@@ -231,6 +237,7 @@ impl Default for ProcessorConfig {
             rules: Vec::new(),
             trend_rules: Vec::new(),
             staleness_rules: Vec::new(),
+            crosscheck_rules: Vec::new(),
         }
     }
 }
@@ -364,6 +371,7 @@ impl ProcessorConfig {
         let mut select: Vec<String> = Vec::new();
         let mut rules: Vec<(String, ThresholdRuleConfig)> = Vec::new();
         let mut trends: Vec<(String, TrendRuleConfig)> = Vec::new();
+        let mut crosschecks: Vec<(String, CrossCheckRuleConfig)> = Vec::new();
         for (i, name) in self.templates.iter().enumerate() {
             let t = if name.ends_with(".toml") {
                 Template::from_file(std::path::Path::new(name)).map_err(|problem| {
@@ -398,6 +406,12 @@ impl ProcessorConfig {
                     .enumerate()
                     .map(|(j, r)| (format!("template {name} trend_rules[{j}]"), r)),
             );
+            crosschecks.extend(
+                t.crosscheck_rules
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, r)| (format!("template {name} crosscheck_rules[{j}]"), r)),
+            );
         }
         select.extend(self.kpis.iter().cloned());
         rules.extend(
@@ -422,8 +436,16 @@ impl ProcessorConfig {
                     .map(|(_, r)| (r.kpi.clone(), r.window.clone())),
             )
             .collect();
+        crosschecks.extend(
+            self.crosscheck_rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("crosscheck_rules[{i}]"), r.clone())),
+        );
         if !select.is_empty() {
             select.extend(watched.iter().map(|(k, _)| k.clone()));
+            // A cross-check needs kpiflow's own value of the KPI it checks.
+            select.extend(crosschecks.iter().flat_map(|(_, r)| r.checked()));
         }
         select.sort();
         select.dedup();
@@ -448,6 +470,10 @@ impl ProcessorConfig {
             r.validate(at, &catalog)?;
             check_id(at, &r.id)?;
         }
+        for (at, r) in &crosschecks {
+            r.validate(at)?;
+            check_id(at, &r.id)?;
+        }
         for (i, r) in self.staleness_rules.iter().enumerate() {
             let at = format!("staleness_rules[{i}]");
             r.validate(&at)?;
@@ -467,6 +493,7 @@ impl ProcessorConfig {
                 thresholds: rules.into_iter().map(|(_, r)| r).collect(),
                 trends: trends.into_iter().map(|(_, r)| r).collect(),
                 staleness: self.staleness_rules.clone(),
+                crosschecks: crosschecks.into_iter().map(|(_, r)| r).collect(),
             },
             default_tz: self.tz(),
             time_zones,

@@ -178,6 +178,8 @@ pub struct Engine {
     /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
     sku_measures: u64,
     campaign_measures: u64,
+    /// Amazon's own figures and the `*_vs_amazon` rows they give (engine_crosscheck.rs).
+    crosschecks: crosscheck::CrossChecks,
 }
 
 impl Engine {
@@ -232,6 +234,7 @@ impl Engine {
             retention_hours: lateness_hours + catalog.longest_window_hours() + 1,
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
+            crosschecks: Default::default(),
             catalog,
         }
     }
@@ -479,6 +482,7 @@ impl Engine {
                     .map(|ci| evaluated.contributions[*ci])
                     .collect();
                 let verdict = self.apply_row(event, r, &contributions, &evaluated.keys);
+                let verdict = self.reference(event).unwrap_or(verdict);
                 if matches!(
                     verdict,
                     Applied::Counted | Applied::Superseded { .. } | Applied::Unused
@@ -964,6 +968,7 @@ impl Engine {
             self.first_unpublished = Some(self.first_unpublished.map_or(h, |f| f.min(h)));
         }
         let levels = self.level_windows();
+        self.touch_crosschecks();
         for ((scope, hour), mask) in std::mem::take(&mut self.dirty) {
             let s = &self.scopes[scope as usize];
             for &wi in &levels[level_index(s.level)] {
@@ -1137,6 +1142,7 @@ impl Engine {
                     .evaluate_staleness(&self.freshness, &lookup, now, wall),
             );
         }
+        self.publish_crosschecks(watermark, wall, &mut out);
         self.evict();
         out
     }
@@ -1323,6 +1329,9 @@ fn level_index(g: GroupBy) -> usize {
         GroupBy::Campaign => 2,
     }
 }
+
+#[path = "engine_crosscheck.rs"]
+mod crosscheck;
 
 #[path = "engine_state.rs"]
 mod state;

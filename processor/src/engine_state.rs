@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use kpiflow_schemas::{Decimal, Scope, Topic};
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, IdHash, Report, ScopeState, Version, id_hash};
+use super::{Engine, IdHash, Report, ScopeState, Version};
 use crate::ProcessorError;
 use crate::catalog::GroupBy;
 use crate::fixed::Fixed;
@@ -22,13 +22,10 @@ use crate::window::Hour;
 
 /// Bumped when the layout below changes incompatibly. 2: per-stream clocks and per-shop
 /// retention (lateness judged by each fact's own time). 3: rule state keeps the breaches
-/// opened by corrections of closed calendar windows; daily stock levels. 4: remembered event
-/// ids as their 128-bit hashes ([`super::id_hash`]); format 3 still restores (its ids are
-/// hashed on the way in).
-const FORMAT: u32 = 4;
-
-/// The last format whose remembered ids are strings.
-const FORMAT_STRING_IDS: u32 = 3;
+/// opened by corrections of closed calendar windows; daily stock levels. 4: Amazon's
+/// account-health reference values and the cross-check rules' state. 5: remembered event ids
+/// as their 128-bit hashes ([`super::id_hash`]).
+const FORMAT: u32 = 5;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
 type Bytes16 = [u8; 16];
@@ -109,17 +106,16 @@ struct ReportSnapshot {
     values: Vec<(u16, Bytes16)>,
 }
 
-/// Everything the engine knows that its input cannot cheaply give back. `Id` is how an event
-/// id is remembered: its hash since format 4, the string before.
+/// Everything the engine knows that its input cannot cheaply give back.
 #[derive(Debug, Serialize, Deserialize)]
-struct EngineState<Id = IdHash> {
+struct EngineState {
     format: u32,
     /// Measure names, in the slot order used below.
     measures: Vec<String>,
     /// Replace groups, as `measure names joined by ","`, in the index order used below.
     groups: Vec<String>,
     scopes: Vec<ScopeSnapshot>,
-    seen: Vec<(Id, (u32, Hour))>,
+    seen: Vec<(IdHash, (u32, Hour))>,
     /// (topic suffix, shop scope, source) → newest own time.
     clocks: Vec<((String, u32, String), DateTime<Utc>)>,
     replaced: Vec<VersionSnapshot>,
@@ -136,6 +132,8 @@ struct EngineState<Id = IdHash> {
     revision: u64,
     watermarks: WatermarkState,
     rules: RuleSetState,
+    /// Reference values and cross-check rows (see `engine_crosscheck.rs`).
+    crosschecks: super::crosscheck::CrossChecks,
 }
 
 /// Hash maps iterate in no fixed order; sorting keeps snapshots of equal states equal.
@@ -243,6 +241,7 @@ impl Engine {
                 revision: self.revision,
                 watermarks: self.watermarks.state(),
                 rules: self.rules.state(),
+                crosschecks: self.crosschecks.clone(),
             };
         // Plain data into a Vec: encoding cannot fail.
         postcard::to_stdvec(&state).expect("engine state encodes")
@@ -260,10 +259,8 @@ impl Engine {
     /// current configuration); `now` is the wall-clock instant of the restore.
     pub fn restore(&mut self, bytes: &[u8], now: Instant) -> Result<(), ProcessorError> {
         // The format comes first, so an older layout is named rather than misread.
-        let format = postcard::take_from_bytes::<u32>(bytes).map(|(f, _)| f);
-        if let Ok(format) = format
+        if let Ok((format, _)) = postcard::take_from_bytes::<u32>(bytes)
             && format != FORMAT
-            && format != FORMAT_STRING_IDS
             && format < 16
         {
             return Err(ProcessorError::Checkpoint {
@@ -272,33 +269,10 @@ impl Engine {
                 ),
             });
         }
-        let undecodable = |e: postcard::Error| ProcessorError::Checkpoint {
-            problem: format!("cannot decode the engine state: {e}"),
-        };
-        let state: EngineState = if format == Ok(FORMAT_STRING_IDS) {
-            let old: EngineState<String> = postcard::from_bytes(bytes).map_err(undecodable)?;
-            EngineState {
-                seen: old.seen.iter().map(|(id, h)| (id_hash(id), *h)).collect(),
-                format: FORMAT,
-                measures: old.measures,
-                groups: old.groups,
-                scopes: old.scopes,
-                clocks: old.clocks,
-                replaced: old.replaced,
-                once: old.once,
-                gauges: old.gauges,
-                stock: old.stock,
-                held_out: old.held_out,
-                freshness: old.freshness,
-                frontier: old.frontier,
-                first_unpublished: old.first_unpublished,
-                revision: old.revision,
-                watermarks: old.watermarks,
-                rules: old.rules,
-            }
-        } else {
-            postcard::from_bytes(bytes).map_err(undecodable)?
-        };
+        let state: EngineState =
+            postcard::from_bytes(bytes).map_err(|e| ProcessorError::Checkpoint {
+                problem: format!("cannot decode the engine state: {e}"),
+            })?;
         let by_name: HashMap<&str, usize> = self
             .catalog
             .measures
@@ -432,6 +406,7 @@ impl Engine {
         self.revision = self.revision.max(state.revision);
         self.watermarks.restore(state.watermarks, now);
         self.rules.restore(state.rules);
+        self.crosschecks = state.crosschecks;
         self.dirty.clear();
         Ok(())
     }
@@ -441,7 +416,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::ProcessorConfig;
-    use crate::engine::{Applied, Outputs, PartitionId};
+    use crate::engine::{Outputs, PartitionId};
     use kpiflow_ingest::connectors::simulator::{SimulatorConfig, generate};
 
     #[test]
@@ -482,64 +457,6 @@ mod tests {
     }
 
     #[test]
-    fn a_format_3_checkpoint_restores_and_its_ids_stay_deduplicated() {
-        let cfg = ProcessorConfig::default();
-        let sim = SimulatorConfig {
-            shops: 1,
-            days: 1,
-            orders_per_shop_per_day: 5,
-            ..SimulatorConfig::default()
-        };
-        let events = generate(&sim, "2026-11-01T07:00:00Z".parse().unwrap());
-        let now = Instant::now();
-        let mut original = Engine::new(&cfg, 0);
-        let batch: Vec<_> = events
-            .iter()
-            .map(|ev| (ev, PartitionId::zero_of(ev)))
-            .collect();
-        original.apply_batch(&batch, now).unwrap();
-        original.flush(now, chrono::Utc::now());
-        // The same state as format 3 wrote it: ids as strings.
-        let state: EngineState = postcard::from_bytes(&original.snapshot()).unwrap();
-        assert_eq!(state.format, 4);
-        let hour = state.seen[0].1;
-        let v3 = EngineState::<String> {
-            format: 3,
-            seen: events
-                .iter()
-                .map(|e| (e.header.event_id.clone(), hour))
-                .collect(),
-            measures: state.measures,
-            groups: state.groups,
-            scopes: state.scopes,
-            clocks: state.clocks,
-            replaced: state.replaced,
-            once: state.once,
-            gauges: state.gauges,
-            stock: state.stock,
-            held_out: state.held_out,
-            freshness: state.freshness,
-            frontier: state.frontier,
-            first_unpublished: state.first_unpublished,
-            revision: state.revision,
-            watermarks: state.watermarks,
-            rules: state.rules,
-        };
-        let mut restored = Engine::new(&cfg, 0);
-        restored
-            .restore(&postcard::to_allocvec(&v3).unwrap(), now)
-            .unwrap();
-        let distinct: std::collections::BTreeSet<&str> =
-            events.iter().map(|e| e.header.event_id.as_str()).collect();
-        assert_eq!(restored.remembered_ids(), distinct.len());
-        let again = restored.apply_batch(&batch, now).unwrap();
-        assert!(
-            again.iter().all(|a| matches!(a, Applied::Duplicate)),
-            "{again:?}"
-        );
-    }
-
-    #[test]
     fn a_checkpoint_of_an_unknown_format_is_refused_naming_it() {
         let mut e = Engine::new(&ProcessorConfig::default(), 0);
         let err = e
@@ -547,7 +464,7 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("engine state format 2 is not the supported 4"),
+                .contains("engine state format 2 is not the supported 5"),
             "{err}"
         );
     }

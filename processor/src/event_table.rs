@@ -38,6 +38,8 @@
 //! | connector | Utf8 | `source.heartbeat` |
 //! | last_success, newest_event_time | Timestamp | `source.heartbeat` |
 //! | records_published, errors, consecutive_failures | Int64 | `source.heartbeat` |
+//!
+//! `account.health_metric` (a reference value, not a fact) fills only the header columns.
 
 use std::sync::{Arc, OnceLock};
 
@@ -514,6 +516,9 @@ impl<'e> Row<'e> {
                     "payload.consecutive_failures",
                 )?;
             }
+            // A reference value, never summed: the cross-check reads it from the event itself
+            // (engine_crosscheck.rs), so it fills only the header columns.
+            EventBody::AccountHealthMetric(_) => {}
         }
         Ok(())
     }

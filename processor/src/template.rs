@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use crate::catalog::TEMPLATES;
+use crate::rule::crosscheck::CrossCheckRuleConfig;
 use crate::rule::threshold::ThresholdRuleConfig;
 use crate::rule::trend::TrendRuleConfig;
 
@@ -22,6 +23,9 @@ pub struct Template {
     /// Trend breach rules.
     #[serde(default)]
     pub trend_rules: Vec<TrendRuleConfig>,
+    /// Cross-check rules (kpiflow's values against the marketplace's own figures).
+    #[serde(default)]
+    pub crosscheck_rules: Vec<CrossCheckRuleConfig>,
 }
 
 impl Template {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::SchemaError;
-use crate::money::Money;
+use crate::money::{Decimal, Money};
 
 /// The sales channel a shop sells through.
 #[derive(
@@ -479,6 +479,109 @@ pub struct ShipmentMilestone {
     pub units: u32,
 }
 
+/// Which of Amazon's Account Health metrics a reference value is
+/// (`GET_V2_SELLER_PERFORMANCE_REPORT`'s `performanceMetrics[]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthMetric {
+    /// `orderDefectRate.afn`: Order Defect Rate of Amazon-fulfilled (FBA) orders.
+    OrderDefectRateAfn,
+    /// `orderDefectRate.mfn`: Order Defect Rate of merchant-fulfilled orders.
+    OrderDefectRateMfn,
+    /// `lateShipmentRate`.
+    LateShipmentRate,
+    /// `preFulfillmentCancellationRate`.
+    PreFulfilmentCancelRate,
+    /// `validTrackingRate`.
+    ValidTrackingRate,
+    /// `onTimeDeliveryRate`.
+    OnTimeDeliveryRate,
+}
+
+impl HealthMetric {
+    /// Every metric, in a stable order.
+    pub const ALL: [HealthMetric; 6] = [
+        HealthMetric::OrderDefectRateAfn,
+        HealthMetric::OrderDefectRateMfn,
+        HealthMetric::LateShipmentRate,
+        HealthMetric::PreFulfilmentCancelRate,
+        HealthMetric::ValidTrackingRate,
+        HealthMetric::OnTimeDeliveryRate,
+    ];
+
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HealthMetric::OrderDefectRateAfn => "order_defect_rate_afn",
+            HealthMetric::OrderDefectRateMfn => "order_defect_rate_mfn",
+            HealthMetric::LateShipmentRate => "late_shipment_rate",
+            HealthMetric::PreFulfilmentCancelRate => "pre_fulfilment_cancel_rate",
+            HealthMetric::ValidTrackingRate => "valid_tracking_rate",
+            HealthMetric::OnTimeDeliveryRate => "on_time_delivery_rate",
+        }
+    }
+}
+
+/// How a metric must compare with its target to stay in good standing (`targetCondition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetCondition {
+    /// `LESS_THAN`: the rate must stay below the target (ODR, late shipment, cancel).
+    LessThan,
+    /// `GREATER_THAN`: the rate must stay above the target (valid tracking, on-time delivery).
+    GreaterThan,
+    /// `EQUALS`.
+    Equals,
+}
+
+/// Amazon's verdict on a metric (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// `GOOD`.
+    Good,
+    /// `BAD`.
+    Bad,
+    /// `NONE`: no verdict (e.g. no orders in the range).
+    #[serde(rename = "none")]
+    Unrated,
+}
+
+/// One of Amazon's own Account Health figures for a shop: a **reference value**, not a fact.
+/// The processor compares its own value of the matching KPI over the same days with it (the
+/// `*_vs_amazon` cross-check KPIs); it is never added to any KPI. `event_time` is the end of
+/// the reporting range (the start of the day after `window_to`, in `source_tz`).
+///
+/// Amazon restates a range as defects arrive: a later report of the same metric and range
+/// replaces an earlier one (the larger `ingest_time` wins, ties broken by `event_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AccountHealthMetric {
+    /// Which metric.
+    pub metric: HealthMetric,
+    /// First day of Amazon's reporting range (`reportingDateFrom`), a US Pacific day
+    /// (`source_tz`), inclusive.
+    pub window_from: NaiveDate,
+    /// Last day of the range (`reportingDateTo`), inclusive.
+    pub window_to: NaiveDate,
+    /// The rate's numerator where the report gives it (defective orders, late shipments,
+    /// seller cancellations, shipments with valid tracking, on-time deliveries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerator: Option<u64>,
+    /// Its denominator where the report gives it (orders, shipments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<u64>,
+    /// Amazon's rate as a fraction (`0.009` is 0.9%).
+    pub rate: Decimal,
+    /// The target (`targetValue`), a fraction like `rate`.
+    pub target_value: Decimal,
+    /// How the rate must compare with the target.
+    pub target_condition: TargetCondition,
+    /// Amazon's verdict.
+    pub status: HealthStatus,
+}
+
 /// A connector's periodic health report for one shop. It is not a business fact: it feeds the
 /// processor's staleness rules ("no orders from Amazon for 2 hours") and the health dashboards.
 /// `event_time` is when the report was made (wall clock).
@@ -681,6 +784,7 @@ event_bodies! {
     InventorySnapshot(InventorySnapshot) = "inventory.snapshot" v 1, Logistics;
     ShipmentMilestone(ShipmentMilestone) = "shipment.milestone" v 1, Logistics;
     SourceHeartbeat(SourceHeartbeat) = "source.heartbeat" v 1, Health;
+    AccountHealthMetric(AccountHealthMetric) = "account.health_metric" v 1, Health;
 }
 
 fn decode_payload<T: DeserializeOwned>(schema: &str, payload: &RawValue) -> Result<T, SchemaError> {
@@ -979,6 +1083,29 @@ impl Event {
                 non_empty(schema, "payload.warehouse", &b.warehouse)?;
             }
             EventBody::SourceHeartbeat(b) => non_empty(schema, "payload.connector", &b.connector)?,
+            EventBody::AccountHealthMetric(b) => {
+                if b.window_to < b.window_from {
+                    return Err(SchemaError::field(
+                        schema,
+                        "payload.window_to",
+                        &format!("must not be before payload.window_from ({})", b.window_from),
+                        b.window_to,
+                    ));
+                }
+                for (field, value) in [
+                    ("payload.rate", b.rate),
+                    ("payload.target_value", b.target_value),
+                ] {
+                    if value.is_negative() {
+                        return Err(SchemaError::field(
+                            schema,
+                            field,
+                            "must not be negative",
+                            value,
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1047,6 +1174,9 @@ mod tests {
             LocationKind::ThirdParty,
             LocationKind::Own,
         ] {
+            check(v, v.as_str());
+        }
+        for v in HealthMetric::ALL {
             check(v, v.as_str());
         }
         for v in [

@@ -290,6 +290,9 @@ pub enum RuleKind {
     Trend,
     /// A source sent nothing for longer than allowed.
     Staleness,
+    /// kpiflow's value of a KPI and the marketplace's own figure for the same days differ by
+    /// more than a tolerance (`*_vs_amazon`).
+    CrossCheck,
 }
 
 impl RuleKind {
@@ -299,6 +302,7 @@ impl RuleKind {
             RuleKind::Threshold => "threshold",
             RuleKind::Trend => "trend",
             RuleKind::Staleness => "staleness",
+            RuleKind::CrossCheck => "cross_check",
         }
     }
 }
@@ -310,7 +314,7 @@ pub struct BreachEvent {
     pub breach_id: String,
     /// Rule id from the configuration.
     pub rule: String,
-    /// Threshold, trend or staleness.
+    /// Threshold, trend, staleness or cross-check.
     pub rule_kind: RuleKind,
     /// Firing or resolved.
     pub state: BreachState,
@@ -342,7 +346,8 @@ pub struct BreachEvent {
     pub op: RuleOp,
     /// Threshold that opens the breach.
     pub threshold: f64,
-    /// Trend rules: the value compared against (the earlier window's value or the baseline).
+    /// Trend rules: the value compared against (the earlier window's value or the baseline);
+    /// cross-check rules: the marketplace's own rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<f64>,
     /// A sentence for humans.
@@ -472,7 +477,7 @@ mod tests {
         assert_wire_names!(Direction: HigherIsBetter, LowerIsBetter);
         assert_wire_names!(WindowKind: BusinessDay, Week, Month, Rolling, Lagged);
         assert_wire_names!(Priority: Core, Supporting);
-        assert_wire_names!(RuleKind: Threshold, Trend, Staleness);
+        assert_wire_names!(RuleKind: Threshold, Trend, Staleness, CrossCheck);
         assert_wire_names!(RuleOp: Above, Below);
         assert_wire_names!(BreachState: Firing, Resolved);
         assert_wire_names!(Severity: Info, Warning, Critical);

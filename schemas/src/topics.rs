@@ -9,7 +9,9 @@ pub enum Topic {
     Ads,
     /// Inventory snapshots and shipment milestones, keyed by shop.
     Logistics,
-    /// Connector heartbeats (`source.heartbeat`), keyed by shop.
+    /// Connector heartbeats (`source.heartbeat`) and the marketplaces' own account-health
+    /// figures (`account.health_metric`), keyed by shop: signs of life and reference values,
+    /// not facts, so they neither drive the processor's watermark nor have a lateness clock.
     Health,
     /// KPI values, keyed by [`crate::KpiUpdate::key`] (an upsert stream: compaction-friendly).
     KpiUpdates,

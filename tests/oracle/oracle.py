@@ -280,10 +280,11 @@ class Oracle:
         self.stats["kept"] = len(kept)
 
         # 2. per-shop newest event time: a shop is (shop, channel, marketplace); heartbeats
-        #    carry wall-clock time, not a fact's time, so they do not move it
+        #    carry wall-clock time, not a fact's time, and account.health_metric is a
+        #    reference value (Amazon's own figure), not a fact: neither moves it
         self.newest_by_shop = {}
         for h, e in kept:
-            if e["schema"] == "source.heartbeat":
+            if e["schema"] in ("source.heartbeat", "account.health_metric"):
                 continue
             shop = (h["shop"], h["channel"], h["mkt"])
             if shop not in self.newest_by_shop or h["t"] > self.newest_by_shop[shop]:

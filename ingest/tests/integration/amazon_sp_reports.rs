@@ -1,7 +1,9 @@
 //! `amazon_sp_reports` against a local Reports 2021-06-30 + getOrder + LWA server: create,
 //! poll IN_QUEUE → IN_PROGRESS → DONE, gzip and plain documents, events and dead letters as
 //! written by hand from the fixtures; a FATAL report, a CANCELLED one, 429 with Retry-After,
-//! token expiry, 5xx, restart from the cursor, and the records on a real broker.
+//! token expiry, 5xx, restart from the cursor, and the records on a real broker. The seller
+//! performance report (Amazon's own Account Health figures) is read on its own: reference
+//! values on the health topic, one dead letter for a metric without a rate.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -89,8 +91,38 @@ fn config(t: &Rig, reports: &[ReportKind]) -> AmazonReportsConfig {
 }
 
 fn connector(t: &Rig) -> PullConnector {
-    AmazonReports::build(config(t, &ReportKind::ALL)).expect("valid config")
+    AmazonReports::build(config(t, &ReportKind::FACTS)).expect("valid config")
 }
+
+fn performance_only(t: &Rig) -> PullConnector {
+    AmazonReports::build(config(t, &[ReportKind::SellerPerformance])).expect("valid config")
+}
+
+/// The seller performance fixture's reference values, written from
+/// `fixtures/amazon_sp_reports/seller-performance.json`: id and event time (the midnight
+/// after the range's last day, US Pacific: PST, so 08:00 UTC), in event-time order.
+const REFERENCES: [(&str, &str); 5] = [
+    (
+        "amazon_health:ATVPDKIKX0DER:pre_fulfilment_cancel_rate:2026-11-01:2026-11-07:0:1:0",
+        "2026-11-08T08:00:00Z",
+    ),
+    (
+        "amazon_health:ATVPDKIKX0DER:order_defect_rate_afn:2026-09-23:2026-11-21:1:3:0.3333",
+        "2026-11-22T08:00:00Z",
+    ),
+    (
+        "amazon_health:ATVPDKIKX0DER:order_defect_rate_mfn:2026-09-23:2026-11-21:0:1:0",
+        "2026-11-22T08:00:00Z",
+    ),
+    (
+        "amazon_health:ATVPDKIKX0DER:late_shipment_rate:2026-10-23:2026-11-21:0:0:0",
+        "2026-11-22T08:00:00Z",
+    ),
+    (
+        "amazon_health:ATVPDKIKX0DER:valid_tracking_rate:2026-10-23:2026-11-21:0:0:0",
+        "2026-11-22T08:00:00Z",
+    ),
+];
 
 fn feedback_only(t: &Rig) -> PullConnector {
     AmazonReports::build(config(t, &[ReportKind::SellerFeedback])).expect("valid config")
@@ -396,4 +428,103 @@ async fn a_sync_lands_on_the_broker() {
     assert_eq!(dead.len(), 3);
     assert!(dead.iter().all(|d| d.stage == "ingest.amazon_sp_reports"));
     assert!(dead.iter().any(|d| d.payload.contains("\"five\"")));
+}
+
+#[tokio::test]
+async fn the_seller_performance_report_is_one_reference_value_per_metric() {
+    let t = rig(|_, _| None).await;
+    let report = t.sync(performance_only).await;
+    let events: Vec<_> =
+        t.p.events()
+            .into_iter()
+            .filter(|e| e.schema() != "source.heartbeat")
+            .collect();
+    let got: Vec<(String, DateTime<Utc>)> = events
+        .iter()
+        .map(|e| (e.header.event_id.clone(), e.header.event_time))
+        .collect();
+    let want: Vec<(String, DateTime<Utc>)> = REFERENCES
+        .iter()
+        .map(|(id, t)| (id.to_string(), at(t)))
+        .collect();
+    assert_eq!(got, want);
+    for e in &events {
+        assert_eq!(e.schema(), "account.health_metric");
+        assert_eq!(e.body.topic(), Topic::Health, "reference values, not facts");
+        assert_eq!(
+            (e.header.source.as_str(), e.header.shop.as_str()),
+            (C, t.shop.as_str())
+        );
+    }
+    // The AFN ODR: 1 of 3 orders, Amazon's rate 0.3333 against a target below 0.01.
+    let EventBody::AccountHealthMetric(m) = &events[1].body else {
+        panic!("{:?}", events[1])
+    };
+    assert_eq!(m.metric, kpiflow_schemas::HealthMetric::OrderDefectRateAfn);
+    assert_eq!(
+        (m.window_from.to_string(), m.window_to.to_string()),
+        ("2026-09-23".to_string(), "2026-11-21".to_string())
+    );
+    assert_eq!((m.numerator, m.denominator), (Some(1), Some(3)));
+    assert_eq!(m.rate.to_string(), "0.3333");
+    assert_eq!(m.target_value.to_string(), "0.01");
+    assert_eq!(
+        m.target_condition,
+        kpiflow_schemas::TargetCondition::LessThan
+    );
+    assert_eq!(m.status, kpiflow_schemas::HealthStatus::Bad);
+    // onTimeDeliveryRate's rate is null: one dead letter naming the metric and the field.
+    let dead: Vec<String> = t.p.dead_letters().into_iter().map(|d| d.reason).collect();
+    assert_eq!(
+        dead,
+        ["GET_V2_SELLER_PERFORMANCE_REPORT rep-1: onTimeDeliveryRate: field `rate` is missing"]
+    );
+    assert_eq!(
+        (report.counts.published, report.counts.dead_lettered),
+        (5, 1)
+    );
+    let c = creates(&t);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["reportType"], "GET_V2_SELLER_PERFORMANCE_REPORT");
+    assert_eq!(c[0]["marketplaceIds"], serde_json::json!(["ATVPDKIKX0DER"]));
+}
+
+#[tokio::test]
+async fn the_seller_performance_report_read_again_repeats_the_same_ids() {
+    let t = rig(|_, _| None).await;
+    t.sync(performance_only).await;
+    let first = ids(&t.p.events());
+    t.restart(performance_only, C).await;
+    let all = ids(&t.p.events());
+    assert_eq!(all.len(), 2 * first.len());
+    assert_eq!(
+        all[first.len()..],
+        first[..],
+        "the same figures are duplicates"
+    );
+}
+
+#[tokio::test]
+async fn a_429_on_the_performance_report_waits_and_the_values_land_on_the_health_topic() {
+    let limited = AtomicUsize::new(0);
+    let t = rig(move |req, _| {
+        (req.path == REPORTS && limited.fetch_add(1, Ordering::SeqCst) == 0)
+            .then(|| Reply::status(429, fixture(C, "error-429.json")).with("retry-after", "1"))
+    })
+    .await;
+    let want: Vec<&str> = REFERENCES.iter().map(|(id, _)| *id).collect();
+    let dead =
+        super::pull_through_kafka(&mut performance_only(&t), Topic::Health, &t.shop, &want).await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .reason
+            .contains("onTimeDeliveryRate: field `rate` is missing")
+    );
+    assert!(dead[0].payload.contains("shipmentCountWithValidTracking"));
+    assert_eq!(
+        t.server.requests_to(REPORTS).len(),
+        2,
+        "created again after the 429"
+    );
 }

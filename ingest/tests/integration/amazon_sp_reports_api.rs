@@ -1,7 +1,7 @@
 //! A local SP-API for `amazon_sp_reports` (Reports 2021-06-30, getOrder, LWA), answering with
 //! the recorded shapes under `fixtures/amazon_sp_reports/`; shared by the connector's tests
 //! and the end-to-end test. Report n completes on its third status check; FBA reports'
-//! documents are gzip, the others plain.
+//! documents are gzip, the others (the seller performance JSON too) plain.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,6 +32,7 @@ fn document(report_type: &str) -> (&'static str, bool) {
         "GET_FBA_FULFILLMENT_CUSTOMER_RETURNS_DATA" => ("fba-returns.tsv", true),
         "GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE" => ("merchant-returns.tsv", false),
         "GET_SELLER_FEEDBACK_DATA" => ("seller-feedback.tsv", false),
+        "GET_V2_SELLER_PERFORMANCE_REPORT" => ("seller-performance.json", false),
         other => panic!("unexpected reportType {other:?}"),
     }
 }

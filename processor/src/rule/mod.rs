@@ -1,5 +1,6 @@
 //! Breach rules: one file per rule kind; [`RuleSet`] runs them over published KPI values.
 
+pub mod crosscheck;
 pub mod staleness;
 pub mod threshold;
 pub mod trend;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
 use serde::{Deserialize, Serialize};
 
+use crosscheck::{CrossCheckRule, CrossCheckRuleConfig, Sides};
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
 use trend::{Compare, TrendInput, TrendRule, TrendRuleConfig};
@@ -24,6 +26,8 @@ pub struct RuleConfigs {
     pub trends: Vec<TrendRuleConfig>,
     /// Silent sources.
     pub staleness: Vec<StalenessRuleConfig>,
+    /// kpiflow's values against the marketplace's own figures.
+    pub crosschecks: Vec<CrossCheckRuleConfig>,
 }
 
 /// The rules' memory, by rule id (a rule removed from the configuration loses its state; a
@@ -33,6 +37,7 @@ pub struct RuleSetState {
     thresholds: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
     trends: Vec<(String, Vec<(u32, threshold::ScopeState)>)>,
     staleness: Vec<(String, Vec<OpenStaleness>)>,
+    crosschecks: Vec<(String, Vec<crosscheck::ScopedState>)>,
 }
 
 /// An open staleness breach: ((shop scope, source), breach id).
@@ -44,6 +49,7 @@ pub struct RuleSet {
     thresholds: Vec<ThresholdRule>,
     trends: Vec<TrendRule>,
     staleness: Vec<StalenessRule>,
+    crosschecks: Vec<CrossCheckRule>,
     started: Instant,
 }
 
@@ -64,6 +70,12 @@ impl RuleSet {
                 .iter()
                 .cloned()
                 .map(StalenessRule::new)
+                .collect(),
+            crosschecks: configs
+                .crosschecks
+                .iter()
+                .cloned()
+                .map(CrossCheckRule::new)
                 .collect(),
             started,
         }
@@ -87,6 +99,11 @@ impl RuleSet {
                 .iter()
                 .map(|r| (r.id().to_string(), r.state()))
                 .collect(),
+            crosschecks: self
+                .crosschecks
+                .iter()
+                .map(|r| (r.id().to_string(), r.state()))
+                .collect(),
         }
     }
 
@@ -104,6 +121,11 @@ impl RuleSet {
         }
         for (id, s) in state.staleness {
             if let Some(r) = self.staleness.iter_mut().find(|r| r.id() == id) {
+                r.restore(s);
+            }
+        }
+        for (id, s) in state.crosschecks {
+            if let Some(r) = self.crosschecks.iter_mut().find(|r| r.id() == id) {
                 r.restore(s);
             }
         }
@@ -147,6 +169,20 @@ impl RuleSet {
             out.extend(r.evaluate(scope, update, *input, wall));
         }
         out
+    }
+
+    /// Judges a cross-check value (`*_vs_amazon`) of engine scope `scope`.
+    pub fn evaluate_crosscheck(
+        &mut self,
+        scope: u32,
+        update: &KpiUpdate,
+        sides: &Sides,
+        wall: DateTime<Utc>,
+    ) -> Vec<BreachEvent> {
+        self.crosschecks
+            .iter_mut()
+            .filter_map(|r| r.evaluate(scope, update, sides, wall))
+            .collect()
     }
 
     /// Judges source freshness at wall-clock `wall` (processing time `now`).

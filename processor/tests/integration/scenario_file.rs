@@ -38,6 +38,8 @@ const INTEGERS: &[&str] = &[
     "records_published",
     "errors",
     "consecutive_failures",
+    "numerator",
+    "denominator",
 ];
 const BOOLS: &[&str] = &["tracking_valid", "seller_fault"];
 

@@ -4,7 +4,7 @@
 //! | column | type | null | from |
 //! |---|---|---|---|
 //! | breach_id, rule | Utf8 | no | both events of one breach share `breach_id` |
-//! | rule_kind | Utf8 | no | `threshold`, `trend`, `staleness` |
+//! | rule_kind | Utf8 | no | `threshold`, `trend`, `staleness`, `cross_check` |
 //! | state | Utf8 | no | `firing` or `resolved` |
 //! | severity | Utf8 | no | `info`, `warning`, `critical` |
 //! | kpi, owner, priority, unit | Utf8 | no | |

@@ -10,6 +10,9 @@
 //!  GET_FBA_FULFILLMENT_CUSTOMER_RETURNS_DATA   ─► order.returned (fba)
 //!  GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE   ─► order.returned (merchant)
 //!  GET_SELLER_FEEDBACK_DATA                    ─► order.defect negative_feedback (1-2 stars)
+//!  GET_V2_SELLER_PERFORMANCE_REPORT (JSON)     ─► account.health_metric (Amazon's own ODR,
+//!                                                  late shipment, cancel, valid tracking and
+//!                                                  on-time delivery rates: reference values)
 //! ```
 //!
 //! Calls carry an LWA access token in `x-amz-access-token` (refreshed on 401/403, as the other
@@ -48,8 +51,11 @@
 //! `Return reason`) and the seller feedback columns (`Date`, `Rating`, `Comments`, `Order ID`,
 //! …) and their date formats could not be checked against a real document: the fixtures say
 //! what is assumed, and a row that does not fit is dead-lettered naming the field and value.
+//! The seller performance report's count fields and date format are Amazon's published JSON
+//! Schema's, also unconfirmed against a real document (see [`performance`]).
 
 mod map;
+pub mod performance;
 mod runner;
 
 use std::collections::{BTreeSet, HashMap};
@@ -106,11 +112,24 @@ pub enum ReportKind {
     MerchantReturns,
     /// `GET_SELLER_FEEDBACK_DATA` → `order.defect` (1-2 stars).
     SellerFeedback,
+    /// `GET_V2_SELLER_PERFORMANCE_REPORT` → `account.health_metric` (reference values for
+    /// the processor's `*_vs_amazon` cross-checks).
+    SellerPerformance,
 }
 
 impl ReportKind {
     /// Every kind, the default `reports`.
-    pub const ALL: [ReportKind; 4] = [
+    pub const ALL: [ReportKind; 5] = [
+        ReportKind::FbaShipments,
+        ReportKind::FbaReturns,
+        ReportKind::MerchantReturns,
+        ReportKind::SellerFeedback,
+        ReportKind::SellerPerformance,
+    ];
+
+    /// The reports of facts (returns, feedback, shipments): every kind but the account
+    /// health figures.
+    pub const FACTS: [ReportKind; 4] = [
         ReportKind::FbaShipments,
         ReportKind::FbaReturns,
         ReportKind::MerchantReturns,
@@ -124,6 +143,7 @@ impl ReportKind {
             ReportKind::FbaReturns => "GET_FBA_FULFILLMENT_CUSTOMER_RETURNS_DATA",
             ReportKind::MerchantReturns => "GET_FLAT_FILE_RETURNS_DATA_BY_RETURN_DATE",
             ReportKind::SellerFeedback => "GET_SELLER_FEEDBACK_DATA",
+            ReportKind::SellerPerformance => performance::REPORT_TYPE,
         }
     }
 }
@@ -148,11 +168,12 @@ pub struct AmazonReportsConfig {
     #[serde(default = "crate::pull::settings::defaults::amazon_us")]
     pub marketplace: String,
     /// Which reports to read: `"fba_shipments"`, `"fba_returns"`, `"merchant_returns"`,
-    /// `"seller_feedback"`. Default all four.
+    /// `"seller_feedback"`, `"seller_performance"` (Amazon's own Account Health figures, the
+    /// reference of the processor's cross-checks). Default all five.
     #[serde(default = "all_reports")]
     pub reports: Vec<ReportKind>,
-    /// The zone of date-only report values (the feedback `Date`). Default
-    /// `"America/Los_Angeles"`.
+    /// The zone of date-only report values (the feedback `Date`, the days of the seller
+    /// performance report's ranges). Default `"America/Los_Angeles"`.
     #[serde(default = "crate::pull::settings::defaults::us_pacific")]
     pub time_zone: String,
     /// Time between two status checks of a pending report. Default `"30s"`.
@@ -185,7 +206,7 @@ impl AmazonReportsConfig {
             return Err(IngestError::config(
                 key("reports"),
                 format!("{:?}", self.reports),
-                "must list each report at most once, at least one of \"fba_shipments\", \"fba_returns\", \"merchant_returns\", \"seller_feedback\"",
+                "must list each report at most once, at least one of \"fba_shipments\", \"fba_returns\", \"merchant_returns\", \"seller_feedback\", \"seller_performance\"",
             ));
         }
         self.poll().validate(SECTION)?;
@@ -260,6 +281,18 @@ impl AmazonReports {
         mapped: &mut Vec<Mapped>,
     ) -> Result<(), IngestError> {
         let doc = self.runner.run(kind.report_type(), window).await?;
+        if kind == ReportKind::SellerPerformance {
+            // A JSON document, not rows: one reference value per metric.
+            for (facts, raw) in
+                performance::seller_performance(&doc.bytes, &self.cfg.marketplace, self.tz)
+            {
+                let facts =
+                    facts.map_err(|e| format!("{} {}: {e}", kind.report_type(), doc.report_id));
+                mapped.push((facts, raw));
+            }
+            tracing::info!(connector = NAME, shop = %self.origin.shop, report = %doc.report_id, report_type = kind.report_type(), "report read");
+            return Ok(());
+        }
         let rows = tsv(&doc.bytes);
         tracing::info!(connector = NAME, shop = %self.origin.shop, report = %doc.report_id, report_type = kind.report_type(), rows = rows.rows.len(), bad = rows.bad.len(), "report read");
         for (reason, line) in rows.bad {
@@ -313,6 +346,8 @@ impl AmazonReports {
                     mapped.push((fba_shipment(&group), raw(&raw_rows)));
                 }
             }
+            // Read above, as JSON.
+            ReportKind::SellerPerformance => {}
         }
         Ok(())
     }
