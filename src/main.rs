@@ -77,7 +77,8 @@ enum Command {
     /// Publish the simulator's stream ([simulate] section, flags override it) to Kafka.
     Simulate(SimulateArgs),
     /// Run the connectors of the [[connectors.<name>]] tables until Ctrl-C: API pollers,
-    /// webhook receivers (shopify_webhook, threepl) and drop-folder watchers.
+    /// webhook receivers and drop-folder watchers (listed below).
+    #[command(after_help = connectors_help())]
     Ingest {
         /// Run only these connectors, e.g. `shopify_webhook`. Default: every configured one.
         connectors: Vec<String>,
@@ -88,6 +89,7 @@ enum Command {
     /// --metrics-listen: give it its own port when ingest runs on the same host) with the
     /// connector's kpiflow_source_* series, and publishes a source.heartbeat for the shop after
     /// every step of pull.max_window. The live cursor is left alone.
+    #[command(after_help = connectors_help())]
     Backfill {
         /// The connector, e.g. amazon_sp_orders.
         connector: String,
@@ -225,6 +227,21 @@ fn cancel_on_signal(token: CancellationToken) {
         tracing::info!("stopping: draining in-flight work");
         token.cancel();
     });
+}
+
+/// The connectors a `[[connectors.<name>]]` table may name, from the registry, so `--help`
+/// never lags behind it.
+fn connectors_help() -> String {
+    let width = kpiflow_ingest::connector::REGISTRY
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("Connectors:\n");
+    for c in kpiflow_ingest::connector::REGISTRY {
+        out.push_str(&format!("  {:width$}  {}\n", c.name, c.summary));
+    }
+    out
 }
 
 fn main() -> std::process::ExitCode {

@@ -101,7 +101,7 @@ pub const REGISTRY: &[ConnectorSpec] = &[
     },
     ConnectorSpec {
         name: crate::connectors::amazon_sp_reports::NAME,
-        summary: "Amazon SP-API Reports (create, poll, gzip document): FBA and merchant returns, negative feedback, FBA shipments",
+        summary: "Amazon SP-API Reports (create, poll, gzip document): FBA and merchant returns, negative feedback, FBA shipments, account health",
         build: crate::connectors::amazon_sp_reports::build,
     },
     ConnectorSpec {

@@ -243,3 +243,38 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
     assert!(ok(&ready), "{ready}");
     drop((broker, taken));
 }
+
+#[test]
+fn ingest_help_lists_every_connector_a_table_may_name() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+        .args(["ingest", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    // Written out, not read from the registry: a connector dropped from the help fails here.
+    for name in [
+        "simulator",
+        "amazon_sp_orders",
+        "amazon_fba_inventory",
+        "amazon_sp_reports",
+        "amazon_sp_finances",
+        "amazon_ads",
+        "google_ads",
+        "meta_ads",
+        "tiktok_ads",
+        "walmart_orders",
+        "shopify_webhook",
+        "shopify_orders",
+        "tiktok_shop_orders",
+        "threepl",
+        "aftership_webhook",
+        "track17_webhook",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} "))),
+            "{name} missing from `kpiflow ingest --help`:\n{help}"
+        );
+    }
+}
