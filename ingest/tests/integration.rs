@@ -33,6 +33,7 @@ mod integration {
     pub(crate) mod push_http;
     pub(crate) mod rig;
     pub(crate) mod shopify;
+    pub(crate) mod shopify_fulfillments;
     pub(crate) mod shopify_orders;
     pub(crate) mod threepl;
     pub(crate) mod tiktok_ads;
