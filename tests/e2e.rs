@@ -46,6 +46,10 @@ mod oracle_cli;
 mod scenario_file;
 #[path = "e2e/scenarios.rs"]
 mod scenarios;
+#[path = "e2e/shopify_fulfilments.rs"]
+mod shopify_fulfilments;
+#[path = "../ingest/tests/integration/push_http.rs"]
+mod push_http;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")

@@ -28,7 +28,7 @@ use kpiflow_processor::ProcessorConfig;
 use kpiflow_schemas::{
     Channel, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz, Topic,
 };
-use rust_decimal::Decimal;
+use kpiflow_schemas::Decimal;
 use tokio_util::sync::CancellationToken;
 
 use super::amazon_sp_reports_api::{ORDERS, server};
@@ -181,8 +181,8 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
                 u.kpi == *kpi
                     && u.window.name == *window
                     && covering(u)
-                    && u.numerator == Decimal::from(*n)
-                    && u.denominator == Some(Decimal::from(*d))
+                    && u.numerator == Decimal::from_i64(*n)
+                    && u.denominator == Some(Decimal::from_i64(*d))
             })
         });
         if there || tokio::time::Instant::now() > deadline {
@@ -205,7 +205,7 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
             assert_eq!(u.scope.shop, SHOP);
             assert_eq!(
                 (u.numerator, u.denominator),
-                (Decimal::from(n), Some(Decimal::from(d))),
+                (Decimal::from_i64(n), Some(Decimal::from_i64(d))),
                 "{kpi} {window} from {} to {}",
                 u.window.start,
                 u.window.end
