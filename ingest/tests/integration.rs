@@ -40,6 +40,7 @@ mod integration {
     pub(crate) mod tiktok_shop_orders;
     pub(crate) mod tracking;
     pub(crate) mod walmart_orders;
+    pub(crate) mod walmart_returns;
 
     use std::time::Duration;
 
