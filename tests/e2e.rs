@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 mod amazon_sp_reports;
 #[path = "../ingest/tests/integration/amazon_sp_reports_api.rs"]
 mod amazon_sp_reports_api;
+#[path = "e2e/by_hand.rs"]
+mod by_hand;
 #[path = "e2e/cli.rs"]
 mod cli;
 #[path = "e2e/crash.rs"]
@@ -38,6 +40,8 @@ mod dashboards;
 mod fixture;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
+#[path = "../ingest/tests/integration/push_http.rs"]
+mod push_http;
 #[path = "../processor/tests/integration/scenario_file.rs"]
 #[expect(
     dead_code,
@@ -48,8 +52,6 @@ mod scenario_file;
 mod scenarios;
 #[path = "e2e/shopify_fulfilments.rs"]
 mod shopify_fulfilments;
-#[path = "../ingest/tests/integration/push_http.rs"]
-mod push_http;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")

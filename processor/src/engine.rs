@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use rustc_hash::FxHashMap;
 use kpiflow_schemas::{BreachEvent, Decimal, Event, EventBody, KpiUpdate, Money, Scope, Topic};
+use rustc_hash::FxHashMap;
 
 use crate::catalog::{Catalog, DailyKind, GroupBy};
 use crate::config::{Compiled, Lateness};

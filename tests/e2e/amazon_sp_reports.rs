@@ -13,27 +13,24 @@
 //! - valid tracking rate: both shipments are FBA, outside its seller-fulfilled scope → no
 //!   value for the shop.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kpiflow_core::{ComponentMetrics, KafkaConfig};
+use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::amazon_sp_reports::{
     AmazonReports, AmazonReportsConfig, OperationRates, ReportKind,
 };
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::{PullSettings, RateLimit};
-use kpiflow_ingest::Publish;
-use kpiflow_processor::ProcessorConfig;
 use kpiflow_schemas::{
-    Channel, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz, Topic,
+    Channel, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
 };
-use kpiflow_schemas::Decimal;
-use tokio_util::sync::CancellationToken;
 
 use super::amazon_sp_reports_api::{ORDERS, server};
+use super::bootstrap;
+use super::by_hand::{self, ByHand};
 use super::fixture::{lwa, pull_settings};
-use super::{bootstrap, read_all, wait_until_consumed};
 
 const SHOP: &str = "shop-amz-reports";
 
@@ -128,38 +125,11 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
         (7, 3)
     );
 
-    let state = tempfile::tempdir().unwrap();
-    let processor = ProcessorConfig {
-        group_id: format!("{prefix}-processor"),
-        checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().into(),
-            ..Default::default()
-        },
-        idle_timeout: Duration::from_millis(500),
-        flush_interval: Duration::from_millis(200),
-        kpis: [
-            "return_rate",
-            "order_defect_rate",
-            "negative_feedback_rate",
-            "valid_tracking_rate",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..ProcessorConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let (k, p, s) = (kafka.clone(), processor.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &p, None, s).await });
-    let topics = kafka.topics();
-    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
-    wait_until_consumed(&kafka, &processor.group_id, &inputs, Duration::from_secs(60)).await;
-
-    // The newest revision per (KPI, window), once every expected window is there (the last
-    // windows are published when the partition sits idle).
+    // Orders placed 2026-11-02T17:03Z … 2026-11-05T06:45Z: windows holding every order.
     let placed_from: DateTime<Utc> = "2026-11-02T17:03:00Z".parse().unwrap();
     let placed_to: DateTime<Utc> = "2026-11-05T06:45:00Z".parse().unwrap();
     let covering = |u: &KpiUpdate| u.window.start <= placed_from && u.window.end > placed_to;
-    let want: [(&str, &str, i64, i64); 6] = [
+    let want: [ByHand; 6] = [
         ("return_rate", "rolling_30d", 4, 5),
         ("return_rate", "rolling_60d", 4, 5),
         ("order_defect_rate", "rolling_30d", 2, 4),
@@ -167,51 +137,21 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
         ("negative_feedback_rate", "rolling_30d", 2, 4),
         ("negative_feedback_rate", "rolling_60d", 2, 4),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let latest = loop {
-        let mut latest: BTreeMap<String, KpiUpdate> = BTreeMap::new();
-        for raw in tokio::task::block_in_place(|| read_all(&kafka, Topic::KpiUpdates)) {
-            let u = KpiUpdate::from_json(&raw).unwrap();
-            if latest.get(&u.key()).is_none_or(|old| old.revision < u.revision) {
-                latest.insert(u.key(), u);
-            }
-        }
-        let there = want.iter().all(|(kpi, window, n, d)| {
-            latest.values().any(|u| {
-                u.kpi == *kpi
-                    && u.window.name == *window
-                    && covering(u)
-                    && u.numerator == Decimal::from_i64(*n)
-                    && u.denominator == Some(Decimal::from_i64(*d))
-            })
-        });
-        if there || tokio::time::Instant::now() > deadline {
-            break latest;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    stop.cancel();
-    let stats = task.await.unwrap().unwrap();
-    assert_eq!(stats.received, 4 + 7 + 4, "placements, the connector's facts, heartbeats");
+    let kpis = [
+        "return_rate",
+        "order_defect_rate",
+        "negative_feedback_rate",
+        "valid_tracking_rate",
+    ];
+    let (stats, latest) = by_hand::process(&kafka, &kpis, &covering, &want).await;
+    assert_eq!(
+        stats.received,
+        4 + 7 + 4,
+        "placements, the connector's facts, heartbeats"
+    );
     assert_eq!(stats.dead_lettered, 0, "nothing late, nothing refused");
 
-    for (kpi, window, n, d) in want {
-        let rows: Vec<&KpiUpdate> = latest
-            .values()
-            .filter(|u| u.kpi == kpi && u.window.name == window && covering(u))
-            .collect();
-        assert!(!rows.is_empty(), "{kpi} {window}: no window holds every order");
-        for u in rows {
-            assert_eq!(u.scope.shop, SHOP);
-            assert_eq!(
-                (u.numerator, u.denominator),
-                (Decimal::from_i64(n), Some(Decimal::from_i64(d))),
-                "{kpi} {window} from {} to {}",
-                u.window.start,
-                u.window.end
-            );
-        }
-    }
+    by_hand::check(&latest, SHOP, &covering, &want);
     assert!(
         latest.values().all(|u| u.kpi != "valid_tracking_rate"),
         "FBA shipments are outside valid tracking's seller-fulfilled scope"

@@ -17,10 +17,8 @@
 //! - On-time delivery: tracked units (valid tracking and a promise) 3 + 1 = 4; delivered by the
 //!   promise 3 (#1042) → 3 / 4.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kpiflow_core::{ComponentMetrics, KafkaConfig};
@@ -29,13 +27,12 @@ use kpiflow_ingest::connectors::shopify::{ShopifyWebhook, WebhookConfig};
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::secret::Secret;
 use kpiflow_ingest::push::signature::sign;
-use kpiflow_processor::ProcessorConfig;
-use kpiflow_schemas::{KpiUpdate, Topic};
-use kpiflow_schemas::Decimal;
+use kpiflow_schemas::KpiUpdate;
 use tokio_util::sync::CancellationToken;
 
+use super::bootstrap;
+use super::by_hand::{self, ByHand};
 use super::push_http::post;
-use super::{bootstrap, read_all, wait_until_consumed};
 
 const SECRET: &str = "shpss_e2e_client_secret";
 const SHOP: &str = "shop-shopify-e2e";
@@ -48,8 +45,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_delivery_by_hand()
-{
+async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_delivery_by_hand() {
     let prefix = format!("e2e-shopful-{}", uuid::Uuid::new_v4().simple());
     let kafka = KafkaConfig {
         bootstrap_servers: bootstrap(),
@@ -57,7 +53,8 @@ async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_
         partitions: 1,
         ..KafkaConfig::default()
     };
-    let publisher = Arc::new(KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap());
+    let publisher =
+        Arc::new(KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap());
     publisher.ensure_topics().await.unwrap();
 
     let cfg = WebhookConfig::from_value(&serde_json::json!({
@@ -80,9 +77,15 @@ async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_
         ("orders/create", "orders_create_1047.json"),
         ("fulfillments/create", "fulfillments_create.json"),
         ("fulfillments/update", "fulfillments_update_in_transit.json"),
-        ("fulfillments/create", "fulfillments_create_no_tracking.json"),
+        (
+            "fulfillments/create",
+            "fulfillments_create_no_tracking.json",
+        ),
         ("fulfillments/update", "fulfillments_update_delivered.json"),
-        ("fulfillments/update", "fulfillments_update_delivered_late.json"),
+        (
+            "fulfillments/update",
+            "fulfillments_update_delivered_late.json",
+        ),
     ] {
         let body = fixture(file);
         let sig = sign(&Secret::new(SECRET), &body);
@@ -106,83 +109,26 @@ async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_
     stop_hook.cancel();
     serving.await.unwrap().unwrap();
 
-    let state = tempfile::tempdir().unwrap();
-    let processor = ProcessorConfig {
-        group_id: format!("{prefix}-processor"),
-        checkpoint: kpiflow_processor::config::CheckpointConfig {
-            dir: state.path().into(),
-            ..Default::default()
-        },
-        idle_timeout: Duration::from_millis(500),
-        flush_interval: Duration::from_millis(200),
-        kpis: ["valid_tracking_rate", "on_time_delivery_rate"]
-            .map(String::from)
-            .to_vec(),
-        ..ProcessorConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let (k, p, s) = (kafka.clone(), processor.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &p, None, s).await });
-    let topics = kafka.topics();
-    let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
-    wait_until_consumed(&kafka, &processor.group_id, &inputs, Duration::from_secs(60)).await;
-
     // Every promise falls on 2026-11-07 between 17:03Z and 23:05Z.
     let promised_from: DateTime<Utc> = "2026-11-07T17:03:00Z".parse().unwrap();
     let promised_to: DateTime<Utc> = "2026-11-07T23:05:00Z".parse().unwrap();
     let covering = |u: &KpiUpdate| u.window.start <= promised_from && u.window.end > promised_to;
-    let want: [(&str, &str, i64, i64); 3] = [
+    let want: [ByHand; 3] = [
         ("valid_tracking_rate", "business_day", 2, 3),
         ("valid_tracking_rate", "rolling_30d", 2, 3),
         ("on_time_delivery_rate", "rolling_30d", 3, 4),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let latest = loop {
-        let mut latest: BTreeMap<String, KpiUpdate> = BTreeMap::new();
-        for raw in tokio::task::block_in_place(|| read_all(&kafka, Topic::KpiUpdates)) {
-            let u = KpiUpdate::from_json(&raw).unwrap();
-            if latest.get(&u.key()).is_none_or(|old| old.revision < u.revision) {
-                latest.insert(u.key(), u);
-            }
-        }
-        let there = want.iter().all(|(kpi, window, n, d)| {
-            latest.values().any(|u| {
-                u.kpi == *kpi
-                    && u.window.name == *window
-                    && covering(u)
-                    && u.numerator == Decimal::from_i64(*n)
-                    && u.denominator == Some(Decimal::from_i64(*d))
-            })
-        });
-        if there || tokio::time::Instant::now() > deadline {
-            break latest;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    stop.cancel();
-    let stats = task.await.unwrap().unwrap();
-    assert_eq!(stats.received, 10, "3 placements, 5 shipments, 2 deliveries");
+    let kpis = ["valid_tracking_rate", "on_time_delivery_rate"];
+    let (stats, latest) = by_hand::process(&kafka, &kpis, &covering, &want).await;
+    assert_eq!(
+        stats.received, 10,
+        "3 placements, 5 shipments, 2 deliveries"
+    );
     assert_eq!(
         stats.duplicates, 2,
         "#1042's shipment again in its in-transit and delivered updates"
     );
     assert_eq!(stats.dead_lettered, 0, "nothing late, nothing refused");
 
-    for (kpi, window, n, d) in want {
-        let rows: Vec<&KpiUpdate> = latest
-            .values()
-            .filter(|u| u.kpi == kpi && u.window.name == window && covering(u))
-            .collect();
-        assert!(!rows.is_empty(), "{kpi} {window}: no window holds every promise");
-        for u in rows {
-            assert_eq!(u.scope.shop, SHOP);
-            assert_eq!(
-                (u.numerator, u.denominator),
-                (Decimal::from_i64(n), Some(Decimal::from_i64(d))),
-                "{kpi} {window} from {} to {}",
-                u.window.start,
-                u.window.end
-            );
-        }
-    }
+    by_hand::check(&latest, SHOP, &covering, &want);
 }

@@ -32,9 +32,21 @@ async fn fulfilments_publish_the_shipment_then_its_delivery() {
         ("orders/create", "orders_create.json", "e-o1042"),
         ("orders/create", "orders_create_1045.json", "e-o1045"),
         ("fulfillments/create", "fulfillments_create.json", "e-f1"),
-        ("fulfillments/update", "fulfillments_update_in_transit.json", "e-f2"),
-        ("fulfillments/update", "fulfillments_update_delivered.json", "e-f3"),
-        ("fulfillments/update", "fulfillments_update_delivered_late.json", "e-f4"),
+        (
+            "fulfillments/update",
+            "fulfillments_update_in_transit.json",
+            "e-f2",
+        ),
+        (
+            "fulfillments/update",
+            "fulfillments_update_delivered.json",
+            "e-f3",
+        ),
+        (
+            "fulfillments/update",
+            "fulfillments_update_delivered_late.json",
+            "e-f4",
+        ),
     ] {
         let body = fixture(file);
         let resp = deliver(r.addr, topic, id, &body, signed(&body)).await;
@@ -74,7 +86,10 @@ async fn fulfilments_publish_the_shipment_then_its_delivery() {
     let EventBody::OrderShipped(s) = &events[2].body else {
         panic!("{:?}", events[2])
     };
-    assert_eq!(events[2].header.event_time.to_rfc3339(), "2026-11-03T21:20:00+00:00");
+    assert_eq!(
+        events[2].header.event_time.to_rfc3339(),
+        "2026-11-03T21:20:00+00:00"
+    );
     assert_eq!(s.placed_at.to_rfc3339(), "2026-11-02T17:03:00+00:00");
     assert_eq!(s.ship_by.to_rfc3339(), "2026-11-04T17:03:00+00:00");
     assert_eq!(
@@ -89,7 +104,10 @@ async fn fulfilments_publish_the_shipment_then_its_delivery() {
     assert_eq!(events[2].body, events[3].body, "the same fact each time");
     let d = &events[5];
     // updated_at 2026-11-05T14:12:30-05:00: delivered two days before the promise.
-    assert_eq!(d.header.event_time.to_rfc3339(), "2026-11-05T19:12:30+00:00");
+    assert_eq!(
+        d.header.event_time.to_rfc3339(),
+        "2026-11-05T19:12:30+00:00"
+    );
     let EventBody::OrderDelivered(b) = &d.body else {
         panic!("{d:?}")
     };
@@ -99,7 +117,10 @@ async fn fulfilments_publish_the_shipment_then_its_delivery() {
     // #1045 placed 15:40 -05:00 = 20:40Z, promised 2026-11-07T20:40Z, delivered
     // 2026-11-09T10:00 -05:00 = 15:00Z: late.
     let late = &events[7];
-    assert_eq!(late.header.event_time.to_rfc3339(), "2026-11-09T15:00:00+00:00");
+    assert_eq!(
+        late.header.event_time.to_rfc3339(),
+        "2026-11-09T15:00:00+00:00"
+    );
     let EventBody::OrderDelivered(b) = &late.body else {
         panic!("{late:?}")
     };
@@ -138,7 +159,10 @@ async fn fulfilment_signatures_retries_and_dead_letters() {
             &[
                 ("X-Shopify-Topic", "fulfillments/create"),
                 ("X-Shopify-Shop-Domain", "acme-ceramics.myshopify.com"),
-                ("X-Shopify-Webhook-Id", "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"),
+                (
+                    "X-Shopify-Webhook-Id",
+                    "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+                ),
                 ("X-Shopify-Hmac-Sha256", &sig),
             ],
             &body,
@@ -150,12 +174,22 @@ async fn fulfilment_signatures_retries_and_dead_letters() {
 
     let bad = fixture("fulfillments_create_bad_time.json");
     let resp = deliver(r.addr, "fulfillments/create", "e-bad", &bad, signed(&bad)).await;
-    assert_eq!(resp.status, 200, "retrying the same bytes cannot help: {resp:?}");
+    assert_eq!(
+        resp.status, 200,
+        "retrying the same bytes cannot help: {resp:?}"
+    );
     let no_order = String::from_utf8(body.clone())
         .unwrap()
         .replace("\"order_id\": 5501234567890,", "");
     let no_order = no_order.as_bytes();
-    let resp = deliver(r.addr, "fulfillments/create", "e-no", no_order, signed(no_order)).await;
+    let resp = deliver(
+        r.addr,
+        "fulfillments/create",
+        "e-no",
+        no_order,
+        signed(no_order),
+    )
+    .await;
     assert_eq!(resp.status, 200);
 
     let ids: Vec<String> = publisher
@@ -210,11 +244,17 @@ async fn without_a_promise_a_delivery_publishes_only_the_shipment() {
     let r = start(super::shopify::config(), publisher.clone()).await;
     for (topic, file, id) in [
         ("orders/create", "orders_create.json", "e-o"),
-        ("fulfillments/update", "fulfillments_update_delivered.json", "e-f"),
+        (
+            "fulfillments/update",
+            "fulfillments_update_delivered.json",
+            "e-f",
+        ),
     ] {
         let body = fixture(file);
         assert_eq!(
-            deliver(r.addr, topic, id, &body, signed(&body)).await.status,
+            deliver(r.addr, topic, id, &body, signed(&body))
+                .await
+                .status,
             200
         );
     }

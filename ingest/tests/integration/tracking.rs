@@ -126,8 +126,7 @@ async fn aftership_signed_pushes_are_published_and_wrong_signatures_refused() {
 
     let events = r.publisher.events();
     assert_eq!(events.len(), 3, "{events:?}");
-    let delivered_id =
-        "delivered-shop-001-9400111899223817576593";
+    let delivered_id = "delivered-shop-001-9400111899223817576593";
     assert_eq!(events[0].header.event_id, delivered_id);
     assert_eq!(events[1].header.event_id, delivered_id);
     let EventBody::OrderDelivered(b) = &events[0].body else {

@@ -207,7 +207,10 @@ async fn a_restart_resumes_from_the_cursor_with_the_same_ids() {
         .collect();
     let want = (saved.high_water - chrono::TimeDelta::minutes(15))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    assert_eq!(starts[1], want, "from the cursor minus the 15-minute overlap");
+    assert_eq!(
+        starts[1], want,
+        "from the cursor minus the 15-minute overlap"
+    );
     let distinct: BTreeSet<String> = ids(&t.p.events()).into_iter().collect();
     assert_eq!(
         distinct,

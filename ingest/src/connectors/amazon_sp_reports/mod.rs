@@ -74,6 +74,9 @@ use crate::pull::{
 pub use map::{OrderInfo, Orders, Rows, fba_return, fba_shipment, feedback, merchant_return, tsv};
 pub use runner::{Document, OperationRates, ReportRunner};
 
+/// A report row read: its facts (or why it could not be mapped) and its raw line.
+type MappedRow = (Result<Vec<Fact>, String>, Vec<u8>);
+
 /// The registry name.
 pub const NAME: &str = "amazon_sp_reports";
 /// The metrics component and dead-letter stage.
@@ -330,7 +333,7 @@ impl AmazonReports {
         &self,
         kind: ReportKind,
         window: Window,
-        mapped: &mut Vec<(Result<Vec<Fact>, String>, Vec<u8>)>,
+        mapped: &mut Vec<MappedRow>,
     ) -> Result<(), IngestError> {
         let doc = self.runner.run(kind.report_type(), window).await?;
         let rows = tsv(&doc.bytes);

@@ -565,7 +565,9 @@ mod tests {
         let placed = "2026-11-02T17:03:00Z".parse().unwrap();
         let f = fulfillment(serde_json::json!({}));
         let events = m
-            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| true)
+            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| {
+                true
+            })
             .unwrap();
         let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
         // The number from `tracking_numbers` (no `tracking_number`), spaces dropped, upper-cased.
@@ -590,7 +592,10 @@ mod tests {
         assert_eq!(events[0].header.sku.as_deref(), Some("MUG-01"));
         let d = &events[1];
         // updated_at 14:12:30 -05:00 = 19:12:30 UTC.
-        assert_eq!(d.header.event_time.to_rfc3339(), "2026-11-05T19:12:30+00:00");
+        assert_eq!(
+            d.header.event_time.to_rfc3339(),
+            "2026-11-05T19:12:30+00:00"
+        );
         let EventBody::OrderDelivered(b) = &d.body else {
             panic!("{d:?}")
         };
@@ -600,7 +605,13 @@ mod tests {
         // No tracking number: shipped (without valid tracking), and no delivery to count.
         let untracked = fulfillment(serde_json::json!({"tracking_numbers": []}));
         let events = m
-            .fulfillment("5501234567890", placed, &untracked, OrderLines::default(), &|_| true)
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &untracked,
+                OrderLines::default(),
+                &|_| true,
+            )
             .unwrap();
         assert_eq!(events.len(), 1, "{events:?}");
         let EventBody::OrderShipped(sh) = &events[0].body else {
@@ -610,13 +621,25 @@ mod tests {
         // Not yet successful (e.g. `pending`): nothing.
         let pending = fulfillment(serde_json::json!({"status": "pending"}));
         let none = m
-            .fulfillment("5501234567890", placed, &pending, OrderLines::default(), &|_| true)
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &pending,
+                OrderLines::default(),
+                &|_| true,
+            )
             .unwrap();
         assert!(none.is_empty(), "{none:?}");
         // Delivered without its time: the payload is refused, naming the field.
         let timeless = fulfillment(serde_json::json!({"updated_at": null}));
         let err = m
-            .fulfillment("5501234567890", placed, &timeless, OrderLines::default(), &|_| true)
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &timeless,
+                OrderLines::default(),
+                &|_| true,
+            )
             .unwrap_err();
         assert!(err.contains("field `updated_at`"), "{err}");
     }
@@ -628,7 +651,9 @@ mod tests {
         let placed = "2026-11-02T17:03:00Z".parse().unwrap();
         let f = fulfillment(serde_json::json!({}));
         let events = m
-            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| true)
+            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| {
+                true
+            })
             .unwrap();
         assert_eq!(events.len(), 1, "only the shipment: {events:?}");
         let EventBody::OrderShipped(sh) = &events[0].body else {

@@ -508,10 +508,7 @@ mod tests {
         let [e] = d.events.as_slice() else {
             panic!("{:?}", d)
         };
-        assert_eq!(
-            e.header.event_id,
-            "delivered-shop-001-YT2531021266035577"
-        );
+        assert_eq!(e.header.event_id, "delivered-shop-001-YT2531021266035577");
         assert_eq!(e.header.event_time, utc("2026-11-12T17:02:00Z"));
         let EventBody::OrderDelivered(b) = &e.body else {
             panic!("{:?}", e.body)

@@ -115,9 +115,13 @@ impl WalmartOrders {
         let mut next: Option<String> = None;
         loop {
             let req = match &next {
-                Some(cursor) => {
-                    page_request(NAME, "v3/orders", &self.creds, "list.meta.nextCursor", cursor)?
-                }
+                Some(cursor) => page_request(
+                    NAME,
+                    "v3/orders",
+                    &self.creds,
+                    "list.meta.nextCursor",
+                    cursor,
+                )?,
                 None => request("v3/orders", &self.creds)
                     .query("lastModifiedStartDate", iso(window.from))
                     .query("lastModifiedEndDate", iso(window.to))

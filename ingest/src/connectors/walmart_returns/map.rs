@@ -195,7 +195,10 @@ mod tests {
                 "walmart:1796277083022:refund:RO-9001:1"
             ]
         );
-        assert_eq!(facts[0].event_time.to_rfc3339(), "2026-11-24T18:22:41+00:00");
+        assert_eq!(
+            facts[0].event_time.to_rfc3339(),
+            "2026-11-24T18:22:41+00:00"
+        );
         let EventBody::OrderReturned(r) = &facts[0].body else {
             panic!()
         };
@@ -239,6 +242,9 @@ mod tests {
         let mut odd = page["returnOrders"][0].clone();
         odd["returnOrderLines"][0]["currentRefundStatus"] = "MAYBE".into();
         let err = return_order(&odd, &|_| known("1796277083022")).unwrap_err();
-        assert!(err.contains("unknown status \"MAYBE\" (known: REFUND_COMPLETED"), "{err}");
+        assert!(
+            err.contains("unknown status \"MAYBE\" (known: REFUND_COMPLETED"),
+            "{err}"
+        );
     }
 }

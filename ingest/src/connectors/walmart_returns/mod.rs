@@ -128,7 +128,9 @@ impl WalmartReturns {
         let mut next: Option<String> = None;
         loop {
             let req = match &next {
-                Some(cursor) => page_request(NAME, "v3/returns", &self.creds, "meta.nextCursor", cursor)?,
+                Some(cursor) => {
+                    page_request(NAME, "v3/returns", &self.creds, "meta.nextCursor", cursor)?
+                }
                 None => request("v3/returns", &self.creds)
                     .query("returnCreationStartDate", iso(window.from))
                     .query("returnCreationEndDate", iso(window.to))
