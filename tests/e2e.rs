@@ -52,6 +52,8 @@ mod scenario_file;
 mod scenarios;
 #[path = "e2e/shopify_fulfilments.rs"]
 mod shopify_fulfilments;
+#[path = "e2e/walmart_returns.rs"]
+mod walmart_returns;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")

@@ -16,19 +16,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kpiflow_core::{ComponentMetrics, KafkaConfig};
 use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::amazon_sp_reports::{
     AmazonReports, AmazonReportsConfig, OperationRates, ReportKind,
 };
-use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::{PullSettings, RateLimit};
-use kpiflow_schemas::{
-    Channel, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
-};
+use kpiflow_schemas::{Channel, Event, EventHeader, Fulfilment, Money, OrderPlaced, SourceTz};
 
 use super::amazon_sp_reports_api::{ORDERS, server};
-use super::bootstrap;
 use super::by_hand::{self, ByHand};
 use super::fixture::{lwa, pull_settings};
 
@@ -77,15 +72,7 @@ fn placed(id: &str, at: &str, channel: &str) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_feedback_by_hand() {
-    let prefix = format!("e2e-amzrep-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: prefix.clone(),
-        partitions: 1,
-        ..KafkaConfig::default()
-    };
-    let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
-    publisher.ensure_topics().await.unwrap();
+    let (kafka, publisher) = by_hand::broker("amzrep").await;
     for (id, at, channel) in ORDERS {
         publisher.publish(&placed(id, at, channel)).await.unwrap();
     }
@@ -115,20 +102,10 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
         },
         auth: lwa(&api, dir.path()),
     };
-    let report = AmazonReports::build(cfg)
-        .unwrap()
-        .sync_once(&publisher)
-        .await
-        .expect("sync delivered");
-    assert_eq!(
-        (report.counts.published, report.counts.dead_lettered),
-        (7, 3)
-    );
+    by_hand::sync(AmazonReports::build(cfg).unwrap(), &publisher, (7, 3)).await;
 
     // Orders placed 2026-11-02T17:03Z … 2026-11-05T06:45Z: windows holding every order.
-    let placed_from: DateTime<Utc> = "2026-11-02T17:03:00Z".parse().unwrap();
-    let placed_to: DateTime<Utc> = "2026-11-05T06:45:00Z".parse().unwrap();
-    let covering = |u: &KpiUpdate| u.window.start <= placed_from && u.window.end > placed_to;
+    let covering = by_hand::holding("2026-11-02T17:03:00Z", "2026-11-05T06:45:00Z");
     let want: [ByHand; 6] = [
         ("return_rate", "rolling_30d", 4, 5),
         ("return_rate", "rolling_60d", 4, 5),

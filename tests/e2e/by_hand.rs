@@ -5,13 +5,54 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kpiflow_core::KafkaConfig;
+use chrono::{DateTime, Utc};
+use kpiflow_core::{ComponentMetrics, KafkaConfig};
+use kpiflow_ingest::Publish;
+use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::run::RunStats;
 use kpiflow_schemas::{Decimal, KpiUpdate, Topic};
 use tokio_util::sync::CancellationToken;
 
-use super::{read_all, wait_until_consumed};
+use super::{bootstrap, read_all, wait_until_consumed};
+
+/// Fresh topics (prefix `e2e-<tag>-<uuid>`, one partition) on the test broker, created, and a
+/// publisher to them.
+pub(crate) async fn broker(tag: &str) -> (KafkaConfig, KafkaPublisher) {
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: format!("e2e-{tag}-{}", uuid::Uuid::new_v4().simple()),
+        partitions: 1,
+        ..KafkaConfig::default()
+    };
+    let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
+    publisher.ensure_topics().await.unwrap();
+    (kafka, publisher)
+}
+
+/// One sync of `connector` to `publisher`, which must publish and dead-letter `counts`.
+pub(crate) async fn sync(
+    mut connector: kpiflow_ingest::pull::PullConnector,
+    publisher: &KafkaPublisher,
+    counts: (u64, u64),
+) {
+    let report = connector
+        .sync_once(publisher)
+        .await
+        .expect("sync delivered");
+    assert_eq!(
+        (report.counts.published, report.counts.dead_lettered),
+        counts,
+        "published, dead-lettered"
+    );
+}
+
+/// Windows holding every fact booked from `from` to `to` (RFC 3339).
+pub(crate) fn holding(from: &str, to: &str) -> impl Fn(&KpiUpdate) -> bool + use<> {
+    let from: DateTime<Utc> = from.parse().unwrap();
+    let to: DateTime<Utc> = to.parse().unwrap();
+    move |u| u.window.start <= from && u.window.end > to
+}
 
 /// A KPI value worked out by hand: (KPI, window name, numerator, denominator).
 pub(crate) type ByHand = (&'static str, &'static str, i64, i64);

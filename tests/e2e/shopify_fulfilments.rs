@@ -20,17 +20,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use kpiflow_core::{ComponentMetrics, KafkaConfig};
-use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::shopify::{ShopifyWebhook, WebhookConfig};
-use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::secret::Secret;
 use kpiflow_ingest::push::signature::sign;
-use kpiflow_schemas::KpiUpdate;
 use tokio_util::sync::CancellationToken;
 
-use super::bootstrap;
 use super::by_hand::{self, ByHand};
 use super::push_http::post;
 
@@ -46,16 +40,8 @@ fn fixture(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_delivery_by_hand() {
-    let prefix = format!("e2e-shopful-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: prefix.clone(),
-        partitions: 1,
-        ..KafkaConfig::default()
-    };
-    let publisher =
-        Arc::new(KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap());
-    publisher.ensure_topics().await.unwrap();
+    let (kafka, publisher) = by_hand::broker("shopful").await;
+    let publisher = Arc::new(publisher);
 
     let cfg = WebhookConfig::from_value(&serde_json::json!({
         "listen": "127.0.0.1:0",
@@ -110,9 +96,7 @@ async fn shopify_fulfilments_through_the_broker_give_valid_tracking_and_on_time_
     serving.await.unwrap().unwrap();
 
     // Every promise falls on 2026-11-07 between 17:03Z and 23:05Z.
-    let promised_from: DateTime<Utc> = "2026-11-07T17:03:00Z".parse().unwrap();
-    let promised_to: DateTime<Utc> = "2026-11-07T23:05:00Z".parse().unwrap();
-    let covering = |u: &KpiUpdate| u.window.start <= promised_from && u.window.end > promised_to;
+    let covering = by_hand::holding("2026-11-07T17:03:00Z", "2026-11-07T23:05:00Z");
     let want: [ByHand; 3] = [
         ("valid_tracking_rate", "business_day", 2, 3),
         ("valid_tracking_rate", "rolling_30d", 2, 3),
