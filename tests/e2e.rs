@@ -28,6 +28,8 @@ mod amazon_sp_finances_api;
 mod amazon_sp_reports;
 #[path = "../ingest/tests/integration/amazon_sp_reports_api.rs"]
 mod amazon_sp_reports_api;
+#[path = "e2e/by_hand.rs"]
+mod by_hand;
 #[path = "e2e/cli.rs"]
 mod cli;
 #[path = "e2e/crash.rs"]
@@ -44,6 +46,8 @@ mod fixture;
 mod marketplace_kpis;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
+#[path = "../ingest/tests/integration/push_http.rs"]
+mod push_http;
 #[path = "../processor/tests/integration/scenario_file.rs"]
 #[expect(
     dead_code,
@@ -52,6 +56,10 @@ mod oracle_cli;
 mod scenario_file;
 #[path = "e2e/scenarios.rs"]
 mod scenarios;
+#[path = "e2e/shopify_fulfilments.rs"]
+mod shopify_fulfilments;
+#[path = "e2e/walmart_returns.rs"]
+mod walmart_returns;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")

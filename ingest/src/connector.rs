@@ -140,8 +140,13 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::walmart_orders::build,
     },
     ConnectorSpec {
+        name: crate::connectors::walmart_returns::NAME,
+        summary: "Walmart Marketplace /v3/returns (return creation date, nextCursor; order dates by getOrder): returned, refunded",
+        build: crate::connectors::walmart_returns::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::shopify::WEBHOOK_NAME,
-        summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create",
+        summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create, fulfillments/create and update",
         build: crate::connectors::shopify::webhook::build,
     },
     ConnectorSpec {

@@ -166,6 +166,25 @@ fn number_to_decimal(n: &serde_json::Number) -> Option<Decimal> {
     text.parse::<rust_decimal::Decimal>().ok().map(Decimal)
 }
 
+/// The event id of a parcel's delivery, `delivered-<shop>-<tracking number>` (the number
+/// without spaces, upper-cased), the same whichever connector reports it.
+///
+/// On-time delivery sums the units of `order.delivered` over the units shipped with valid
+/// tracking: one parcel delivered must count once even when a tracking aggregator
+/// (`aftership_webhook`, `track17_webhook`) and the store (`shopify_webhook`'s delivered
+/// fulfilments) both report it, or the rate could pass 100%. The id therefore leaves out the
+/// source, the carrier (AfterShip's slug `ups`, 17TRACK's code `100002` and Shopify's `UPS`
+/// name the same carrier differently) and the delivery time (each source learns it at its own
+/// moment): a parcel is delivered once. The processor keeps the first report it reads.
+pub fn parcel_delivered_id(shop: &str, tracking_number: &str) -> String {
+    let number: String = tracking_number
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    format!("delivered-{shop}-{number}")
+}
+
 /// The first instant of `date` in `tz` (the earliest, where a DST change makes it ambiguous).
 pub fn local_midnight(date: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
     (0..3).find_map(|h| {

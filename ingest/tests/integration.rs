@@ -35,12 +35,14 @@ mod integration {
     pub(crate) mod push_http;
     pub(crate) mod rig;
     pub(crate) mod shopify;
+    pub(crate) mod shopify_fulfillments;
     pub(crate) mod shopify_orders;
     pub(crate) mod threepl;
     pub(crate) mod tiktok_ads;
     pub(crate) mod tiktok_shop_orders;
     pub(crate) mod tracking;
     pub(crate) mod walmart_orders;
+    pub(crate) mod walmart_returns;
 
     use std::time::Duration;
 

@@ -14,3 +14,4 @@ pub mod tiktok_ads;
 pub mod tiktok_shop_orders;
 pub mod tracking;
 pub mod walmart_orders;
+pub mod walmart_returns;

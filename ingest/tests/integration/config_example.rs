@@ -4,7 +4,7 @@
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
-    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, walmart_orders,
+    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, walmart_orders, walmart_returns,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -89,6 +89,12 @@ fn every_documented_connector_key_parses_and_validates() {
     w.pull
         .resolve(walmart_orders::SECTION, &walmart_orders::DEFAULTS)
         .unwrap();
+    let wr: walmart_returns::WalmartReturnsConfig =
+        parse_section(walmart_returns::SECTION, one("walmart_returns")).unwrap();
+    assert_eq!((wr.shop.as_str(), wr.limit), ("shop-002", 100));
+    wr.pull
+        .resolve(walmart_returns::SECTION, &walmart_orders::DEFAULTS)
+        .unwrap();
     let g = google_ads::GoogleAdsConfig::parse(one("google_ads")).unwrap();
     g.validate().unwrap();
     assert_eq!(g.platform.channel, kpiflow_schemas::Channel::Shopify);
@@ -128,7 +134,8 @@ fn every_documented_connector_key_parses_and_validates() {
             "meta_ads",
             "tiktok_ads",
             "tiktok_shop_orders",
-            "walmart_orders"
+            "walmart_orders",
+            "walmart_returns"
         ]
     );
 }

@@ -71,6 +71,11 @@ fn every_documented_shopify_and_3pl_key_builds() {
         hook["shops"]["acme-ceramics.myshopify.com"]["shop"],
         "shop-003"
     );
+    assert_eq!(
+        hook["shops"]["acme-ceramics.myshopify.com"]["delivery_time"],
+        "5days"
+    );
+    assert_eq!(c["shopify_orders"][0]["delivery_time"], "5days");
     assert_eq!(c["threepl"][0]["drop"]["settle_time"], "10s");
     assert_eq!(c["shopify_orders"][0]["page_size"], 250);
     assert_eq!(

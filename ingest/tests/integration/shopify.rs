@@ -40,7 +40,7 @@ pub(crate) fn config() -> WebhookConfig {
 /// A receiver serving on a free port with `publisher`, until the returned token is cancelled.
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
-    hook: std::sync::Arc<ShopifyWebhook>,
+    pub(crate) hook: std::sync::Arc<ShopifyWebhook>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }

@@ -126,8 +126,7 @@ async fn aftership_signed_pushes_are_published_and_wrong_signatures_refused() {
 
     let events = r.publisher.events();
     assert_eq!(events.len(), 3, "{events:?}");
-    let delivered_id =
-        "aftership_webhook-shop-001-usps-9400111899223817576593-delivered-1794077280";
+    let delivered_id = "delivered-shop-001-9400111899223817576593";
     assert_eq!(events[0].header.event_id, delivered_id);
     assert_eq!(events[1].header.event_id, delivered_id);
     let EventBody::OrderDelivered(b) = &events[0].body else {
@@ -209,7 +208,7 @@ async fn track17_pushes_signed_with_the_key_map_delivered_and_in_transit() {
     assert_eq!(m.warehouse, "17track");
     assert_eq!(
         events[1].header.event_id,
-        "track17_webhook-shop-004-190008-YT2531021266035577-delivered-1794502920"
+        "delivered-shop-004-YT2531021266035577"
     );
     let EventBody::OrderDelivered(b) = &events[1].body else {
         panic!("{:?}", events[1].body)

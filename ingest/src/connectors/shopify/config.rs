@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use kpiflow_schemas::{Fulfilment, SourceTz};
 use serde::Deserialize;
 
@@ -33,6 +33,13 @@ pub struct ShopifyShop {
         with = "humantime_serde"
     )]
     pub handling_time: Duration,
+    /// The store's promised delivery time, from order creation: Shopify has no per-order
+    /// promised delivery date, so deliver-by = `created_at` + this, on `order.placed`,
+    /// `order.shipped` and `order.delivered`. Unset: no promise is known, and a delivered
+    /// fulfilment publishes no `order.delivered` (on-time delivery keys on the promised date).
+    /// Default unset.
+    #[serde(default, with = "humantime_serde")]
+    pub delivery_time: Option<Duration>,
 }
 
 impl ShopifyShop {
@@ -57,12 +64,19 @@ impl ShopifyShop {
             time_zone: Self::default_time_zone(),
             fulfilment: Self::default_fulfilment(),
             handling_time: Self::default_handling_time(),
+            delivery_time: None,
         }
     }
 
     /// `handling_time` as a chrono delta.
     pub fn handling_time_delta(&self) -> TimeDelta {
         TimeDelta::from_std(self.handling_time).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// The promised delivery of an order placed at `placed`, if the store promises one.
+    pub fn deliver_by(&self, placed: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.delivery_time
+            .map(|d| placed + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX))
     }
 }
 
@@ -108,6 +122,18 @@ pub fn validate_shops(
                 "must be more than 0 and at most 30 days",
             ));
         }
+        if let Some(d) = s.delivery_time
+            && (d <= s.handling_time || d > Duration::from_secs(90 * 86_400))
+        {
+            return Err(IngestError::config(
+                key("delivery_time"),
+                format!("\"{}\"", humantime::format_duration(d)),
+                format!(
+                    "must be more than handling_time (\"{}\") and at most 90 days",
+                    humantime::format_duration(s.handling_time)
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -136,7 +162,8 @@ pub struct WebhookConfig {
     )]
     pub ack_deadline: Duration,
     /// Delivery ids (topic + X-Shopify-Event-Id) remembered to acknowledge retries without
-    /// publishing again; also the number of order dates remembered for `refunds/create`.
+    /// publishing again; also the number of order dates remembered for `refunds/create` and
+    /// `fulfillments/*`.
     /// Default 100000.
     #[serde(default = "WebhookConfig::default_recent_deliveries")]
     pub recent_deliveries: usize,

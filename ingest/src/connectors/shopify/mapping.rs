@@ -3,14 +3,17 @@
 //!
 //! Event ids come from the fact, not from the delivery: `shopify-<order id>-placed`, `-paid`,
 //! `-cancelled`, `-shipped-<fulfillment id>`, `-refund-<refund id>`. A retried webhook, the
-//! same fact seen again in `orders/updated`, and the backfill all yield the same id, which the
-//! processor counts once.
+//! same fact seen again in `orders/updated` or `fulfillments/*`, and the backfill all yield
+//! the same id, which the processor counts once. A delivered fulfilment's `order.delivered`
+//! has its parcel's id (`delivered-<shop>-<tracking number>`), the one the tracking
+//! aggregators give the same parcel.
 //!
 //! Time basis (domain reference §5): `order.placed` at `created_at` (it fires for unpaid
 //! orders too); `order.paid` at the `orders/paid` delivery's `X-Shopify-Triggered-At`, the
 //! paid basis for revenue — not the order's `processed_at`, which is normally its creation
 //! time (an order paid later by bank deposit or cash on delivery keeps it); `order.shipped`
-//! at the fulfilment's `created_at`; `order.cancelled` at `cancelled_at`; `order.refunded` at
+//! at the fulfilment's `created_at`; `order.delivered` at the delivered fulfilment's
+//! `updated_at` (a fulfilment has no delivery time of its own); `order.cancelled` at `cancelled_at`; `order.refunded` at
 //! the refund's `processed_at` (else `created_at`). All kept in UTC with the shop's zone as
 //! `source_tz`.
 //!
@@ -22,12 +25,12 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kpiflow_schemas::{
-    CancelledBy, Channel, Decimal, Event, EventBody, EventHeader, Money, OrderCancelled, OrderPaid,
-    OrderPlaced, OrderRefunded, OrderShipped,
+    CancelledBy, Channel, Decimal, Event, EventBody, EventHeader, Money, OrderCancelled,
+    OrderDelivered, OrderPaid, OrderPlaced, OrderRefunded, OrderShipped,
 };
 
 use super::config::ShopifyShop;
-use super::payload::{Order, Refund};
+use super::payload::{Fulfillment, Order, Refund};
 
 /// Financial statuses meaning the order was paid at `processed_at` (refunds come later).
 const PAID_STATUSES: [&str; 3] = ["paid", "partially_refunded", "refunded"];
@@ -145,7 +148,7 @@ impl Mapper<'_> {
                     units,
                     fulfilment: self.shop.fulfilment,
                     ship_by: Some(ship_by),
-                    deliver_by: None,
+                    deliver_by: self.shop.deliver_by(placed),
                 },
             )?);
         }
@@ -175,29 +178,12 @@ impl Mapper<'_> {
         }
 
         if matches!(facts, Facts::Updated { .. } | Facts::All) {
+            let order_lines = OrderLines {
+                sku: sku.as_deref(),
+                units,
+            };
             for f in &order.fulfillments {
-                if f.status.as_deref() != Some("success") || !recent(f.created_at.0) {
-                    continue;
-                }
-                let shipped: u32 = f.line_items.iter().map(|l| l.quantity).sum();
-                let tracking = f.tracking_number.clone().filter(|t| !t.trim().is_empty());
-                out.push(self.event(
-                    format!("shopify-{oid}-shipped-{}", f.id),
-                    f.created_at.0,
-                    sku.clone(),
-                    OrderShipped {
-                        order_id: oid.clone(),
-                        placed_at: placed,
-                        ship_by,
-                        deliver_by: None,
-                        units: if shipped > 0 { shipped } else { units.max(1) },
-                        carrier: f.tracking_company.clone(),
-                        // Shopify reports no carrier scan; a tracking number is the evidence.
-                        tracking_valid: tracking.is_some(),
-                        tracking_id: tracking,
-                        fulfilment: Some(self.shop.fulfilment),
-                    },
-                )?);
+                out.extend(self.fulfillment(&oid, placed, f, order_lines, &recent)?);
             }
         }
 
@@ -233,6 +219,92 @@ impl Mapper<'_> {
                 {
                     out.push(e);
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events of fulfilment `f` of order `oid` placed at `placed`, those whose own time
+    /// `recent` accepts: `order.shipped` at its `created_at` once its `status` is `success`,
+    /// and `order.delivered` at its `updated_at` once its `shipment_status` is `delivered` —
+    /// when it has a tracking number (on-time delivery counts tracked units only) and the
+    /// store promises a delivery time (`delivery_time`; the event needs the promised date).
+    /// `order` stands in for lines the fulfilment does not list.
+    ///
+    /// Ids: the shipment `shopify-<order id>-shipped-<fulfillment id>`, the same from
+    /// `fulfillments/*`, `orders/updated` and the backfill; the delivery the parcel's
+    /// ([`crate::map::parcel_delivered_id`]), shared with the tracking aggregators so a
+    /// parcel both report counts once.
+    pub fn fulfillment(
+        &self,
+        oid: &str,
+        placed: DateTime<Utc>,
+        f: &Fulfillment,
+        order: OrderLines<'_>,
+        recent: &dyn Fn(DateTime<Utc>) -> bool,
+    ) -> Result<Vec<Event>, String> {
+        let mut out = Vec::new();
+        if f.status.as_deref() != Some("success") {
+            return Ok(out);
+        }
+        let shipped: u32 = f.line_items.iter().map(|l| l.quantity).sum();
+        let units = if shipped > 0 {
+            shipped
+        } else {
+            order.units.max(1)
+        };
+        let sku = single(f.line_items.iter().filter_map(|l| l.sku.as_deref()))
+            .or_else(|| order.sku.map(str::to_string));
+        let tracking = f
+            .tracking_number
+            .iter()
+            .chain(&f.tracking_numbers)
+            .map(|t| t.trim())
+            .find(|t| !t.is_empty())
+            .map(str::to_string);
+        let deliver_by = self.shop.deliver_by(placed);
+        let fulfilment = Some(self.shop.fulfilment);
+        if recent(f.created_at.0) {
+            out.push(self.event(
+                format!("shopify-{oid}-shipped-{}", f.id),
+                f.created_at.0,
+                sku.clone(),
+                OrderShipped {
+                    order_id: oid.to_string(),
+                    placed_at: placed,
+                    ship_by: placed + self.shop.handling_time_delta(),
+                    deliver_by,
+                    units,
+                    carrier: f.tracking_company.clone(),
+                    // Shopify reports no carrier scan; a tracking number is the evidence.
+                    tracking_valid: tracking.is_some(),
+                    tracking_id: tracking.clone(),
+                    fulfilment,
+                },
+            )?);
+        }
+        if f.shipment_status.as_deref() == Some("delivered")
+            && let (Some(number), Some(deliver_by)) = (&tracking, deliver_by)
+        {
+            let at = f.updated_at.map(|t| t.0).ok_or_else(|| {
+                format!(
+                    "fulfillment {} of order {oid}: field `updated_at`: missing on a delivered fulfilment (the delivery time)",
+                    f.id
+                )
+            })?;
+            if recent(at) {
+                out.push(self.event(
+                    crate::map::parcel_delivered_id(&self.shop.shop, number),
+                    at,
+                    sku,
+                    OrderDelivered {
+                        order_id: oid.to_string(),
+                        placed_at: placed,
+                        deliver_by,
+                        units,
+                        fulfilment,
+                    },
+                )?);
             }
         }
         Ok(out)
@@ -300,13 +372,23 @@ impl Mapper<'_> {
     }
 }
 
+/// What an order's lines say, for a fulfilment that lists none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderLines<'a> {
+    /// The SKU all its lines share, if any.
+    pub sku: Option<&'a str>,
+    /// Units ordered (0 when the order is not at hand).
+    pub units: u32,
+}
+
 /// The order's SKU when all its lines share one, so SKU-scoped KPIs can use it.
 fn single_sku(order: &Order) -> Option<String> {
-    let mut skus = order
-        .line_items
-        .iter()
-        .filter_map(|l| l.sku.as_deref())
-        .filter(|s| !s.trim().is_empty());
+    single(order.line_items.iter().filter_map(|l| l.sku.as_deref()))
+}
+
+/// The one non-empty SKU of `skus`, if they all agree.
+fn single<'s>(skus: impl Iterator<Item = &'s str>) -> Option<String> {
+    let mut skus = skus.filter(|s| !s.trim().is_empty());
     let first = skus.next()?;
     skus.all(|s| s == first).then(|| first.to_string())
 }
@@ -457,6 +539,163 @@ mod tests {
         assert_eq!(ids, ["shopify-5501234567890-shipped-1"]);
         let all = m.order(&o, Facts::All).unwrap();
         assert_eq!(all.len(), 3, "{all:?}");
+    }
+
+    /// A fulfilment body as `fulfillments/*` posts it, with `extra` fields replaced.
+    fn fulfillment(extra: serde_json::Value) -> Fulfillment {
+        let mut v = serde_json::json!({
+            "id": 51, "order_id": 5501234567890u64, "status": "success",
+            "created_at": "2026-11-03T16:20:00-05:00", "updated_at": "2026-11-05T14:12:30-05:00",
+            "tracking_company": "UPS", "tracking_number": null,
+            "tracking_numbers": ["1z999aa1 0123456784"], "shipment_status": "delivered",
+            "line_items": [{"quantity": 2, "sku": "MUG-01"}],
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        decode(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_delivered_fulfilment_is_shipped_and_delivered_by_the_promise() {
+        let mut s = shop();
+        s.delivery_time = Some(std::time::Duration::from_secs(5 * 86_400));
+        let m = mapper(&s);
+        // Placed 2026-11-02T17:03:00Z: ship by +2 days, deliver by +5 days.
+        let placed = "2026-11-02T17:03:00Z".parse().unwrap();
+        let f = fulfillment(serde_json::json!({}));
+        let events = m
+            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| {
+                true
+            })
+            .unwrap();
+        let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
+        // The number from `tracking_numbers` (no `tracking_number`), spaces dropped, upper-cased.
+        assert_eq!(
+            ids,
+            [
+                "shopify-5501234567890-shipped-51",
+                "delivered-shop-003-1Z999AA10123456784"
+            ]
+        );
+        let EventBody::OrderShipped(sh) = &events[0].body else {
+            panic!("{events:?}")
+        };
+        assert_eq!(sh.tracking_id.as_deref(), Some("1z999aa1 0123456784"));
+        assert!(sh.tracking_valid);
+        assert_eq!((sh.units, sh.carrier.as_deref()), (2, Some("UPS")));
+        assert_eq!(sh.ship_by.to_rfc3339(), "2026-11-04T17:03:00+00:00");
+        assert_eq!(
+            sh.deliver_by.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-11-07T17:03:00+00:00")
+        );
+        assert_eq!(events[0].header.sku.as_deref(), Some("MUG-01"));
+        let d = &events[1];
+        // updated_at 14:12:30 -05:00 = 19:12:30 UTC.
+        assert_eq!(
+            d.header.event_time.to_rfc3339(),
+            "2026-11-05T19:12:30+00:00"
+        );
+        let EventBody::OrderDelivered(b) = &d.body else {
+            panic!("{d:?}")
+        };
+        assert_eq!(b.deliver_by.to_rfc3339(), "2026-11-07T17:03:00+00:00");
+        assert_eq!((b.units, b.placed_at), (2, placed));
+
+        // No tracking number: shipped (without valid tracking), and no delivery to count.
+        let untracked = fulfillment(serde_json::json!({"tracking_numbers": []}));
+        let events = m
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &untracked,
+                OrderLines::default(),
+                &|_| true,
+            )
+            .unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let EventBody::OrderShipped(sh) = &events[0].body else {
+            panic!()
+        };
+        assert!(!sh.tracking_valid && sh.tracking_id.is_none());
+        // Not yet successful (e.g. `pending`): nothing.
+        let pending = fulfillment(serde_json::json!({"status": "pending"}));
+        let none = m
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &pending,
+                OrderLines::default(),
+                &|_| true,
+            )
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+        // Delivered without its time: the payload is refused, naming the field.
+        let timeless = fulfillment(serde_json::json!({"updated_at": null}));
+        let err = m
+            .fulfillment(
+                "5501234567890",
+                placed,
+                &timeless,
+                OrderLines::default(),
+                &|_| true,
+            )
+            .unwrap_err();
+        assert!(err.contains("field `updated_at`"), "{err}");
+    }
+
+    #[test]
+    fn without_a_promised_delivery_time_a_delivery_is_not_an_on_time_fact() {
+        let s = shop();
+        let m = mapper(&s);
+        let placed = "2026-11-02T17:03:00Z".parse().unwrap();
+        let f = fulfillment(serde_json::json!({}));
+        let events = m
+            .fulfillment("5501234567890", placed, &f, OrderLines::default(), &|_| {
+                true
+            })
+            .unwrap();
+        assert_eq!(events.len(), 1, "only the shipment: {events:?}");
+        let EventBody::OrderShipped(sh) = &events[0].body else {
+            panic!()
+        };
+        assert_eq!(sh.deliver_by, None);
+    }
+
+    #[test]
+    fn an_update_showing_a_recent_delivery_announces_it_under_the_parcel_id() {
+        let mut s = shop();
+        s.delivery_time = Some(std::time::Duration::from_secs(5 * 86_400));
+        let m = mapper(&s);
+        // Updated when the delivery reached Shopify; shipped two days before: outside the
+        // day's lookback, only the delivery is new.
+        let o = order(serde_json::json!({
+            "updated_at": "2026-11-05T14:12:31-05:00",
+            "fulfillments": [{"id": 51, "order_id": 5501234567890u64, "status": "success",
+                "created_at": "2026-11-03T10:00:00-05:00", "updated_at": "2026-11-05T14:12:30-05:00",
+                "tracking_company": "UPS", "tracking_number": "1Z999AA10123456784",
+                "shipment_status": "delivered", "line_items": []}]
+        }));
+        let events = updated(&m, &o);
+        let ids: Vec<_> = events.iter().map(|e| e.header.event_id.as_str()).collect();
+        assert_eq!(ids, ["delivered-shop-003-1Z999AA10123456784"]);
+        let EventBody::OrderDelivered(b) = &events[0].body else {
+            panic!()
+        };
+        // The fulfilment lists no lines: the order's 2 + 1 units.
+        assert_eq!(b.units, 3);
+        // The backfill sees both, the shipment with the same id as fulfillments/create.
+        let all = m.order(&o, Facts::All).unwrap();
+        let ids: Vec<_> = all.iter().map(|e| e.header.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "shopify-5501234567890-placed",
+                "shopify-5501234567890-paid",
+                "shopify-5501234567890-shipped-51",
+                "delivered-shop-003-1Z999AA10123456784"
+            ]
+        );
     }
 
     #[test]

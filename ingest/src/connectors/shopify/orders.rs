@@ -98,6 +98,11 @@ pub struct OrdersConfig {
         with = "humantime_serde"
     )]
     pub handling_time: Duration,
+    /// The promised delivery time (deliver-by = `created_at` + this), as the webhook's
+    /// `shops` tables have it; the same value on both keeps their events identical. Default
+    /// unset (no promise known).
+    #[serde(default, with = "humantime_serde")]
+    pub delivery_time: Option<Duration>,
     /// Polling, HTTP and cursor settings.
     #[serde(default)]
     pub pull: PullSettings,
@@ -117,6 +122,7 @@ impl OrdersConfig {
             time_zone: self.time_zone,
             fulfilment: self.fulfilment,
             handling_time: self.handling_time,
+            delivery_time: self.delivery_time,
         }
     }
 

@@ -72,22 +72,38 @@ pub struct LineItem {
     pub sku: Option<String>,
 }
 
-/// One fulfilment of (part of) an order.
+/// One fulfilment of (part of) an order: an element of an order's `fulfillments`, or the
+/// body of a `fulfillments/create` / `fulfillments/update` webhook.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fulfillment {
     /// The fulfilment id.
     pub id: u64,
+    /// The order it fulfils (always in the webhook body).
+    #[serde(default)]
+    pub order_id: Option<u64>,
     /// When it was created, i.e. ship-confirmed.
     pub created_at: Time,
+    /// Last change: for a `delivered` shipment status, when the carrier's delivery reached
+    /// Shopify (a fulfilment carries no delivery time of its own).
+    #[serde(default)]
+    pub updated_at: Option<Time>,
     /// `pending`, `open`, `success`, `cancelled`, `error` or `failure`.
     #[serde(default)]
     pub status: Option<String>,
     /// Carrier name.
     #[serde(default)]
     pub tracking_company: Option<String>,
-    /// Tracking number.
+    /// Tracking number (the first, when there are several).
     #[serde(default)]
     pub tracking_number: Option<String>,
+    /// Every tracking number of the fulfilment.
+    #[serde(default)]
+    pub tracking_numbers: Vec<String>,
+    /// The carrier's latest status as Shopify tracks it: `label_printed`, `label_purchased`,
+    /// `attempted_delivery`, `ready_for_pickup`, `confirmed`, `in_transit`,
+    /// `out_for_delivery`, `delivered`, `failure`; null before any.
+    #[serde(default)]
+    pub shipment_status: Option<String>,
     /// The lines it ships.
     #[serde(default)]
     pub line_items: Vec<LineItem>,

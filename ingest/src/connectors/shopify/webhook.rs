@@ -19,7 +19,11 @@
 //! is dead-lettered); `orders/cancelled` → `order.cancelled`; `refunds/create` →
 //! `order.refunded` (placed time from an earlier order delivery of this process; otherwise
 //! dead-lettered as `order_unknown` — the same refund arrives with `orders/updated` and the
-//! backfill under the same event id); `orders/updated` → the fulfilments (`order.shipped`),
+//! backfill under the same event id); `fulfillments/create` and `fulfillments/update` →
+//! `order.shipped` (carrier, tracking number) and, once `shipment_status` is `delivered`,
+//! `order.delivered` (see [`Mapper::fulfillment`]; the placed time comes from an earlier order
+//! delivery, as for refunds, else `order_unknown`: shipments count on the order's date);
+//! `orders/updated` → the fulfilments (`order.shipped`, `order.delivered`),
 //! cancellation and refunds it shows within `updated_lookback` (not the payment: the order
 //! does not say when it was paid). Other topics are acknowledged and counted as ignored; test
 //! orders likewise.
@@ -34,8 +38,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WebhookConfig;
-use super::mapping::{Facts, Mapper};
-use super::payload::{Order, Refund, decode};
+use super::mapping::{Facts, Mapper, OrderLines};
+use super::payload::{Fulfillment, Order, Refund, decode};
 use super::{WEBHOOK_COMPONENT, WEBHOOK_NAME, WEBHOOK_SECTION};
 use crate::connector::{Connector, RunStats, StopReason};
 use crate::pull::Origin;
@@ -175,7 +179,8 @@ pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, In
 /// Shopify's half of the receiver.
 struct ShopifyMapper {
     cfg: WebhookConfig,
-    /// Order id → created_at, from order deliveries, for `refunds/create`.
+    /// Order id → created_at, from order deliveries, for `refunds/create` and
+    /// `fulfillments/*` (their payloads lack it).
     order_dates: RecentMap<DateTime<Utc>>,
     lookback: TimeDelta,
 }
@@ -241,7 +246,7 @@ impl ShopifyMapper {
             "orders/updated" => Facts::Updated {
                 lookback: self.lookback,
             },
-            "refunds/create" => Facts::All,
+            "refunds/create" | "fulfillments/create" | "fulfillments/update" => Facts::All,
             _ => return Mapped::Ignore("ignored_topic"),
         };
         let Some(shop) = self.cfg.shops.get(domain) else {
@@ -257,7 +262,38 @@ impl ShopifyMapper {
             source: WEBHOOK_NAME,
             now: Utc::now(),
         };
-        let events = if topic == "refunds/create" {
+        let events = if topic.starts_with("fulfillments/") {
+            let f: Fulfillment = match decode(body) {
+                Ok(f) => f,
+                Err(e) => return dead("invalid", format!("shopify {topic}: {e}")),
+            };
+            let Some(order_id) = f.order_id else {
+                return dead(
+                    "invalid",
+                    format!(
+                        "shopify {topic}: fulfillment {}: field `order_id` is missing",
+                        f.id
+                    ),
+                );
+            };
+            let Some(placed) = self.order_dates.get(&order_id.to_string()) else {
+                return dead(
+                    "order_unknown",
+                    format!(
+                        "shopify {topic}: fulfillment {} of order {order_id}: the order's created_at is unknown to this receiver (fulfillment payloads do not carry it; shipments and returns count on the order's date); the shipment also arrives with orders/updated and the shopify_orders backfill under the same event id",
+                        f.id
+                    ),
+                );
+            };
+            // The payload is the fulfilment itself: every fact it shows is this delivery's.
+            mapper.fulfillment(
+                &order_id.to_string(),
+                placed,
+                &f,
+                OrderLines::default(),
+                &|_| true,
+            )
+        } else if topic == "refunds/create" {
             let refund: Refund = match decode(body) {
                 Ok(r) => r,
                 Err(e) => return dead("invalid", format!("shopify {topic}: {e}")),

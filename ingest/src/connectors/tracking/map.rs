@@ -146,22 +146,29 @@ pub fn time(
 }
 
 /// The canonical event of `u` for `t`: `order.delivered` when delivered with an expected
-/// delivery, else `shipment.milestone`. The id is built from the update's identity (carrier,
-/// tracking number, status, time), so a repeated push gives the same id.
+/// delivery, else `shipment.milestone`. A milestone's id is built from the update's identity
+/// (carrier, tracking number, status, time), so a repeated push gives the same id; a
+/// delivery's is the parcel's ([`crate::map::parcel_delivered_id`]), shared with every other
+/// source reporting the same parcel's delivery, so on-time delivery counts it once.
 pub fn event(u: &Update, t: &Target, now: DateTime<Utc>) -> Event {
     let step = match u.status {
         Status::Delivered => Milestone::Delivered,
         Status::Milestone(m) => m,
     };
-    let event_id = format!(
-        "{}-{}-{}-{}-{}-{}",
-        t.source,
-        t.shop,
-        u.carrier.as_deref().unwrap_or("-"),
-        u.tracking_number,
-        step.as_str(),
-        u.at.timestamp()
-    );
+    let event_id = match (u.status, u.expected) {
+        (Status::Delivered, Some(_)) => {
+            crate::map::parcel_delivered_id(&t.shop, &u.tracking_number)
+        }
+        _ => format!(
+            "{}-{}-{}-{}-{}-{}",
+            t.source,
+            t.shop,
+            u.carrier.as_deref().unwrap_or("-"),
+            u.tracking_number,
+            step.as_str(),
+            u.at.timestamp()
+        ),
+    };
     let header = EventHeader {
         event_id,
         source: t.source.to_string(),

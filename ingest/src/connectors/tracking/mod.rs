@@ -20,8 +20,12 @@
 //! `units_per_parcel` units (default 1). `placed_at` on `order.delivered` is the earliest scan
 //! in the push (the order's placement is not in it); on-time delivery keys on `deliver_by`.
 //!
-//! Event ids are `<connector>-<shop>-<carrier>-<tracking number>-<milestone>-<unix seconds>`:
-//! a provider's retry, or the same status pushed twice, gives the same id and is counted once.
+//! Milestone ids are `<connector>-<shop>-<carrier>-<tracking number>-<milestone>-<unix
+//! seconds>`: a provider's retry, or the same status pushed twice, gives the same id and is
+//! counted once. An `order.delivered` has the parcel's id, `delivered-<shop>-<tracking
+//! number>` ([`crate::map::parcel_delivered_id`]), the same from either aggregator and from
+//! the store's own delivered fulfilment (`shopify_webhook`), so one parcel's delivery counts
+//! once in on-time delivery whoever reports it first.
 //!
 //! # Signatures
 //!
@@ -371,7 +375,7 @@ mod tests {
         };
         assert_eq!(
             e.header.event_id,
-            "aftership_webhook-shop-001-usps-9400111899223817576593-delivered-1794077280"
+            "delivered-shop-001-9400111899223817576593"
         );
         assert_eq!(e.header.event_time, utc("2026-11-07T18:48:00Z"));
         assert_eq!(e.header.channel, Channel::Amazon);
@@ -504,10 +508,7 @@ mod tests {
         let [e] = d.events.as_slice() else {
             panic!("{:?}", d)
         };
-        assert_eq!(
-            e.header.event_id,
-            "track17_webhook-shop-001-190008-YT2531021266035577-delivered-1794502920"
-        );
+        assert_eq!(e.header.event_id, "delivered-shop-001-YT2531021266035577");
         assert_eq!(e.header.event_time, utc("2026-11-12T17:02:00Z"));
         let EventBody::OrderDelivered(b) = &e.body else {
             panic!("{:?}", e.body)

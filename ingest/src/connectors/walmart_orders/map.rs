@@ -38,16 +38,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
     let placed_at = r.epoch_ms("orderDate").map_err(at)?;
     let ship_by = opt_ms(&r, "shippingInfo.estimatedShipDate").map_err(at)?;
     let deliver_by = opt_ms(&r, "shippingInfo.estimatedDeliveryDate").map_err(at)?;
-    let fulfilment = match r.opt_str("shipNode.type").map_err(at)? {
-        None | Some("SellerFulfilled") => Fulfilment::Merchant,
-        Some("WFSFulfilled") => Fulfilment::Wfs,
-        Some("3PLFulfilled") => Fulfilment::ThirdParty,
-        Some(other) => {
-            return Err(at(format!(
-                "field `shipNode.type`: expected SellerFulfilled, WFSFulfilled or 3PLFulfilled, got {other:?}"
-            )));
-        }
-    };
+    let fulfilment = fulfilment(&r).map_err(at)?;
     let lines = match r.get("orderLines.orderLine") {
         Some(Value::Array(lines)) if !lines.is_empty() => lines,
         _ => {
@@ -215,6 +206,18 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
         ));
     }
     Ok(facts)
+}
+
+/// How an order is fulfilled, from its `shipNode.type` (absent: seller-fulfilled).
+pub(crate) fn fulfilment(r: &Record<'_>) -> Result<Fulfilment, MapError> {
+    match r.opt_str("shipNode.type")? {
+        None | Some("SellerFulfilled") => Ok(Fulfilment::Merchant),
+        Some("WFSFulfilled") => Ok(Fulfilment::Wfs),
+        Some("3PLFulfilled") => Ok(Fulfilment::ThirdParty),
+        Some(other) => Err(format!(
+            "field `shipNode.type`: expected SellerFulfilled, WFSFulfilled or 3PLFulfilled, got {other:?}"
+        )),
+    }
 }
 
 fn opt_ms(r: &Record<'_>, path: &str) -> Result<Option<DateTime<Utc>>, MapError> {

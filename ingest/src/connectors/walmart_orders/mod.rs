@@ -12,7 +12,7 @@
 //! and the Basic credentials. `orderDate` and the other times are UTC epoch milliseconds;
 //! the shop's business day is drawn in US Pacific like the other US marketplaces.
 
-mod map;
+pub(crate) mod map;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,23 +95,7 @@ impl WalmartOrders {
             ));
         }
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
-        let creds = cfg.auth.resolve(&format!("{SECTION}.auth"))?;
-        let metrics = SourceMetrics::new(NAME, &cfg.shop);
-        let token_http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?;
-        let tokens = Arc::new(OAuthTokens::walmart(
-            token_http,
-            creds.clone(),
-            cfg.auth.refresh_margin,
-        ));
-        let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?
-            .with_token(
-                tokens,
-                TokenHeader::Named(reqwest::header::HeaderName::from_static(
-                    "wm_sec.access_token",
-                )),
-            )
-            .with_header("wm_svc.name", &creds.service_name)?
-            .with_header("accept", "application/json")?;
+        let (http, creds, metrics) = client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
         let origin = Origin {
             shop: cfg.shop.clone(),
             channel: Channel::Walmart,
@@ -130,32 +114,19 @@ impl WalmartOrders {
     async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {
         let mut next: Option<String> = None;
         loop {
-            let mut req = Request::get("v3/orders")
-                .header("wm_qos.correlation_id", uuid::Uuid::new_v4().to_string())
-                .basic_auth(
-                    self.creds.client_id.clone(),
-                    self.creds.client_secret.clone(),
-                );
-            match &next {
-                // The cursor is the next page's whole query string, e.g.
-                // "?limit=100&hasMoreElements=true&soIndex=100&poIndex=…".
-                Some(cursor) => {
-                    let url = reqwest::Url::parse(&format!("http://cursor.invalid/{cursor}"))
-                        .map_err(|e| IngestError::Input {
-                            source_name: NAME.into(),
-                            problem: format!("field `list.meta.nextCursor`: {cursor:?} is not a query string: {e}"),
-                        })?;
-                    for (k, v) in url.query_pairs() {
-                        req = req.query(k, v);
-                    }
-                }
-                None => {
-                    req = req
-                        .query("lastModifiedStartDate", iso(window.from))
-                        .query("lastModifiedEndDate", iso(window.to))
-                        .query("limit", self.cfg.limit.to_string());
-                }
-            }
+            let req = match &next {
+                Some(cursor) => page_request(
+                    NAME,
+                    "v3/orders",
+                    &self.creds,
+                    "list.meta.nextCursor",
+                    cursor,
+                )?,
+                None => request("v3/orders", &self.creds)
+                    .query("lastModifiedStartDate", iso(window.from))
+                    .query("lastModifiedEndDate", iso(window.to))
+                    .query("limit", self.cfg.limit.to_string()),
+            };
             let resp = self
                 .http
                 .send(&req.accept_status(reqwest::StatusCode::NOT_FOUND))
@@ -176,8 +147,70 @@ impl WalmartOrders {
     }
 }
 
-fn iso(t: DateTime<Utc>) -> String {
+/// An ISO 8601 query time, e.g. `2026-11-02T17:03:00Z`.
+pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The Marketplace API client of one seller account, shared by the Walmart connectors:
+/// `WM_SEC.ACCESS_TOKEN` from `POST /v3/token` (refreshed when it expires or is refused),
+/// `WM_SVC.NAME` and JSON on every call. `name` labels its metrics, `section` its config keys.
+pub(crate) fn client(
+    name: &'static str,
+    section: &str,
+    shop: &str,
+    pull: &crate::pull::settings::Pull,
+    auth: &WalmartAuthConfig,
+) -> Result<(HttpClient, WalmartCredentials, SourceMetrics), IngestError> {
+    let creds = auth.resolve(&format!("{section}.auth"))?;
+    let metrics = SourceMetrics::new(name, shop);
+    let token_http = HttpClient::new(name, pull.http.clone(), metrics.clone())?;
+    let tokens = Arc::new(OAuthTokens::walmart(
+        token_http,
+        creds.clone(),
+        auth.refresh_margin,
+    ));
+    let http = HttpClient::new(name, pull.http.clone(), metrics.clone())?
+        .with_token(
+            tokens,
+            TokenHeader::Named(reqwest::header::HeaderName::from_static(
+                "wm_sec.access_token",
+            )),
+        )
+        .with_header("wm_svc.name", &creds.service_name)?
+        .with_header("accept", "application/json")?;
+    Ok((http, creds, metrics))
+}
+
+/// A call to `path` with what every Walmart call carries besides the token: a fresh
+/// `WM_QOS.CORRELATION_ID` and the Basic credentials.
+pub(crate) fn request(path: impl Into<String>, creds: &WalmartCredentials) -> Request {
+    Request::get(path)
+        .header("wm_qos.correlation_id", uuid::Uuid::new_v4().to_string())
+        .basic_auth(creds.client_id.clone(), creds.client_secret.clone())
+}
+
+/// The next page of `path`: Walmart's `nextCursor` is that page's whole query string, e.g.
+/// "?limit=100&hasMoreElements=true&soIndex=100&poIndex=…", followed verbatim (it replaces
+/// the first page's filters).
+pub(crate) fn page_request(
+    name: &str,
+    path: &str,
+    creds: &WalmartCredentials,
+    field: &str,
+    cursor: &str,
+) -> Result<Request, IngestError> {
+    let url = reqwest::Url::parse(&format!("http://cursor.invalid/{cursor}")).map_err(|e| {
+        IngestError::Input {
+            source_name: name.into(),
+            problem: format!("field `{field}`: {cursor:?} is not a query string: {e}"),
+        }
+    })?;
+    let mut req = request(path, creds);
+    for (k, v) in url.query_pairs() {
+        req = req.query(k, v);
+    }
+    Ok(req)
 }
 
 #[derive(Deserialize)]
