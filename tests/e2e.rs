@@ -42,8 +42,6 @@ mod dashboards;
     reason = "the fixture server and its LWA helpers are used here, not every helper"
 )]
 mod fixture;
-#[path = "e2e/marketplace_kpis.rs"]
-mod marketplace_kpis;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
 #[path = "../ingest/tests/integration/push_http.rs"]

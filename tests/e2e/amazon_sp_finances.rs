@@ -16,17 +16,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kpiflow_core::{ComponentMetrics, KafkaConfig};
 use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::amazon_sp_finances::{AmazonFinances, AmazonFinancesConfig};
-use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::{PullSettings, RateLimit};
 use kpiflow_schemas::{Channel, Event, EventHeader, Fulfilment, Money, OrderPlaced, SourceTz};
 
 use super::amazon_sp_finances_api::{ORDERS, server};
-use super::bootstrap;
+use super::by_hand::{self, ByHand};
 use super::fixture::{lwa, pull_settings};
-use super::marketplace_kpis::{Want, processor_publishes};
 
 const SHOP: &str = "shop-amz-finances";
 
@@ -67,15 +64,7 @@ fn placed(id: &str, at: &str, channel: &str) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amazon_finances_through_the_broker_give_refund_rate_and_odr_by_hand() {
-    let prefix = format!("e2e-amzfin-{}", uuid::Uuid::new_v4().simple());
-    let kafka = KafkaConfig {
-        bootstrap_servers: bootstrap(),
-        topic_prefix: prefix.clone(),
-        partitions: 1,
-        ..KafkaConfig::default()
-    };
-    let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
-    publisher.ensure_topics().await.unwrap();
+    let (kafka, publisher) = by_hand::broker("amzfin").await;
     for (id, at, channel) in ORDERS {
         publisher.publish(&placed(id, at, channel)).await.unwrap();
     }
@@ -108,25 +97,21 @@ async fn amazon_finances_through_the_broker_give_refund_rate_and_odr_by_hand() {
         .expect("backfill delivered");
     assert_eq!((stats.published, stats.dead_lettered), (14, 2));
 
-    let orders: (DateTime<Utc>, DateTime<Utc>) = (
-        "2026-11-02T17:03:00Z".parse().unwrap(),
-        "2026-11-05T06:45:00Z".parse().unwrap(),
-    );
-    let want: &[Want] = &[
+    let covering = by_hand::holding("2026-11-02T17:03:00Z", "2026-11-05T06:45:00Z");
+    let want: &[ByHand] = &[
         ("refund_rate", "rolling_30d", 2, 4),
         ("refund_rate", "rolling_60d", 2, 4),
         ("order_defect_rate", "rolling_30d", 2, 4),
         ("order_defect_rate", "rolling_60d", 2, 4),
     ];
-    let (run, latest) = processor_publishes(
+    let (run, latest) = by_hand::process(
         &kafka,
-        &prefix,
         &["refund_rate", "order_defect_rate"],
-        SHOP,
-        orders,
+        &covering,
         want,
     )
     .await;
+    by_hand::check(&latest, SHOP, &covering, want);
     assert_eq!(
         run.received,
         4 + 14 + 1,
