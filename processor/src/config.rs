@@ -170,6 +170,12 @@ pub struct ProcessorConfig {
     /// A partition with no records for this long stops holding the watermark back. Default `10s`.
     #[serde(default = "ProcessorConfig::idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A fact whose event time is more than this after its ingest time has not happened yet:
+    /// it is dead-lettered as implausible instead of moving its shop's clock (and with it the
+    /// retention of the shop's state) into the future. Default `1d`, wide enough for any
+    /// clock skew or time-zone slip between hosts.
+    #[serde(default = "ProcessorConfig::max_event_ahead", with = "humantime_serde")]
+    pub max_event_ahead: Duration,
     /// How late facts may be, per kind.
     #[serde(default)]
     pub lateness: Lateness,
@@ -227,6 +233,7 @@ impl Default for ProcessorConfig {
             kpis: Vec::new(),
             out_of_orderness: Self::out_of_orderness(),
             idle_timeout: Self::idle_timeout(),
+            max_event_ahead: Self::max_event_ahead(),
             lateness: Lateness::default(),
             checkpoint: CheckpointConfig::default(),
             flush_interval: Self::flush_interval(),
@@ -254,6 +261,9 @@ impl ProcessorConfig {
     }
     fn idle_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    fn max_event_ahead() -> Duration {
+        Duration::from_secs(24 * 3600)
     }
     fn flush_interval() -> Duration {
         // Latency at low load; under load batches close on `max_batch` first.
@@ -311,6 +321,13 @@ impl ProcessorConfig {
             ));
         }
         self.instance_id()?;
+        if self.max_event_ahead < Duration::from_secs(60) {
+            return Err(ProcessorError::config(
+                "max_event_ahead",
+                &humantime::format_duration(self.max_event_ahead).to_string(),
+                "must be at least 1m: hosts' clocks differ by seconds",
+            ));
+        }
         check_time_zone("time_zone", &self.time_zone)?;
         for (marketplace, zone) in &self.marketplace_time_zones {
             check_time_zone(&format!("marketplace_time_zones.{marketplace}"), zone)?;

@@ -175,6 +175,8 @@ pub struct Engine {
     freshness: HashMap<(u32, String), DateTime<Utc>>,
     revision: u64,
     retention_hours: i64,
+    /// How far a fact's event time may lie after its ingest time.
+    max_event_ahead: chrono::Duration,
     /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
     sku_measures: u64,
     campaign_measures: u64,
@@ -232,6 +234,8 @@ impl Engine {
             // up to `lookback` before its own time, and change any window containing that
             // bucket: buckets live for all three, plus the hour in progress.
             retention_hours: lateness_hours + catalog.longest_window_hours() + 1,
+            max_event_ahead: chrono::Duration::from_std(cfg.max_event_ahead)
+                .unwrap_or(chrono::Duration::MAX),
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
             crosschecks: Default::default(),
@@ -440,6 +444,8 @@ impl Engine {
                     kind: "invalid",
                     reason: format!("{}: {e}", event.schema()),
                 });
+            } else if let Some(rejected) = self.implausible(event) {
+                verdicts[i] = Some(rejected);
             } else {
                 match self.convert_currency(event) {
                     Ok(c) => {
@@ -506,6 +512,26 @@ impl Engine {
             .into_iter()
             .map(|v| v.unwrap_or(Applied::Unused))
             .collect())
+    }
+
+    /// A fact dated after it was ingested by more than `max_event_ahead` (a year typed wrong,
+    /// a clock far off): counting it would move its shop's clock, and so the retention of all
+    /// its state, into the future.
+    fn implausible(&self, event: &Event) -> Option<Applied> {
+        let h = &event.header;
+        let ahead = h.event_time.signed_duration_since(h.ingest_time);
+        (ahead > self.max_event_ahead).then(|| Applied::Rejected {
+            kind: "implausible",
+            reason: format!(
+                "{} {}: field `event_time` {} is {} after its ingest_time {}; at most {} ahead is accepted (processor.max_event_ahead)",
+                event.schema(),
+                h.event_id,
+                h.event_time.to_rfc3339(),
+                humantime::format_duration(ahead.to_std().unwrap_or_default()),
+                h.ingest_time.to_rfc3339(),
+                humantime::format_duration(self.max_event_ahead.to_std().unwrap_or_default()),
+            ),
+        })
     }
 
     /// Judges one decoded, new event: late by its own time, or booked before the retained

@@ -622,3 +622,61 @@ fn a_simulated_month_of_many_shops_dead_letters_nothing_as_late() {
         "returns and refunds counted: {returns_and_refunds}"
     );
 }
+
+#[test]
+fn a_far_future_fact_is_refused_and_the_shop_keeps_its_clock_and_state() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    assert_eq!(
+        e.apply(&placed("a", "2026-11-03T07:30:00Z", "10.00"), P0, now),
+        Applied::Counted
+    );
+    // A year typed wrong: dated 2099, ingested in 2026.
+    let mut typo = placed("typo", "2099-11-03T07:30:00Z", "99.00");
+    typo.header.ingest_time = t("2026-11-03T07:31:00Z");
+    match e.apply(&typo, P0, now) {
+        Applied::Rejected { kind, reason } => {
+            assert_eq!(kind, "implausible");
+            assert!(
+                reason.starts_with(
+                    "order.placed typo: field `event_time` 2099-11-03T07:30:00+00:00 is "
+                ),
+                "{reason}"
+            );
+            assert!(reason.contains("processor.max_event_ahead"), "{reason}");
+        }
+        other => panic!("counted a fact from 2099: {other:?}"),
+    }
+    // 23 hours ahead is within the default day: counted.
+    let mut skewed = placed("skewed", "2026-11-04T06:30:00Z", "1.00");
+    skewed.header.ingest_time = t("2026-11-03T07:30:00Z");
+    assert_eq!(e.apply(&skewed, P0, now), Applied::Counted);
+    // The shop's clock did not jump to 2099: a fact of the same day is neither late nor lost.
+    assert_eq!(
+        e.apply(&placed("b", "2026-11-03T08:30:00Z", "5.50"), P0, now),
+        Applied::Counted
+    );
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "gmv", "2026-11-02T08:00:00Z"),
+        Some((d("10.00"), None))
+    );
+    assert_eq!(
+        day_value(&out, "gmv", "2026-11-03T08:00:00Z"),
+        Some((d("6.50"), None)),
+        "5.50 + the skewed 1.00, not the 99.00 of 2099"
+    );
+}
+
+#[test]
+fn max_event_ahead_below_a_minute_is_refused_naming_the_key() {
+    let cfg = ProcessorConfig {
+        max_event_ahead: Duration::from_secs(5),
+        ..ProcessorConfig::default()
+    };
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("max_event_ahead") && err.contains("5s"),
+        "{err}"
+    );
+}
