@@ -176,6 +176,11 @@ pub struct ProcessorConfig {
     /// clock skew or time-zone slip between hosts.
     #[serde(default = "ProcessorConfig::max_event_ahead", with = "humantime_serde")]
     pub max_event_ahead: Duration,
+    /// A fact whose event time is more than this before its ingest time is dead-lettered as
+    /// implausible (a 1970 epoch, a default date): it would open windows decades back.
+    /// Default `365d`; raise it to backfill older history.
+    #[serde(default = "ProcessorConfig::max_event_age", with = "humantime_serde")]
+    pub max_event_age: Duration,
     /// How late facts may be, per kind.
     #[serde(default)]
     pub lateness: Lateness,
@@ -234,6 +239,7 @@ impl Default for ProcessorConfig {
             out_of_orderness: Self::out_of_orderness(),
             idle_timeout: Self::idle_timeout(),
             max_event_ahead: Self::max_event_ahead(),
+            max_event_age: Self::max_event_age(),
             lateness: Lateness::default(),
             checkpoint: CheckpointConfig::default(),
             flush_interval: Self::flush_interval(),
@@ -264,6 +270,9 @@ impl ProcessorConfig {
     }
     fn max_event_ahead() -> Duration {
         Duration::from_secs(24 * 3600)
+    }
+    fn max_event_age() -> Duration {
+        Duration::from_secs(365 * 24 * 3600)
     }
     fn flush_interval() -> Duration {
         // Latency at low load; under load batches close on `max_batch` first.
@@ -326,6 +335,13 @@ impl ProcessorConfig {
                 "max_event_ahead",
                 &humantime::format_duration(self.max_event_ahead).to_string(),
                 "must be at least 1m: hosts' clocks differ by seconds",
+            ));
+        }
+        if self.max_event_age < Duration::from_secs(24 * 3600) {
+            return Err(ProcessorError::config(
+                "max_event_age",
+                &humantime::format_duration(self.max_event_age).to_string(),
+                "must be at least 1d: facts arrive days late (returns, defects, restated ads)",
             ));
         }
         check_time_zone("time_zone", &self.time_zone)?;

@@ -177,6 +177,8 @@ pub struct Engine {
     retention_hours: i64,
     /// How far a fact's event time may lie after its ingest time.
     max_event_ahead: chrono::Duration,
+    /// How far a fact's event time may lie before its ingest time.
+    max_event_age: chrono::Duration,
     /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
     sku_measures: u64,
     campaign_measures: u64,
@@ -235,6 +237,8 @@ impl Engine {
             // bucket: buckets live for all three, plus the hour in progress.
             retention_hours: lateness_hours + catalog.longest_window_hours() + 1,
             max_event_ahead: chrono::Duration::from_std(cfg.max_event_ahead)
+                .unwrap_or(chrono::Duration::MAX),
+            max_event_age: chrono::Duration::from_std(cfg.max_event_age)
                 .unwrap_or(chrono::Duration::MAX),
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
@@ -514,22 +518,32 @@ impl Engine {
             .collect())
     }
 
-    /// A fact dated after it was ingested by more than `max_event_ahead` (a year typed wrong,
-    /// a clock far off): counting it would move its shop's clock, and so the retention of all
-    /// its state, into the future.
+    /// A fact dated more than `max_event_ahead` after it was ingested (a year typed wrong, a
+    /// clock far off) or more than `max_event_age` before (an epoch or default date): counting
+    /// it would move its shop's clock, and so the retention of all its state, into the future,
+    /// or open windows decades back.
     fn implausible(&self, event: &Event) -> Option<Applied> {
         let h = &event.header;
         let ahead = h.event_time.signed_duration_since(h.ingest_time);
-        (ahead > self.max_event_ahead).then(|| Applied::Rejected {
+        let shown =
+            |d: chrono::Duration| humantime::format_duration(d.to_std().unwrap_or_default());
+        let (gap, side, bound, key) = if ahead > self.max_event_ahead {
+            (ahead, "after", self.max_event_ahead, "max_event_ahead")
+        } else if -ahead > self.max_event_age {
+            (-ahead, "before", self.max_event_age, "max_event_age")
+        } else {
+            return None;
+        };
+        Some(Applied::Rejected {
             kind: "implausible",
             reason: format!(
-                "{} {}: field `event_time` {} is {} after its ingest_time {}; at most {} ahead is accepted (processor.max_event_ahead)",
+                "{} {}: field `event_time` {} is {} {side} its ingest_time {}; at most {} is accepted (processor.{key})",
                 event.schema(),
                 h.event_id,
                 h.event_time.to_rfc3339(),
-                humantime::format_duration(ahead.to_std().unwrap_or_default()),
+                shown(gap),
                 h.ingest_time.to_rfc3339(),
-                humantime::format_duration(self.max_event_ahead.to_std().unwrap_or_default()),
+                shown(bound),
             ),
         })
     }

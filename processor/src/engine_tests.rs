@@ -647,6 +647,17 @@ fn a_far_future_fact_is_refused_and_the_shop_keeps_its_clock_and_state() {
         }
         other => panic!("counted a fact from 2099: {other:?}"),
     }
+    // A Unix epoch for a date: refused too.
+    let mut epoch = placed("epoch", "1970-01-01T00:00:00Z", "7.00");
+    epoch.header.ingest_time = t("2026-11-03T07:31:00Z");
+    match e.apply(&epoch, P0, now) {
+        Applied::Rejected { kind, reason } => {
+            assert_eq!(kind, "implausible");
+            assert!(reason.contains("before its ingest_time"), "{reason}");
+            assert!(reason.contains("processor.max_event_age"), "{reason}");
+        }
+        other => panic!("counted a fact from 1970: {other:?}"),
+    }
     // 23 hours ahead is within the default day: counted.
     let mut skewed = placed("skewed", "2026-11-04T06:30:00Z", "1.00");
     skewed.header.ingest_time = t("2026-11-03T07:30:00Z");
