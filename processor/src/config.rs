@@ -333,14 +333,14 @@ impl ProcessorConfig {
         if self.max_event_ahead < Duration::from_secs(60) {
             return Err(ProcessorError::config(
                 "max_event_ahead",
-                &humantime::format_duration(self.max_event_ahead).to_string(),
+                humantime::format_duration(self.max_event_ahead).to_string(),
                 "must be at least 1m: hosts' clocks differ by seconds",
             ));
         }
         if self.max_event_age < Duration::from_secs(24 * 3600) {
             return Err(ProcessorError::config(
                 "max_event_age",
-                &humantime::format_duration(self.max_event_age).to_string(),
+                humantime::format_duration(self.max_event_age).to_string(),
                 "must be at least 1d: facts arrive days late (returns, defects, restated ads)",
             ));
         }
