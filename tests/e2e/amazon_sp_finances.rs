@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::amazon_sp_finances::{AmazonFinances, AmazonFinancesConfig};
 use kpiflow_ingest::pull::{PullSettings, RateLimit};
-use kpiflow_schemas::{Channel, Event, EventHeader, Fulfilment, Money, OrderPlaced, SourceTz};
 
 use super::amazon_sp_finances_api::{ORDERS, server};
 use super::by_hand::{self, ByHand};
@@ -27,46 +26,14 @@ use super::fixture::{lwa, pull_settings};
 
 const SHOP: &str = "shop-amz-finances";
 
-/// The `order.placed` `amazon_sp_orders` publishes for a fixture order.
-fn placed(id: &str, at: &str, channel: &str) -> Event {
-    let at: DateTime<Utc> = at.parse().unwrap();
-    let header = EventHeader {
-        event_id: format!("amazon:{id}:placed"),
-        source: "amazon_sp_orders".into(),
-        shop: SHOP.into(),
-        channel: Channel::Amazon,
-        marketplace: "ATVPDKIKX0DER".into(),
-        sku: None,
-        event_time: at,
-        source_tz: SourceTz::US_PACIFIC,
-        ingest_time: at,
-    };
-    let fulfilment = if channel == "AFN" {
-        Fulfilment::Fba
-    } else {
-        Fulfilment::Merchant
-    };
-    Event::new(
-        header,
-        OrderPlaced {
-            order_id: id.into(),
-            total: Money {
-                amount: kpiflow_schemas::Decimal::parse("29.98").unwrap(),
-                currency: "USD".into(),
-            },
-            units: 1,
-            fulfilment,
-            ship_by: None,
-            deliver_by: None,
-        },
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amazon_finances_through_the_broker_give_refund_rate_and_odr_by_hand() {
     let (kafka, publisher) = by_hand::broker("amzfin").await;
     for (id, at, channel) in ORDERS {
-        publisher.publish(&placed(id, at, channel)).await.unwrap();
+        publisher
+            .publish(&by_hand::amazon_placed(SHOP, id, at, channel, 1))
+            .await
+            .unwrap();
     }
 
     let api = server(|_, _| None).await;

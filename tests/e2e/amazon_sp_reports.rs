@@ -34,57 +34,23 @@ use kpiflow_ingest::connectors::amazon_sp_reports::{
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_ingest::pull::{PullSettings, RateLimit};
 use kpiflow_processor::ProcessorConfig;
-use kpiflow_schemas::{
-    Channel, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
-    Topic,
-};
+use kpiflow_schemas::{Decimal, KpiUpdate, Topic};
 use tokio_util::sync::CancellationToken;
 
 use super::amazon_sp_reports_api::{ORDERS, server};
+use super::by_hand;
 use super::fixture::{lwa, pull_settings};
 use super::{bootstrap, read_all, wait_until_consumed};
 
 const SHOP: &str = "shop-amz-reports";
 
-/// The `order.placed` `amazon_sp_orders` publishes for a fixture order (units as the FBA
-/// shipments report ships them; the merchant orders' 1).
-fn placed(id: &str, at: &str, channel: &str) -> Event {
-    let units = match id {
+/// Units per fixture order as the FBA shipments report ships them; the merchant orders' 1.
+fn units(id: &str) -> u32 {
+    match id {
         "113-1000001-0000001" => 3,
         "113-1000002-0000002" => 2,
         _ => 1,
-    };
-    let at: DateTime<Utc> = at.parse().unwrap();
-    let header = EventHeader {
-        event_id: format!("amazon:{id}:placed"),
-        source: "amazon_sp_orders".into(),
-        shop: SHOP.into(),
-        channel: Channel::Amazon,
-        marketplace: "ATVPDKIKX0DER".into(),
-        sku: None,
-        event_time: at,
-        source_tz: SourceTz::US_PACIFIC,
-        ingest_time: at,
-    };
-    let fulfilment = if channel == "AFN" {
-        Fulfilment::Fba
-    } else {
-        Fulfilment::Merchant
-    };
-    Event::new(
-        header,
-        OrderPlaced {
-            order_id: id.into(),
-            total: Money {
-                amount: Decimal::parse("29.98").unwrap(),
-                currency: "USD".into(),
-            },
-            units,
-            fulfilment,
-            ship_by: None,
-            deliver_by: None,
-        },
-    )
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +65,10 @@ async fn amazon_reports_through_the_broker_give_return_rate_odr_and_negative_fee
     let publisher = KafkaPublisher::new(&kafka, ComponentMetrics::new("ingest.test")).unwrap();
     publisher.ensure_topics().await.unwrap();
     for (id, at, channel) in ORDERS {
-        publisher.publish(&placed(id, at, channel)).await.unwrap();
+        publisher
+            .publish(&by_hand::amazon_placed(SHOP, id, at, channel, units(id)))
+            .await
+            .unwrap();
     }
 
     let api = server(|_, _| None).await;

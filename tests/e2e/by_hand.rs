@@ -11,7 +11,10 @@ use kpiflow_ingest::Publish;
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::run::RunStats;
-use kpiflow_schemas::{Decimal, KpiUpdate, Topic};
+use kpiflow_schemas::{
+    Channel, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
+    Topic,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{bootstrap, read_all, wait_until_consumed};
@@ -144,4 +147,40 @@ pub(crate) fn check(
             );
         }
     }
+}
+
+/// The `order.placed` `amazon_sp_orders` publishes for an SP-API fixture order of `shop`
+/// (`channel` AFN or MFN), placed at `at` (RFC 3339) for 29.98 USD.
+pub(crate) fn amazon_placed(shop: &str, id: &str, at: &str, channel: &str, units: u32) -> Event {
+    let at: DateTime<Utc> = at.parse().unwrap();
+    let header = EventHeader {
+        event_id: format!("amazon:{id}:placed"),
+        source: "amazon_sp_orders".into(),
+        shop: shop.into(),
+        channel: Channel::Amazon,
+        marketplace: "ATVPDKIKX0DER".into(),
+        sku: None,
+        event_time: at,
+        source_tz: SourceTz::US_PACIFIC,
+        ingest_time: at,
+    };
+    let fulfilment = if channel == "AFN" {
+        Fulfilment::Fba
+    } else {
+        Fulfilment::Merchant
+    };
+    Event::new(
+        header,
+        OrderPlaced {
+            order_id: id.into(),
+            total: Money {
+                amount: Decimal::parse("29.98").unwrap(),
+                currency: "USD".into(),
+            },
+            units,
+            fulfilment,
+            ship_by: None,
+            deliver_by: None,
+        },
+    )
 }
