@@ -10,9 +10,11 @@ use chrono::{Datelike, Offset, TimeZone, Utc};
 use serde::Deserialize;
 
 use kpiflow_core::storage::{Location, StoreOptions};
+use kpiflow_schemas::Decimal;
 
 use crate::ProcessorError;
 use crate::catalog::{Catalog, Source};
+use crate::event_table::Bounds;
 use crate::rule::RuleConfigs;
 use crate::rule::crosscheck::CrossCheckRuleConfig;
 use crate::rule::staleness::StalenessRuleConfig;
@@ -80,6 +82,91 @@ impl Default for Lateness {
             defects: Self::defects(),
             logistics: Self::orders(),
             lookback: Self::lookback(),
+        }
+    }
+}
+
+/// `[processor.bounds]`: the largest values one fact may carry. A fact beyond them (an amount
+/// with a misplaced decimal point, a unit count read from the wrong column, a 10 KB id) is
+/// dead-lettered as `implausible`, naming the field, the value and the bound, instead of
+/// moving its shop's KPIs for months.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundsConfig {
+    /// Largest absolute amount of money in one fact: an order's total, a payment, a refund, a
+    /// fee, one campaign-day's spend or attributed sales, in the fact's own currency. Default
+    /// `1000000`; at most `1000000000000000` (so sums stay exact).
+    #[serde(default = "BoundsConfig::max_amount")]
+    pub max_amount: Decimal,
+    /// Most units in one order fact or shipment. Default `100000`.
+    #[serde(default = "BoundsConfig::max_units")]
+    pub max_units: u32,
+    /// Longest text field (an id, a shop, a SKU, a carrier, a reason), in bytes. Default `1024`.
+    #[serde(default = "BoundsConfig::max_text_bytes")]
+    pub max_text_bytes: usize,
+}
+
+impl BoundsConfig {
+    fn max_amount() -> Decimal {
+        Decimal(rust_decimal::Decimal::from(1_000_000))
+    }
+    fn max_units() -> u32 {
+        100_000
+    }
+    fn max_text_bytes() -> usize {
+        1024
+    }
+    /// The largest `max_amount`: 10^15 at scale 9 is 10^24, so even 10^14 facts of that size
+    /// in one bucket stay far inside an i128 sum.
+    fn amount_ceiling() -> Decimal {
+        Decimal(rust_decimal::Decimal::from(1_000_000_000_000_000_i64))
+    }
+
+    /// The engine's form of the bounds.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_amount: crate::fixed::fixed(self.max_amount),
+            max_units: i64::from(self.max_units),
+            max_text_bytes: self.max_text_bytes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ProcessorError> {
+        if self.max_amount.0 <= rust_decimal::Decimal::ZERO
+            || self.max_amount.0 > Self::amount_ceiling().0
+        {
+            return Err(ProcessorError::config(
+                "bounds.max_amount",
+                self.max_amount.to_string(),
+                "must be above 0 and at most 1000000000000000 (so sums stay exact)",
+            ));
+        }
+        if self.max_units == 0 {
+            return Err(ProcessorError::config(
+                "bounds.max_units",
+                self.max_units,
+                "must be at least 1",
+            ));
+        }
+        // Ids built by connectors join a few names (`delivered-<shop>-<tracking>`): 64 bytes is
+        // the least that never refuses a real one.
+        if self.max_text_bytes < 64 {
+            return Err(ProcessorError::config(
+                "bounds.max_text_bytes",
+                self.max_text_bytes,
+                "must be at least 64",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for BoundsConfig {
+    fn default() -> Self {
+        BoundsConfig {
+            max_amount: Self::max_amount(),
+            max_units: Self::max_units(),
+            max_text_bytes: Self::max_text_bytes(),
         }
     }
 }
@@ -181,6 +268,9 @@ pub struct ProcessorConfig {
     /// Default `365d`; raise it to backfill older history.
     #[serde(default = "ProcessorConfig::max_event_age", with = "humantime_serde")]
     pub max_event_age: Duration,
+    /// The largest values one fact may carry.
+    #[serde(default)]
+    pub bounds: BoundsConfig,
     /// How late facts may be, per kind.
     #[serde(default)]
     pub lateness: Lateness,
@@ -240,6 +330,7 @@ impl Default for ProcessorConfig {
             idle_timeout: Self::idle_timeout(),
             max_event_ahead: Self::max_event_ahead(),
             max_event_age: Self::max_event_age(),
+            bounds: BoundsConfig::default(),
             lateness: Lateness::default(),
             checkpoint: CheckpointConfig::default(),
             flush_interval: Self::flush_interval(),
@@ -344,6 +435,7 @@ impl ProcessorConfig {
                 "must be at least 1d: facts arrive days late (returns, defects, restated ads)",
             ));
         }
+        self.bounds.validate()?;
         check_time_zone("time_zone", &self.time_zone)?;
         for (marketplace, zone) in &self.marketplace_time_zones {
             check_time_zone(&format!("marketplace_time_zones.{marketplace}"), zone)?;

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::catalog::{Catalog, DailyKind, GroupBy};
 use crate::config::{Compiled, Lateness};
 use crate::event_table;
+use crate::event_table::{Bounds, Refusal};
 use crate::fixed::{Fixed, decimal, fixed};
 use crate::rule::RuleSet;
 use crate::rule::trend::{Compare, TrendInput};
@@ -179,6 +180,8 @@ pub struct Engine {
     max_event_ahead: chrono::Duration,
     /// How far a fact's event time may lie before its ingest time.
     max_event_age: chrono::Duration,
+    /// The largest values one fact may carry (`[processor.bounds]`).
+    bounds: Bounds,
     /// Measures kept per SKU and per campaign (those of KPIs grouped that way).
     sku_measures: u64,
     campaign_measures: u64,
@@ -240,6 +243,7 @@ impl Engine {
                 .unwrap_or(chrono::Duration::MAX),
             max_event_age: chrono::Duration::from_std(cfg.max_event_age)
                 .unwrap_or(chrono::Duration::MAX),
+            bounds: cfg.bounds.bounds(),
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
             crosschecks: Default::default(),
@@ -443,10 +447,14 @@ impl Engine {
             let id = ids[i];
             if self.seen.contains_key(&id) || !in_batch.insert(id) {
                 verdicts[i] = Some(Applied::Duplicate);
-            } else if let Err(e) = event_table::check(event) {
+            } else if let Err(refusal) = event_table::check_bounded(event, self.bounds) {
+                let (kind, e) = match refusal {
+                    Refusal::Invalid(e) => ("invalid", e),
+                    Refusal::Implausible(e) => ("implausible", e),
+                };
                 verdicts[i] = Some(Applied::Rejected {
-                    kind: "invalid",
-                    reason: format!("{}: {e}", event.schema()),
+                    kind,
+                    reason: format!("{} {}: {e}", event.schema(), event.header.event_id),
                 });
             } else if let Some(rejected) = self.implausible(event) {
                 verdicts[i] = Some(rejected);
@@ -982,12 +990,14 @@ impl Engine {
             let bucket = s.hours.entry(hour).or_insert_with(zero);
             let mut mask = 0u64;
             for ((_, _, m), v) in chunk {
-                bucket[*m as usize] += v;
+                // Bounded amounts keep sums far inside i128; saturating, never wrapping, if a
+                // custom measure multiplies its way out.
+                bucket[*m as usize] = bucket[*m as usize].saturating_add(*v);
                 mask |= 1 << m;
             }
             let day = s.days.entry(hour.div_euclid(24)).or_insert_with(zero);
             for ((_, _, m), v) in chunk {
-                day[*m as usize] += v;
+                day[*m as usize] = day[*m as usize].saturating_add(*v);
             }
             *self.dirty.entry((scope, hour)).or_default() |= mask;
         }

@@ -691,3 +691,84 @@ fn max_event_ahead_below_a_minute_is_refused_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn values_beyond_the_bounds_are_refused_naming_field_value_and_bound() {
+    let mut e = Engine::new(&ProcessorConfig::default(), 0);
+    let now = Instant::now();
+    let refused = |e: &mut Engine, ev: &Event| match e.apply(ev, P0, now) {
+        Applied::Rejected { kind, reason } => {
+            assert_eq!(kind, "implausible", "{reason}");
+            reason
+        }
+        other => panic!("counted {}: {other:?}", ev.header.event_id),
+    };
+    // 10^23 does not fit rust_decimal's 96 bits at scale 9; it used to be rescaled to
+    // 10^19 silently. Now it is read exactly and refused: beyond the default 1000000.
+    let huge = placed("huge", "2026-11-03T07:30:00Z", "100000000000000000000000");
+    let reason = refused(&mut e, &huge);
+    assert_eq!(
+        reason,
+        "order.placed huge: field `payload.total.amount`: 100000000000000000000000 is beyond ±1000000, the most one fact may carry (processor.bounds.max_amount)"
+    );
+    // The largest rust_decimal, and its negative.
+    let max = placed(
+        "max",
+        "2026-11-03T07:30:00Z",
+        "79228162514264337593543950335",
+    );
+    assert!(refused(&mut e, &max).contains("79228162514264337593543950335 is beyond"));
+    let mut units = placed("units", "2026-11-03T07:30:00Z", "10.00");
+    if let EventBody::OrderPlaced(b) = &mut units.body {
+        b.units = 100_001;
+    }
+    assert_eq!(
+        refused(&mut e, &units),
+        "order.placed units: field `payload.units`: 100001 is more than 100000, the most one fact may carry (processor.bounds.max_units)"
+    );
+    let mut long_shop = placed("long", "2026-11-03T07:30:00Z", "10.00");
+    long_shop.header.shop = "x".repeat(10 * 1024);
+    let reason = refused(&mut e, &long_shop);
+    assert!(
+        reason.starts_with("order.placed long: field `shop`: 10240 bytes long (\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"…); at most 1024 are accepted (processor.bounds.max_text_bytes)"),
+        "{reason}"
+    );
+    // Exactly at the bounds: counted; the refused facts moved nothing.
+    assert_eq!(
+        e.apply(&placed("edge", "2026-11-03T07:30:00Z", "1000000"), P0, now),
+        Applied::Counted
+    );
+    let out = e.flush(now, Utc::now());
+    assert_eq!(
+        day_value(&out, "gmv", "2026-11-02T08:00:00Z"),
+        Some((d("1000000"), None))
+    );
+}
+
+#[test]
+fn bounds_are_configurable_and_validated() {
+    let cfg: ProcessorConfig =
+        toml::from_str("[bounds]\nmax_amount = \"50000000\"\nmax_units = 5\nmax_text_bytes = 64\n")
+            .unwrap();
+    cfg.validate().unwrap();
+    let mut e = Engine::new(&cfg, 0);
+    let now = Instant::now();
+    // 20,000,000 is beyond the default, within this config's 50,000,000.
+    assert_eq!(
+        e.apply(&placed("big", "2026-11-03T07:30:00Z", "20000000"), P0, now),
+        Applied::Counted
+    );
+    for (toml, key) in [
+        ("[bounds]\nmax_amount = \"0\"", "bounds.max_amount"),
+        (
+            "[bounds]\nmax_amount = \"2000000000000000\"",
+            "bounds.max_amount",
+        ),
+        ("[bounds]\nmax_units = 0", "bounds.max_units"),
+        ("[bounds]\nmax_text_bytes = 10", "bounds.max_text_bytes"),
+    ] {
+        let cfg: ProcessorConfig = toml::from_str(toml).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}

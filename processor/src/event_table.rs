@@ -256,6 +256,13 @@ pub fn check(event: &Event) -> Result<(), RowError> {
     row.fill(event)
 }
 
+/// [`check`], and that every value is within `bounds`.
+pub fn check_bounded(event: &Event, bounds: Bounds) -> Result<(), Refusal> {
+    let mut row = Row::bounded(bounds);
+    row.fill(event).map_err(Refusal::Invalid)?;
+    row.beyond.map_or(Ok(()), |e| Err(Refusal::Implausible(e)))
+}
+
 /// Converts events to one batch of the [`schema`]. Events that fail [`check`] must be
 /// filtered out first; this fails on the first one that does not fit.
 pub fn to_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<RecordBatch, RowError> {
@@ -280,13 +287,14 @@ pub fn to_batch<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Recor
 /// One row being filled: a cell per column, by index.
 struct Row<'e> {
     cells: Vec<Option<Cell<'e>>>,
+    bounds: Bounds,
+    /// The first value found beyond `bounds`.
+    beyond: Option<RowError>,
 }
 
 impl Default for Row<'_> {
     fn default() -> Self {
-        Row {
-            cells: vec![None; COLUMNS.len()],
-        }
+        Row::bounded(Bounds::NONE)
     }
 }
 
@@ -306,25 +314,74 @@ fn days(d: NaiveDate) -> i32 {
         .num_days() as i32
 }
 
-/// The i128 mantissa at scale 9, or why not.
+/// The i128 mantissa at scale 9, or why not. Exact: a value too large for a 96-bit mantissa at
+/// scale 9 (beyond 7.9e19) is widened in 128 bits, never rescaled to fewer places.
 pub fn scaled(d: Decimal, field: &str) -> Result<i128, RowError> {
-    let mut v = d.0;
-    if v.scale() > DECIMAL_SCALE as u32 {
+    if d.0.scale() > DECIMAL_SCALE as u32 {
         return Err(RowError {
             field: field.to_string(),
             problem: format!(
                 "{d} has {} decimal places; at most {DECIMAL_SCALE} are kept",
-                v.scale()
+                d.0.scale()
             ),
         });
     }
-    v.rescale(DECIMAL_SCALE as u32);
-    Ok(v.mantissa())
+    Ok(crate::fixed::fixed(d))
+}
+
+/// Plausibility bounds on an event's values (`[processor.bounds]`): a value beyond them is
+/// refused as implausible, naming the field, the value and the bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    /// Largest absolute money amount of one fact (an order's total, a refund, a fee, a
+    /// campaign-day's spend or sales), as a mantissa at scale 9.
+    pub max_amount: i128,
+    /// Largest unit count of one order fact or shipment (`payload.units`).
+    pub max_units: i64,
+    /// Longest text field (an id, a SKU, a reason), in bytes.
+    pub max_text_bytes: usize,
+}
+
+impl Bounds {
+    /// No bounds beyond the table's types: what `to_batch` uses, since its events were
+    /// checked already.
+    pub const NONE: Bounds = Bounds {
+        max_amount: i128::MAX,
+        max_units: i64::MAX,
+        max_text_bytes: usize::MAX,
+    };
+}
+
+/// Why an event is refused before it is counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// It does not fit the table's types (too many decimal places, a count beyond i64).
+    Invalid(RowError),
+    /// A value beyond [`Bounds`].
+    Implausible(RowError),
 }
 
 impl<'e> Row<'e> {
+    fn bounded(bounds: Bounds) -> Self {
+        Row {
+            cells: vec![None; COLUMNS.len()],
+            bounds,
+            beyond: None,
+        }
+    }
+
     fn clear(&mut self) {
         self.cells.iter_mut().for_each(|c| *c = None);
+    }
+
+    /// Notes the first value beyond the bounds (filling goes on: the row is dropped anyway).
+    fn beyond(&mut self, field: &str, problem: impl FnOnce() -> String) {
+        if self.beyond.is_none() {
+            self.beyond = Some(RowError {
+                field: field.to_string(),
+                problem: problem(),
+            });
+        }
     }
 
     fn set(&mut self, name: &str, cell: Cell<'e>) {
@@ -332,12 +389,22 @@ impl<'e> Row<'e> {
     }
 
     fn str(&mut self, name: &str, v: &'e str) {
+        if v.len() > self.bounds.max_text_bytes {
+            let max = self.bounds.max_text_bytes;
+            self.beyond(name, || {
+                let start: String = v.chars().take(32).collect();
+                format!(
+                    "{} bytes long ({start:?}…); at most {max} are accepted (processor.bounds.max_text_bytes)",
+                    v.len()
+                )
+            });
+        }
         self.set(name, Cell::Str(v));
     }
 
     fn opt_str(&mut self, name: &str, v: &'e Option<String>) {
         if let Some(v) = v {
-            self.set(name, Cell::Str(v));
+            self.str(name, v);
         }
     }
 
@@ -367,8 +434,25 @@ impl<'e> Row<'e> {
     }
 
     fn dec(&mut self, name: &str, d: Decimal, field: &str) -> Result<(), RowError> {
-        self.set(name, Cell::Dec(scaled(d, field)?));
+        let v = scaled(d, field)?;
+        if v.unsigned_abs() > self.bounds.max_amount.unsigned_abs() {
+            let max = crate::fixed::decimal(self.bounds.max_amount).0.normalize();
+            self.beyond(field, || {
+                format!("{d} is beyond ±{max}, the most one fact may carry (processor.bounds.max_amount)")
+            });
+        }
+        self.set(name, Cell::Dec(v));
         Ok(())
+    }
+
+    fn units(&mut self, v: u32) -> Result<(), RowError> {
+        if i64::from(v) > self.bounds.max_units {
+            let max = self.bounds.max_units;
+            self.beyond("payload.units", || {
+                format!("{v} is more than {max}, the most one fact may carry (processor.bounds.max_units)")
+            });
+        }
+        self.int("units", u64::from(v), "payload.units")
     }
 
     fn money(&mut self, name: &str, m: &'e Money, field: &str) -> Result<(), RowError> {
@@ -397,7 +481,7 @@ impl<'e> Row<'e> {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", h.event_time);
                 self.money("amount", &b.total, "payload.total")?;
-                self.int("units", u64::from(b.units), "payload.units")?;
+                self.units(b.units)?;
                 self.str("fulfilment", b.fulfilment.as_str());
                 self.opt_time("ship_by", b.ship_by);
                 self.opt_time("deliver_by", b.deliver_by);
@@ -412,7 +496,7 @@ impl<'e> Row<'e> {
                 self.time("placed_at", b.placed_at);
                 self.time("ship_by", b.ship_by);
                 self.opt_time("deliver_by", b.deliver_by);
-                self.int("units", u64::from(b.units), "payload.units")?;
+                self.units(b.units)?;
                 self.opt_str("carrier", &b.carrier);
                 self.opt_str("tracking_id", &b.tracking_id);
                 self.set("tracking_valid", Cell::Bool(b.tracking_valid));
@@ -422,7 +506,7 @@ impl<'e> Row<'e> {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
                 self.time("deliver_by", b.deliver_by);
-                self.int("units", u64::from(b.units), "payload.units")?;
+                self.units(b.units)?;
                 self.opt_fulfilment(b.fulfilment);
             }
             EventBody::OrderCancelled(b) => {
@@ -435,7 +519,7 @@ impl<'e> Row<'e> {
             EventBody::OrderReturned(b) => {
                 self.str("order_id", &b.order_id);
                 self.time("placed_at", b.placed_at);
-                self.int("units", u64::from(b.units), "payload.units")?;
+                self.units(b.units)?;
                 self.opt_str("reason", &b.reason);
                 self.opt_fulfilment(b.fulfilment);
             }
@@ -498,7 +582,7 @@ impl<'e> Row<'e> {
                 self.opt_str("order_id", &b.order_id);
                 self.opt_str("carrier", &b.carrier);
                 self.opt_str("tracking_id", &b.tracking_id);
-                self.int("units", u64::from(b.units), "payload.units")?;
+                self.units(b.units)?;
             }
             EventBody::SourceHeartbeat(b) => {
                 self.str("connector", &b.connector);
@@ -599,5 +683,28 @@ mod tests {
         let err = check(&e).unwrap_err();
         assert_eq!(err.field, "payload.total.amount");
         assert!(err.problem.contains("10 decimal places"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod scaled_tests {
+    use super::*;
+
+    #[test]
+    fn amounts_too_large_for_96_bits_at_scale_nine_are_widened_exactly_not_rescaled() {
+        let d = |s: &str| Decimal(s.parse().unwrap());
+        // 10^23 at scale 9 is the mantissa 10^32 (rust_decimal's own rescale would have
+        // stopped at scale 5 and made it 10^28, i.e. 10^19 read at scale 9).
+        assert_eq!(
+            scaled(d("100000000000000000000000"), "f"),
+            Ok(10i128.pow(32))
+        );
+        assert_eq!(
+            scaled(d("79228162514264337593543950335"), "f"),
+            Ok(79_228_162_514_264_337_593_543_950_335i128 * 1_000_000_000)
+        );
+        assert_eq!(scaled(d("-0.5"), "f"), Ok(-500_000_000));
+        let err = scaled(d("0.1234567891"), "payload.total.amount").unwrap_err();
+        assert_eq!(err.field, "payload.total.amount");
     }
 }
