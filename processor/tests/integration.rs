@@ -237,6 +237,92 @@ async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
     assert_eq!(stats.dead_lettered, 4);
 }
 
+/// A record too large to carry whole in a dead letter (5 MB; the input topic accepts it) used
+/// to stop the processor: its letter failed with MessageSizeTooLarge, the processor exited,
+/// restarted, read it again and exited again. Now the letter keeps the record's start, size
+/// and hash, and the orders after it are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_a_dead_letter_is_cut_and_the_processor_goes_on() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let admin: AdminClient<_> = kafka.client_config().unwrap().create().unwrap();
+    let raised =
+        AlterConfig::new(ResourceSpecifier::Topic(&orders)).set("max.message.bytes", "8388608");
+    for r in admin
+        .alter_configs(&[raised], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let mut big_producer = kafka.client_config().unwrap();
+    big_producer.set("message.max.bytes", "10000000");
+    let big_producer: FutureProducer = big_producer.create().unwrap();
+    let mut big = br#"{"event_id":"big","pad":""#.to_vec();
+    big.resize(5_000_000 - 2, b'x');
+    big.extend_from_slice(br#""}"#);
+    assert_eq!(big.len(), 5_000_000);
+    send(&big_producer, &orders, &big).await;
+    let producer = kafka.producer().unwrap();
+    send(
+        &producer,
+        &orders,
+        &placed("after", "2026-11-02T18:00:00Z", "12.00").to_json(),
+    )
+    .await;
+
+    let state = tempfile::tempdir().unwrap();
+    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
+    let stop = CancellationToken::new();
+    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+
+    let letters = read_until(
+        &kafka,
+        &topics.name(Topic::DeadLetter),
+        |b| (b.len(), serde_json::from_slice::<DeadLetter>(b).unwrap()),
+        |got: &[(usize, DeadLetter)]| !got.is_empty(),
+    );
+    let (size, letter) = &letters[0];
+    assert!(*size <= 900 * 1024, "a letter of {size} bytes");
+    assert_eq!(letter.reason_kind, "invalid", "{}", letter.reason);
+    assert!(letter.payload_truncated);
+    assert_eq!(letter.payload_bytes, Some(5_000_000));
+    assert_eq!(letter.payload_sha256.as_ref().map(String::len), Some(64));
+    assert!(
+        letter
+            .payload
+            .starts_with(r#"{"event_id":"big","pad":"xxx"#)
+    );
+    assert_eq!(
+        (letter.topic.as_deref(), letter.offset),
+        (Some(orders.as_str()), Some(0))
+    );
+    // The order after it is counted: GMV 12.00 on the Pacific day of Nov 2.
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    let want = Decimal::parse("12.00").unwrap();
+    read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter().any(|u| {
+                u.kpi == "gmv"
+                    && u.window.name == "business_day"
+                    && u.window.start == day
+                    && u.numerator == want
+            })
+        },
+    );
+    assert!(!task.is_finished(), "the processor stopped");
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(stats.dead_lettered, 1);
+}
+
 /// Waits until `group` has committed the end of every event partition.
 async fn caught_up(kafka: &KafkaConfig, group: &str) {
     let topics = kafka.topics();

@@ -389,13 +389,36 @@ pub struct DeadLetter {
     /// The record key, as text (lossy if it was not UTF-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The raw record, as text (lossy if it was not UTF-8).
+    /// The raw record, as text (lossy if it was not UTF-8); only its start when
+    /// `payload_truncated`.
     pub payload: String,
+    /// `true` when the record was too large to carry whole (see [`DeadLetter::MAX_PAYLOAD_BYTES`]):
+    /// `payload` holds its start, `payload_bytes` and `payload_sha256` describe all of it, and
+    /// `topic`/`partition`/`offset` say where to read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
+    /// Size of the whole raw record in bytes, when truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<u64>,
+    /// SHA-256 of the whole raw record (lower-case hex), when truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
     /// When it was dead-lettered.
     pub at: DateTime<Utc>,
 }
 
 impl DeadLetter {
+    /// Most bytes of the raw record a dead letter carries. A larger record keeps its start,
+    /// size and hash: its letter must fit the broker's message limit (librdkafka's
+    /// `message.max.bytes` and the broker's `max.message.bytes` are about 1 MB by default),
+    /// or publishing it fails and the stage would read, refuse and fail on it forever.
+    pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+    /// Most bytes of a whole encoded dead letter, under the 1 MB defaults with room for the
+    /// key and the record's framing.
+    pub const MAX_JSON_BYTES: usize = 900 * 1024;
+    /// Most bytes of the reason and of the key a letter carries (a reason may quote a value).
+    const MAX_TEXT_BYTES: usize = 8 * 1024;
+
     /// A dead letter for `raw`, refused by `stage` for `reason` (class `reason_kind`), now.
     pub fn new(
         stage: &str,
@@ -403,7 +426,7 @@ impl DeadLetter {
         reason: impl Into<String>,
         raw: &[u8],
     ) -> DeadLetter {
-        DeadLetter {
+        let mut letter = DeadLetter {
             stage: stage.to_string(),
             reason_kind: reason_kind.to_string(),
             reason: reason.into(),
@@ -411,9 +434,26 @@ impl DeadLetter {
             partition: None,
             offset: None,
             key: None,
-            payload: String::from_utf8_lossy(raw).into_owned(),
+            payload: String::new(),
+            payload_truncated: false,
+            payload_bytes: None,
+            payload_sha256: None,
             at: Utc::now(),
+        };
+        truncate(&mut letter.reason, Self::MAX_TEXT_BYTES);
+        if raw.len() > Self::MAX_PAYLOAD_BYTES {
+            letter.payload_truncated = true;
+            letter.payload_bytes = Some(raw.len() as u64);
+            letter.payload_sha256 = Some(sha256_hex(raw));
+            letter.payload = String::from_utf8_lossy(&raw[..Self::MAX_PAYLOAD_BYTES]).into_owned();
+            // A multi-byte character cut at the end became U+FFFD: drop it.
+            if letter.payload.ends_with('\u{FFFD}') {
+                letter.payload.pop();
+            }
+        } else {
+            letter.payload = String::from_utf8_lossy(raw).into_owned();
         }
+        letter
     }
 
     /// Records where the refused record was read from.
@@ -427,15 +467,64 @@ impl DeadLetter {
         self.topic = Some(topic.to_string());
         self.partition = Some(partition);
         self.offset = Some(offset);
-        self.key = key.map(|k| String::from_utf8_lossy(k).into_owned());
+        self.key = key.map(|k| {
+            let mut k = String::from_utf8_lossy(k).into_owned();
+            truncate(&mut k, Self::MAX_TEXT_BYTES);
+            k
+        });
         self
     }
 
-    /// Encodes to the wire JSON.
+    /// Encodes to the wire JSON, at most [`DeadLetter::MAX_JSON_BYTES`]: a payload whose JSON
+    /// escapes (control characters become six bytes each) would pass that is cut further.
     pub fn to_json(&self) -> Vec<u8> {
         // Owned strings and numbers into a Vec: serializing cannot fail.
-        serde_json::to_vec(self).expect("dead letters serialize")
+        let json = serde_json::to_vec(self).expect("dead letters serialize");
+        if json.len() <= Self::MAX_JSON_BYTES {
+            return json;
+        }
+        let mut cut = self.clone();
+        if !cut.payload_truncated {
+            let raw = self.payload.as_bytes();
+            cut.payload_truncated = true;
+            cut.payload_bytes = Some(raw.len() as u64);
+            cut.payload_sha256 = Some(sha256_hex(raw));
+        }
+        let payload = std::mem::take(&mut cut.payload);
+        let overhead = serde_json::to_vec(&cut)
+            .expect("dead letters serialize")
+            .len();
+        cut.payload = payload;
+        loop {
+            let json = serde_json::to_vec(&cut).expect("dead letters serialize");
+            if json.len() <= Self::MAX_JSON_BYTES || cut.payload.is_empty() {
+                return json;
+            }
+            // Keep the share of the payload that fits at its average JSON cost per byte
+            // (escapes make some bytes cost six); a cut inside a character or an uneven mix
+            // takes another round, each smaller than the last.
+            let (len, cost) = (cut.payload.len(), json.len() - overhead);
+            let budget = Self::MAX_JSON_BYTES.saturating_sub(overhead);
+            let keep = (len as u128 * budget as u128 / cost as u128) as usize;
+            truncate(&mut cut.payload, keep.min(len - 1));
+        }
     }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<T, SchemaError> {
@@ -453,6 +542,59 @@ fn decode<T: serde::de::DeserializeOwned>(schema: &str, bytes: &[u8]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_too_large_for_the_broker_keeps_its_start_size_and_hash() {
+        // 5 MB: the broker accepted it on the input topic (raised max.message.bytes), but a
+        // letter carrying all of it fails librdkafka's 1 MB message.max.bytes.
+        let raw = vec![b'x'; 5_000_000];
+        let letter = DeadLetter::new("processor", "invalid", "not JSON", &raw).from_record(
+            "kpiflow.events.orders",
+            1,
+            42,
+            Some(b"shop-1"),
+        );
+        let json = letter.to_json();
+        assert!(json.len() <= 900 * 1024, "{} bytes", json.len());
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back["payload_truncated"], true);
+        assert_eq!(back["payload_bytes"], 5_000_000);
+        // `sha256sum` of five million `x` bytes, computed outside this code.
+        assert_eq!(
+            back["payload_sha256"],
+            "03a7bd518f3e4ecac11f2e77f7437928ba5d80ac0b2b26a523d90e7628bfd59b"
+        );
+        assert_eq!(back["payload"].as_str().unwrap().len(), 256 * 1024);
+        assert_eq!(back["offset"], 42);
+        assert_eq!(back["reason"], "not JSON");
+    }
+
+    #[test]
+    fn a_payload_whose_json_escapes_would_exceed_the_limit_is_cut_further() {
+        // 200,000 control characters: under the payload cap, but six bytes each in JSON.
+        let raw = vec![1u8; 200_000];
+        let json = DeadLetter::new("processor", "invalid", "not JSON", &raw).to_json();
+        assert!(json.len() <= 900 * 1024, "{} bytes", json.len());
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back["payload_truncated"], true);
+        assert_eq!(back["payload_bytes"], 200_000);
+        assert_eq!(
+            back["payload_sha256"],
+            "6015fcd09f3f14b7da9d89cb95f1e4ee007948bc7cf9a59be8163c3460e4f954"
+        );
+        let kept = back["payload"].as_str().unwrap().len();
+        assert!(kept > 100_000 && kept < 200_000, "{kept} characters kept");
+    }
+
+    #[test]
+    fn an_ordinary_letter_is_whole_and_says_nothing_of_truncation() {
+        let json = DeadLetter::new("processor", "late", "late", br#"{"a":1}"#).to_json();
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back["payload"], r#"{"a":1}"#);
+        for absent in ["payload_truncated", "payload_bytes", "payload_sha256"] {
+            assert!(back.get(absent).is_none(), "{absent} in {back}");
+        }
+    }
 
     /// Asserts that `as_str` is serde's wire name for every listed variant; the match makes
     /// a variant added later fail to compile here until it is listed.
