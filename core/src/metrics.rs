@@ -96,6 +96,12 @@ pub mod names {
     pub const ALERTS_OPEN: &str = "kpiflow_alerts_open";
     /// Alert deliveries accepted by the receiver (counter; `sink`, `state`).
     pub const ALERTS_SENT: &str = "kpiflow_alerts_sent_total";
+    /// Connections and requests a webhook receiver's HTTP server refused before the handler:
+    /// `connection_limit`, `header_timeout`, `body_timeout`, `too_large` (counter;
+    /// `component`, `reason`).
+    pub const HTTP_REFUSED: &str = "kpiflow_http_refused_total";
+    /// Connections a webhook receiver holds open (gauge; `component`).
+    pub const HTTP_CONNECTIONS: &str = "kpiflow_http_connections";
 }
 
 /// Label keys.
@@ -214,6 +220,19 @@ counter_vec!(
     duplicates,
     names::DUPLICATES,
     "Duplicate events counted once.",
+    [labels::COMPONENT]
+);
+counter_vec!(
+    http_refused,
+    names::HTTP_REFUSED,
+    "Connections and requests a webhook receiver refused before the handler, by reason.",
+    [labels::COMPONENT, labels::REASON]
+);
+gauge_vec!(
+    http_connections,
+    IntGaugeVec,
+    names::HTTP_CONNECTIONS,
+    "Connections a webhook receiver holds open.",
     [labels::COMPONENT]
 );
 counter_vec!(

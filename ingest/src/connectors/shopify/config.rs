@@ -9,6 +9,7 @@ use kpiflow_schemas::{Fulfilment, SourceTz};
 use serde::Deserialize;
 
 use crate::IngestError;
+use crate::push::server::HttpLimits;
 use crate::pull::secret::SecretRef;
 
 /// One Shopify store as kpiflow sees it; keyed by its `*.myshopify.com` domain.
@@ -182,6 +183,9 @@ pub struct WebhookConfig {
     /// newest event time, counts), for staleness rules. Default 1 minute.
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// The HTTP server's timeouts and connection limit (`[connectors.shopify_webhook.http]`).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// Stores, keyed by `*.myshopify.com` domain.
     pub shops: BTreeMap<String, ShopifyShop>,
 }
@@ -261,6 +265,7 @@ impl WebhookConfig {
             return bad("queue_capacity", "0".into(), "must be at least 1");
         }
         validate_heartbeat_interval(format!("{s}.heartbeat_interval"), self.heartbeat_interval)?;
+        self.http.validate(&format!("{s}.http"))?;
         validate_shops(s, &self.shops)
     }
 }

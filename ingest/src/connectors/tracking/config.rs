@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::Provider;
 use crate::IngestError;
+use crate::push::server::HttpLimits;
 use crate::pull::secret::SecretRef;
 
 /// One table: one receiver for one shop's parcels (several shops: several tables, each on its
@@ -71,6 +72,9 @@ pub struct TrackingConfig {
         with = "humantime_serde"
     )]
     pub heartbeat_interval: Duration,
+    /// The HTTP server's timeouts and connection limit (`[connectors.<provider>_webhook.http]`).
+    #[serde(default)]
+    pub http: HttpLimits,
 }
 
 fn default_marketplace() -> String {
@@ -161,6 +165,7 @@ impl TrackingConfig {
             self.ack_deadline,
             self.recent_deliveries,
             self.queue_capacity,
+            &self.http,
         )?;
         crate::connectors::shopify::config::validate_heartbeat_interval(
             format!("{section}.heartbeat_interval"),
