@@ -97,8 +97,8 @@ pub mod names {
     /// Alert deliveries accepted by the receiver (counter; `sink`, `state`).
     pub const ALERTS_SENT: &str = "kpiflow_alerts_sent_total";
     /// Connections and requests a webhook receiver's HTTP server refused before the handler:
-    /// `connection_limit`, `header_timeout`, `body_timeout`, `too_large` (counter;
-    /// `component`, `reason`).
+    /// `connection_limit`, `header_timeout`, `body_timeout`, `too_large`, `idle_timeout`
+    /// (counter; `component`, `reason`).
     pub const HTTP_REFUSED: &str = "kpiflow_http_refused_total";
     /// Connections a webhook receiver holds open (gauge; `component`).
     pub const HTTP_CONNECTIONS: &str = "kpiflow_http_connections";

@@ -124,9 +124,12 @@ impl BodyTooLarge<'_> {
         static LAST: AtomicU64 = AtomicU64::new(0);
         self.metrics.refused(reasons::TOO_LARGE);
         if log_now(&LAST) {
-            tracing::warn!(component = self.metrics.component(), limit = self.limit,
+            tracing::warn!(
+                component = self.metrics.component(),
+                limit = self.limit,
                 content_length = self.content_length,
-                "request refused (413): body larger than max_body_bytes");
+                "request refused (413): body larger than max_body_bytes"
+            );
         }
     }
 }

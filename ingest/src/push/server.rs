@@ -52,11 +52,17 @@ pub struct HttpLimits {
     /// A request head (request line and headers) must be complete within this, counted from
     /// accept or, on a kept-alive connection, from the previous response; else the connection
     /// is closed. Default 10 s.
-    #[serde(default = "HttpLimits::default_header_read_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "HttpLimits::default_header_read_timeout",
+        with = "humantime_serde"
+    )]
     pub header_read_timeout: Duration,
     /// The whole body must arrive within this, counted from the end of the head; else 408 and
     /// the connection is closed. Default 10 s.
-    #[serde(default = "HttpLimits::default_body_read_timeout", with = "humantime_serde")]
+    #[serde(
+        default = "HttpLimits::default_body_read_timeout",
+        with = "humantime_serde"
+    )]
     pub body_read_timeout: Duration,
     /// A connection with no request in progress that sends nothing for this long is closed (a
     /// kept-alive connection waiting for its next request, or a new one that sends nothing).
@@ -482,4 +488,41 @@ fn too_large(l: &BodyLimits, content_length: Option<u64>) -> Response {
 /// A refusal that also closes the connection.
 fn closing(status: StatusCode, text: &'static str) -> Response {
     (status, [(header::CONNECTION, "close")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(v: serde_json::Value) -> HttpLimits {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_hold_and_bad_values_are_named_with_their_key() {
+        let t = "connectors.shopify_webhook.http";
+        HttpLimits::default().validate(t).unwrap();
+        assert_eq!(limits(serde_json::json!({})), HttpLimits::default());
+        let err = |v| limits(v).validate(t).unwrap_err().to_string();
+        assert_eq!(
+            err(serde_json::json!({"header_read_timeout": "0s"})),
+            "bad config: `connectors.shopify_webhook.http.header_read_timeout` = \"0s\": must be between 100ms and 10m"
+        );
+        assert_eq!(
+            err(serde_json::json!({"body_read_timeout": "0s"})),
+            "bad config: `connectors.shopify_webhook.http.body_read_timeout` = \"0s\": must be between 100ms and 10m"
+        );
+        assert_eq!(
+            err(serde_json::json!({"idle_timeout": "20s"})),
+            "bad config: `connectors.shopify_webhook.http.idle_timeout` = \"20s\": must be at most header_read_timeout (\"10s\"): that timer also runs while a kept-alive connection waits"
+        );
+        assert_eq!(
+            err(serde_json::json!({"max_connections": 0})),
+            "bad config: `connectors.shopify_webhook.http.max_connections` = 0: must be between 1 and 65536"
+        );
+        assert!(
+            serde_json::from_value::<HttpLimits>(serde_json::json!({"idle": "1s"})).is_err(),
+            "unknown keys are refused"
+        );
+    }
 }

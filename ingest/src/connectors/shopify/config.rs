@@ -9,8 +9,8 @@ use kpiflow_schemas::{Fulfilment, SourceTz};
 use serde::Deserialize;
 
 use crate::IngestError;
-use crate::push::server::HttpLimits;
 use crate::pull::secret::SecretRef;
+use crate::push::server::HttpLimits;
 
 /// One Shopify store as kpiflow sees it; keyed by its `*.myshopify.com` domain.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -304,6 +304,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains(r#"`connectors.shopify_webhook.shops` = "acme.com""#)
+        );
+        let mut v = ok.clone();
+        v["http"] = json!({"body_read_timeout": "0s"});
+        assert_eq!(
+            parse(v).unwrap_err().to_string(),
+            "bad config: `connectors.shopify_webhook.http.body_read_timeout` = \"0s\": must be between 100ms and 10m"
         );
         let mut v = ok;
         v["lisen"] = json!("x");
