@@ -618,6 +618,24 @@ impl Readiness {
         flag
     }
 
+    /// Registers the part `kafka`, true while a broker answers (asked every
+    /// [`BROKER_PROBE_INTERVAL`](crate::kafka::BROKER_PROBE_INTERVAL)) until `shutdown`: a role
+    /// that cannot reach Kafka is not ready, whatever its other parts say.
+    pub fn watch_broker(
+        &self,
+        kafka: &crate::KafkaConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<(), CoreError> {
+        crate::kafka::spawn_broker_probe(
+            kafka,
+            self.part("kafka"),
+            crate::kafka::BROKER_PROBE_INTERVAL,
+            crate::kafka::BROKER_PROBE_TIMEOUT,
+            shutdown.clone(),
+        )
+        .map(drop)
+    }
+
     /// The parts that are not ready yet (empty means ready).
     pub fn not_ready(&self) -> Vec<String> {
         self.parts
