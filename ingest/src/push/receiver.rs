@@ -57,9 +57,7 @@ pub fn validate_options(
     ack_deadline: Duration,
     recent_deliveries: usize,
     queue_capacity: usize,
-    http: &HttpLimits,
 ) -> Result<(), IngestError> {
-    http.validate(&key("http"))?;
     let bad = |k: &str, v: String, p: &str| Err(IngestError::config(key(k), v, p));
     if !path.starts_with('/') {
         return bad("path", format!("{path:?}"), "must start with '/'");

@@ -251,8 +251,8 @@ impl ThreeplConfig {
                 w.ack_deadline,
                 w.recent_deliveries,
                 w.queue_capacity,
-                &w.http,
             )?;
+            w.http.validate(&format!("{SECTION}.webhook.http"))?;
         }
         Ok(())
     }

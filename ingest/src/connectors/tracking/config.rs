@@ -165,8 +165,8 @@ impl TrackingConfig {
             self.ack_deadline,
             self.recent_deliveries,
             self.queue_capacity,
-            &self.http,
         )?;
+        self.http.validate(&format!("{section}.http"))?;
         crate::connectors::shopify::config::validate_heartbeat_interval(
             format!("{section}.heartbeat_interval"),
             self.heartbeat_interval,
