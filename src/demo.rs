@@ -116,6 +116,7 @@ async fn run_pipeline(
     let readiness = Readiness::default();
     let processor_ready = readiness.part("processor");
     let sink_ready = readiness.part("sink");
+    readiness.watch_broker(&cfg.kafka, &shutdown)?;
     let (addr, _http) = metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
     let live = LiveView::default();
 

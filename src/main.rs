@@ -328,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signal(shutdown.clone());
             let readiness = Readiness::default();
             let ready = readiness.part("processor");
+            readiness.watch_broker(&cfg.kafka, &shutdown)?;
             metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
             kpiflow_processor::run::run(&cfg.kafka, &cfg.processor, Some(ready), shutdown).await?;
             Ok(())
@@ -336,6 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cancel_on_signal(shutdown.clone());
             let readiness = Readiness::default();
             let ready = readiness.part("sink");
+            readiness.watch_broker(&cfg.kafka, &shutdown)?;
             metrics::serve(cfg.metrics.listen, readiness.clone(), shutdown.clone()).await?;
             let sink = async {
                 let result =
@@ -371,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                  alerts.webhook.enabled to true"
             );
             let readiness = Readiness::default();
+            readiness.watch_broker(&cfg.kafka, &shutdown)?;
             metrics::serve(cfg.metrics.listen, readiness.clone(), shutdown.clone()).await?;
             let stats =
                 kpiflow_sink::run_alerts(&cfg.kafka, &cfg.alerts, Some(&readiness), shutdown)

@@ -53,7 +53,8 @@ pub(crate) fn build_all(cfg: &Config, only: &[String]) -> anyhow::Result<Vec<Box
 }
 
 /// Serves /metrics, /healthz and /readyz on `[metrics] listen` (or `--metrics-listen`) until
-/// `shutdown`; `/readyz` waits for the returned flag of `part`.
+/// `shutdown`; `/readyz` waits for the returned flag of `part`, and is false while no broker
+/// answers (every connector, webhook receivers included, publishes to Kafka).
 async fn serve_metrics(
     cfg: &Config,
     part: &str,
@@ -61,6 +62,7 @@ async fn serve_metrics(
 ) -> anyhow::Result<Arc<AtomicBool>> {
     let readiness = Readiness::default();
     let ready = readiness.part(part);
+    readiness.watch_broker(&cfg.kafka, shutdown)?;
     let (addr, _) = metrics::serve(cfg.metrics.listen, readiness, shutdown.clone()).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     Ok(ready)

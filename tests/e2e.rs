@@ -46,6 +46,8 @@ mod fixture;
 mod oracle_cli;
 #[path = "../ingest/tests/integration/push_http.rs"]
 mod push_http;
+#[path = "e2e/readiness.rs"]
+mod readiness;
 #[path = "../processor/tests/integration/scenario_file.rs"]
 #[expect(
     dead_code,

@@ -382,6 +382,58 @@ impl KafkaConfig {
     }
 }
 
+/// How often a role asks whether a broker answers, for `/readyz` ([`spawn_broker_probe`]).
+pub const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one such question may take before the broker counts as unreachable.
+pub const BROKER_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Keeps `ready` true while a broker answers a metadata request, asking every `every` with
+/// `timeout` (a request that fails or does not answer in time makes it false), until
+/// `shutdown`. Each change is logged once. The question names one kpiflow topic, so a cluster
+/// with many topics is not asked for all of them; a missing topic still proves a broker
+/// answered.
+pub fn spawn_broker_probe(
+    kafka: &KafkaConfig,
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    every: Duration,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, CoreError> {
+    let mut cfg = kafka.client_config()?;
+    // Back quickly after an outage: librdkafka's default backoff grows to 10s between attempts.
+    cfg.set("reconnect.backoff.max.ms", "1000");
+    let client: rdkafka::consumer::BaseConsumer = cfg
+        .create()
+        .map_err(|e| CoreError::kafka("creating the broker probe", e))?;
+    let client = std::sync::Arc::new(client);
+    let topic = kafka.topics().name(Topic::Orders);
+    let bootstrap = kafka.bootstrap_servers.clone();
+    Ok(tokio::spawn(async move {
+        let mut was: Option<bool> = None;
+        loop {
+            let (c, t) = (client.clone(), topic.clone());
+            let answer =
+                tokio::task::spawn_blocking(move || c.fetch_metadata(Some(&t), timeout)).await;
+            let ok = matches!(answer, Ok(Ok(_)));
+            ready.store(ok, std::sync::atomic::Ordering::Relaxed);
+            if was != Some(ok) {
+                match (ok, answer) {
+                    (true, _) => tracing::info!(%bootstrap, "broker reachable: ready"),
+                    (false, Ok(Err(e))) => {
+                        tracing::warn!(%bootstrap, error = %e, "broker unreachable: not ready")
+                    }
+                    (false, _) => tracing::warn!(%bootstrap, "broker unreachable: not ready"),
+                }
+                was = Some(ok);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }))
+}
+
 /// How often [`spawn_lag_reporter`] publishes consumer lag.
 pub const LAG_INTERVAL: Duration = Duration::from_secs(15);
 

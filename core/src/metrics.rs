@@ -96,6 +96,12 @@ pub mod names {
     pub const ALERTS_OPEN: &str = "kpiflow_alerts_open";
     /// Alert deliveries accepted by the receiver (counter; `sink`, `state`).
     pub const ALERTS_SENT: &str = "kpiflow_alerts_sent_total";
+    /// Connections and requests a webhook receiver's HTTP server refused before the handler:
+    /// `connection_limit`, `header_timeout`, `body_timeout`, `too_large`, `idle_timeout`
+    /// (counter; `component`, `reason`).
+    pub const HTTP_REFUSED: &str = "kpiflow_http_refused_total";
+    /// Connections a webhook receiver holds open (gauge; `component`).
+    pub const HTTP_CONNECTIONS: &str = "kpiflow_http_connections";
 }
 
 /// Label keys.
@@ -214,6 +220,19 @@ counter_vec!(
     duplicates,
     names::DUPLICATES,
     "Duplicate events counted once.",
+    [labels::COMPONENT]
+);
+counter_vec!(
+    http_refused,
+    names::HTTP_REFUSED,
+    "Connections and requests a webhook receiver refused before the handler, by reason.",
+    [labels::COMPONENT, labels::REASON]
+);
+gauge_vec!(
+    http_connections,
+    IntGaugeVec,
+    names::HTTP_CONNECTIONS,
+    "Connections a webhook receiver holds open.",
     [labels::COMPONENT]
 );
 counter_vec!(
@@ -597,6 +616,24 @@ impl Readiness {
             .expect("readiness lock")
             .push((name.to_string(), flag.clone()));
         flag
+    }
+
+    /// Registers the part `kafka`, true while a broker answers (asked every
+    /// [`BROKER_PROBE_INTERVAL`](crate::kafka::BROKER_PROBE_INTERVAL)) until `shutdown`: a role
+    /// that cannot reach Kafka is not ready, whatever its other parts say.
+    pub fn watch_broker(
+        &self,
+        kafka: &crate::KafkaConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<(), CoreError> {
+        crate::kafka::spawn_broker_probe(
+            kafka,
+            self.part("kafka"),
+            crate::kafka::BROKER_PROBE_INTERVAL,
+            crate::kafka::BROKER_PROBE_TIMEOUT,
+            shutdown.clone(),
+        )
+        .map(drop)
     }
 
     /// The parts that are not ready yet (empty means ready).

@@ -33,6 +33,7 @@ mod integration {
     pub(crate) mod pipeline;
     pub(crate) mod push_config_example;
     pub(crate) mod push_http;
+    pub(crate) mod push_limits;
     pub(crate) mod rig;
     pub(crate) mod shopify;
     pub(crate) mod shopify_fulfillments;

@@ -369,8 +369,36 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
     assert_exact(&latest, &events);
 }
 
+/// Held by each test that runs a private broker: they share its port.
+pub(crate) static PRIVATE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The private broker's port: `KPIFLOW_RESTART_TEST_PORT`, default 39692.
+pub(crate) fn private_port() -> u16 {
+    std::env::var("KPIFLOW_RESTART_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(39692u16)
+}
+
+/// Stops the private broker on `port` with data under the path when dropped, however the
+/// test ends.
+pub(crate) struct StopBroker(pub(crate) u16, pub(crate) std::path::PathBuf);
+
+impl Drop for StopBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/local/kafka.sh"
+        ))
+        .arg("stop")
+        .env("KPIFLOW_KAFKA_PORT", self.0.to_string())
+        .env("KPIFLOW_KAFKA_DATA", &self.1)
+        .output();
+    }
+}
+
 /// `deploy/local/kafka.sh <cmd>` for a private broker on `port` with data under `data`.
-fn broker(cmd: &str, port: u16, data: &std::path::Path) -> String {
+pub(crate) fn broker(cmd: &str, port: u16, data: &std::path::Path) -> String {
     let out = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/local/kafka.sh"
@@ -391,26 +419,11 @@ fn broker(cmd: &str, port: u16, data: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_stream_loses_and_doubles_nothing() {
     // A broker of its own: the other tests share theirs.
-    let port = std::env::var("KPIFLOW_RESTART_TEST_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(39692u16);
+    let _private = PRIVATE_BROKER.lock().await;
+    let port = private_port();
     let data = tempfile::tempdir().unwrap();
     let bootstrap = broker("start", port, data.path());
-    struct Stop(u16, std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/deploy/local/kafka.sh"
-            ))
-            .arg("stop")
-            .env("KPIFLOW_KAFKA_PORT", self.0.to_string())
-            .env("KPIFLOW_KAFKA_DATA", &self.1)
-            .output();
-        }
-    }
-    let _stop = Stop(port, data.path().to_path_buf());
+    let _stop = StopBroker(port, data.path().to_path_buf());
     let sim = SimulatorConfig {
         seed: 3,
         shops: 3,

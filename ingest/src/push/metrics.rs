@@ -22,6 +22,11 @@ pub struct PushStats {
     pub duplicates: u64,
     /// Deliveries refused before parsing, by reason (e.g. `signature_mismatch`, `too_large`).
     pub rejected: BTreeMap<String, u64>,
+    /// Connections and requests the HTTP server refused before the handler, by reason
+    /// (see [`super::events::reasons`]).
+    pub refused: BTreeMap<String, u64>,
+    /// Connections open now.
+    pub connections_open: u64,
 }
 
 #[derive(Default)]
@@ -31,6 +36,16 @@ struct Counts {
     dead_lettered: AtomicU64,
     duplicates: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
+    refused: Mutex<BTreeMap<String, u64>>,
+    connections_open: AtomicU64,
+}
+
+/// Adds one to `map[reason]`.
+fn bump(map: &Mutex<BTreeMap<String, u64>>, reason: &str) {
+    *map.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(reason.to_string())
+        .or_default() += 1;
 }
 
 /// The counters of one push connector.
@@ -80,13 +95,32 @@ impl PushMetrics {
     /// One delivery was refused before parsing (low-cardinality `reason`).
     pub fn rejected(&self, reason: &str) {
         self.metrics.dropped(reason, 1);
-        *self
-            .counts
-            .rejected
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(reason.to_string())
-            .or_default() += 1;
+        bump(&self.counts.rejected, reason);
+    }
+
+    /// The HTTP server refused a connection or request before the handler (low-cardinality
+    /// `reason`, see [`super::events::reasons`]).
+    pub fn refused(&self, reason: &str) {
+        kpiflow_core::metrics::http_refused()
+            .with_label_values(&[self.component(), reason])
+            .inc();
+        bump(&self.counts.refused, reason);
+    }
+
+    /// A connection was accepted (`+1`) or closed (`-1`).
+    pub fn connections(&self, delta: i64) {
+        kpiflow_core::metrics::http_connections()
+            .with_label_values(&[self.component()])
+            .add(delta);
+        if delta >= 0 {
+            self.counts
+                .connections_open
+                .fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.counts
+                .connections_open
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// A retried delivery was acknowledged without publishing.
@@ -138,6 +172,12 @@ impl PushMetrics {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            refused: c
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            connections_open: c.connections_open.load(Ordering::Relaxed),
         }
     }
 }

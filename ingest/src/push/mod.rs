@@ -1,10 +1,12 @@
-//! What push connectors share: the generic receiver ([`receiver`]), HMAC signatures, the
+//! What push connectors share: the generic receiver ([`receiver`]) on a hardened HTTP server
+//! ([`server`]: timeouts, connection and body limits), HMAC signatures, the
 //! recent-delivery cache, counters, and the queue that acknowledges a delivery only once Kafka
 //! stored what it carried.
 //!
 //! ```text
-//!  HTTP request ─► body limit ─► signature ─► map ─► PublishQueue ══► worker ─► Publish + flush
-//!       (axum)       (413)        (401)     (DLQ)     (bounded)        (one task, group commit)
+//!  HTTP request ─► server ─► signature ─► map ─► PublishQueue ══► worker ─► Publish + flush
+//!   (hyper, axum)  (limits:      (401)     (DLQ)     (bounded)        (one task, group commit)
+//!                  408/413/close)
 //!                                                  ◄═ ack (200) / 503 after the deadline
 //! ```
 //!
@@ -12,6 +14,7 @@
 //! (up to a deadline) for the worker, which owns the `&dyn Publish`, to publish and flush it.
 //! Concurrent deliveries share one flush.
 
+pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod queue;

@@ -1,4 +1,5 @@
-//! The generic webhook receiver: body limit, signature, retry cache, mapping, publish queue.
+//! The generic webhook receiver: signature, retry cache, mapping, publish queue (timeouts,
+//! connection and body limits: [`super::server`]).
 //! A platform supplies only a [`PushMapper`] (delivery id and payload → events).
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::PushMetrics;
 use super::queue::{Delivery, PublishQueue, QueueWorker, publish_queue};
 use super::recent::RecentIds;
+use super::server::{HttpLimits, Site};
 use super::{server, signature};
 use crate::pull::secret::Secret;
 use crate::{IngestError, Publish};
@@ -132,6 +134,8 @@ pub struct ReceiverOptions {
     pub recent_deliveries: usize,
     /// Deliveries waiting for the publisher.
     pub queue_capacity: usize,
+    /// Timeouts and the connection limit of the HTTP server.
+    pub http: HttpLimits,
 }
 
 struct Inner {
@@ -146,7 +150,7 @@ struct Inner {
 /// A bound receiver, ready to serve.
 pub struct Receiver {
     listener: TcpListener,
-    routes: Router,
+    site: Site,
     worker: QueueWorker,
 }
 
@@ -161,13 +165,14 @@ pub async fn bind(
     let (queue, worker) = publish_queue(opts.queue_capacity, metrics.clone());
     let path = opts.path.clone();
     let limit = opts.max_body_bytes;
+    let limits = opts.http.clone();
     let inner = Arc::new(Inner {
         secret,
         recent: RecentIds::new(opts.recent_deliveries),
         opts,
         mapper,
         queue,
-        metrics,
+        metrics: metrics.clone(),
     });
     let routes = Router::new()
         .route(&path, post(receive))
@@ -175,7 +180,12 @@ pub async fn bind(
         .with_state(inner);
     Ok(Receiver {
         listener,
-        routes,
+        site: Site {
+            routes,
+            limits,
+            max_body_bytes: limit,
+            metrics,
+        },
         worker,
     })
 }
@@ -194,7 +204,7 @@ impl Receiver {
         publisher: &dyn Publish,
         shutdown: CancellationToken,
     ) -> Result<(), IngestError> {
-        server::serve(self.listener, self.routes, self.worker, publisher, shutdown).await
+        server::serve(self.listener, self.site, self.worker, publisher, shutdown).await
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::IngestError;
 use crate::pull::secret::SecretRef;
+use crate::push::server::HttpLimits;
 
 /// One Shopify store as kpiflow sees it; keyed by its `*.myshopify.com` domain.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -182,6 +183,9 @@ pub struct WebhookConfig {
     /// newest event time, counts), for staleness rules. Default 1 minute.
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// The HTTP server's timeouts and connection limit (`[connectors.shopify_webhook.http]`).
+    #[serde(default)]
+    pub http: HttpLimits,
     /// Stores, keyed by `*.myshopify.com` domain.
     pub shops: BTreeMap<String, ShopifyShop>,
 }
@@ -261,6 +265,7 @@ impl WebhookConfig {
             return bad("queue_capacity", "0".into(), "must be at least 1");
         }
         validate_heartbeat_interval(format!("{s}.heartbeat_interval"), self.heartbeat_interval)?;
+        self.http.validate(&format!("{s}.http"))?;
         validate_shops(s, &self.shops)
     }
 }
@@ -299,6 +304,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains(r#"`connectors.shopify_webhook.shops` = "acme.com""#)
+        );
+        let mut v = ok.clone();
+        v["http"] = json!({"body_read_timeout": "0s"});
+        assert_eq!(
+            parse(v).unwrap_err().to_string(),
+            "bad config: `connectors.shopify_webhook.http.body_read_timeout` = \"0s\": must be between 100ms and 10m"
         );
         let mut v = ok;
         v["lisen"] = json!("x");

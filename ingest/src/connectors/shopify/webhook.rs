@@ -119,6 +119,7 @@ impl ShopifyWebhook {
             ack_deadline: c.ack_deadline,
             recent_deliveries: c.recent_deliveries,
             queue_capacity: c.queue_capacity,
+            http: c.http.clone(),
         };
         let mapper = Arc::new(ShopifyMapper {
             order_dates: RecentMap::new(c.recent_deliveries),

@@ -134,6 +134,9 @@ pub struct ThreeplWebhookConfig {
     /// Deliveries waiting for the publisher. Default 256.
     #[serde(default = "ThreeplWebhookConfig::default_queue_capacity")]
     pub queue_capacity: usize,
+    /// The HTTP server's timeouts and connection limit (`[connectors.threepl.webhook.http]`).
+    #[serde(default)]
+    pub http: crate::push::server::HttpLimits,
 }
 
 impl ThreeplWebhookConfig {
@@ -249,6 +252,7 @@ impl ThreeplConfig {
                 w.recent_deliveries,
                 w.queue_capacity,
             )?;
+            w.http.validate(&format!("{SECTION}.webhook.http"))?;
         }
         Ok(())
     }

@@ -125,6 +125,7 @@ impl Threepl {
             ack_deadline: w.ack_deadline,
             recent_deliveries: w.recent_deliveries,
             queue_capacity: w.queue_capacity,
+            http: w.http.clone(),
         };
         let mapper = Arc::new(webhook::ThreeplMapper {
             shops: self.shops.clone(),

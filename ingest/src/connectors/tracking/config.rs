@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::Provider;
 use crate::IngestError;
 use crate::pull::secret::SecretRef;
+use crate::push::server::HttpLimits;
 
 /// One table: one receiver for one shop's parcels (several shops: several tables, each on its
 /// own path or port, since neither provider names the seller's shop in a push).
@@ -71,6 +72,9 @@ pub struct TrackingConfig {
         with = "humantime_serde"
     )]
     pub heartbeat_interval: Duration,
+    /// The HTTP server's timeouts and connection limit (`[connectors.<provider>_webhook.http]`).
+    #[serde(default)]
+    pub http: HttpLimits,
 }
 
 fn default_marketplace() -> String {
@@ -162,6 +166,7 @@ impl TrackingConfig {
             self.recent_deliveries,
             self.queue_capacity,
         )?;
+        self.http.validate(&format!("{section}.http"))?;
         crate::connectors::shopify::config::validate_heartbeat_interval(
             format!("{section}.heartbeat_interval"),
             self.heartbeat_interval,
@@ -179,6 +184,17 @@ mod tests {
         let v = json!({"shop": "shop-001", "channel": "amazon", "secret": "env:X"});
         let c = TrackingConfig::from_value(Provider::AfterShip, &v).unwrap();
         c.validate(Provider::AfterShip).unwrap();
+        let mut bad = v.clone();
+        bad["http"] = json!({"max_connections": 0});
+        let err = TrackingConfig::from_value(Provider::AfterShip, &bad)
+            .unwrap()
+            .validate(Provider::AfterShip)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "bad config: `connectors.aftership_webhook.http.max_connections` = 0: must be between 1 and 65536"
+        );
         assert_eq!(
             c.signature_header(Provider::AfterShip),
             "aftership-hmac-sha256"

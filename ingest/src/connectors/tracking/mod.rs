@@ -245,6 +245,7 @@ impl TrackingWebhook {
             ack_deadline: self.cfg.ack_deadline,
             recent_deliveries: self.cfg.recent_deliveries,
             queue_capacity: self.cfg.queue_capacity,
+            http: self.cfg.http.clone(),
         };
         let target = Target {
             source: p.name(),
