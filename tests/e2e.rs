@@ -58,6 +58,8 @@ mod scenario_file;
 mod scenarios;
 #[path = "e2e/shopify_fulfilments.rs"]
 mod shopify_fulfilments;
+#[path = "e2e/tracking.rs"]
+mod tracking;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
 

@@ -36,19 +36,8 @@ use kpiflow_schemas::{
 use serde::{Deserialize, Serialize};
 
 use super::{Applied, Engine, Outputs};
-use crate::rule::crosscheck::{SUFFIX, Sides, WINDOW};
+use crate::rule::crosscheck::{SUFFIX, Sides, WINDOW, checked_kpi};
 use crate::window::{self, Hour, hour_start};
-
-/// The catalog KPI a metric is checked against.
-fn checked_kpi(metric: HealthMetric) -> &'static str {
-    match metric {
-        HealthMetric::OrderDefectRateAfn | HealthMetric::OrderDefectRateMfn => "order_defect_rate",
-        HealthMetric::LateShipmentRate => "late_shipment_rate",
-        HealthMetric::PreFulfilmentCancelRate => "cancellation_rate",
-        HealthMetric::ValidTrackingRate => "valid_tracking_rate",
-        HealthMetric::OnTimeDeliveryRate => "on_time_delivery_rate",
-    }
-}
 
 /// One reference value kept (what the comparison reads of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

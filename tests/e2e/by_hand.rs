@@ -12,8 +12,8 @@ use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::run::RunStats;
 use kpiflow_schemas::{
-    Channel, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
-    Topic,
+    Channel, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, OrderShipped,
+    SourceTz, Topic,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -149,38 +149,124 @@ pub(crate) fn check(
     }
 }
 
+/// A marketplace's order connector, as far as the events it publishes go: their source, id
+/// prefix (`<prefix>:<order id>:<kind>`), channel and marketplace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seller {
+    source: &'static str,
+    prefix: &'static str,
+    channel: Channel,
+    marketplace: &'static str,
+}
+
+/// `amazon_sp_orders` (Amazon US).
+pub(crate) const AMAZON: Seller = Seller {
+    source: "amazon_sp_orders",
+    prefix: "amazon",
+    channel: Channel::Amazon,
+    marketplace: "ATVPDKIKX0DER",
+};
+/// `walmart_orders`.
+pub(crate) const WALMART: Seller = Seller {
+    source: "walmart_orders",
+    prefix: "walmart",
+    channel: Channel::Walmart,
+    marketplace: "US",
+};
+/// `tiktok_shop_orders`.
+pub(crate) const TIKTOK_SHOP: Seller = Seller {
+    source: "tiktok_shop_orders",
+    prefix: "tiktok_shop",
+    channel: Channel::TiktokShop,
+    marketplace: "US",
+};
+
+/// A shipment as an order connector reports it: when it shipped, by when it was due, the
+/// promised delivery (`None` where the platform gives none, as TikTok Shop's order search) and
+/// the tracking: Walmart and TikTok Shop give a number and count a shipment with one as
+/// tracked; Amazon's Orders API gives none and counts every FBM shipment as tracked.
+pub(crate) struct Shipment<'a> {
+    pub(crate) placed: &'a str,
+    pub(crate) shipped: &'a str,
+    pub(crate) ship_by: &'a str,
+    pub(crate) deliver_by: Option<&'a str>,
+    pub(crate) units: u32,
+    pub(crate) tracking_id: Option<&'a str>,
+    pub(crate) tracking_valid: bool,
+}
+
+fn utc(at: &str) -> DateTime<Utc> {
+    at.parse()
+        .unwrap_or_else(|e| panic!("{at:?} is not RFC 3339: {e}"))
+}
+
+impl Seller {
+    fn header(&self, shop: &str, id: &str, kind: &str, at: DateTime<Utc>) -> EventHeader {
+        EventHeader {
+            event_id: format!("{}:{id}:{kind}", self.prefix),
+            source: self.source.into(),
+            shop: shop.into(),
+            channel: self.channel,
+            marketplace: self.marketplace.into(),
+            sku: None,
+            event_time: at,
+            source_tz: SourceTz::US_PACIFIC,
+            ingest_time: at,
+        }
+    }
+
+    /// The `order.placed` of order `id` of `shop`, placed at `at` (RFC 3339) for 29.98 USD.
+    pub(crate) fn placed(
+        &self,
+        shop: &str,
+        id: &str,
+        at: &str,
+        fulfilment: Fulfilment,
+        units: u32,
+    ) -> Event {
+        let at = utc(at);
+        Event::new(
+            self.header(shop, id, "placed", at),
+            OrderPlaced {
+                order_id: id.into(),
+                total: Money {
+                    amount: Decimal::parse("29.98").unwrap(),
+                    currency: "USD".into(),
+                },
+                units,
+                fulfilment,
+                ship_by: None,
+                deliver_by: None,
+            },
+        )
+    }
+
+    /// The `order.shipped` of seller-fulfilled order `id` of `shop`.
+    pub(crate) fn shipped(&self, shop: &str, id: &str, s: &Shipment<'_>) -> Event {
+        Event::new(
+            self.header(shop, id, "shipped", utc(s.shipped)),
+            OrderShipped {
+                order_id: id.into(),
+                placed_at: utc(s.placed),
+                ship_by: utc(s.ship_by),
+                deliver_by: s.deliver_by.map(utc),
+                units: s.units,
+                carrier: None,
+                tracking_valid: s.tracking_valid,
+                tracking_id: s.tracking_id.map(str::to_string),
+                fulfilment: Some(Fulfilment::Merchant),
+            },
+        )
+    }
+}
+
 /// The `order.placed` `amazon_sp_orders` publishes for an SP-API fixture order of `shop`
 /// (`channel` AFN or MFN), placed at `at` (RFC 3339) for 29.98 USD.
 pub(crate) fn amazon_placed(shop: &str, id: &str, at: &str, channel: &str, units: u32) -> Event {
-    let at: DateTime<Utc> = at.parse().unwrap();
-    let header = EventHeader {
-        event_id: format!("amazon:{id}:placed"),
-        source: "amazon_sp_orders".into(),
-        shop: shop.into(),
-        channel: Channel::Amazon,
-        marketplace: "ATVPDKIKX0DER".into(),
-        sku: None,
-        event_time: at,
-        source_tz: SourceTz::US_PACIFIC,
-        ingest_time: at,
-    };
     let fulfilment = if channel == "AFN" {
         Fulfilment::Fba
     } else {
         Fulfilment::Merchant
     };
-    Event::new(
-        header,
-        OrderPlaced {
-            order_id: id.into(),
-            total: Money {
-                amount: Decimal::parse("29.98").unwrap(),
-                currency: "USD".into(),
-            },
-            units,
-            fulfilment,
-            ship_by: None,
-            deliver_by: None,
-        },
-    )
+    AMAZON.placed(shop, id, at, fulfilment, units)
 }

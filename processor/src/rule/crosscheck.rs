@@ -8,7 +8,9 @@
 //! superseded by it (Amazon's ranges slide by a day), and at most one breach is open.
 
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{BreachEvent, BreachState, Channel, KpiUpdate, RuleKind, RuleOp, Severity};
+use kpiflow_schemas::{
+    BreachEvent, BreachState, Channel, HealthMetric, KpiUpdate, RuleKind, RuleOp, Severity,
+};
 use serde::Deserialize;
 
 use super::threshold::{self, ThresholdRule, ThresholdRuleConfig};
@@ -28,6 +30,18 @@ pub const SUFFIX: &str = "_vs_amazon";
 
 /// The window name of cross-check values: Amazon's reporting range.
 pub const WINDOW: &str = "amazon_reporting_range";
+
+/// The catalog KPI an Amazon Account Health metric is checked against (its cross-check KPI
+/// is this id with [`SUFFIX`]); both ODR figures (AFN and MFN) check `order_defect_rate`.
+pub fn checked_kpi(metric: HealthMetric) -> &'static str {
+    match metric {
+        HealthMetric::OrderDefectRateAfn | HealthMetric::OrderDefectRateMfn => "order_defect_rate",
+        HealthMetric::LateShipmentRate => "late_shipment_rate",
+        HealthMetric::PreFulfilmentCancelRate => "cancellation_rate",
+        HealthMetric::ValidTrackingRate => "valid_tracking_rate",
+        HealthMetric::OnTimeDeliveryRate => "on_time_delivery_rate",
+    }
+}
 
 /// One cross-check rule (`[[processor.crosscheck_rules]]` in the config file).
 #[derive(Debug, Clone, Deserialize)]

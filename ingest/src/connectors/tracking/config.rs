@@ -22,9 +22,13 @@ pub struct TrackingConfig {
     /// The channel the orders were sold through (`amazon` for FBM, `walmart`, `tiktok_shop`,
     /// `shopify`).
     pub channel: Channel,
-    /// Marketplace id on events. Default `US`.
-    #[serde(default = "default_marketplace")]
-    pub marketplace: String,
+    /// Marketplace id on events: it must be the one the shop's order connector puts on the
+    /// same orders, since a KPI's scope is (shop, channel, marketplace) and a delivery in
+    /// another scope than its shipment never meets it. Default by channel: `ATVPDKIKX0DER`
+    /// (Amazon US, as `amazon_sp_orders`) for `amazon`, `US` otherwise (as `walmart_orders`,
+    /// `tiktok_shop_orders` and `shopify_webhook`).
+    #[serde(default)]
+    pub marketplace: Option<String>,
     /// The shop's IANA time zone; also the zone of provider times given without an offset.
     /// Default `America/Los_Angeles`.
     #[serde(default = "default_time_zone")]
@@ -37,6 +41,16 @@ pub struct TrackingConfig {
     /// (`aftership`, `17track`).
     #[serde(default)]
     pub warehouse: Option<String>,
+    /// What a delivered parcel with an expected delivery becomes: `count`, an `order.delivered`
+    /// (on-time delivery counts it), or `milestone`, a `shipment.milestone` `delivered` only,
+    /// for a shop whose store reports its deliveries itself. A parcel is counted once, by its
+    /// first report, and a push knows neither the units nor the store's promise: on a Shopify
+    /// shop the push, usually first, would count `units_per_parcel` units against the
+    /// carrier's estimate where `shopify_webhook`'s delivered fulfilment counts the
+    /// fulfilment's units against the store's `delivery_time`. Default `milestone` for channel
+    /// `shopify`, `count` otherwise.
+    #[serde(default)]
+    pub deliveries: Option<Deliveries>,
     /// Units counted per parcel: tracking knows parcels, not units. Default 1.
     #[serde(default = "default_units_per_parcel")]
     pub units_per_parcel: u32,
@@ -77,9 +91,16 @@ pub struct TrackingConfig {
     pub http: HttpLimits,
 }
 
-fn default_marketplace() -> String {
-    "US".into()
+/// What a receiver publishes for a delivered parcel (`deliveries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deliveries {
+    /// `order.delivered`, counted by on-time delivery.
+    Count,
+    /// `shipment.milestone` `delivered`, counted by no KPI.
+    Milestone,
 }
+
 fn default_time_zone() -> SourceTz {
     SourceTz::US_PACIFIC
 }
@@ -106,6 +127,23 @@ impl TrackingConfig {
     /// Parses the section of `provider` (without validating).
     pub fn from_value(provider: Provider, value: &serde_json::Value) -> Result<Self, IngestError> {
         crate::connector::parse_section(provider.section(), value.clone())
+    }
+
+    /// The marketplace id, defaulted by channel.
+    pub fn marketplace(&self) -> String {
+        match (&self.marketplace, self.channel) {
+            (Some(m), _) => m.clone(),
+            (None, Channel::Amazon) => crate::connectors::amazon_sp_orders::US_MARKETPLACE.into(),
+            (None, _) => "US".into(),
+        }
+    }
+
+    /// What a delivered parcel becomes, defaulted by channel.
+    pub fn deliveries(&self) -> Deliveries {
+        self.deliveries.unwrap_or(match self.channel {
+            Channel::Shopify => Deliveries::Milestone,
+            _ => Deliveries::Count,
+        })
     }
 
     /// The listen address, defaulted.
@@ -140,7 +178,7 @@ impl TrackingConfig {
         let section = provider.section();
         let bad =
             |k: &str, v: String, p: &str| Err(IngestError::config(format!("{section}.{k}"), v, p));
-        for (key, value) in [("shop", &self.shop), ("marketplace", &self.marketplace)] {
+        for (key, value) in [("shop", &self.shop), ("marketplace", &self.marketplace())] {
             if value.trim().is_empty() {
                 return bad(key, "\"\"".into(), "must not be empty");
             }
@@ -202,6 +240,38 @@ mod tests {
         assert_eq!(c.signature_header(Provider::Track17), "sign");
         assert_eq!(c.path(Provider::Track17), "/webhooks/17track");
         assert_eq!(c.fulfilment, Fulfilment::Merchant);
+        // An FBM shop's deliveries carry amazon_sp_orders' marketplace, or they would sit in
+        // another KPI scope than the shipments they complete.
+        assert_eq!(c.marketplace(), "ATVPDKIKX0DER");
+        assert_eq!(c.deliveries(), Deliveries::Count);
+        let scoped = |channel: &str, extra: serde_json::Value| {
+            let mut v = json!({"shop": "s", "channel": channel, "secret": "env:X"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            TrackingConfig::from_value(Provider::Track17, &v).unwrap()
+        };
+        for channel in ["walmart", "tiktok_shop", "shopify"] {
+            assert_eq!(scoped(channel, json!({})).marketplace(), "US", "{channel}");
+        }
+        assert_eq!(
+            scoped("amazon", json!({"marketplace": "A2EUQ1WTGCTBG2"})).marketplace(),
+            "A2EUQ1WTGCTBG2"
+        );
+        // The store reports a Shopify shop's deliveries (shopify_webhook) with the units and
+        // its promise; the push stays a milestone unless asked otherwise.
+        assert_eq!(
+            scoped("shopify", json!({})).deliveries(),
+            Deliveries::Milestone
+        );
+        assert_eq!(
+            scoped("shopify", json!({"deliveries": "count"})).deliveries(),
+            Deliveries::Count
+        );
+        assert_eq!(
+            scoped("walmart", json!({"deliveries": "milestone"})).deliveries(),
+            Deliveries::Milestone
+        );
 
         let err = TrackingConfig::from_value(
             Provider::Track17,

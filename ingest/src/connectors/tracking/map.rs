@@ -82,6 +82,8 @@ pub struct Target {
     pub time_zone: SourceTz,
     /// How the parcels are fulfilled.
     pub fulfilment: Fulfilment,
+    /// Whether a delivery with an expected date is an `order.delivered` (else a milestone).
+    pub count_deliveries: bool,
     /// `warehouse` on milestones.
     pub warehouse: String,
     /// Units per parcel.
@@ -146,7 +148,7 @@ pub fn time(
 }
 
 /// The canonical event of `u` for `t`: `order.delivered` when delivered with an expected
-/// delivery, else `shipment.milestone`. A milestone's id is built from the update's identity
+/// delivery and `t` counts deliveries, else `shipment.milestone`. A milestone's id is built from the update's identity
 /// (carrier, tracking number, status, time), so a repeated push gives the same id; a
 /// delivery's is the parcel's ([`crate::map::parcel_delivered_id`]), shared with every other
 /// source reporting the same parcel's delivery, so on-time delivery counts it once.
@@ -155,7 +157,8 @@ pub fn event(u: &Update, t: &Target, now: DateTime<Utc>) -> Event {
         Status::Delivered => Milestone::Delivered,
         Status::Milestone(m) => m,
     };
-    let event_id = match (u.status, u.expected) {
+    let expected = u.expected.filter(|_| t.count_deliveries);
+    let event_id = match (u.status, expected) {
         (Status::Delivered, Some(_)) => {
             crate::map::parcel_delivered_id(&t.shop, &u.tracking_number)
         }
@@ -180,7 +183,7 @@ pub fn event(u: &Update, t: &Target, now: DateTime<Utc>) -> Event {
         source_tz: t.time_zone,
         ingest_time: now,
     };
-    let body = match (u.status, u.expected) {
+    let body = match (u.status, expected) {
         (Status::Delivered, Some(deliver_by)) => EventBody::OrderDelivered(OrderDelivered {
             order_id: u.order_id.clone(),
             // A push does not carry the order's placement; the first carrier scan (or the

@@ -6,7 +6,7 @@
 //!
 //! | provider status                                   | event                                  |
 //! |---------------------------------------------------|----------------------------------------|
-//! | delivered, with an expected delivery              | `order.delivered` at the delivery time, `deliver_by` = the expected delivery |
+//! | delivered, with an expected delivery              | `order.delivered` at the delivery time, `deliver_by` = the expected delivery (`deliveries = "milestone"`, the default on a Shopify shop: `shipment.milestone` `delivered`) |
 //! | delivered, no expected delivery                   | `shipment.milestone` `delivered` (`order.delivered` needs a promised date) |
 //! | in transit, out for delivery, available for pickup| `shipment.milestone` `in_transit`       |
 //! | failed attempt / delivery failure, exception, expired | `shipment.milestone` `exception`    |
@@ -16,7 +16,9 @@
 //! creating the tracking); 17TRACK `data.tag`, the label the seller sets when registering the
 //! number. An update without one is dead-lettered naming the field. Shop, channel,
 //! marketplace and fulfilment come from the config table (one table per shop), since neither
-//! provider knows them. Tracking knows parcels, not units: each parcel counts
+//! provider knows them; the marketplace defaults to the one the channel's order connector
+//! puts on the same orders (`ATVPDKIKX0DER` for Amazon, `US` otherwise), since a delivery
+//! counts only in the KPI scope (shop, channel, marketplace) of its shipment. Tracking knows parcels, not units: each parcel counts
 //! `units_per_parcel` units (default 1). `placed_at` on `order.delivered` is the earliest scan
 //! in the push (the order's placement is not in it); on-time delivery keys on `deliver_by`.
 //!
@@ -25,7 +27,10 @@
 //! counted once. An `order.delivered` has the parcel's id, `delivered-<shop>-<tracking
 //! number>` ([`crate::map::parcel_delivered_id`]), the same from either aggregator and from
 //! the store's own delivered fulfilment (`shopify_webhook`), so one parcel's delivery counts
-//! once in on-time delivery whoever reports it first.
+//! once in on-time delivery. The first report read is the one counted; a push knows neither
+//! the parcel's units nor the store's promise, which the store's report does, so on a Shopify
+//! shop (where the push usually comes first) deliveries stay milestones unless
+//! `deliveries = "count"`.
 //!
 //! # Signatures
 //!
@@ -211,7 +216,7 @@ impl TrackingWebhook {
         let origin = Origin {
             shop: cfg.shop.clone(),
             channel: cfg.channel,
-            marketplace: cfg.marketplace.clone(),
+            marketplace: cfg.marketplace(),
             source_tz: cfg.time_zone,
         };
         let health = Arc::new(PushHealth::new(provider.name(), [origin]));
@@ -251,9 +256,10 @@ impl TrackingWebhook {
             source: p.name(),
             shop: self.cfg.shop.clone(),
             channel: self.cfg.channel,
-            marketplace: self.cfg.marketplace.clone(),
+            marketplace: self.cfg.marketplace(),
             time_zone: self.cfg.time_zone,
             fulfilment: self.cfg.fulfilment,
+            count_deliveries: self.cfg.deliveries() == config::Deliveries::Count,
             warehouse: self.cfg.warehouse(p),
             units: self.cfg.units_per_parcel,
         };
@@ -343,6 +349,7 @@ mod tests {
                 marketplace: "US".into(),
                 time_zone: SourceTz(tz),
                 fulfilment: Fulfilment::Merchant,
+                count_deliveries: true,
                 warehouse: provider.short_name().into(),
                 units: 1,
             },
@@ -548,6 +555,31 @@ mod tests {
             d.dead_letters[0].reason,
             "17track webhook: field `data.tag`: missing or empty: register the number with the order id as its tag"
         );
+    }
+
+    #[test]
+    fn a_store_reporting_its_own_deliveries_gets_the_push_as_a_milestone() {
+        let mut m = mapper(
+            Provider::AfterShip,
+            Channel::Shopify,
+            chrono_tz::America::New_York,
+        );
+        m.target.count_deliveries = false;
+        let d = delivery(m.map(&HeaderMap::new(), &fixture("aftership/delivered.json")));
+        let [e] = d.events.as_slice() else {
+            panic!("{:?}", d.events)
+        };
+        // Not the parcel's delivery id, which the store's delivered fulfilment keeps; the
+        // milestone id ends in the delivery time, 2026-11-07T18:48Z = 1794077280.
+        assert_eq!(
+            e.header.event_id,
+            "aftership_webhook-shop-001-usps-9400111899223817576593-delivered-1794077280"
+        );
+        let EventBody::ShipmentMilestone(b) = &e.body else {
+            panic!("{:?}", e.body)
+        };
+        assert_eq!(b.milestone, Milestone::Delivered);
+        assert_eq!(e.header.event_time, utc("2026-11-07T18:48:00Z"));
     }
 
     #[test]
