@@ -16,28 +16,43 @@ use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
 use kpiflow_core::SourceMetrics;
 use reqwest::header::HeaderName;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::IngestError;
 use crate::map::{MapError, Record};
-use crate::pull::{HttpClient, Pull, Request, Secret, SecretRef, StaticToken, TokenHeader, Window};
+use crate::pull::{
+    HttpClient, Pull, PullSettings, Request, Secret, SecretRef, StaticToken, TokenHeader, Window,
+};
 
-/// One shop's credentials, as every `[[connectors.tiktok_shop_*]]` table gives them.
-pub struct ShopKeys<'a> {
-    /// The shop id events carry.
-    pub shop: &'a str,
+fn d_page_size() -> u32 {
+    50
+}
+
+/// One `[[connectors.tiktok_shop_orders]]` or `[[connectors.tiktok_shop_returns]]` table:
+/// one TikTok Shop (shop). Both take the same keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiktokShopConfig {
+    /// The shop id events carry (the Kafka key); the same in the shop's orders and returns
+    /// tables.
+    pub shop: String,
     /// The shop's `shop_cipher` (from Get Authorized Shops).
-    pub shop_cipher: &'a str,
-    /// Results per page, 1 to 100.
+    pub shop_cipher: String,
+    /// Orders or returns per page, 1 to 100. Default `50`.
+    #[serde(default = "d_page_size")]
     pub page_size: u32,
-    /// The app key.
-    pub app_key: &'a SecretRef,
-    /// The app secret, the signing key.
-    pub app_secret: &'a SecretRef,
-    /// The shop's access token.
-    pub access_token: &'a SecretRef,
+    /// The app key (`env:NAME` or `file:/path`).
+    pub app_key: SecretRef,
+    /// The app secret, the signing key (`env:NAME` or `file:/path`).
+    pub app_secret: SecretRef,
+    /// The shop's access token (`env:NAME` or `file:/path`).
+    pub access_token: SecretRef,
+    /// Polling, HTTP and cursor settings (defaults: every 5 minutes, 15 minutes overlap, 5
+    /// requests a second).
+    #[serde(default)]
+    pub pull: PullSettings,
 }
 
 /// A signed client of one shop: every call carries `app_key`, `timestamp`, `shop_cipher`
@@ -52,16 +67,17 @@ pub struct ShopApi {
 
 impl ShopApi {
     /// Checks `keys` (keys named under `section`), reads the credentials and builds the
-    /// client of connector `name` with `pull`'s HTTP options; also returns its metrics.
+    /// client of connector `name` with `pull` (its resolved settings); also returns its
+    /// metrics.
     pub fn new(
         name: &'static str,
         section: &str,
-        keys: ShopKeys<'_>,
+        keys: &TiktokShopConfig,
         pull: &Pull,
     ) -> Result<(ShopApi, SourceMetrics), IngestError> {
         let key = |k: &str| format!("{section}.{k}");
-        crate::pull::settings::non_empty(&key("shop"), keys.shop)?;
-        crate::pull::settings::non_empty(&key("shop_cipher"), keys.shop_cipher)?;
+        crate::pull::settings::non_empty(&key("shop"), &keys.shop)?;
+        crate::pull::settings::non_empty(&key("shop_cipher"), &keys.shop_cipher)?;
         if !(1..=100).contains(&keys.page_size) {
             return Err(IngestError::config(
                 key("page_size"),
@@ -69,7 +85,7 @@ impl ShopApi {
                 "must be between 1 and 100",
             ));
         }
-        let metrics = SourceMetrics::new(name, keys.shop);
+        let metrics = SourceMetrics::new(name, &keys.shop);
         let token = keys.access_token.resolve(&key("access_token"))?;
         let http = HttpClient::new(name, pull.http.clone(), metrics.clone())?.with_token(
             Arc::new(StaticToken(token)),
@@ -79,7 +95,7 @@ impl ShopApi {
             connector: name,
             app_key: keys.app_key.resolve(&key("app_key"))?,
             app_secret: keys.app_secret.resolve(&key("app_secret"))?,
-            shop_cipher: keys.shop_cipher.to_string(),
+            shop_cipher: keys.shop_cipher.clone(),
             http,
         };
         Ok((api, metrics))

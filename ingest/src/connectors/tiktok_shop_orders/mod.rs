@@ -29,18 +29,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kpiflow_schemas::{Channel, SourceTz};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
 use crate::map::raw;
-use crate::pull::{
-    Emitter, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, SecretRef, Source,
-    Window,
-};
+use crate::pull::{Emitter, Origin, PullConnector, PullDefaults, RateLimit, Source, Window};
 
-pub use api::{Search, ShopApi, ShopKeys, sign};
+pub use api::{Search, ShopApi, TiktokShopConfig, sign};
 pub use map::order as map_order;
 
 /// The registry name.
@@ -65,31 +61,8 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
     }),
 };
 
-fn d_page_size() -> u32 {
-    50
-}
-
-/// One `[[connectors.tiktok_shop_orders]]` table: one TikTok Shop (shop).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TiktokShopOrdersConfig {
-    /// The shop id events carry (the Kafka key).
-    pub shop: String,
-    /// The shop's `shop_cipher` (from Get Authorized Shops).
-    pub shop_cipher: String,
-    /// Orders per page, 1 to 100. Default `50`.
-    #[serde(default = "d_page_size")]
-    pub page_size: u32,
-    /// The app key (`env:NAME` or `file:/path`).
-    pub app_key: SecretRef,
-    /// The app secret, the signing key (`env:NAME` or `file:/path`).
-    pub app_secret: SecretRef,
-    /// The shop's access token (`env:NAME` or `file:/path`).
-    pub access_token: SecretRef,
-    /// Polling, HTTP and cursor settings (defaults: every 5 minutes, 15 minutes overlap).
-    #[serde(default)]
-    pub pull: PullSettings,
-}
+/// One `[[connectors.tiktok_shop_orders]]` table (the keys every TikTok Shop table takes).
+pub type TiktokShopOrdersConfig = TiktokShopConfig;
 
 /// The order source for one shop.
 pub struct TiktokShopOrders {
@@ -102,7 +75,7 @@ impl TiktokShopOrders {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: TiktokShopOrdersConfig) -> Result<PullConnector, IngestError> {
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
-        let (api, metrics) = ShopApi::new(NAME, SECTION, Self::keys(&cfg), &pull)?;
+        let (api, metrics) = ShopApi::new(NAME, SECTION, &cfg, &pull)?;
         let origin = Origin {
             shop: cfg.shop.clone(),
             channel: Channel::TiktokShop,
@@ -121,18 +94,6 @@ impl TiktokShopOrders {
             }
         }
         Ok(())
-    }
-
-    /// The fields every TikTok Shop table shares.
-    fn keys(cfg: &TiktokShopOrdersConfig) -> ShopKeys<'_> {
-        ShopKeys {
-            shop: &cfg.shop,
-            shop_cipher: &cfg.shop_cipher,
-            page_size: cfg.page_size,
-            app_key: &cfg.app_key,
-            app_secret: &cfg.app_secret,
-            access_token: &cfg.access_token,
-        }
     }
 }
 
