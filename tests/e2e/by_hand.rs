@@ -12,8 +12,8 @@ use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::run::RunStats;
 use kpiflow_schemas::{
-    Channel, Decimal, Event, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced, SourceTz,
-    Topic,
+    Channel, Decimal, Event, EventBody, EventHeader, Fulfilment, KpiUpdate, Money, OrderPlaced,
+    OrderShipped, SourceTz, Topic,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -183,4 +183,59 @@ pub(crate) fn amazon_placed(shop: &str, id: &str, at: &str, channel: &str, units
             deliver_by: None,
         },
     )
+}
+
+/// An order of a returns test: id, placement time, units, fulfilment.
+pub(crate) type Order = (&'static str, DateTime<Utc>, u32, Fulfilment);
+
+/// What `<channel>_orders` (`walmart_orders`, `tiktok_shop_orders`) publishes for `order` of
+/// `shop`: its placement for 29.98 USD, or (`shipped`) its shipment in full a day later,
+/// tracked by UPS. Ids `<channel>:<order id>:placed|shipped`, as those connectors write them.
+pub(crate) fn order_fact(shop: &str, channel: Channel, order: Order, shipped: bool) -> Event {
+    let (id, placed, units, fulfilment) = order;
+    let at = if shipped {
+        placed + chrono::TimeDelta::days(1)
+    } else {
+        placed
+    };
+    let header = EventHeader {
+        event_id: format!(
+            "{}:{id}:{}",
+            channel.as_str(),
+            if shipped { "shipped" } else { "placed" }
+        ),
+        source: format!("{}_orders", channel.as_str()),
+        shop: shop.into(),
+        channel,
+        marketplace: "US".into(),
+        sku: None,
+        event_time: at,
+        source_tz: SourceTz::US_PACIFIC,
+        ingest_time: at,
+    };
+    let body: EventBody = if shipped {
+        OrderShipped {
+            order_id: id.into(),
+            placed_at: placed,
+            ship_by: at,
+            deliver_by: None,
+            units,
+            carrier: Some("UPS".into()),
+            tracking_id: Some(format!("1Z{id}")),
+            tracking_valid: true,
+            fulfilment: Some(fulfilment),
+        }
+        .into()
+    } else {
+        OrderPlaced {
+            order_id: id.into(),
+            total: Money::usd("29.98"),
+            units,
+            fulfilment,
+            ship_by: None,
+            deliver_by: None,
+        }
+        .into()
+    };
+    Event::new(header, body)
 }

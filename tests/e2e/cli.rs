@@ -267,6 +267,7 @@ fn ingest_help_lists_every_connector_a_table_may_name() {
         "shopify_webhook",
         "shopify_orders",
         "tiktok_shop_orders",
+        "tiktok_shop_returns",
         "threepl",
         "aftership_webhook",
         "track17_webhook",
