@@ -60,6 +60,8 @@ mod scenarios;
 mod shopify_fulfilments;
 #[path = "e2e/tracking.rs"]
 mod tracking;
+#[path = "e2e/tiktok_shop_returns.rs"]
+mod tiktok_shop_returns;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
 

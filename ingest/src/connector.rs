@@ -135,6 +135,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::tiktok_shop_orders::build,
     },
     ConnectorSpec {
+        name: crate::connectors::tiktok_shop_returns::NAME,
+        summary: "TikTok Shop return search (update time, next_page_token, signed; order dates by Get Order Detail): returned, refunded",
+        build: crate::connectors::tiktok_shop_returns::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::walmart_orders::NAME,
         summary: "Walmart Marketplace /v3/orders (lastModifiedStartDate, nextCursor): placed, shipped, cancelled",
         build: crate::connectors::walmart_orders::build,

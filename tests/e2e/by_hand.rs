@@ -243,6 +243,17 @@ impl Seller {
 
     /// The `order.shipped` of seller-fulfilled order `id` of `shop`.
     pub(crate) fn shipped(&self, shop: &str, id: &str, s: &Shipment<'_>) -> Event {
+        self.shipped_as(shop, id, s, Fulfilment::Merchant)
+    }
+
+    /// The `order.shipped` of order `id` of `shop`, fulfilled by `fulfilment`.
+    pub(crate) fn shipped_as(
+        &self,
+        shop: &str,
+        id: &str,
+        s: &Shipment<'_>,
+        fulfilment: Fulfilment,
+    ) -> Event {
         Event::new(
             self.header(shop, id, "shipped", utc(s.shipped)),
             OrderShipped {
@@ -254,7 +265,7 @@ impl Seller {
                 carrier: None,
                 tracking_valid: s.tracking_valid,
                 tracking_id: s.tracking_id.map(str::to_string),
-                fulfilment: Some(Fulfilment::Merchant),
+                fulfilment: Some(fulfilment),
             },
         )
     }
@@ -269,4 +280,36 @@ pub(crate) fn amazon_placed(shop: &str, id: &str, at: &str, channel: &str, units
         Fulfilment::Merchant
     };
     AMAZON.placed(shop, id, at, fulfilment, units)
+}
+
+/// An order of a returns test: id, placement time, units, fulfilment.
+pub(crate) type Order = (&'static str, DateTime<Utc>, u32, Fulfilment);
+
+/// What `<channel>_orders` (`walmart_orders`, `tiktok_shop_orders`) publishes for `order` of
+/// `shop`: its placement for 29.98 USD, or (`shipped`) its shipment in full a day later, on
+/// time, with a valid tracking number. Ids `<channel>:<order id>:placed|shipped`, as those
+/// connectors write them.
+pub(crate) fn order_fact(shop: &str, channel: Channel, order: Order, shipped: bool) -> Event {
+    let seller = match channel {
+        Channel::Walmart => WALMART,
+        Channel::TiktokShop => TIKTOK_SHOP,
+        other => panic!("no order connector builder for {other:?}"),
+    };
+    let (id, placed, units, fulfilment) = order;
+    let placed = placed.to_rfc3339();
+    if !shipped {
+        return seller.placed(shop, id, &placed, fulfilment, units);
+    }
+    let at = (utc(&placed) + chrono::TimeDelta::days(1)).to_rfc3339();
+    let tracking = format!("1Z{id}");
+    let shipment = Shipment {
+        placed: &placed,
+        shipped: &at,
+        ship_by: &at,
+        deliver_by: None,
+        units,
+        tracking_id: Some(&tracking),
+        tracking_valid: true,
+    };
+    seller.shipped_as(shop, id, &shipment, fulfilment)
 }

@@ -20,9 +20,7 @@ use chrono::DateTime;
 use kpiflow_ingest::Publish;
 use kpiflow_ingest::connectors::walmart_returns::{WalmartReturns, WalmartReturnsConfig};
 use kpiflow_ingest::pull::WalmartAuthConfig;
-use kpiflow_schemas::{
-    Channel, Event, EventBody, EventHeader, Fulfilment, Money, OrderPlaced, OrderShipped, SourceTz,
-};
+use kpiflow_schemas::{Channel, Fulfilment};
 
 use super::by_hand::{self, ByHand};
 use super::fixture::{Reply, Server, fixture, pull_settings, secret_file, token_json};
@@ -30,69 +28,23 @@ use super::fixture::{Reply, Server, fixture, pull_settings, secret_file, token_j
 const SHOP: &str = "shop-walmart-returns";
 const C: &str = "walmart_returns";
 
-/// The orders: purchase order id, placed (epoch ms, as getOrder says), units, fulfilment.
-const ORDERS: [(&str, i64, u32, Fulfilment); 3] = [
-    ("1796277083022", 1795192171000, 2, Fulfilment::Merchant),
-    ("1796277083023", 1795222923000, 2, Fulfilment::Wfs),
-    ("1796277083026", 1795237200000, 3, Fulfilment::Merchant),
-];
-
-/// What `walmart_orders` publishes for an order: its placement, or (`shipped`) its shipment
-/// a day later.
-fn order_event(po: &str, placed_ms: i64, units: u32, f: Fulfilment, shipped: bool) -> Event {
-    let placed = DateTime::from_timestamp_millis(placed_ms).unwrap();
-    let at = if shipped {
-        placed + chrono::TimeDelta::days(1)
-    } else {
-        placed
-    };
-    let header = EventHeader {
-        event_id: format!(
-            "walmart:{po}:{}",
-            if shipped { "shipped" } else { "placed" }
-        ),
-        source: "walmart_orders".into(),
-        shop: SHOP.into(),
-        channel: Channel::Walmart,
-        marketplace: "US".into(),
-        sku: None,
-        event_time: at,
-        source_tz: SourceTz::US_PACIFIC,
-        ingest_time: at,
-    };
-    let body: EventBody = if shipped {
-        OrderShipped {
-            order_id: po.into(),
-            placed_at: placed,
-            ship_by: at,
-            deliver_by: None,
-            units,
-            carrier: Some("UPS".into()),
-            tracking_id: Some(format!("1Z{po}")),
-            tracking_valid: true,
-            fulfilment: Some(f),
-        }
-        .into()
-    } else {
-        OrderPlaced {
-            order_id: po.into(),
-            total: Money::usd("29.98"),
-            units,
-            fulfilment: f,
-            ship_by: None,
-            deliver_by: None,
-        }
-        .into()
-    };
-    Event::new(header, body)
+/// The orders: purchase order id, placed (orderDate, epoch ms, as getOrder says), units,
+/// fulfilment.
+fn orders() -> [by_hand::Order; 3] {
+    let ms = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+    [
+        ("1796277083022", ms(1795192171000), 2, Fulfilment::Merchant),
+        ("1796277083023", ms(1795222923000), 2, Fulfilment::Wfs),
+        ("1796277083026", ms(1795237200000), 3, Fulfilment::Merchant),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walmart_returns_through_the_broker_give_return_rate_and_refund_rate_by_hand() {
     let (kafka, publisher) = by_hand::broker("wmret").await;
     for shipped in [false, true] {
-        for (po, ms, units, f) in ORDERS {
-            let e = order_event(po, ms, units, f, shipped);
+        for order in orders() {
+            let e = by_hand::order_fact(SHOP, Channel::Walmart, order, shipped);
             publisher.publish(&e).await.unwrap();
         }
     }
@@ -104,7 +56,7 @@ async fn walmart_returns_through_the_broker_give_return_rate_and_refund_rate_by_
         "/v3/returns" if req.q("offset") == "2" => Reply::json(fixture(C, "returns-page-2.json")),
         "/v3/returns" => Reply::json(fixture(C, "returns-page-1.json")),
         p => match p.strip_prefix("/v3/orders/") {
-            Some(po) if ORDERS.iter().any(|o| o.0 == po) => {
+            Some(po) if orders().iter().any(|o| o.0 == po) => {
                 Reply::json(fixture(C, &format!("order-{po}.json")))
             }
             _ => Reply::status(404, fixture(C, "order-not-found-404.json")),

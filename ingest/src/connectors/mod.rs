@@ -12,6 +12,7 @@ pub mod simulator;
 pub mod threepl;
 pub mod tiktok_ads;
 pub mod tiktok_shop_orders;
+pub mod tiktok_shop_returns;
 pub mod tracking;
 pub mod walmart_orders;
 pub mod walmart_returns;

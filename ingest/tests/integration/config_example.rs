@@ -4,7 +4,8 @@
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
-    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, walmart_orders, walmart_returns,
+    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, tiktok_shop_returns, walmart_orders,
+    walmart_returns,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -121,6 +122,16 @@ fn every_documented_connector_key_parses_and_validates() {
     s.pull
         .resolve(tiktok_shop_orders::SECTION, &tiktok_shop_orders::DEFAULTS)
         .unwrap();
+    let tr: tiktok_shop_returns::TiktokShopReturnsConfig =
+        parse_section(tiktok_shop_returns::SECTION, one("tiktok_shop_returns")).unwrap();
+    assert_eq!((tr.shop.as_str(), tr.page_size), ("shop-004", 50));
+    assert_eq!(
+        tr.shop_cipher, s.shop_cipher,
+        "the shop's orders and returns tables"
+    );
+    tr.pull
+        .resolve(tiktok_shop_returns::SECTION, &tiktok_shop_orders::DEFAULTS)
+        .unwrap();
     let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         documented,
@@ -134,6 +145,7 @@ fn every_documented_connector_key_parses_and_validates() {
             "meta_ads",
             "tiktok_ads",
             "tiktok_shop_orders",
+            "tiktok_shop_returns",
             "walmart_orders",
             "walmart_returns"
         ]

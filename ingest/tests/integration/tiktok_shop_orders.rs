@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hmac::{KeyInit, Mac};
 use kpiflow_core::SourceMetrics;
 use kpiflow_ingest::MemoryPublisher;
 use kpiflow_ingest::connectors::tiktok_shop_orders::{
@@ -16,13 +15,15 @@ use kpiflow_ingest::connectors::tiktok_shop_orders::{
 use kpiflow_ingest::pull::{PullConnector, Secret};
 use kpiflow_schemas::{EventBody, Topic};
 
-use super::fixture::{Reply, Req, Server, fixture, ids, pull_settings, secret_file, shop};
+use super::fixture::{
+    Reply, Req, Server, fixture, ids, pull_settings, secret_file, shop, tiktok_signature_ok,
+};
 
 const C: &str = "tiktok_shop_orders";
-const KEY: &str = "test-app-key";
-const SECRET: &str = "test-app-secret";
-const TOKEN: &str = "ROW_test-access-token";
-const CIPHER: &str = "GCP_XF90igAAAABh00qsWgtvOiGFNqyubMt3";
+pub(crate) const KEY: &str = "test-app-key";
+pub(crate) const SECRET: &str = "test-app-secret";
+pub(crate) const TOKEN: &str = "ROW_test-access-token";
+pub(crate) const CIPHER: &str = "GCP_XF90igAAAABh00qsWgtvOiGFNqyubMt3";
 
 const PAGE_IDS: [&str; 5] = [
     "tiktok_shop:576461413038785752:placed",
@@ -32,33 +33,8 @@ const PAGE_IDS: [&str; 5] = [
     "tiktok_shop:576461413038785754:cancelled",
 ];
 
-/// The server's own check of the signature, written from the documented recipe.
-fn signature_ok(req: &Req) -> bool {
-    let mut params: Vec<(&String, &String)> = req
-        .query
-        .iter()
-        .filter(|(k, _)| *k != "sign" && *k != "access_token")
-        .collect();
-    params.sort();
-    let mut text = req.path.clone();
-    for (k, v) in params {
-        text.push_str(k);
-        text.push_str(v);
-    }
-    text.push_str(&String::from_utf8_lossy(&req.body));
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{SECRET}{text}{SECRET}").as_bytes());
-    let want: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    req.q("sign") == want
-}
-
 fn page(req: &Req) -> Reply {
-    if !signature_ok(req) {
+    if !tiktok_signature_ok(req, SECRET) {
         return Reply::json(fixture(C, "bad-sign.json"));
     }
     assert_eq!(req.header("x-tts-access-token"), TOKEN);

@@ -18,6 +18,7 @@ use kpiflow_schemas::{
 };
 use serde_json::Value;
 
+use super::api::secs;
 use crate::map::{MapError, Record};
 use crate::pull::Fact;
 
@@ -33,14 +34,16 @@ const STATUSES: [&str; 9] = [
     "CANCELLED",
 ];
 
-fn secs(r: &Record<'_>, path: &str) -> Result<Option<DateTime<Utc>>, MapError> {
-    if r.get(path).is_none() {
-        return Ok(None);
+/// `fulfillment_type`: FULFILLMENT_BY_SELLER (or absent) is seller-fulfilled,
+/// FULFILLMENT_BY_TIKTOK is FBT; anything else is named.
+pub(crate) fn fulfilment(r: &Record<'_>) -> Result<Fulfilment, MapError> {
+    match r.opt_str("fulfillment_type")? {
+        None | Some("FULFILLMENT_BY_SELLER") => Ok(Fulfilment::Merchant),
+        Some("FULFILLMENT_BY_TIKTOK") => Ok(Fulfilment::Fbt),
+        Some(other) => Err(format!(
+            "field `fulfillment_type`: expected FULFILLMENT_BY_SELLER or FULFILLMENT_BY_TIKTOK, got {other:?}"
+        )),
     }
-    let s = r.int(path)?;
-    DateTime::from_timestamp(s, 0)
-        .map(Some)
-        .ok_or_else(|| format!("field `{path}`: {s} is not a time in Unix seconds"))
 }
 
 /// Maps one `order`; `Err` names the field and value that made it unusable.
@@ -60,15 +63,7 @@ pub fn order(v: &Value) -> Result<Vec<Fact>, MapError> {
         .ok_or_else(|| at("field `create_time` is missing".into()))?;
     let updated_at = secs(&r, "update_time").map_err(at)?.unwrap_or(placed_at);
     let ship_by = secs(&r, "rts_sla_time").map_err(at)?;
-    let fulfilment = match r.opt_str("fulfillment_type").map_err(at)? {
-        None | Some("FULFILLMENT_BY_SELLER") => Fulfilment::Merchant,
-        Some("FULFILLMENT_BY_TIKTOK") => Fulfilment::Fbt,
-        Some(other) => {
-            return Err(at(format!(
-                "field `fulfillment_type`: expected FULFILLMENT_BY_SELLER or FULFILLMENT_BY_TIKTOK, got {other:?}"
-            )));
-        }
-    };
+    let fulfilment = fulfilment(&r).map_err(at)?;
     let units = match r.get("line_items") {
         Some(Value::Array(items)) if !items.is_empty() => {
             u32::try_from(items.len()).unwrap_or(u32::MAX)
