@@ -7,6 +7,7 @@
 //!  Admin API ◄──GET orders.json────── backfill ──────────────────┘ (same events, same ids)
 //! ```
 
+pub mod admin;
 pub mod config;
 pub mod mapping;
 pub mod orders;
