@@ -266,6 +266,7 @@ fn ingest_help_lists_every_connector_a_table_may_name() {
         "walmart_orders",
         "shopify_webhook",
         "shopify_orders",
+        "shopify_returns",
         "tiktok_shop_orders",
         "threepl",
         "aftership_webhook",
