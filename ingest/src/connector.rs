@@ -160,6 +160,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::shopify::orders::build,
     },
     ConnectorSpec {
+        name: crate::connectors::shopify::returns::NAME,
+        summary: "Shopify GraphQL Admin API returns (orders by updated_at, endCursor paging, THROTTLED waits): returned",
+        build: crate::connectors::shopify::returns::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::threepl::NAME,
         summary: "3PL / overseas warehouse: shipment milestones and stock from CSV files and a webhook",
         build: crate::connectors::threepl::build,
@@ -274,7 +279,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("shopify_webhook, shopify_orders, threepl"),
+            err.contains("shopify_webhook, shopify_orders, shopify_returns, threepl"),
             "{err}"
         );
     }

@@ -38,6 +38,7 @@ mod integration {
     pub(crate) mod shopify;
     pub(crate) mod shopify_fulfillments;
     pub(crate) mod shopify_orders;
+    pub(crate) mod shopify_returns;
     pub(crate) mod threepl;
     pub(crate) mod tiktok_ads;
     pub(crate) mod tiktok_shop_orders;

@@ -267,6 +267,7 @@ fn ingest_help_lists_every_connector_a_table_may_name() {
         "walmart_returns",
         "shopify_webhook",
         "shopify_orders",
+        "shopify_returns",
         "tiktok_shop_orders",
         "tiktok_shop_returns",
         "threepl",

@@ -15,26 +15,25 @@
 //! 429s are waited out per `Retry-After` by the HTTP client; REST Admin's leaky bucket (2
 //! requests/s, bucket of 40) is the default client-side rate.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::Utc;
 use futures::future::BoxFuture;
-use kpiflow_core::SourceMetrics;
-use kpiflow_schemas::{Channel, Fulfilment, SourceTz};
-use reqwest::header::{HeaderMap, HeaderName, LINK};
+use kpiflow_schemas::{Fulfilment, SourceTz};
+use reqwest::header::{HeaderMap, LINK};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::admin::{self, Store, ceil_second, iso};
 use super::config::ShopifyShop;
 use super::mapping::{Facts, Mapper};
 use super::payload::{Order, decode};
 use crate::IngestError;
 use crate::connector::Connector;
-use crate::pull::secret::{Secret, SecretRef};
+use crate::pull::secret::SecretRef;
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    Source, TokenHeader, TokenProvider, Window,
+    Source, Window,
 };
 
 /// The registry name.
@@ -58,10 +57,6 @@ pub const DEFAULTS: PullDefaults = PullDefaults {
     }),
 };
 
-fn default_api_version() -> String {
-    "2025-10".into()
-}
-
 fn default_page_size() -> u32 {
     250
 }
@@ -78,7 +73,7 @@ pub struct OrdersConfig {
     /// The Admin API access token (`env:NAME` or `file:/path`).
     pub access_token: SecretRef,
     /// Admin API version in the path. Default `2025-10`.
-    #[serde(default = "default_api_version")]
+    #[serde(default = "admin::default_api_version")]
     pub api_version: String,
     /// `limit` per page, 1 to 250. Default 250.
     #[serde(default = "default_page_size")]
@@ -130,20 +125,7 @@ impl OrdersConfig {
     pub fn validate(&self) -> Result<(), IngestError> {
         let shops = [(self.domain.clone(), self.store())].into();
         super::config::validate_shops(SECTION, &shops)?;
-        let v = &self.api_version;
-        let ok = v.len() == 7
-            && v.as_bytes()[4] == b'-'
-            && v[..4]
-                .bytes()
-                .chain(v[5..].bytes())
-                .all(|b| b.is_ascii_digit());
-        if !ok {
-            return Err(IngestError::config(
-                format!("{SECTION}.api_version"),
-                format!("{v:?}"),
-                "expected a version such as \"2025-10\"",
-            ));
-        }
+        admin::validate_api_version(SECTION, &self.api_version)?;
         if !(1..=250).contains(&self.page_size) {
             return Err(IngestError::config(
                 format!("{SECTION}.page_size"),
@@ -164,41 +146,27 @@ pub struct ShopifyOrders {
 }
 
 impl ShopifyOrders {
-    /// Validates `cfg` and builds the connector. No I/O: the access token is read when a
-    /// request needs it (so a rotated token file is picked up without a restart), and
-    /// checked once here, so a missing one is refused with the other config errors (and by
-    /// `check-config`).
+    /// Validates `cfg` and builds the connector, without I/O: the token is read when a
+    /// request needs it, and checked here.
     pub fn build(cfg: OrdersConfig) -> Result<PullConnector, IngestError> {
         cfg.validate()?;
-        let token_key = format!("{SECTION}.access_token");
-        cfg.access_token.check(&token_key)?;
-        let mut settings = cfg.pull.clone();
-        settings
-            .base_url
-            .get_or_insert_with(|| format!("https://{}/", cfg.domain));
-        let pull = settings.resolve(SECTION, &DEFAULTS)?;
-        let metrics = SourceMetrics::new(NAME, &cfg.shop);
-        let token = AccessToken {
-            secret: cfg.access_token.clone(),
-            key: token_key,
-        };
-        let http = HttpClient::new(NAME, pull.http.clone(), metrics.clone())?.with_token(
-            Arc::new(token),
-            TokenHeader::Named(HeaderName::from_static("x-shopify-access-token")),
-        );
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: Channel::Shopify,
-            marketplace: cfg.marketplace.clone(),
-            source_tz: cfg.time_zone,
-        };
+        let store = cfg.store();
+        let client = Store {
+            name: NAME,
+            section: SECTION,
+            labels: &store,
+            domain: &cfg.domain,
+            access_token: &cfg.access_token,
+            pull: &cfg.pull,
+        }
+        .client(&DEFAULTS)?;
         let source = ShopifyOrders {
-            store: cfg.store(),
+            store,
             cfg,
-            origin,
-            http,
+            origin: client.origin,
+            http: client.http,
         };
-        Ok(PullConnector::new(Box::new(source), pull, metrics))
+        Ok(PullConnector::new(Box::new(source), client.pull, client.metrics))
     }
 
     async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {
@@ -209,8 +177,7 @@ impl ShopifyOrders {
                 None => Request::get(format!("admin/api/{}/orders.json", self.cfg.api_version))
                     .query("status", "any")
                     .query("updated_at_min", iso(window.from))
-                    // Whole seconds, widened outwards: flooring the end would skip the records of its
-                    // last fraction of a second.
+                    // Whole seconds, widened outwards.
                     .query("updated_at_max", iso(ceil_second(window.to)))
                     .query("limit", self.cfg.page_size.to_string())
                     .query("order", "updated_at asc"),
@@ -253,37 +220,6 @@ impl ShopifyOrders {
                 None => return Ok(()),
             }
         }
-    }
-}
-
-/// The Admin API access token, read from its `env:`/`file:` reference on each use (Shopify
-/// offline tokens do not expire; a 401 fails the sync, and the next one reads the reference
-/// again).
-struct AccessToken {
-    secret: SecretRef,
-    key: String,
-}
-
-impl TokenProvider for AccessToken {
-    fn token(&self) -> BoxFuture<'_, Result<Secret, IngestError>> {
-        Box::pin(async move { self.secret.resolve(&self.key) })
-    }
-
-    fn invalidate(&self, _: &Secret) {}
-}
-
-/// UTC, whole seconds, `Z`.
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-/// `t` rounded up to a whole second.
-fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = t.trunc_subsecs(0);
-    if floor == t {
-        t
-    } else {
-        floor + chrono::TimeDelta::seconds(1)
     }
 }
 
