@@ -79,8 +79,9 @@ fn every_documented_shopify_and_3pl_key_builds() {
     assert_eq!(c["shopify_orders"][0]["delivery_time"], "5days");
     assert_eq!(c["threepl"][0]["drop"]["settle_time"], "10s");
     assert_eq!(c["shopify_orders"][0]["page_size"], 250);
-    let r = kpiflow_ingest::connectors::shopify::ReturnsConfig::from_value(&c["shopify_returns"][0])
-        .unwrap();
+    let r =
+        kpiflow_ingest::connectors::shopify::ReturnsConfig::from_value(&c["shopify_returns"][0])
+            .unwrap();
     assert_eq!(
         (r.page_size, r.returns_per_order, r.lines_per_return),
         (10, 5, 10),

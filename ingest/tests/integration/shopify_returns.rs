@@ -31,7 +31,8 @@ const IDS: [&str; 2] = [
 ];
 
 /// page 1's `endCursor`.
-const CURSOR_1: &str = "eyJsYXN0X2lkIjo1NTAxMjM0NTY3ODk1LCJsYXN0X3ZhbHVlIjoiMjAyNi0xMS0wNiAxNToyMjowMC4wMDAwMDAifQ==";
+const CURSOR_1: &str =
+    "eyJsYXN0X2lkIjo1NTAxMjM0NTY3ODk1LCJsYXN0X3ZhbHVlIjoiMjAyNi0xMS0wNiAxNToyMjowMC4wMDAwMDAifQ==";
 
 /// The posted GraphQL request.
 fn posted(req: &Req) -> Value {
@@ -194,14 +195,21 @@ async fn a_rejected_token_fails_the_sync_without_moving_the_cursor() {
     let err = c.sync_once(&t.p).await.unwrap_err().to_string();
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("Invalid API key or access token"), "{err}");
-    assert!(!err.contains("shpat_revoked"), "the token is never in errors: {err}");
+    assert!(
+        !err.contains("shpat_revoked"),
+        "the token is never in errors: {err}"
+    );
     assert_eq!(
         t.server.requests_to(GRAPHQL).len(),
         2,
         "the token is read again once, then the sync fails"
     );
     assert!(t.cursor(&c, C).await.is_none());
-    assert!(t.p.events().iter().all(|e| e.schema() == "source.heartbeat"));
+    assert!(
+        t.p.events()
+            .iter()
+            .all(|e| e.schema() == "source.heartbeat")
+    );
 }
 
 #[tokio::test]

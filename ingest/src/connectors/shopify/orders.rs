@@ -166,7 +166,11 @@ impl ShopifyOrders {
             origin: client.origin,
             http: client.http,
         };
-        Ok(PullConnector::new(Box::new(source), client.pull, client.metrics))
+        Ok(PullConnector::new(
+            Box::new(source),
+            client.pull,
+            client.metrics,
+        ))
     }
 
     async fn read(&self, window: Window, out: &mut Emitter<'_>) -> Result<(), IngestError> {

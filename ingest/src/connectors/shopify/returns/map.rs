@@ -43,8 +43,12 @@ pub(super) fn order(v: &Value, fulfilment: Fulfilment, limits: Limits) -> Vec<Ma
     }
     let head = (|| {
         let oid = gid_tail(&r, "id", "Order").map_err(|e| format!("order: {e}"))?;
-        let placed_at = r.time("createdAt").map_err(|e| format!("order {oid}: {e}"))?;
-        let seen_at = r.time("updatedAt").map_err(|e| format!("order {oid}: {e}"))?;
+        let placed_at = r
+            .time("createdAt")
+            .map_err(|e| format!("order {oid}: {e}"))?;
+        let seen_at = r
+            .time("updatedAt")
+            .map_err(|e| format!("order {oid}: {e}"))?;
         let returns = match r.get("returns.nodes") {
             Some(Value::Array(list)) => list,
             other => {
@@ -120,7 +124,7 @@ impl OrderFacts<'_> {
             Some(Value::Array(lines)) if !lines.is_empty() => lines,
             _ => {
                 return Err(at(
-                    "field `returnLineItems.nodes`: expected a non-empty list".into()
+                    "field `returnLineItems.nodes`: expected a non-empty list".into(),
                 ));
             }
         };
@@ -247,7 +251,10 @@ mod tests {
             m[1].0.as_ref().unwrap_err(),
             "shopify order 5501234567897 return 7100000005 (#1047-R2): returnLineItems.nodes[0]: field `quantity`: expected an integer, got \"two\""
         );
-        assert!(order(&os[1], Fulfilment::Merchant, LIMITS).is_empty(), "a test order");
+        assert!(
+            order(&os[1], Fulfilment::Merchant, LIMITS).is_empty(),
+            "a test order"
+        );
 
         let mut odd = os[0].clone();
         odd["returns"]["nodes"][0]["status"] = "MAYBE".into();
@@ -276,10 +283,9 @@ mod tests {
         let m = order(&o, Fulfilment::Merchant, LIMITS);
         assert_eq!(m.len(), 3, "two returns and the order");
         assert!(
-            m[0].0
-                .as_ref()
-                .unwrap_err()
-                .contains("more than 10 lines were not read, so its units are unknown; raise lines_per_return"),
+            m[0].0.as_ref().unwrap_err().contains(
+                "more than 10 lines were not read, so its units are unknown; raise lines_per_return"
+            ),
             "{:?}",
             m[0].0
         );
