@@ -58,10 +58,12 @@ mod scenario_file;
 mod scenarios;
 #[path = "e2e/shopify_fulfilments.rs"]
 mod shopify_fulfilments;
-#[path = "e2e/tracking.rs"]
-mod tracking;
+#[path = "e2e/shopify_returns.rs"]
+mod shopify_returns;
 #[path = "e2e/tiktok_shop_returns.rs"]
 mod tiktok_shop_returns;
+#[path = "e2e/tracking.rs"]
+mod tracking;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
 
