@@ -220,9 +220,11 @@ impl KafkaConfig {
     }
 
     /// An idempotent producer: retries never duplicate or reorder a partition's records.
+    /// Keyed records go where Java clients and Kafka Connect put them ([`shop_partition`]).
     pub fn producer(&self) -> Result<FutureProducer, CoreError> {
         let mut cfg = self.client_config()?;
-        cfg.set("enable.idempotence", "true")
+        cfg.set("partitioner", PARTITIONER)
+            .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
@@ -382,6 +384,22 @@ impl KafkaConfig {
     }
 }
 
+/// librdkafka's name for Kafka's default partitioner, the one kpiflow's producers use: murmur2
+/// of the key (random partitions for records without one). librdkafka's own default
+/// (`consistent_random`, CRC32) puts keys elsewhere than Java clients and Kafka Connect do.
+pub const PARTITIONER: &str = "murmur2_random";
+
+/// The partition of a topic with `partitions` partitions that owns `shop`'s events: where
+/// Kafka's default partitioner puts a record keyed by the shop id (murmur2 with Kafka's seed,
+/// sign bit cleared, modulo the partition count). The contract for anyone producing canonical
+/// events; the processor dead-letters an event read from any other partition.
+pub fn shop_partition(shop: &str, partitions: i32) -> i32 {
+    let hash = murmur2::murmur2(shop.as_bytes(), murmur2::KAFKA_SEED) & 0x7fff_ffff;
+    // Both fit in i32: the hash has its sign bit cleared, the remainder is below `partitions`.
+    let owner = u64::from(hash) % u64::from(partitions.max(1).unsigned_abs());
+    i32::try_from(owner).unwrap_or(0)
+}
+
 /// How often a role asks whether a broker answers, for `/readyz` ([`spawn_broker_probe`]).
 pub const BROKER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one such question may take before the broker counts as unreachable.
@@ -472,6 +490,23 @@ mod tests {
 
     fn cfg(toml_text: &str) -> KafkaConfig {
         toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn shops_go_to_the_partition_kafkas_default_partitioner_picks() {
+        // Java's murmur2 of these keys, from librdkafka's rdmurmur2.c unit test (written from
+        // the Java client's results): "kafka" 0xd067cf64, "giberish123456789" 0x8f552b0c,
+        // "" 0x106e08d9. Sign bit cleared: 0x5067cf64 = 1348980580, 0x0f552b0c = 257239820,
+        // 0x106e08d9 = 275646681.
+        // 1348980580 = 2·674490290 = 3·449660193 + 1 = 4·337245145.
+        assert_eq!(shop_partition("kafka", 1), 0);
+        assert_eq!(shop_partition("kafka", 2), 0);
+        assert_eq!(shop_partition("kafka", 3), 1);
+        // 257239820 = 3·85746606 + 2.
+        assert_eq!(shop_partition("giberish123456789", 3), 2);
+        // 275646681 is odd; = 4·68911670 + 1.
+        assert_eq!(shop_partition("", 2), 1);
+        assert_eq!(shop_partition("", 4), 1);
     }
 
     #[test]

@@ -63,8 +63,9 @@ struct Record {
 
 /// What the rebalance callback tells the loop.
 enum Assignment {
-    /// Partition numbers now owned, each with its checkpoint (if any).
-    Assigned(Vec<(i32, Option<Checkpoint>)>),
+    /// Partition numbers now owned, each with its checkpoint (if any), and how many
+    /// partitions the event topics have (which partition owns a shop follows from it).
+    Assigned(Vec<(i32, Option<Checkpoint>)>, i32),
     /// Partition numbers no longer owned.
     Revoked(Vec<i32>),
     /// A checkpoint could not be read: the processor must stop rather than count twice.
@@ -138,13 +139,20 @@ impl ConsumerContext for Rebalancer {
                         .map_or(Offset::Beginning, Offset::Offset);
                     let _ = tpl.set_partition_offset(&topic, p, offset);
                 }
+                let count = match partition_count(consumer, tpl) {
+                    Ok(count) => count,
+                    Err(problem) => {
+                        let _ = self.tx.send(Assignment::Failed(problem));
+                        return;
+                    }
+                };
                 if let Err(e) = consumer.assign(tpl) {
                     let _ = self
                         .tx
                         .send(Assignment::Failed(format!("assigning partitions: {e}")));
                     return;
                 }
-                let _ = self.tx.send(Assignment::Assigned(assigned));
+                let _ = self.tx.send(Assignment::Assigned(assigned, count));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let _ = self.tx.send(Assignment::Revoked(partitions));
@@ -155,6 +163,44 @@ impl ConsumerContext for Rebalancer {
                 let _ = consumer.unassign();
             }
         }
+    }
+}
+
+/// How many partitions the assigned event topics have: the same for all, since task `p` reads
+/// partition `p` of each and a shop must map to the same task in every topic. One metadata
+/// request per topic, at assignment only.
+fn partition_count(
+    consumer: &BaseConsumer<Rebalancer>,
+    tpl: &TopicPartitionList,
+) -> Result<i32, String> {
+    let topics: std::collections::BTreeSet<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| e.topic().to_string())
+        .collect();
+    let mut counts: Vec<(String, i32)> = Vec::new();
+    for topic in &topics {
+        let md = consumer
+            .fetch_metadata(Some(topic.as_str()), Duration::from_secs(10))
+            .map_err(|e| format!("reading the partition count of {topic}: {e} (retrying helps once the broker answers)"))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+            .map_or(0, |t| t.partitions().len());
+        counts.push((topic.clone(), i32::try_from(n).unwrap_or(i32::MAX)));
+    }
+    match counts.as_slice() {
+        [] => Ok(1),
+        [(_, first), rest @ ..] if rest.iter().all(|(_, n)| n == first) => Ok(*first),
+        _ => Err(format!(
+            "the event topics have different partition counts ({}): the processor's task p reads partition p of every event topic, so a shop would be split between tasks; give them all the same count (and rebuild the state, see the README's partitioning contract)",
+            counts
+                .iter()
+                .map(|(t, n)| format!("{t}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -298,6 +344,8 @@ pub async fn run(
         shutdown.clone(),
     );
     let mut tasks: HashMap<i32, Task> = HashMap::new();
+    // The event topics' partition count, known at the first assignment.
+    let mut partitions: i32 = 1;
     let mut stats = RunStats::default();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_log = Instant::now();
@@ -323,6 +371,7 @@ pub async fn run(
                 &compiled,
                 &topics,
                 ready.as_deref(),
+                &mut partitions,
             )?;
             let msg = match msg {
                 Ok(msg) => msg,
@@ -356,6 +405,7 @@ pub async fn run(
             &compiled,
             &topics,
             ready.as_deref(),
+            &mut partitions,
         )?;
         // Each task decodes and applies its own records, on a core of its own when there are
         // several (tasks share nothing). Measures are evaluated over a task's whole batch at
@@ -371,7 +421,7 @@ pub async fn run(
             .collect();
         let mut dead: Vec<(usize, Record)> = Vec::new();
         for applied in in_parallel(jobs, |(task, rows)| {
-            apply_task(task, &msgs, &rows, now, &dead_topic)
+            apply_task(task, &msgs, &rows, now, &dead_topic, partitions)
         }) {
             let applied = applied?;
             stats.duplicates += applied.duplicates;
@@ -513,6 +563,7 @@ fn apply_task(
     rows: &[usize],
     now: Instant,
     dead_topic: &str,
+    partitions: i32,
 ) -> Result<TaskApplied, ProcessorError> {
     let m = ComponentMetrics::new(COMPONENT);
     let mut out = TaskApplied {
@@ -532,7 +583,15 @@ fn apply_task(
             Some(bytes) => Event::from_json(bytes).map_err(|e| e.to_string()),
         };
         match decoding {
-            Ok(event) => decoded.push((i, event)),
+            Ok(event) => match misrouted(&event, &msgs[i].1, partitions) {
+                None => decoded.push((i, event)),
+                Some(reason) => {
+                    metrics::source_events()
+                        .with_label_values(&[event.header.source.as_str(), "dead_lettered"])
+                        .inc();
+                    refuse(i, "misrouted", reason);
+                }
+            },
             Err(reason) => {
                 // Undecodable: the source is unknown.
                 metrics::source_events()
@@ -565,6 +624,24 @@ fn apply_task(
         }
     }
     Ok(out)
+}
+
+/// Why `event`, read as `msg` from a topic with `partitions` partitions, is not this task's to
+/// count, if it is not: its shop is owned by another partition, whose task counts the shop's
+/// other events. Counting it here too would publish a competing value for the shop's keys.
+fn misrouted(event: &Event, msg: &BorrowedMessage<'_>, partitions: i32) -> Option<String> {
+    let owner = kpiflow_core::kafka::shop_partition(&event.header.shop, partitions);
+    (owner != msg.partition()).then(|| {
+        format!(
+            "{} {}: shop {:?} belongs to partition {owner} of {} (murmur2 of the shop id over {partitions} partitions, Kafka's default partitioner) but was read from partition {}; producers must key canonical events by shop with that partitioner (librdkafka: partitioner={})",
+            event.schema(),
+            event.header.event_id,
+            event.header.shop,
+            msg.topic(),
+            msg.partition(),
+            kpiflow_core::kafka::PARTITIONER,
+        )
+    })
 }
 
 /// Runs `f` on every job, spread over the machine's cores (scoped threads: jobs may borrow
@@ -605,6 +682,7 @@ fn apply_assignments(
     compiled: &Compiled,
     topics: &Topics,
     ready: Option<&AtomicBool>,
+    partitions: &mut i32,
 ) -> Result<(), ProcessorError> {
     while let Ok(a) = rx.try_recv() {
         match a {
@@ -616,7 +694,8 @@ fn apply_assignments(
                 }
                 tracing::info!(tasks = tasks.len(), "partitions revoked");
             }
-            Assignment::Assigned(list) => {
+            Assignment::Assigned(list, count) => {
+                *partitions = count;
                 let started = Instant::now();
                 let mut bytes = 0usize;
                 for (p, checkpoint) in list {

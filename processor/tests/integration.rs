@@ -323,6 +323,106 @@ async fn a_record_too_large_for_a_dead_letter_is_cut_and_the_processor_goes_on()
     assert_eq!(stats.dead_lettered, 1);
 }
 
+/// Sends `event` keyed by its shop as kpiflow's producer would, or to partition `to`; returns
+/// the partition it landed on.
+async fn send_to(producer: &FutureProducer, topic: &str, event: &Event, to: Option<i32>) -> i32 {
+    let payload = event.to_json();
+    let mut record = FutureRecord::to(topic).key(event.key()).payload(&payload);
+    if let Some(p) = to {
+        record = record.partition(p);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap()
+        .partition
+}
+
+/// A valid order of a shop read from a partition that does not own the shop used to replace
+/// the shop's values by that one order (two partition tasks publishing the same keys, the
+/// last one winning). kpiflow's producers put a shop where Kafka's default partitioner does,
+/// and the processor dead-letters an event found anywhere else, naming both partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_on_a_partition_that_does_not_own_its_shop_is_dead_lettered() {
+    let kafka = kafka();
+    assert_eq!(kafka.partitions, 3);
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+
+    // Where each shop belongs, worked out from Kafka's murmur2 (seed 0x9747b28c, sign bit
+    // cleared, modulo 3) outside this code base: shop-1 -> 2, shop-2 -> 1, shop-3 -> 0.
+    // librdkafka's partitioner must agree, and so must the processor's check.
+    let mut at = Vec::new();
+    for (n, shop, owner) in [(1, "shop-1", 2), (2, "shop-2", 1), (3, "shop-3", 0)] {
+        let mut e = placed(&format!("p{n}"), "2026-11-02T18:00:00Z", "10.00");
+        e.header.shop = shop.into();
+        at.push(send_to(&producer, &orders, &e, None).await);
+        assert_eq!(kpiflow_core::kafka::shop_partition(shop, 3), owner);
+    }
+    assert_eq!(
+        at,
+        [2, 1, 0],
+        "kpiflow's producer partitions as Kafka's default does"
+    );
+    // A 5.00 order of shop-1 on partition 0, as a producer partitioning otherwise would put it.
+    let stray = placed("stray", "2026-11-02T18:30:00Z", "5.00");
+    assert_eq!(send_to(&producer, &orders, &stray, Some(0)).await, 0);
+    // And one more on its own partition: 2.50.
+    let own = placed("own", "2026-11-02T19:00:00Z", "2.50");
+    assert_eq!(send_to(&producer, &orders, &own, None).await, 2);
+
+    let state = tempfile::tempdir().unwrap();
+    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
+    let stop = CancellationToken::new();
+    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+
+    let letters = read_until(
+        &kafka,
+        &topics.name(Topic::DeadLetter),
+        |b| serde_json::from_slice::<DeadLetter>(b).unwrap(),
+        |got: &[DeadLetter]| !got.is_empty(),
+    );
+    assert_eq!(letters[0].reason_kind, "misrouted", "{}", letters[0].reason);
+    assert!(
+        letters[0].reason.starts_with(&format!(
+            r#"order.placed stray: shop "shop-1" belongs to partition 2 of {orders} (murmur2 of the shop id over 3 partitions"#
+        )) && letters[0].reason.contains("but was read from partition 0"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].partition, Some(0));
+    // shop-1's GMV of the Pacific day of Nov 2 is its own partition's: 10.00 + 2.50 = 12.50,
+    // and no value of shop-1 comes from partition 0's task (which would say 5.00).
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    let want = Decimal::parse("12.50").unwrap();
+    let gmv_of_shop_1 = |u: &KpiUpdate| {
+        u.kpi == "gmv"
+            && u.scope.shop == "shop-1"
+            && u.window.name == "business_day"
+            && u.window.start == day
+    };
+    let updates = read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| got.iter().any(|u| gmv_of_shop_1(u) && u.numerator == want),
+    );
+    let five = Decimal::parse("5.00").unwrap();
+    assert!(
+        !updates
+            .iter()
+            .any(|u| gmv_of_shop_1(u) && u.numerator == five),
+        "a competing value from partition 0"
+    );
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(stats.dead_lettered, 1);
+}
+
 /// Waits until `group` has committed the end of every event partition.
 async fn caught_up(kafka: &KafkaConfig, group: &str) {
     let topics = kafka.topics();
