@@ -45,6 +45,16 @@ pub enum ProcessorError {
         /// What is wrong.
         problem: String,
     },
+    /// The event topics cannot be split by shop as the processor's tasks need (partition
+    /// counts differ: the operator's fault, retrying cannot help), or their layout could not
+    /// be read (the broker's: a restart retries).
+    #[error("event topics: {problem}")]
+    Topics {
+        /// What is wrong.
+        problem: String,
+        /// Whether a restart may succeed (the layout could not be read).
+        retryable: bool,
+    },
     /// Kafka or another shared component failed (external); see [`CoreError::is_retryable`].
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -73,6 +83,7 @@ impl ProcessorError {
             | ProcessorError::Checkpoint { .. } => false,
             ProcessorError::Core(e) => e.is_retryable(),
             ProcessorError::Publish(_) => true,
+            ProcessorError::Topics { retryable, .. } => *retryable,
         }
     }
 }

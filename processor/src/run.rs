@@ -70,6 +70,9 @@ enum Assignment {
     Revoked(Vec<i32>),
     /// A checkpoint could not be read: the processor must stop rather than count twice.
     Failed(String),
+    /// The event topics' partitions cannot be shared out by shop, or their count could not
+    /// be read (then `true`: a restart may succeed). See [`partition_count`].
+    Layout(String, bool),
 }
 
 /// Positions newly assigned partitions at their checkpoint's offsets (the beginning when
@@ -141,8 +144,8 @@ impl ConsumerContext for Rebalancer {
                 }
                 let count = match partition_count(consumer, tpl) {
                     Ok(count) => count,
-                    Err(problem) => {
-                        let _ = self.tx.send(Assignment::Failed(problem));
+                    Err((problem, retryable)) => {
+                        let _ = self.tx.send(Assignment::Layout(problem, retryable));
                         return;
                     }
                 };
@@ -172,7 +175,7 @@ impl ConsumerContext for Rebalancer {
 fn partition_count(
     consumer: &BaseConsumer<Rebalancer>,
     tpl: &TopicPartitionList,
-) -> Result<i32, String> {
+) -> Result<i32, (String, bool)> {
     let topics: std::collections::BTreeSet<String> = tpl
         .elements()
         .iter()
@@ -182,7 +185,7 @@ fn partition_count(
     for topic in &topics {
         let md = consumer
             .fetch_metadata(Some(topic.as_str()), Duration::from_secs(10))
-            .map_err(|e| format!("reading the partition count of {topic}: {e} (retrying helps once the broker answers)"))?;
+            .map_err(|e| (format!("reading the partition count of {topic}: {e}"), true))?;
         let n = md
             .topics()
             .iter()
@@ -193,13 +196,16 @@ fn partition_count(
     match counts.as_slice() {
         [] => Ok(1),
         [(_, first), rest @ ..] if rest.iter().all(|(_, n)| n == first) => Ok(*first),
-        _ => Err(format!(
-            "the event topics have different partition counts ({}): the processor's task p reads partition p of every event topic, so a shop would be split between tasks; give them all the same count (and rebuild the state, see the README's partitioning contract)",
-            counts
-                .iter()
-                .map(|(t, n)| format!("{t}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+        _ => Err((
+            format!(
+                "the event topics have different partition counts ({}): the processor's task p reads partition p of every event topic, so a shop would be split between tasks; give them all the same count (and rebuild the state, see the README's partitioning contract)",
+                counts
+                    .iter()
+                    .map(|(t, n)| format!("{t}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            false,
         )),
     }
 }
@@ -687,6 +693,9 @@ fn apply_assignments(
     while let Ok(a) = rx.try_recv() {
         match a {
             Assignment::Failed(problem) => return Err(ProcessorError::Checkpoint { problem }),
+            Assignment::Layout(problem, retryable) => {
+                return Err(ProcessorError::Topics { problem, retryable });
+            }
             Assignment::Revoked(ps) => {
                 for p in ps {
                     tasks.remove(&p);

@@ -423,6 +423,47 @@ async fn an_event_on_a_partition_that_does_not_own_its_shop_is_dead_lettered() {
     assert_eq!(stats.dead_lettered, 1);
 }
 
+/// Task `p` reads partition `p` of every event topic, so a shop must have the same partition
+/// number in each: with `events.orders` on 2 partitions and the others on 3, a shop's orders
+/// and ads would meet in different tasks. The processor refuses to start, naming the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_topics_with_different_partition_counts_stop_the_processor_naming_them() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let kafka = kafka();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().unwrap().create().unwrap();
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(&orders, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    kafka.ensure_topics().await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new()),
+    )
+    .await
+    .expect("the processor neither started nor stopped")
+    .unwrap_err();
+    let err = err.to_string();
+    let ads = topics.name(Topic::Ads);
+    assert!(
+        err.starts_with("event topics: the event topics have different partition counts (")
+            && err.contains(&format!("{ads}: 3"))
+            && err.contains(&format!("{orders}: 2")),
+        "{err}"
+    );
+}
+
 /// Waits until `group` has committed the end of every event partition.
 async fn caught_up(kafka: &KafkaConfig, group: &str) {
     let topics = kafka.topics();
