@@ -139,6 +139,83 @@ pub(crate) async fn assert_deploy_uses_exported_metrics() {
     }
 }
 
+/// The values a query matches `label` exactly against (`label="value"`; `=~` regexes and
+/// Grafana variables are not literal names).
+fn literal_label_values(query: &str, label: &str) -> Vec<String> {
+    let needle = format!("{label}=\"");
+    query
+        .match_indices(&needle)
+        .filter(|(at, _)| {
+            // Not the tail of a longer label name (`sub_kpi="…"`).
+            query[..*at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+        })
+        .filter_map(|(at, _)| query[at + needle.len()..].split('"').next())
+        .filter(|v| !v.starts_with('$'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every KPI and window a dashboard names literally is one the processor publishes: a
+/// catalog KPI or window, or an Amazon account-health cross-check (`<kpi>_vs_amazon` over
+/// `amazon_reporting_range`). A misspelt KPI draws an empty panel, which no one notices.
+#[test]
+fn dashboards_name_kpis_and_windows_the_processor_publishes() {
+    use kpiflow_processor::catalog::Catalog;
+    use kpiflow_processor::rule::crosscheck;
+    let catalog = Catalog::builtin();
+    let mut kpis: BTreeSet<String> = catalog.kpis.iter().map(|k| k.id.clone()).collect();
+    kpis.extend(
+        crosscheck::CHECKED_KPIS
+            .iter()
+            .map(|k| format!("{k}{}", crosscheck::SUFFIX)),
+    );
+    let mut windows: BTreeSet<String> = catalog.windows.iter().map(|w| w.name.clone()).collect();
+    windows.insert(crosscheck::WINDOW.to_string());
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards");
+    let mut named = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut queries = Vec::new();
+        strings_under(&board, &["expr", "query", "definition"], &mut queries);
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        for q in &queries {
+            for (label, known) in [("kpi", &kpis), ("window", &windows)] {
+                for v in literal_label_values(q, label) {
+                    if !known.contains(&v) {
+                        unknown.push(format!("{file}: {label}=\"{v}\""));
+                    }
+                    named.insert(v);
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "dashboards name what the processor never publishes:\n{}",
+        unknown.join("\n")
+    );
+    // The account-health row has a panel for every cross-check family.
+    for k in crosscheck::CHECKED_KPIS {
+        let id = format!("{k}_vs_amazon");
+        assert!(named.contains(&id), "no panel for {id}");
+    }
+    assert!(named.contains("amazon_reporting_range"));
+}
+
+#[test]
+fn literal_label_values_skip_regexes_variables_and_longer_names() {
+    let q = r#"kpiflow_kpi_value{kpi="gmv", window=~"$window", sub_kpi="x"} or on() kpiflow_kpi_value{kpi="$kpi",window="business_day"}"#;
+    assert_eq!(literal_label_values(q, "kpi"), ["gmv"]);
+    assert_eq!(literal_label_values(q, "window"), ["business_day"]);
+}
+
 #[test]
 fn names_are_read_outside_quotes() {
     let q = r#"sum by (kpi) (kpiflow_kpi_value{job="kpiflow_x", kpi=~'kpiflow_y'}) / kpiflow:kpi_ratio:by_channel"#;
