@@ -419,18 +419,37 @@ impl Engine {
     /// Applies one valid event read from `partition` at wall-clock `now`. Batches are faster:
     /// see [`Engine::apply_batch`].
     pub fn apply(&mut self, event: &Event, partition: PartitionId, now: Instant) -> Applied {
-        self.apply_batch(&[(event, partition)], now)
-            .map(|mut v| v.remove(0))
-            .unwrap_or_else(|e| Applied::Rejected {
-                kind: "internal",
-                reason: e.to_string(),
-            })
+        self.apply_batch(&[(event, partition)], now).remove(0)
     }
 
     /// Applies a batch of valid events (in arrival order) at wall-clock `now`; returns what
-    /// happened to each. Fails only on a bug (an expression that type-checked but could not
-    /// be evaluated).
-    pub fn apply_batch(
+    /// happened to each. A record the catalog cannot evaluate (an expression that
+    /// type-checked but fails on its values, e.g. a division by zero in a custom measure) is
+    /// rejected as `unprocessable` alone: the batch is then applied one record at a time, so
+    /// the others count as they would have, and the stage goes on.
+    pub fn apply_batch(&mut self, events: &[(&Event, PartitionId)], now: Instant) -> Vec<Applied> {
+        match self.try_apply_batch(events, now) {
+            Ok(verdicts) => verdicts,
+            // Evaluation fails before any state changes, so the records can be applied again.
+            Err(e) if events.len() > 1 => {
+                tracing::warn!(error = %e, records = events.len(), "a batch could not be evaluated; applying its records one at a time");
+                events
+                    .iter()
+                    .map(|one| self.apply_batch(std::slice::from_ref(one), now).remove(0))
+                    .collect()
+            }
+            Err(e) => {
+                let event = events[0].0;
+                vec![Applied::Rejected {
+                    kind: "unprocessable",
+                    reason: format!("{} {}: {e}", event.schema(), event.header.event_id),
+                }]
+            }
+        }
+    }
+
+    /// [`Engine::apply_batch`], failing the whole batch when the catalog cannot evaluate it.
+    fn try_apply_batch(
         &mut self,
         events: &[(&Event, PartitionId)],
         now: Instant,

@@ -340,7 +340,7 @@ mod tests {
             .iter()
             .map(|ev| (ev, PartitionId::zero_of(ev)))
             .collect();
-        e.apply_batch(&batch, now).unwrap();
+        e.apply_batch(&batch, now);
         let wall: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
         e.flush(now, wall)
     }

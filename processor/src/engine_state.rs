@@ -436,7 +436,7 @@ mod tests {
                 .iter()
                 .map(|ev| (ev, PartitionId::zero_of(ev)))
                 .collect();
-            e.apply_batch(&batch, now).unwrap();
+            e.apply_batch(&batch, now);
             e.flush(now, chrono::Utc::now())
         };
         let mut original = Engine::new(&cfg, 0);

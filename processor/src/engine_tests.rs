@@ -595,7 +595,7 @@ fn a_simulated_month_of_many_shops_dead_letters_nothing_as_late() {
             .iter()
             .map(|ev| (ev, PartitionId::zero_of(ev)))
             .collect();
-        for (ev, v) in chunk.iter().zip(e.apply_batch(&batch, now).unwrap()) {
+        for (ev, v) in chunk.iter().zip(e.apply_batch(&batch, now)) {
             match v {
                 Applied::Late { reason } => late.push(reason),
                 Applied::Counted
@@ -771,4 +771,77 @@ fn bounds_are_configurable_and_validated() {
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains(key), "{toml}: {err}");
     }
+}
+
+/// A custom measure that divides by `units - 1`: it type-checks, and fails on an order of one
+/// unit (division by zero). That order alone is rejected; the batch's others count.
+#[test]
+fn a_record_the_catalog_cannot_evaluate_is_rejected_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        r#"[windows]
+business_day = { kind = "business_day" }
+
+[measures.orders]
+events = ["order.placed"]
+basis = "placed"
+unit = "count"
+
+[measures.per_extra_unit]
+events = ["order.placed"]
+value = "amount / (units - 1)"
+basis = "placed"
+unit = "money"
+
+[kpis.per_extra_unit]
+description = "Amount per unit beyond the first, per order."
+unit = "money"
+direction = "higher_is_better"
+owner = "finance"
+priority = "core"
+numerator = "per_extra_unit"
+denominator = "orders"
+windows = ["business_day"]
+"#,
+    )
+    .unwrap();
+    let cfg = ProcessorConfig {
+        catalog: Some(catalog),
+        ..Default::default()
+    };
+    let mut e = Engine::new(&cfg, 1);
+    let with_units = |id: &str, at: &str, amount: &str, units: u32| {
+        let mut ev = placed(id, at, amount);
+        if let EventBody::OrderPlaced(o) = &mut ev.body {
+            o.units = units;
+        }
+        ev
+    };
+    // 30.00 over 3 units: 15.00 per extra unit; 1 unit: 10.00 / 0; 20.00 over 2 units: 20.00.
+    let a = with_units("a", "2026-11-02T18:00:00Z", "30.00", 3);
+    let b = with_units("b", "2026-11-02T18:05:00Z", "10.00", 1);
+    let c = with_units("c", "2026-11-02T18:10:00Z", "20.00", 2);
+    let now = Instant::now();
+    let verdicts = e.apply_batch(&[(&a, P0), (&b, P0), (&c, P0)], now);
+    assert_eq!(verdicts[0], Applied::Counted);
+    assert_eq!(verdicts[2], Applied::Counted);
+    match &verdicts[1] {
+        Applied::Rejected { kind, reason } => {
+            assert_eq!(*kind, "unprocessable");
+            assert!(reason.starts_with("order.placed b: "), "{reason}");
+            assert!(reason.to_lowercase().contains("divide by zero"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The day's value: (15.00 + 20.00) / 2 orders = 17.50.
+    let out = e.flush(now, Utc::now());
+    let day = out
+        .updates
+        .iter()
+        .find(|u| u.kpi == "per_extra_unit" && u.window.name == "business_day")
+        .expect("a business-day value");
+    assert_eq!(day.numerator, Decimal::parse("35").unwrap());
+    assert_eq!(day.denominator, Some(Decimal::parse("2").unwrap()));
 }

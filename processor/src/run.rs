@@ -608,7 +608,7 @@ fn apply_task(
         }
     }
     let batch: Vec<(&Event, PartitionId)> = decoded.iter().map(|(i, e)| (e, msgs[*i].0)).collect();
-    let verdicts = task.engine.apply_batch(&batch, now)?;
+    let verdicts = task.engine.apply_batch(&batch, now);
     task.changed = true;
     for ((i, event), verdict) in decoded.iter().zip(verdicts) {
         let outcome = match &verdict {
