@@ -210,6 +210,14 @@ fn init_tracing(default: &str) {
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
 fn cancel_on_signal(token: CancellationToken) {
+    cancel_on_signal_within(token, None);
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM and, with a `grace`, exits the process (code 3) if it
+/// is still running that long after the signal, whatever it is doing: a stage must answer
+/// SIGTERM even if its work is wedged. Nothing is lost: as after a crash, no checkpoint or
+/// commit is written past what was safe, and the inputs since the last commit are read again.
+fn cancel_on_signal_within(token: CancellationToken, grace: Option<std::time::Duration>) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -226,6 +234,17 @@ fn cancel_on_signal(token: CancellationToken) {
         let _ = ctrl_c.await;
         tracing::info!("stopping: draining in-flight work");
         token.cancel();
+        if let Some(grace) = grace {
+            // A thread of its own: the runtime's workers may be the ones that are stuck.
+            std::thread::spawn(move || {
+                std::thread::sleep(grace);
+                tracing::error!(
+                    grace = %humantime::format_duration(grace),
+                    "not stopped within processor.shutdown_timeout of the signal: exiting without a final checkpoint (the inputs since the last commit are read again at restart)"
+                );
+                std::process::exit(3);
+            });
+        }
     });
 }
 
@@ -325,7 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pull::backfill(cfg, &connector, &shop, from, to).await
         }
         Command::Process => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(shutdown.clone(), Some(cfg.processor.shutdown_timeout));
             let readiness = Readiness::default();
             let ready = readiness.part("processor");
             readiness.watch_broker(&cfg.kafka, &shutdown)?;

@@ -283,7 +283,8 @@ pub struct ProcessorConfig {
     pub flush_interval: Duration,
     /// On SIGTERM / Ctrl-C, longest wait for the last outputs to be acknowledged before the
     /// final checkpoint; past it the processor exits with an error and the next start
-    /// replays from the previous checkpoint. Default `30s`.
+    /// replays from the previous checkpoint. `kpiflow process` exits (code 3) this long after
+    /// the signal whatever it is doing, as after a crash. Default `30s`.
     #[serde(
         default = "ProcessorConfig::shutdown_timeout",
         with = "humantime_serde"

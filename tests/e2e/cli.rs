@@ -248,6 +248,71 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
     drop((broker, taken));
 }
 
+/// SIGTERM is answered within `processor.shutdown_timeout` whatever the processor is doing —
+/// here waiting for a broker that accepts connections and never answers, which it would
+/// wait for 60 s before failing.
+#[test]
+fn a_processor_stuck_on_a_silent_broker_exits_within_shutdown_timeout_of_sigterm() {
+    let broker = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\n[metrics]\nlisten = \"{addr}\"\n\
+             [processor]\nshutdown_timeout = \"2s\"\n[processor.checkpoint]\ndir = \"{}\"\n",
+            broker.local_addr().unwrap(),
+            dir.path().join("state").display()
+        ),
+    );
+    let mut child = kpiflow(&config, &["process"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // /metrics is served once the signal handler is installed (it is set up first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(addr, "/metrics").is_none_or(|m| !ok(&m)) {
+        assert!(child.try_wait().unwrap().is_none(), "the processor exited");
+        assert!(
+            Instant::now() < deadline,
+            "no /metrics on {addr} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            child.kill().unwrap();
+            panic!("still running 15 s after SIGTERM, with shutdown_timeout 2s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = signalled.elapsed();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(took >= Duration::from_secs(2), "exited after {took:?}");
+    assert!(
+        err.contains("not stopped within processor.shutdown_timeout of the signal"),
+        "{err}"
+    );
+    drop(broker);
+}
+
 #[test]
 fn ingest_help_lists_every_connector_a_table_may_name() {
     let out = Command::new(env!("CARGO_BIN_EXE_kpiflow"))
