@@ -44,6 +44,7 @@ pub use http::{HttpClient, HttpOptions, Request, Response, Throttled, TokenHeade
 pub use rate_limit::{RateLimit, RateLimiter};
 pub use report::{Polled, ReportPoll, gunzip};
 pub use retry::RetryPolicy;
+pub(crate) use runner::impl_source;
 pub use runner::{Progress, PullConnector, Source, SyncReport, Window, backfill};
 pub use secret::{Secret, SecretRef};
 pub use settings::{Pull, PullDefaults, PullSettings};

@@ -69,6 +69,39 @@ pub trait Source: Send + Sync {
     ) -> BoxFuture<'a, Result<(), IngestError>>;
 }
 
+/// Implements [`Source`] for a connector type with the usual shape: `NAME` and `COMPONENT`
+/// constants in scope, an `origin: Origin` field and an inherent
+/// `async fn read(&self, Window, &mut Emitter<'_>) -> Result<(), IngestError>`. Overrides of
+/// the provided methods (`window_end`, `snapshot`) go in braces after the type.
+macro_rules! impl_source {
+    ($ty:ty $({ $($extra:item)* })?) => {
+        impl $crate::pull::Source for $ty {
+            fn name(&self) -> &'static str {
+                NAME
+            }
+
+            fn component(&self) -> &'static str {
+                COMPONENT
+            }
+
+            fn origin(&self) -> &$crate::pull::Origin {
+                &self.origin
+            }
+
+            $($($extra)*)?
+
+            fn sync<'a, 'p: 'a>(
+                &'a self,
+                window: $crate::pull::Window,
+                out: &'a mut $crate::pull::Emitter<'p>,
+            ) -> futures::future::BoxFuture<'a, Result<(), $crate::IngestError>> {
+                Box::pin(self.read(window, out))
+            }
+        }
+    };
+}
+pub(crate) use impl_source;
+
 /// What one call of [`PullConnector::sync_once`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, InventorySnapshot, LocationKind, SourceTz};
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ use crate::connector::{Connector, parse_section};
 use crate::map::{MapError, Record, raw};
 use crate::pull::{
     Emitter, Fact, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings,
-    RateLimit, Request, Source, TokenHeader, Window, lwa_client,
+    RateLimit, Request, TokenHeader, Window, lwa_client,
 };
 
 /// The registry name.
@@ -187,31 +186,11 @@ struct Pagination {
     next_token: Option<String>,
 }
 
-impl Source for FbaInventory {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
+crate::pull::impl_source!(FbaInventory {
     fn snapshot(&self) -> bool {
         true
     }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+});
 
 /// The registry's constructor: one `[[connectors.amazon_fba_inventory]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -53,7 +53,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, DefectKind, SourceTz};
 use serde::{Deserialize, Serialize};
@@ -66,7 +65,7 @@ use crate::connectors::amazon_sp_orders::{OrderLookup, iso};
 use crate::map::{Record, exact_numbers};
 use crate::pull::{
     Emitter, HttpClient, LwaConfig, Mapped, Origin, PullConnector, PullDefaults, PullSettings,
-    RateLimit, Request, Source, TokenHeader, Window, lwa_client,
+    RateLimit, Request, TokenHeader, Window, lwa_client,
 };
 
 pub use map::{claim, fee_kind, refund, service_fee, shipment};
@@ -333,31 +332,11 @@ impl AmazonFinances {
     }
 }
 
-impl Source for AmazonFinances {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
+crate::pull::impl_source!(AmazonFinances {
     fn window_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - TimeDelta::minutes(2)
     }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+});
 
 /// The registry's constructor: one `[[connectors.amazon_sp_finances]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

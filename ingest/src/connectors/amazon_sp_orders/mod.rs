@@ -17,7 +17,6 @@ mod map;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ use crate::connector::{Connector, parse_section};
 use crate::map::raw;
 use crate::pull::{
     Emitter, HttpClient, LwaConfig, Origin, PullConnector, PullDefaults, PullSettings, RateLimit,
-    Request, Source, TokenHeader, Window, lwa_client,
+    Request, TokenHeader, Window, lwa_client,
 };
 
 pub use lookup::{OrderInfo, OrderLookup, Orders, looked_up};
@@ -188,31 +187,11 @@ struct Payload {
     next_token: Option<String>,
 }
 
-impl Source for AmazonOrders {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
+crate::pull::impl_source!(AmazonOrders {
     fn window_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - TimeDelta::minutes(2)
     }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+});
 
 /// The registry's constructor: one `[[connectors.amazon_sp_orders]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -61,7 +61,6 @@ mod runner;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
@@ -73,7 +72,7 @@ use crate::connectors::amazon_sp_orders::OrderLookup;
 use crate::map::{Record, raw};
 use crate::pull::{
     Emitter, LwaConfig, Mapped, Origin, PullConnector, PullDefaults, PullSettings, ReportPoll,
-    Source, TokenHeader, Window, lwa_client,
+    TokenHeader, Window, lwa_client,
 };
 
 pub use crate::connectors::amazon_sp_orders::{OrderInfo, Orders};
@@ -362,27 +361,7 @@ impl AmazonReports {
     }
 }
 
-impl Source for AmazonReports {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(AmazonReports);
 
 /// The registry's constructor: one `[[connectors.amazon_sp_reports]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -18,7 +18,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::BoxFuture;
 use kpiflow_schemas::{Fulfilment, SourceTz};
 use reqwest::header::{HeaderMap, LINK};
 use serde::Deserialize;
@@ -33,7 +32,7 @@ use crate::connector::Connector;
 use crate::pull::secret::SecretRef;
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    Source, Window,
+    Window,
 };
 
 /// The registry name.
@@ -254,27 +253,7 @@ struct Page {
     orders: Vec<Value>,
 }
 
-impl Source for ShopifyOrders {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(ShopifyOrders);
 
 /// Builds the connector from one `[[connectors.shopify_orders]]` table.
 pub(crate) fn build(section: serde_json::Value) -> Result<Box<dyn Connector>, IngestError> {

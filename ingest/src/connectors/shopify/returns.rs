@@ -49,7 +49,6 @@ mod map;
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use kpiflow_schemas::{Fulfilment, SourceTz};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -63,7 +62,7 @@ use crate::connector::Connector;
 use crate::pull::secret::SecretRef;
 use crate::pull::{
     Emitter, HttpClient, Origin, PullConnector, PullDefaults, PullSettings, RateLimit, Request,
-    Source, Window,
+    Window,
 };
 
 /// The registry name.
@@ -396,27 +395,7 @@ struct PageInfo {
     end_cursor: Option<String>,
 }
 
-impl Source for ShopifyReturns {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(ShopifyReturns);
 
 /// Builds the connector from one `[[connectors.shopify_returns]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -27,14 +27,13 @@ pub(crate) mod map;
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde_json::Value;
 
 use crate::IngestError;
 use crate::connector::{Connector, parse_section};
 use crate::map::raw;
-use crate::pull::{Emitter, Origin, PullConnector, PullDefaults, RateLimit, Source, Window};
+use crate::pull::{Emitter, Origin, PullConnector, PullDefaults, RateLimit, Window};
 
 pub use api::{Search, ShopApi, TiktokShopConfig, sign};
 pub use map::order as map_order;
@@ -97,27 +96,7 @@ impl TiktokShopOrders {
     }
 }
 
-impl Source for TiktokShopOrders {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(TiktokShopOrders);
 
 /// The registry's constructor: one `[[connectors.tiktok_shop_orders]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -43,7 +43,6 @@
 
 mod map;
 
-use futures::future::BoxFuture;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde_json::Value;
 
@@ -52,7 +51,7 @@ use crate::connector::{Connector, parse_section};
 use crate::connectors::tiktok_shop_orders::lookup::OrderLookup;
 use crate::connectors::tiktok_shop_orders::{self, Search, ShopApi, TiktokShopConfig};
 use crate::map::raw;
-use crate::pull::{Emitter, Origin, PullConnector, Source, Window};
+use crate::pull::{Emitter, Origin, PullConnector, Window};
 
 pub use crate::connectors::tiktok_shop_orders::lookup::DETAIL_PATH;
 pub use map::BUYER_REASONS;
@@ -114,27 +113,7 @@ impl TiktokShopReturns {
     }
 }
 
-impl Source for TiktokShopReturns {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(TiktokShopReturns);
 
 /// The registry's constructor: one `[[connectors.tiktok_shop_returns]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::future::BoxFuture;
 use kpiflow_core::SourceMetrics;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
@@ -30,7 +29,7 @@ use crate::map::raw;
 use crate::pull::token::WalmartCredentials;
 use crate::pull::{
     Emitter, HttpClient, OAuthTokens, Origin, PullConnector, PullDefaults, PullSettings, RateLimit,
-    Request, Source, TokenHeader, WalmartAuthConfig, Window,
+    Request, TokenHeader, WalmartAuthConfig, Window,
 };
 
 pub use map::order as map_order;
@@ -238,27 +237,7 @@ struct Elements {
     order: Vec<Value>,
 }
 
-impl Source for WalmartOrders {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(WalmartOrders);
 
 /// The registry's constructor: one `[[connectors.walmart_orders]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {

@@ -38,7 +38,6 @@ mod map;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use futures::future::BoxFuture;
 use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,7 +48,7 @@ use crate::connectors::walmart_orders::{self, iso, page_request, request};
 use crate::map::{Record, raw};
 use crate::pull::token::WalmartCredentials;
 use crate::pull::{
-    Emitter, HttpClient, Origin, PullConnector, PullSettings, Source, WalmartAuthConfig, Window,
+    Emitter, HttpClient, Origin, PullConnector, PullSettings, WalmartAuthConfig, Window,
 };
 
 pub use map::OrderInfo;
@@ -220,27 +219,7 @@ struct Meta {
     next_cursor: Option<String>,
 }
 
-impl Source for WalmartReturns {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn component(&self) -> &'static str {
-        COMPONENT
-    }
-
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    fn sync<'a, 'p: 'a>(
-        &'a self,
-        window: Window,
-        out: &'a mut Emitter<'p>,
-    ) -> BoxFuture<'a, Result<(), IngestError>> {
-        Box::pin(self.read(window, out))
-    }
-}
+crate::pull::impl_source!(WalmartReturns);
 
 /// The registry's constructor: one `[[connectors.walmart_returns]]` table.
 pub(crate) fn build(section: Value) -> Result<Box<dyn Connector>, IngestError> {
