@@ -83,6 +83,25 @@ fn on_broker(
     }
 }
 
+/// The processor with the default catalog running on `kafka` (checkpoints in the returned
+/// directory) until the token is cancelled.
+fn start(
+    kafka: &KafkaConfig,
+) -> (
+    tempfile::TempDir,
+    CancellationToken,
+    tokio::task::JoinHandle<
+        Result<kpiflow_processor::run::RunStats, kpiflow_processor::ProcessorError>,
+    >,
+) {
+    let state = tempfile::tempdir().unwrap();
+    let cfg = on_broker(kafka, state.path(), ProcessorConfig::default());
+    let stop = CancellationToken::new();
+    let (k, s) = (kafka.clone(), stop.clone());
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &cfg, None, s).await });
+    (state, stop, task)
+}
+
 /// Reads `topic` from the start until `done` holds for what was read, or the deadline passes.
 fn read_until<T>(
     kafka: &KafkaConfig,
@@ -146,11 +165,7 @@ async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
     )
     .await;
 
-    let state = tempfile::tempdir().unwrap();
-    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
-    let stop = CancellationToken::new();
-    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+    let (_state, stop, task) = start(&kafka);
 
     // The valid orders are counted once each: GMV of the Pacific day of Nov 2 is 15.50.
     let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
@@ -274,11 +289,7 @@ async fn a_record_too_large_for_a_dead_letter_is_cut_and_the_processor_goes_on()
     )
     .await;
 
-    let state = tempfile::tempdir().unwrap();
-    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
-    let stop = CancellationToken::new();
-    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+    let (_state, stop, task) = start(&kafka);
 
     let letters = read_until(
         &kafka,
@@ -374,11 +385,7 @@ async fn an_event_on_a_partition_that_does_not_own_its_shop_is_dead_lettered() {
     let own = placed("own", "2026-11-02T19:00:00Z", "2.50");
     assert_eq!(send_to(&producer, &orders, &own, None).await, 2);
 
-    let state = tempfile::tempdir().unwrap();
-    let cfg = on_broker(&kafka, state.path(), ProcessorConfig::default());
-    let stop = CancellationToken::new();
-    let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &c, None, s).await });
+    let (_state, stop, task) = start(&kafka);
 
     let letters = read_until(
         &kafka,
