@@ -37,6 +37,8 @@
 //!   behind a cardinality guard);
 //! - [`alert`]: breaches to Alertmanager (API v2) and signed webhooks ([`run_alerts`]);
 //! - [`live`]: the latest values and breach events for the demo's console;
+//! - [`internal_events`]: the log-and-count events of table hygiene (temp files removed,
+//!   unreadable files skipped);
 //! - [`SinkError`]: this crate's one error type.
 //!
 //! Reading the tables (a folder here; an opened [`TableStore`] reads an `s3://` bucket):
@@ -59,6 +61,7 @@
 pub mod alert;
 pub mod config;
 pub mod error;
+pub mod internal_events;
 pub mod live;
 pub mod parquet;
 pub mod prometheus;
