@@ -76,5 +76,5 @@ pub use error::SinkError;
 pub use live::LiveView;
 pub use parquet::store::TableStore;
 pub use prometheus::KpiGauges;
-pub use query::{OutputFormat, format_batches, query, session};
+pub use query::{Answer, OutputFormat, QueryOptions, format_batches, query, query_with, session};
 pub use run::{SinkStats, run};

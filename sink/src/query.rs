@@ -28,11 +28,46 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use kpiflow_schemas::BreachEvent;
 
 use crate::SinkError;
+use crate::error::plural;
+use crate::internal_events::UnreadableFileSkipped;
 use crate::parquet::store::TableStore;
+use crate::parquet::unreadable::{self, HidingStore, UnreadableFile};
 use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
 
 /// The name of the de-duplicated KPI view.
 pub const KPI_LATEST: &str = "kpi_latest";
+
+/// How a query treats the tables' files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Check every file's Parquet footer first and leave out those that cannot be read (each
+    /// logged and counted as an [`UnreadableFileSkipped`] event), instead of failing. The
+    /// answer then lacks their rows, and [`Answer::skipped`] says which. Default: `false`.
+    pub skip_unreadable: bool,
+}
+
+/// A query's result, and the files it left out.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The result rows.
+    pub batches: Vec<RecordBatch>,
+    /// Unreadable files left out (with [`QueryOptions::skip_unreadable`] only).
+    pub skipped: Vec<UnreadableFile>,
+}
+
+impl Answer {
+    /// A sentence saying which files the answer lacks, or `None` when it lacks none.
+    pub fn skipped_note(&self) -> Option<String> {
+        (!self.skipped.is_empty()).then(|| {
+            let files: Vec<String> = self.skipped.iter().map(ToString::to_string).collect();
+            format!(
+                "skipped {} (their rows are missing from this answer): {}",
+                plural(self.skipped.len(), "unreadable Parquet file"),
+                files.join("; ")
+            )
+        })
+    }
+}
 
 /// A DataFusion session over the tables under `tables` (a folder, or an opened
 /// [`TableStore`] for a bucket; see the module docs).
@@ -41,6 +76,14 @@ pub const KPI_LATEST: &str = "kpi_latest";
 /// query, so a long-lived session sees files the sink commits later; hidden temporary files
 /// (`.part-….parquet.tmp`) are never read.
 pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, SinkError> {
+    Ok(session_with(tables, QueryOptions::default()).await?.0)
+}
+
+/// [`session`], with `options`; also returns the files it left out.
+pub async fn session_with(
+    tables: impl Into<TableStore>,
+    options: QueryOptions,
+) -> Result<(SessionContext, Vec<UnreadableFile>), SinkError> {
     let tables = tables.into();
     // DataFusion caches directory listings forever by default; a sink's folders grow, so
     // listing again on every query is the point.
@@ -51,6 +94,23 @@ pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, Si
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     tables.register(&ctx);
+    let mut skipped = Vec::new();
+    if options.skip_unreadable {
+        // Checked once, here: a file that breaks later fails the query and is named then.
+        let (store, url) = unreadable::query_store(&tables);
+        let bad = unreadable::find(&tables, &store).await?;
+        for (_, file) in &bad {
+            UnreadableFileSkipped {
+                table: file.table,
+                path: &file.path,
+                reason: &file.reason,
+            }
+            .emit();
+        }
+        let hidden = bad.iter().map(|(key, _)| key.clone()).collect();
+        ctx.register_object_store(&url, Arc::new(HidingStore::new(store, hidden)));
+        skipped = bad.into_iter().map(|(_, file)| file).collect();
+    }
     for table in Table::ALL {
         let url = tables.table_url(table)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -66,28 +126,64 @@ pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, Si
     ctx.sql(&kpi_latest_ddl())
         .await
         .map_err(|e| SinkError::Internal(format!("creating view {KPI_LATEST}: {e}")))?;
-    Ok(ctx)
+    Ok((ctx, skipped))
 }
 
 /// Runs one read-only SQL statement over the tables under `tables` and collects the result.
 ///
 /// Statements that would change anything (DDL such as `CREATE`, DML such as `COPY … TO`,
-/// `SET`) are refused with [`SinkError::BadQuery`].
+/// `SET`) are refused with [`SinkError::BadQuery`]. A file that cannot be read fails the
+/// query with [`SinkError::UnreadableFiles`], which names it.
 pub async fn query(
     tables: impl Into<TableStore>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, SinkError> {
-    let ctx = session(tables).await?;
+    Ok(query_with(tables, sql, QueryOptions::default()).await?.batches)
+}
+
+/// [`query`], with `options`: with `skip_unreadable` the answer leaves out the files whose
+/// footer cannot be read and says which ([`Answer::skipped`]).
+pub async fn query_with(
+    tables: impl Into<TableStore>,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<Answer, SinkError> {
+    let tables = tables.into();
+    let (ctx, skipped) = session_with(&tables, options).await?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    ctx.sql_with_options(sql, read_only)
-        .await
-        .map_err(SinkError::datafusion)?
-        .collect()
-        .await
-        .map_err(SinkError::datafusion)
+    let result = async {
+        ctx.sql_with_options(sql, read_only)
+            .await
+            .map_err(SinkError::datafusion)?
+            .collect()
+            .await
+            .map_err(SinkError::datafusion)
+    }
+    .await;
+    match result {
+        Ok(batches) => Ok(Answer { batches, skipped }),
+        Err(e @ SinkError::Read { .. }) => Err(name_unreadable_files(&tables, e).await),
+        Err(e) => Err(e),
+    }
+}
+
+/// DataFusion's read errors do not say which file ("Corrupt footer"): after one, check the
+/// footers and name the unreadable files; `e` stands when every footer is sound.
+async fn name_unreadable_files(tables: &TableStore, e: SinkError) -> SinkError {
+    let (store, _) = unreadable::query_store(tables);
+    match unreadable::find(tables, &store).await {
+        Ok(bad) if !bad.is_empty() => SinkError::UnreadableFiles {
+            files: bad.into_iter().map(|(_, file)| file).collect(),
+        },
+        Ok(_) => e,
+        Err(check) => {
+            tracing::warn!(error = %check, "could not check the footers after a read error");
+            e
+        }
+    }
 }
 
 /// The breaches open at the end of the `breaches` table: per `breach_id`, the latest event,
@@ -219,6 +315,7 @@ mod tests {
 
     use super::*;
     use crate::Compression;
+    use crate::parquet::Table;
     use crate::parquet::tests::{breach_fixtures, kpi_fixtures, write_with_pause};
     use crate::parquet::write_rows;
     use kpiflow_schemas::KpiUpdate;
@@ -419,6 +516,79 @@ mod tests {
             .expect("the late shipment series");
         assert_eq!(lsr.revision, 2);
         assert_eq!(lsr, &kpis[1]);
+    }
+
+    /// A truncated copy of a file of the partition, as a disk that filled mid-copy leaves it.
+    fn truncated_file(dir: &Path) -> std::path::PathBuf {
+        let good = write_rows(dir, &kpi_fixtures()[2..3], Compression::Zstd).unwrap();
+        let bytes = std::fs::read(&good[0].path).unwrap();
+        std::fs::remove_file(&good[0].path).unwrap();
+        let path = good[0].path.with_file_name("part-truncated.parquet");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_is_named_and_can_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        // Rows 0 and 1 (late_shipment_rate, 2025-03-14) and row 3 (gmv) are sound; row 2
+        // (late_shipment_rate, 2025-03-13) is only in a file cut in half.
+        write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        write_rows(dir.path(), &kpis[3..4], Compression::Zstd).unwrap();
+        let bad = truncated_file(dir.path());
+        let absolute = std::path::absolute(&bad).unwrap();
+        let sql = "SELECT kpi, shop, numerator, revision FROM kpi_values ORDER BY kpi, revision";
+
+        let err = query(dir.path(), sql).await.unwrap_err();
+        let SinkError::UnreadableFiles { files } = &err else {
+            panic!("expected the file to be named, got {err:?}");
+        };
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].table, Table::KpiValues);
+        assert_eq!(files[0].path, absolute.display().to_string());
+        assert!(files[0].reason.contains("Corrupt footer"), "{}", files[0].reason);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot read 1 Parquet file: {} (", absolute.display()))
+                && text.ends_with("or query with --skip-unreadable to answer from the other files"),
+            "{text}"
+        );
+        assert!(!err.is_retryable());
+
+        let counter = || {
+            kpiflow_core::metrics::query_files_skipped()
+                .with_label_values(&["kpi_values"])
+                .get()
+        };
+        let before = counter();
+        let options = QueryOptions {
+            skip_unreadable: true,
+        };
+        let answer = query_with(dir.path(), sql, options).await.unwrap();
+        // The three sound rows, by hand from the fixture: gmv dtc-store 12345.67 revision 3;
+        // late_shipment_rate shop-1 3 (revision 1) and 4 (revision 2). Row 2 (9/100, revision
+        // 5) is the truncated file's and is missing.
+        assert_eq!(
+            format_batches(&answer.batches, OutputFormat::Csv).unwrap(),
+            "kpi,shop,numerator,revision\n\
+             gmv,dtc-store,12345.670000000,3\n\
+             late_shipment_rate,shop-1,3.000000000,1\n\
+             late_shipment_rate,shop-1,4.000000000,2\n"
+        );
+        assert_eq!(answer.skipped, files.clone());
+        assert_eq!(
+            answer.skipped_note().unwrap(),
+            format!(
+                "skipped 1 unreadable Parquet file (their rows are missing from this answer): {}",
+                files[0]
+            )
+        );
+        assert!(counter() > before, "the skipped file is counted");
+        // Nothing skipped, nothing said.
+        std::fs::remove_file(&bad).unwrap();
+        let clean = query_with(dir.path(), sql, options).await.unwrap();
+        assert!(clean.skipped.is_empty() && clean.skipped_note().is_none());
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ pub mod compact;
 pub mod events;
 pub mod kpi_values;
 pub mod store;
+pub mod unreadable;
 
 use std::collections::BTreeMap;
 use std::fs::File;
