@@ -412,8 +412,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 kpiflow_sink::parquet::compact::compact(&tables, older_than, cfg.sink.compression)
                     .await?;
             println!(
-                "{tables}: merged {} small files into {} ({} rows) in {} partitions",
-                stats.files_in, stats.files_out, stats.rows, stats.partitions
+                "{tables}: merged {} small files into {} ({} rows) in {} partitions, \
+                 dropping {} copies of kpi_values rows",
+                stats.files_in, stats.files_out, stats.rows, stats.partitions, stats.copies_dropped
             );
             Ok(())
         }

@@ -27,7 +27,8 @@
 //! rows of the last flush before the crash, or of a partition revoked between write and
 //! commit). KPI rows are upserts keyed by [`KpiUpdate::key`](kpiflow_schemas::KpiUpdate::key);
 //! readers use the `kpi_latest` view, which keeps the highest `revision` per key, and so never
-//! see the duplicates.
+//! see the duplicates; the `kpi_values` view shows each `(key, revision)` once, and
+//! `kpiflow compact` drops the copies from the files.
 //!
 //! - [`run()`]: the Kafka consumer loop and its guarantee ([`mod@run`]);
 //! - [`SinkConfig`]: the `[sink]` section of the config file;

@@ -2,7 +2,10 @@
 //!
 //! A [`session`] registers:
 //!
-//! - `kpi_values`: every KPI row written, duplicates and superseded revisions included;
+//! - `kpi_values`: every revision of every KPI series, each `(key, revision)` once: a row
+//!   the sink wrote again after a crash (an exact copy) shows once;
+//! - `kpi_values_raw`: the `kpi_values` files as written, crash copies included (for
+//!   checking the files themselves);
 //! - `breaches`: every breach transition;
 //! - `kpi_latest`: per `key`, the row with the highest `revision` (ties: latest `emitted_at`).
 //!   **This is the table to read KPI values from.** The sink is at-least-once: after a crash a
@@ -36,6 +39,9 @@ use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
 
 /// The name of the de-duplicated KPI view.
 pub const KPI_LATEST: &str = "kpi_latest";
+/// The `kpi_values` files as written, crash copies included (`kpi_values` shows each
+/// `(key, revision)` once).
+pub const KPI_VALUES_RAW: &str = "kpi_values_raw";
 
 /// How a query treats the tables' files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,12 +126,22 @@ pub async fn session_with(
             .with_listing_options(options)
             .with_schema(table.schema());
         let provider = ListingTable::try_new(config).map_err(SinkError::datafusion)?;
-        ctx.register_table(table.name(), Arc::new(provider))
+        // `kpi_values` is the view over the files that shows each (key, revision) once.
+        let name = match table {
+            Table::KpiValues => KPI_VALUES_RAW,
+            _ => table.name(),
+        };
+        ctx.register_table(name, Arc::new(provider))
             .map_err(SinkError::datafusion)?;
     }
-    ctx.sql(&kpi_latest_ddl())
-        .await
-        .map_err(|e| SinkError::Internal(format!("creating view {KPI_LATEST}: {e}")))?;
+    for (view, ddl) in [
+        (Table::KpiValues.name(), kpi_values_ddl()),
+        (KPI_LATEST, kpi_latest_ddl()),
+    ] {
+        ctx.sql(&ddl)
+            .await
+            .map_err(|e| SinkError::Internal(format!("creating view {view}: {e}")))?;
+    }
     Ok((ctx, skipped))
 }
 
@@ -208,14 +224,32 @@ pub async fn open_breaches(tables: impl Into<TableStore>) -> Result<Vec<BreachEv
     Ok(out)
 }
 
+// Both views partition by `kpi` and `date` as well as by `key`: the key determines both (its
+// KPI id and window start), so the rows are the same, and DataFusion pushes a filter on a
+// window's PARTITION BY columns below it, so `WHERE kpi = … AND date = …` still reads only
+// those folders.
+
+fn kpi_values_ddl() -> String {
+    let columns = quoted_columns(Table::KpiValues, true);
+    let name = Table::KpiValues.name();
+    format!(
+        "CREATE VIEW {name} AS SELECT {columns} FROM (
+           SELECT *, row_number() OVER (
+             PARTITION BY kpi, date, key, revision ORDER BY emitted_at DESC
+           ) AS kpiflow_copy
+           FROM {KPI_VALUES_RAW}
+         ) WHERE kpiflow_copy = 1"
+    )
+}
+
 fn kpi_latest_ddl() -> String {
     let columns = quoted_columns(Table::KpiValues, true);
     format!(
         "CREATE VIEW {KPI_LATEST} AS SELECT {columns} FROM (
            SELECT *, row_number() OVER (
-             PARTITION BY key ORDER BY revision DESC, emitted_at DESC
+             PARTITION BY kpi, date, key ORDER BY revision DESC, emitted_at DESC
            ) AS kpiflow_rank
-           FROM kpi_values
+           FROM {KPI_VALUES_RAW}
          ) WHERE kpiflow_rank = 1"
     )
 }
@@ -428,12 +462,12 @@ mod tests {
         };
         tokio::task::block_in_place(|| half_written.1.recv()).unwrap();
         // Half a Parquet file is on disk right now; it must be invisible, not an error.
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        let n = count(&query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap());
         assert_eq!(n, kpis.len());
         go_on.0.send(()).unwrap();
         let path = writer.join().unwrap();
         assert!(path.ends_with("part-paused.parquet"));
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        let n = count(&query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap());
         assert_eq!(n, kpis.len() + extra);
     }
 
@@ -482,7 +516,7 @@ mod tests {
 
         let back: Vec<KpiUpdate> = read(
             dir.path(),
-            "SELECT * FROM kpi_values ORDER BY sku NULLS FIRST",
+            "SELECT * FROM kpi_values_raw ORDER BY sku NULLS FIRST",
         )
         .await;
         let mut without = sku.clone();
@@ -503,8 +537,10 @@ mod tests {
         // A replay after a crash writes the same rows again, in a second file.
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
         write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        let raw = query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap();
+        assert_eq!(count(&raw), kpis.len() + 2, "the files hold both copies");
         let all = query(dir.path(), "SELECT * FROM kpi_values").await.unwrap();
-        assert_eq!(count(&all), kpis.len() + 2);
+        assert_eq!(count(&all), kpis.len(), "kpi_values shows each (key, revision) once");
 
         let latest: Vec<KpiUpdate> =
             read(dir.path(), "SELECT * FROM kpi_latest ORDER BY key").await;
@@ -589,6 +625,67 @@ mod tests {
         std::fs::remove_file(&bad).unwrap();
         let clean = query_with(dir.path(), sql, options).await.unwrap();
         assert!(clean.skipped.is_empty() && clean.skipped_note().is_none());
+    }
+
+    #[tokio::test]
+    async fn replayed_rows_show_once_in_kpi_values_and_partition_filters_still_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        // First run: late_shipment_rate revisions 1, 2 (2025-03-14) and 5 (2025-03-13), gmv
+        // revision 3.
+        write_rows(dir.path(), &kpis[..4], Compression::Zstd).unwrap();
+        // Killed before its commit, the sink replays rows 1..4 and then reads a new gmv
+        // revision 4 (12400, restated by late data).
+        let mut restated = kpis[3].clone();
+        restated.revision = 4;
+        restated.numerator = kpiflow_schemas::Decimal::parse("12400").unwrap();
+        let mut replay = kpis[1..4].to_vec();
+        replay.push(restated);
+        write_rows(dir.path(), &replay, Compression::Zstd).unwrap();
+
+        let csv = |sql: &'static str| {
+            let dir = dir.path().to_path_buf();
+            async move {
+                format_batches(&query(&dir, sql).await.unwrap(), OutputFormat::Csv).unwrap()
+            }
+        };
+        // 4 + 4 rows in the files; 4 + 1 distinct (key, revision) pairs.
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_values_raw").await,
+            "n\n8\n"
+        );
+        assert_eq!(
+            csv("SELECT kpi, numerator, revision FROM kpi_values ORDER BY kpi, revision").await,
+            "kpi,numerator,revision\n\
+             gmv,12345.670000000,3\n\
+             gmv,12400.000000000,4\n\
+             late_shipment_rate,3.000000000,1\n\
+             late_shipment_rate,4.000000000,2\n\
+             late_shipment_rate,9.000000000,5\n"
+        );
+        assert_eq!(
+            csv("SELECT numerator, revision FROM kpi_latest WHERE kpi = 'gmv'").await,
+            "numerator,revision\n12400.000000000,4\n"
+        );
+
+        // A damaged file in another KPI's folder: a query filtered on `kpi` must not open it,
+        // so the views pass the filter down to the listing.
+        let acos = dir.path().join("kpi_values/kpi=acos/date=2025-03-13");
+        std::fs::create_dir_all(&acos).unwrap();
+        std::fs::write(acos.join("part-bad.parquet"), b"not parquet at all").unwrap();
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_values WHERE kpi = 'gmv' AND date = DATE '2025-03-14'")
+                .await,
+            "n\n2\n"
+        );
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_latest WHERE kpi = 'gmv'").await,
+            "n\n1\n"
+        );
+        let err = query(dir.path(), "SELECT count(*) FROM kpi_values")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::UnreadableFiles { .. }), "{err}");
     }
 
     #[tokio::test]
