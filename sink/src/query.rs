@@ -154,7 +154,9 @@ pub async fn query(
     tables: impl Into<TableStore>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, SinkError> {
-    Ok(query_with(tables, sql, QueryOptions::default()).await?.batches)
+    Ok(query_with(tables, sql, QueryOptions::default())
+        .await?
+        .batches)
 }
 
 /// [`query`], with `options`: with `skip_unreadable` the answer leaves out the files whose
@@ -462,12 +464,20 @@ mod tests {
         };
         tokio::task::block_in_place(|| half_written.1.recv()).unwrap();
         // Half a Parquet file is on disk right now; it must be invisible, not an error.
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap());
+        let n = count(
+            &query(dir.path(), "SELECT * FROM kpi_values_raw")
+                .await
+                .unwrap(),
+        );
         assert_eq!(n, kpis.len());
         go_on.0.send(()).unwrap();
         let path = writer.join().unwrap();
         assert!(path.ends_with("part-paused.parquet"));
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap());
+        let n = count(
+            &query(dir.path(), "SELECT * FROM kpi_values_raw")
+                .await
+                .unwrap(),
+        );
         assert_eq!(n, kpis.len() + extra);
     }
 
@@ -537,10 +547,16 @@ mod tests {
         // A replay after a crash writes the same rows again, in a second file.
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
         write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
-        let raw = query(dir.path(), "SELECT * FROM kpi_values_raw").await.unwrap();
+        let raw = query(dir.path(), "SELECT * FROM kpi_values_raw")
+            .await
+            .unwrap();
         assert_eq!(count(&raw), kpis.len() + 2, "the files hold both copies");
         let all = query(dir.path(), "SELECT * FROM kpi_values").await.unwrap();
-        assert_eq!(count(&all), kpis.len(), "kpi_values shows each (key, revision) once");
+        assert_eq!(
+            count(&all),
+            kpis.len(),
+            "kpi_values shows each (key, revision) once"
+        );
 
         let latest: Vec<KpiUpdate> =
             read(dir.path(), "SELECT * FROM kpi_latest ORDER BY key").await;
@@ -583,11 +599,17 @@ mod tests {
         assert_eq!(files.len(), 1, "{files:?}");
         assert_eq!(files[0].table, Table::KpiValues);
         assert_eq!(files[0].path, absolute.display().to_string());
-        assert!(files[0].reason.contains("Corrupt footer"), "{}", files[0].reason);
+        assert!(
+            files[0].reason.contains("Corrupt footer"),
+            "{}",
+            files[0].reason
+        );
         let text = err.to_string();
         assert!(
-            text.starts_with(&format!("cannot read 1 Parquet file: {} (", absolute.display()))
-                && text.ends_with("or query with --skip-unreadable to answer from the other files"),
+            text.starts_with(&format!(
+                "cannot read 1 Parquet file: {} (",
+                absolute.display()
+            )) && text.ends_with("or query with --skip-unreadable to answer from the other files"),
             "{text}"
         );
         assert!(!err.is_retryable());
@@ -645,9 +667,7 @@ mod tests {
 
         let csv = |sql: &'static str| {
             let dir = dir.path().to_path_buf();
-            async move {
-                format_batches(&query(&dir, sql).await.unwrap(), OutputFormat::Csv).unwrap()
-            }
+            async move { format_batches(&query(&dir, sql).await.unwrap(), OutputFormat::Csv).unwrap() }
         };
         // 4 + 4 rows in the files; 4 + 1 distinct (key, revision) pairs.
         assert_eq!(

@@ -490,7 +490,9 @@ mod tests {
         let bytes: Vec<Vec<u8>> = before.iter().map(|p| std::fs::read(p).unwrap()).collect();
         // Two half-written files, as 10 SIGKILLs left them, next to finished ones.
         let stale = [
-            finished[0].path.with_file_name(".part-20250314T101500.000Z-a.parquet.tmp"),
+            finished[0]
+                .path
+                .with_file_name(".part-20250314T101500.000Z-a.parquet.tmp"),
             dir.path()
                 .join("breaches/date=2025-03-14/.part-20250314T101500.000Z-b.parquet.tmp"),
         ];
@@ -503,7 +505,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(removed, 2);
-        assert!(stale.iter().all(|p| !p.exists()), "both temp files are gone");
+        assert!(
+            stale.iter().all(|p| !p.exists()),
+            "both temp files are gone"
+        );
         assert_eq!(files_under(dir.path()), before, "finished files stay");
         let after: Vec<Vec<u8>> = before.iter().map(|p| std::fs::read(p).unwrap()).collect();
         assert_eq!(after, bytes, "finished files are untouched");

@@ -165,16 +165,13 @@ async fn merge(
             let batch = batch
                 .map_err(|e| SinkError::Internal(format!("decoding {}: {e}", meta.location)))?;
             // Same columns as the table's schema; field metadata may differ between writers.
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                batch.columns().to_vec(),
-            )
-            .map_err(|e| {
-                SinkError::Internal(format!(
-                    "{} does not match the {table} schema: {e}",
-                    meta.location
-                ))
-            })?;
+            let batch =
+                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+                    SinkError::Internal(format!(
+                        "{} does not match the {table} schema: {e}",
+                        meta.location
+                    ))
+                })?;
             batches.push(batch);
         }
     }

@@ -438,11 +438,7 @@ pub fn remove_abandoned_temp_files(
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(SinkError::io("removing", &path, e)),
                 }
-                crate::internal_events::TempFileRemoved {
-                    table,
-                    path: &path,
-                }
-                .emit();
+                crate::internal_events::TempFileRemoved { table, path: &path }.emit();
                 removed += 1;
             }
         }
@@ -1052,7 +1048,10 @@ pub(crate) mod tests {
             remove_abandoned_temp_files(dir.path(), Duration::from_secs(3600)).unwrap(),
             2
         );
-        assert!(part.join(".part-live.parquet.tmp").exists(), "a live writer's file stays");
+        assert!(
+            part.join(".part-live.parquet.tmp").exists(),
+            "a live writer's file stays"
+        );
         go_on.0.send(()).unwrap();
         writer.join().unwrap();
 
@@ -1064,7 +1063,10 @@ pub(crate) mod tests {
                 part.join("part-live.parquet"),
             ]
         );
-        assert_eq!(std::fs::read(part.join("part-b.parquet")).unwrap(), b"whole");
+        assert_eq!(
+            std::fs::read(part.join("part-b.parquet")).unwrap(),
+            b"whole"
+        );
         // One of the two removals was under kpi_values (the other under breaches).
         assert!(counter() > before, "removals are counted");
         // A missing folder is not an error.

@@ -105,7 +105,14 @@ pub(crate) async fn find(
                 }
             };
             let path = display_path(tables, &meta.location);
-            Ok(Some((meta.location, UnreadableFile { table, path, reason })))
+            Ok(Some((
+                meta.location,
+                UnreadableFile {
+                    table,
+                    path,
+                    reason,
+                },
+            )))
         })
         .buffer_unordered(CONCURRENT_CHECKS)
         .try_collect()
@@ -127,7 +134,9 @@ async fn footer_problem(
             HEADER_BYTES + FOOTER_BYTES
         )));
     }
-    let tail = store.get_range(&meta.location, size - FOOTER_BYTES..size).await?;
+    let tail = store
+        .get_range(&meta.location, size - FOOTER_BYTES..size)
+        .await?;
     let tail: [u8; FOOTER_BYTES as usize] = tail.as_ref().try_into().unwrap_or_default();
     let tail = match FooterTail::try_new(&tail) {
         Ok(tail) => tail,
@@ -171,7 +180,12 @@ impl HidingStore {
 
 impl std::fmt::Display for HidingStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (hiding {} unreadable files)", self.inner, self.hidden.len())
+        write!(
+            f,
+            "{} (hiding {} unreadable files)",
+            self.inner,
+            self.hidden.len()
+        )
     }
 }
 
@@ -225,7 +239,9 @@ impl ObjectStore for HidingStore {
         prefix: Option<&ObjectPath>,
     ) -> object_store::Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        listed.objects.retain(|m| !self.hidden.contains(&m.location));
+        listed
+            .objects
+            .retain(|m| !self.hidden.contains(&m.location));
         Ok(listed)
     }
 
