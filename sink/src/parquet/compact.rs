@@ -350,44 +350,45 @@ mod tests {
         let mut newer = kpis[1].clone();
         newer.revision = 3;
         write_rows(dir.path(), &[newer], Compression::Zstd).unwrap();
-        let raw = "SELECT count(*) AS n FROM kpi_values_raw";
-        let seen = "SELECT revision FROM kpi_values ORDER BY revision";
-        assert_eq!(csv(dir.path(), raw).await, "n\n7\n");
-        assert_eq!(csv(dir.path(), seen).await, "revision\n1\n2\n3\n");
+        // (files in the partition, rows in the files, revisions a query sees)
+        let state = || async {
+            (
+                files_under(&lsr).len(),
+                csv(dir.path(), "SELECT count(*) AS n FROM kpi_values_raw").await,
+                csv(
+                    dir.path(),
+                    "SELECT revision FROM kpi_values ORDER BY revision",
+                )
+                .await,
+            )
+        };
+        let once = "revision\n1\n2\n3\n";
+        assert_eq!(state().await, (4, "n\n7\n".into(), once.into()));
         let inputs = files_under(&lsr);
-        assert_eq!(inputs.len(), 4);
         let saved: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
 
         let tables = TableStore::from(dir.path());
-        let stats = compact(&tables, Duration::ZERO, Compression::Zstd)
-            .await
-            .unwrap();
-        // 7 rows in, 3 out: the 4 copies are dropped.
-        assert_eq!((stats.files_in, stats.files_out), (4, 1));
-        assert_eq!((stats.rows, stats.copies_dropped), (3, 4));
-        assert_eq!(files_under(&lsr).len(), 1);
-        assert_eq!(csv(dir.path(), raw).await, "n\n3\n");
-        assert_eq!(csv(dir.path(), seen).await, "revision\n1\n2\n3\n");
+        // (files in, files out, rows written, copies dropped)
+        let merge = || async {
+            let s = compact(&tables, Duration::ZERO, Compression::Zstd)
+                .await
+                .unwrap();
+            (s.files_in, s.files_out, s.rows, s.copies_dropped)
+        };
+        // 4 files of 7 rows in, 1 file of 3 rows out: the 4 copies are dropped.
+        assert_eq!(merge().await, (4, 1, 3, 4));
+        assert_eq!(state().await, (1, "n\n3\n".into(), once.into()));
 
         // A compaction killed after committing its file but before deleting the inputs
-        // leaves both: put the inputs back.
+        // leaves both: put the inputs back. 3 merged + 7 left = 10 rows in 5 files, and
+        // queries still see each revision once.
         for (path, bytes) in inputs.iter().zip(&saved) {
             std::fs::write(path, bytes).unwrap();
         }
-        assert_eq!(csv(dir.path(), raw).await, "n\n10\n", "3 merged + 7 left");
-        assert_eq!(
-            csv(dir.path(), seen).await,
-            "revision\n1\n2\n3\n",
-            "queries still see each revision once"
-        );
-        // The next run merges the leftovers with the merged file: still 3 rows, one file.
-        let again = compact(&tables, Duration::ZERO, Compression::Zstd)
-            .await
-            .unwrap();
-        assert_eq!((again.files_in, again.files_out), (5, 1));
-        assert_eq!((again.rows, again.copies_dropped), (3, 7));
-        assert_eq!(files_under(&lsr).len(), 1);
-        assert_eq!(csv(dir.path(), raw).await, "n\n3\n");
+        assert_eq!(state().await, (5, "n\n10\n".into(), once.into()));
+        // The next run merges the leftovers with the merged file: 10 rows in, 3 out.
+        assert_eq!(merge().await, (5, 1, 3, 7));
+        assert_eq!(state().await, (1, "n\n3\n".into(), once.into()));
         assert_eq!(
             csv(
                 dir.path(),
