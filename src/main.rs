@@ -127,7 +127,8 @@ enum Command {
         skip_unreadable: bool,
     },
     /// Merge each table partition's small Parquet files (one per sink flush) into few large
-    /// ones; rows are committed in the merged file before the small ones are deleted.
+    /// ones, keeping each kpi_values (key, revision) once (a crashed sink's replays); rows
+    /// are committed in the merged file before the small ones are deleted.
     Compact {
         /// Only files older than this, e.g. "1h": the partitions the sink is filling now are
         /// left alone.

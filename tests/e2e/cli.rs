@@ -288,14 +288,7 @@ fn query_names_an_unreadable_file_and_skips_it_with_skip_unreadable() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let tables = dir.path().join("tables");
-    let gmv = kpiflow_schemas::KpiUpdate::from_json(
-        include_str!("../../sink/fixtures/kpi_updates.jsonl")
-            .lines()
-            .nth(3)
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let gmv = super::gmv_fixture();
     // One sound file (the gmv fixture row, revision 3) and one that is not Parquet at all.
     kpiflow_sink::parquet::write_rows(&tables, &[gmv], kpiflow_sink::Compression::Zstd).unwrap();
     let bad = tables.join("kpi_values/kpi=gmv/date=2025-03-14/part-bad.parquet");

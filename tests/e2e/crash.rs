@@ -38,20 +38,7 @@ fn processor_config(
     // The KPIs `formula` knows (a TOML array reads like Rust's debug form of the list).
     let kpis = REFERENCE_KPIS;
     let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-topic_prefix = "{prefix}"
-partitions = 3
-
-[kafka.client]
-# A killed member's partitions move after this, not after the 45 s default.
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-
-[metrics]
-listen = "127.0.0.1:0"
-
+        r#"{kafka}
 [processor]
 group_id = "{group}"
 kpis = {kpis:?}
@@ -74,11 +61,31 @@ interval = "300ms"
 
 [processor.checkpoint.object_store]
 {options}"#,
-        bootstrap = kafka.bootstrap_servers,
-        prefix = kafka.topic_prefix,
+        kafka = kafka_sections(kafka),
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The `[kafka]` and `[metrics]` sections of a member killed and restarted by these tests.
+fn kafka_sections(kafka: &KafkaConfig) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+topic_prefix = "{}"
+partitions = 3
+
+[kafka.client]
+# A killed member's partitions move after this, not after the 45 s default.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        kafka.bootstrap_servers, kafka.topic_prefix
+    )
 }
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
@@ -588,20 +595,7 @@ async fn a_sink_killed_while_writing_leaves_no_temp_files_and_no_doubled_rows() 
     std::fs::write(
         &config,
         format!(
-            r#"
-[kafka]
-bootstrap_servers = "{}"
-topic_prefix = "{}"
-partitions = 3
-
-[kafka.client]
-# A killed sink's partitions move after this, not after the 45 s default.
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-
-[metrics]
-listen = "127.0.0.1:0"
-
+            r#"{}
 [sink]
 dir = "{}"
 group_id = "{group}"
@@ -609,8 +603,7 @@ group_id = "{group}"
 roll_rows = 400
 roll_interval = "100ms"
 "#,
-            kafka.bootstrap_servers,
-            kafka.topic_prefix,
+            kafka_sections(&kafka),
             tables.display()
         ),
     )
@@ -627,14 +620,7 @@ roll_interval = "100ms"
             .spawn()
             .unwrap()
     };
-    let base = KpiUpdate::from_json(
-        include_str!("../../sink/fixtures/kpi_updates.jsonl")
-            .lines()
-            .nth(3)
-            .unwrap()
-            .as_bytes(),
-    )
-    .unwrap();
+    let base = super::gmv_fixture();
     let producer = kafka.producer().unwrap();
     let topic = kafka.topics().name(Topic::KpiUpdates);
     // Round r publishes revision r of 40 KPIs x 20 shops = 800 keys, then starts a sink and
@@ -666,7 +652,13 @@ roll_interval = "100ms"
         let before = files_named(&tables, is_part);
         let mut child = sink(&format!("run-{round}.log"));
         if round > KILLS {
-            wait_until_consumed(&kafka, &group, &[topic.clone()], Duration::from_secs(120)).await;
+            wait_until_consumed(
+                &kafka,
+                &group,
+                std::slice::from_ref(&topic),
+                Duration::from_secs(120),
+            )
+            .await;
             Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status()
