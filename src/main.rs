@@ -121,9 +121,14 @@ enum Command {
         /// of [sink.object_store]). Default: [sink] dir.
         #[arg(long, value_parser = Location::parse)]
         dir: Option<Location>,
+        /// Leave out table files whose Parquet footer cannot be read (truncated, damaged)
+        /// instead of failing, and name them after the answer, which lacks their rows.
+        #[arg(long)]
+        skip_unreadable: bool,
     },
     /// Merge each table partition's small Parquet files (one per sink flush) into few large
-    /// ones; rows are committed in the merged file before the small ones are deleted.
+    /// ones, keeping each kpi_values (key, revision) once (a crashed sink's replays); rows
+    /// are committed in the merged file before the small ones are deleted.
     Compact {
         /// Only files older than this, e.g. "1h": the partitions the sink is filling now are
         /// left alone.
@@ -400,11 +405,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(?stats, "alerts stopped");
             Ok(())
         }
-        Command::Query { sql, format, dir } => {
+        Command::Query {
+            sql,
+            format,
+            dir,
+            skip_unreadable,
+        } => {
             let dir = dir.unwrap_or(cfg.sink.dir);
             let tables = TableStore::open(&dir, &cfg.sink.object_store)?;
-            let batches = kpiflow_sink::query(tables, &sql).await?;
-            println!("{}", kpiflow_sink::format_batches(&batches, format)?);
+            let options = kpiflow_sink::QueryOptions { skip_unreadable };
+            let answer = kpiflow_sink::query_with(tables, &sql, options).await?;
+            println!("{}", kpiflow_sink::format_batches(&answer.batches, format)?);
+            if let Some(note) = answer.skipped_note() {
+                // Under the table for a person; on stderr where stdout must stay CSV or JSON.
+                match format {
+                    kpiflow_sink::OutputFormat::Table => println!("{note}"),
+                    _ => eprintln!("{note}"),
+                }
+            }
             Ok(())
         }
         Command::Compact { older_than, dir } => {
@@ -414,8 +432,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 kpiflow_sink::parquet::compact::compact(&tables, older_than, cfg.sink.compression)
                     .await?;
             println!(
-                "{tables}: merged {} small files into {} ({} rows) in {} partitions",
-                stats.files_in, stats.files_out, stats.rows, stats.partitions
+                "{tables}: merged {} small files into {} ({} rows) in {} partitions, \
+                 dropping {} copies of kpi_values rows",
+                stats.files_in, stats.files_out, stats.rows, stats.partitions, stats.copies_dropped
             );
             Ok(())
         }

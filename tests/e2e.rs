@@ -72,6 +72,16 @@ fn bootstrap() -> String {
         .expect("set KPIFLOW_TEST_BOOTSTRAP to a Kafka broker, or run scripts/test.sh")
 }
 
+/// The sink's golden gmv row (`sink/fixtures/kpi_updates.jsonl`, line 4: dtc-store,
+/// business day 2025-03-14, numerator 12345.67, revision 3).
+fn gmv_fixture() -> kpiflow_schemas::KpiUpdate {
+    let line = include_str!("../sink/fixtures/kpi_updates.jsonl")
+        .lines()
+        .nth(3)
+        .expect("the fixture has a fourth line");
+    kpiflow_schemas::KpiUpdate::from_json(line.as_bytes()).expect("the fixture decodes")
+}
+
 /// Waits until `group` has committed offsets at the end of every partition of `topics`.
 async fn wait_until_consumed(
     kafka: &KafkaConfig,

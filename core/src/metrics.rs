@@ -56,6 +56,11 @@ pub mod names {
     pub const SINK_FILES: &str = "kpiflow_sink_files_total";
     /// Rows the sink committed (counter; `table`).
     pub const SINK_ROWS: &str = "kpiflow_sink_rows_total";
+    /// Temporary files of a killed writer the sink removed at start (counter; `table`).
+    pub const SINK_TEMP_FILES_REMOVED: &str = "kpiflow_sink_temp_files_removed_total";
+    /// Table files a query skipped because their Parquet footer is unreadable, with
+    /// `--skip-unreadable` (counter; `table`).
+    pub const QUERY_FILES_SKIPPED: &str = "kpiflow_query_files_skipped_total";
     /// When a source connector last completed a sync, Unix seconds (gauge; `connector`, `shop`).
     pub const SOURCE_LAST_SUCCESS: &str = "kpiflow_source_last_success_timestamp_seconds";
     /// Newest event time a source connector has published, Unix seconds (gauge; `connector`,
@@ -251,6 +256,18 @@ counter_vec!(
     sink_rows,
     names::SINK_ROWS,
     "Parquet rows committed.",
+    [labels::TABLE]
+);
+counter_vec!(
+    sink_temp_files_removed,
+    names::SINK_TEMP_FILES_REMOVED,
+    "Temporary files of a killed writer removed at sink start.",
+    [labels::TABLE]
+);
+counter_vec!(
+    query_files_skipped,
+    names::QUERY_FILES_SKIPPED,
+    "Table files a query skipped because their Parquet footer is unreadable.",
     [labels::TABLE]
 );
 gauge_vec!(

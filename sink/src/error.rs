@@ -6,6 +6,13 @@ use datafusion::error::DataFusionError;
 use datafusion::parquet::errors::ParquetError;
 use kpiflow_core::CoreError;
 
+use crate::parquet::unreadable::UnreadableFile;
+
+/// `1 Parquet file`, `2 Parquet files`.
+pub(crate) fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// What went wrong in the sink, and whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -71,6 +78,19 @@ pub enum SinkError {
         /// DataFusion's error.
         #[source]
         source: DataFusionError,
+    },
+    /// Table files whose Parquet footer cannot be decoded (a truncated copy, a disk fault, a
+    /// foreign file: the data's fault, not the query's); retrying cannot help until they are
+    /// moved away, or the query skips them (`kpiflow query --skip-unreadable`).
+    #[error(
+        "cannot read {}: {}; move them out of the table folder, or query with \
+         --skip-unreadable to answer from the other files",
+        plural(files.len(), "Parquet file"),
+        files.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    UnreadableFiles {
+        /// Each file, with why it cannot be read.
+        files: Vec<UnreadableFile>,
     },
     /// An alert receiver (Alertmanager, a webhook) could not be reached, timed out, or answered
     /// 5xx, 408 or 429 (an external system); retrying helps once it is back.
@@ -148,6 +168,7 @@ impl SinkError {
             | SinkError::InvalidRecord(_)
             | SinkError::BadQuery { .. }
             | SinkError::Read { .. }
+            | SinkError::UnreadableFiles { .. }
             | SinkError::AlertRejected { .. }
             | SinkError::Internal(_) => false,
         }
@@ -162,7 +183,7 @@ impl SinkError {
             SinkError::Core(CoreError::Storage { .. }) => "io",
             SinkError::Core(_) | SinkError::Kafka { .. } => "kafka",
             SinkError::Io { .. } | SinkError::Parquet { .. } => "io",
-            SinkError::Read { .. } => "read",
+            SinkError::Read { .. } | SinkError::UnreadableFiles { .. } => "read",
             SinkError::AlertUnavailable { .. } => "unavailable",
             SinkError::AlertRejected { .. } => "rejected",
             SinkError::Internal(_) => "internal",

@@ -27,7 +27,8 @@
 //! rows of the last flush before the crash, or of a partition revoked between write and
 //! commit). KPI rows are upserts keyed by [`KpiUpdate::key`](kpiflow_schemas::KpiUpdate::key);
 //! readers use the `kpi_latest` view, which keeps the highest `revision` per key, and so never
-//! see the duplicates.
+//! see the duplicates; the `kpi_values` view shows each `(key, revision)` once, and
+//! `kpiflow compact` drops the copies from the files.
 //!
 //! - [`run()`]: the Kafka consumer loop and its guarantee ([`mod@run`]);
 //! - [`SinkConfig`]: the `[sink]` section of the config file;
@@ -37,6 +38,8 @@
 //!   behind a cardinality guard);
 //! - [`alert`]: breaches to Alertmanager (API v2) and signed webhooks ([`run_alerts`]);
 //! - [`live`]: the latest values and breach events for the demo's console;
+//! - [`internal_events`]: the log-and-count events of table hygiene (temp files removed,
+//!   unreadable files skipped);
 //! - [`SinkError`]: this crate's one error type.
 //!
 //! Reading the tables (a folder here; an opened [`TableStore`] reads an `s3://` bucket):
@@ -59,6 +62,7 @@
 pub mod alert;
 pub mod config;
 pub mod error;
+pub mod internal_events;
 pub mod live;
 pub mod parquet;
 pub mod prometheus;
@@ -73,5 +77,5 @@ pub use error::SinkError;
 pub use live::LiveView;
 pub use parquet::store::TableStore;
 pub use prometheus::KpiGauges;
-pub use query::{OutputFormat, format_batches, query, session};
+pub use query::{Answer, OutputFormat, QueryOptions, format_batches, query, query_with, session};
 pub use run::{SinkStats, run};

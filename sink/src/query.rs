@@ -2,7 +2,10 @@
 //!
 //! A [`session`] registers:
 //!
-//! - `kpi_values`: every KPI row written, duplicates and superseded revisions included;
+//! - `kpi_values`: every revision of every KPI series, each `(key, revision)` once: a row
+//!   the sink wrote again after a crash (an exact copy) shows once;
+//! - `kpi_values_raw`: the `kpi_values` files as written, crash copies included (for
+//!   checking the files themselves);
 //! - `breaches`: every breach transition;
 //! - `kpi_latest`: per `key`, the row with the highest `revision` (ties: latest `emitted_at`).
 //!   **This is the table to read KPI values from.** The sink is at-least-once: after a crash a
@@ -28,11 +31,49 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use kpiflow_schemas::BreachEvent;
 
 use crate::SinkError;
+use crate::error::plural;
+use crate::internal_events::UnreadableFileSkipped;
 use crate::parquet::store::TableStore;
+use crate::parquet::unreadable::{self, HidingStore, UnreadableFile};
 use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
 
 /// The name of the de-duplicated KPI view.
 pub const KPI_LATEST: &str = "kpi_latest";
+/// The `kpi_values` files as written, crash copies included (`kpi_values` shows each
+/// `(key, revision)` once).
+pub const KPI_VALUES_RAW: &str = "kpi_values_raw";
+
+/// How a query treats the tables' files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Check every file's Parquet footer first and leave out those that cannot be read (each
+    /// logged and counted as an [`UnreadableFileSkipped`] event), instead of failing. The
+    /// answer then lacks their rows, and [`Answer::skipped`] says which. Default: `false`.
+    pub skip_unreadable: bool,
+}
+
+/// A query's result, and the files it left out.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// The result rows.
+    pub batches: Vec<RecordBatch>,
+    /// Unreadable files left out (with [`QueryOptions::skip_unreadable`] only).
+    pub skipped: Vec<UnreadableFile>,
+}
+
+impl Answer {
+    /// A sentence saying which files the answer lacks, or `None` when it lacks none.
+    pub fn skipped_note(&self) -> Option<String> {
+        (!self.skipped.is_empty()).then(|| {
+            let files: Vec<String> = self.skipped.iter().map(ToString::to_string).collect();
+            format!(
+                "skipped {} (their rows are missing from this answer): {}",
+                plural(self.skipped.len(), "unreadable Parquet file"),
+                files.join("; ")
+            )
+        })
+    }
+}
 
 /// A DataFusion session over the tables under `tables` (a folder, or an opened
 /// [`TableStore`] for a bucket; see the module docs).
@@ -41,6 +82,14 @@ pub const KPI_LATEST: &str = "kpi_latest";
 /// query, so a long-lived session sees files the sink commits later; hidden temporary files
 /// (`.part-….parquet.tmp`) are never read.
 pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, SinkError> {
+    Ok(session_with(tables, QueryOptions::default()).await?.0)
+}
+
+/// [`session`], with `options`; also returns the files it left out.
+pub async fn session_with(
+    tables: impl Into<TableStore>,
+    options: QueryOptions,
+) -> Result<(SessionContext, Vec<UnreadableFile>), SinkError> {
     let tables = tables.into();
     // DataFusion caches directory listings forever by default; a sink's folders grow, so
     // listing again on every query is the point.
@@ -51,6 +100,23 @@ pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, Si
     let config = SessionConfig::new().with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     tables.register(&ctx);
+    let mut skipped = Vec::new();
+    if options.skip_unreadable {
+        // Checked once, here: a file that breaks later fails the query and is named then.
+        let (store, url) = unreadable::query_store(&tables);
+        let bad = unreadable::find(&tables, &store).await?;
+        for (_, file) in &bad {
+            UnreadableFileSkipped {
+                table: file.table,
+                path: &file.path,
+                reason: &file.reason,
+            }
+            .emit();
+        }
+        let hidden = bad.iter().map(|(key, _)| key.clone()).collect();
+        ctx.register_object_store(&url, Arc::new(HidingStore::new(store, hidden)));
+        skipped = bad.into_iter().map(|(_, file)| file).collect();
+    }
     for table in Table::ALL {
         let url = tables.table_url(table)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -60,34 +126,82 @@ pub async fn session(tables: impl Into<TableStore>) -> Result<SessionContext, Si
             .with_listing_options(options)
             .with_schema(table.schema());
         let provider = ListingTable::try_new(config).map_err(SinkError::datafusion)?;
-        ctx.register_table(table.name(), Arc::new(provider))
+        // `kpi_values` is the view over the files that shows each (key, revision) once.
+        let name = match table {
+            Table::KpiValues => KPI_VALUES_RAW,
+            _ => table.name(),
+        };
+        ctx.register_table(name, Arc::new(provider))
             .map_err(SinkError::datafusion)?;
     }
-    ctx.sql(&kpi_latest_ddl())
-        .await
-        .map_err(|e| SinkError::Internal(format!("creating view {KPI_LATEST}: {e}")))?;
-    Ok(ctx)
+    for (view, ddl) in [
+        (Table::KpiValues.name(), kpi_values_ddl()),
+        (KPI_LATEST, kpi_latest_ddl()),
+    ] {
+        ctx.sql(&ddl)
+            .await
+            .map_err(|e| SinkError::Internal(format!("creating view {view}: {e}")))?;
+    }
+    Ok((ctx, skipped))
 }
 
 /// Runs one read-only SQL statement over the tables under `tables` and collects the result.
 ///
 /// Statements that would change anything (DDL such as `CREATE`, DML such as `COPY … TO`,
-/// `SET`) are refused with [`SinkError::BadQuery`].
+/// `SET`) are refused with [`SinkError::BadQuery`]. A file that cannot be read fails the
+/// query with [`SinkError::UnreadableFiles`], which names it.
 pub async fn query(
     tables: impl Into<TableStore>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, SinkError> {
-    let ctx = session(tables).await?;
+    Ok(query_with(tables, sql, QueryOptions::default())
+        .await?
+        .batches)
+}
+
+/// [`query`], with `options`: with `skip_unreadable` the answer leaves out the files whose
+/// footer cannot be read and says which ([`Answer::skipped`]).
+pub async fn query_with(
+    tables: impl Into<TableStore>,
+    sql: &str,
+    options: QueryOptions,
+) -> Result<Answer, SinkError> {
+    let tables = tables.into();
+    let (ctx, skipped) = session_with(&tables, options).await?;
     let read_only = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    ctx.sql_with_options(sql, read_only)
-        .await
-        .map_err(SinkError::datafusion)?
-        .collect()
-        .await
-        .map_err(SinkError::datafusion)
+    let result = async {
+        ctx.sql_with_options(sql, read_only)
+            .await
+            .map_err(SinkError::datafusion)?
+            .collect()
+            .await
+            .map_err(SinkError::datafusion)
+    }
+    .await;
+    match result {
+        Ok(batches) => Ok(Answer { batches, skipped }),
+        Err(e @ SinkError::Read { .. }) => Err(name_unreadable_files(&tables, e).await),
+        Err(e) => Err(e),
+    }
+}
+
+/// DataFusion's read errors do not say which file ("Corrupt footer"): after one, check the
+/// footers and name the unreadable files; `e` stands when every footer is sound.
+async fn name_unreadable_files(tables: &TableStore, e: SinkError) -> SinkError {
+    let (store, _) = unreadable::query_store(tables);
+    match unreadable::find(tables, &store).await {
+        Ok(bad) if !bad.is_empty() => SinkError::UnreadableFiles {
+            files: bad.into_iter().map(|(_, file)| file).collect(),
+        },
+        Ok(_) => e,
+        Err(check) => {
+            tracing::warn!(error = %check, "could not check the footers after a read error");
+            e
+        }
+    }
 }
 
 /// The breaches open at the end of the `breaches` table: per `breach_id`, the latest event,
@@ -112,14 +226,32 @@ pub async fn open_breaches(tables: impl Into<TableStore>) -> Result<Vec<BreachEv
     Ok(out)
 }
 
+// Both views partition by `kpi` and `date` as well as by `key`: the key determines both (its
+// KPI id and window start), so the rows are the same, and DataFusion pushes a filter on a
+// window's PARTITION BY columns below it, so `WHERE kpi = … AND date = …` still reads only
+// those folders.
+
+fn kpi_values_ddl() -> String {
+    let columns = quoted_columns(Table::KpiValues, true);
+    let name = Table::KpiValues.name();
+    format!(
+        "CREATE VIEW {name} AS SELECT {columns} FROM (
+           SELECT *, row_number() OVER (
+             PARTITION BY kpi, date, key, revision ORDER BY emitted_at DESC
+           ) AS kpiflow_copy
+           FROM {KPI_VALUES_RAW}
+         ) WHERE kpiflow_copy = 1"
+    )
+}
+
 fn kpi_latest_ddl() -> String {
     let columns = quoted_columns(Table::KpiValues, true);
     format!(
         "CREATE VIEW {KPI_LATEST} AS SELECT {columns} FROM (
            SELECT *, row_number() OVER (
-             PARTITION BY key ORDER BY revision DESC, emitted_at DESC
+             PARTITION BY kpi, date, key ORDER BY revision DESC, emitted_at DESC
            ) AS kpiflow_rank
-           FROM kpi_values
+           FROM {KPI_VALUES_RAW}
          ) WHERE kpiflow_rank = 1"
     )
 }
@@ -219,6 +351,7 @@ mod tests {
 
     use super::*;
     use crate::Compression;
+    use crate::parquet::Table;
     use crate::parquet::tests::{breach_fixtures, kpi_fixtures, write_with_pause};
     use crate::parquet::write_rows;
     use kpiflow_schemas::KpiUpdate;
@@ -331,12 +464,20 @@ mod tests {
         };
         tokio::task::block_in_place(|| half_written.1.recv()).unwrap();
         // Half a Parquet file is on disk right now; it must be invisible, not an error.
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        let n = count(
+            &query(dir.path(), "SELECT * FROM kpi_values_raw")
+                .await
+                .unwrap(),
+        );
         assert_eq!(n, kpis.len());
         go_on.0.send(()).unwrap();
         let path = writer.join().unwrap();
         assert!(path.ends_with("part-paused.parquet"));
-        let n = count(&query(dir.path(), "SELECT * FROM kpi_values").await.unwrap());
+        let n = count(
+            &query(dir.path(), "SELECT * FROM kpi_values_raw")
+                .await
+                .unwrap(),
+        );
         assert_eq!(n, kpis.len() + extra);
     }
 
@@ -385,7 +526,7 @@ mod tests {
 
         let back: Vec<KpiUpdate> = read(
             dir.path(),
-            "SELECT * FROM kpi_values ORDER BY sku NULLS FIRST",
+            "SELECT * FROM kpi_values_raw ORDER BY sku NULLS FIRST",
         )
         .await;
         let mut without = sku.clone();
@@ -406,8 +547,16 @@ mod tests {
         // A replay after a crash writes the same rows again, in a second file.
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
         write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        let raw = query(dir.path(), "SELECT * FROM kpi_values_raw")
+            .await
+            .unwrap();
+        assert_eq!(count(&raw), kpis.len() + 2, "the files hold both copies");
         let all = query(dir.path(), "SELECT * FROM kpi_values").await.unwrap();
-        assert_eq!(count(&all), kpis.len() + 2);
+        assert_eq!(
+            count(&all),
+            kpis.len(),
+            "kpi_values shows each (key, revision) once"
+        );
 
         let latest: Vec<KpiUpdate> =
             read(dir.path(), "SELECT * FROM kpi_latest ORDER BY key").await;
@@ -419,6 +568,144 @@ mod tests {
             .expect("the late shipment series");
         assert_eq!(lsr.revision, 2);
         assert_eq!(lsr, &kpis[1]);
+    }
+
+    /// A truncated copy of a file of the partition, as a disk that filled mid-copy leaves it.
+    fn truncated_file(dir: &Path) -> std::path::PathBuf {
+        let good = write_rows(dir, &kpi_fixtures()[2..3], Compression::Zstd).unwrap();
+        let bytes = std::fs::read(&good[0].path).unwrap();
+        std::fs::remove_file(&good[0].path).unwrap();
+        let path = good[0].path.with_file_name("part-truncated.parquet");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_is_named_and_can_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        // Rows 0 and 1 (late_shipment_rate, 2025-03-14) and row 3 (gmv) are sound; row 2
+        // (late_shipment_rate, 2025-03-13) is only in a file cut in half.
+        write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        write_rows(dir.path(), &kpis[3..4], Compression::Zstd).unwrap();
+        let bad = truncated_file(dir.path());
+        let absolute = std::path::absolute(&bad).unwrap();
+        let sql = "SELECT kpi, shop, numerator, revision FROM kpi_values ORDER BY kpi, revision";
+
+        let err = query(dir.path(), sql).await.unwrap_err();
+        let SinkError::UnreadableFiles { files } = &err else {
+            panic!("expected the file to be named, got {err:?}");
+        };
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].table, Table::KpiValues);
+        assert_eq!(files[0].path, absolute.display().to_string());
+        assert!(
+            files[0].reason.contains("Corrupt footer"),
+            "{}",
+            files[0].reason
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot read 1 Parquet file: {} (",
+                absolute.display()
+            )) && text.ends_with("or query with --skip-unreadable to answer from the other files"),
+            "{text}"
+        );
+        assert!(!err.is_retryable());
+
+        let counter = || {
+            kpiflow_core::metrics::query_files_skipped()
+                .with_label_values(&["kpi_values"])
+                .get()
+        };
+        let before = counter();
+        let options = QueryOptions {
+            skip_unreadable: true,
+        };
+        let answer = query_with(dir.path(), sql, options).await.unwrap();
+        // The three sound rows, by hand from the fixture: gmv dtc-store 12345.67 revision 3;
+        // late_shipment_rate shop-1 3 (revision 1) and 4 (revision 2). Row 2 (9/100, revision
+        // 5) is the truncated file's and is missing.
+        assert_eq!(
+            format_batches(&answer.batches, OutputFormat::Csv).unwrap(),
+            "kpi,shop,numerator,revision\n\
+             gmv,dtc-store,12345.670000000,3\n\
+             late_shipment_rate,shop-1,3.000000000,1\n\
+             late_shipment_rate,shop-1,4.000000000,2\n"
+        );
+        assert_eq!(answer.skipped, files.clone());
+        assert_eq!(
+            answer.skipped_note().unwrap(),
+            format!(
+                "skipped 1 unreadable Parquet file (their rows are missing from this answer): {}",
+                files[0]
+            )
+        );
+        assert!(counter() > before, "the skipped file is counted");
+        // Nothing skipped, nothing said.
+        std::fs::remove_file(&bad).unwrap();
+        let clean = query_with(dir.path(), sql, options).await.unwrap();
+        assert!(clean.skipped.is_empty() && clean.skipped_note().is_none());
+    }
+
+    #[tokio::test]
+    async fn replayed_rows_show_once_in_kpi_values_and_partition_filters_still_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        // First run: late_shipment_rate revisions 1, 2 (2025-03-14) and 5 (2025-03-13), gmv
+        // revision 3.
+        write_rows(dir.path(), &kpis[..4], Compression::Zstd).unwrap();
+        // Killed before its commit, the sink replays rows 1..4 and then reads a new gmv
+        // revision 4 (12400, restated by late data).
+        let mut restated = kpis[3].clone();
+        restated.revision = 4;
+        restated.numerator = kpiflow_schemas::Decimal::parse("12400").unwrap();
+        let mut replay = kpis[1..4].to_vec();
+        replay.push(restated);
+        write_rows(dir.path(), &replay, Compression::Zstd).unwrap();
+
+        let csv = |sql: &'static str| {
+            let dir = dir.path().to_path_buf();
+            async move { format_batches(&query(&dir, sql).await.unwrap(), OutputFormat::Csv).unwrap() }
+        };
+        // 4 + 4 rows in the files; 4 + 1 distinct (key, revision) pairs.
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_values_raw").await,
+            "n\n8\n"
+        );
+        assert_eq!(
+            csv("SELECT kpi, numerator, revision FROM kpi_values ORDER BY kpi, revision").await,
+            "kpi,numerator,revision\n\
+             gmv,12345.670000000,3\n\
+             gmv,12400.000000000,4\n\
+             late_shipment_rate,3.000000000,1\n\
+             late_shipment_rate,4.000000000,2\n\
+             late_shipment_rate,9.000000000,5\n"
+        );
+        assert_eq!(
+            csv("SELECT numerator, revision FROM kpi_latest WHERE kpi = 'gmv'").await,
+            "numerator,revision\n12400.000000000,4\n"
+        );
+
+        // A damaged file in another KPI's folder: a query filtered on `kpi` must not open it,
+        // so the views pass the filter down to the listing.
+        let acos = dir.path().join("kpi_values/kpi=acos/date=2025-03-13");
+        std::fs::create_dir_all(&acos).unwrap();
+        std::fs::write(acos.join("part-bad.parquet"), b"not parquet at all").unwrap();
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_values WHERE kpi = 'gmv' AND date = DATE '2025-03-14'")
+                .await,
+            "n\n2\n"
+        );
+        assert_eq!(
+            csv("SELECT count(*) AS n FROM kpi_latest WHERE kpi = 'gmv'").await,
+            "n\n1\n"
+        );
+        let err = query(dir.path(), "SELECT count(*) FROM kpi_values")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::UnreadableFiles { .. }), "{err}");
     }
 
     #[tokio::test]

@@ -31,11 +31,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::parquet::store::TableStore;
-use crate::parquet::{Table, TableRow, remove_stale_temp_files};
+use crate::parquet::{Table, TableRow, remove_abandoned_temp_files};
 use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
 
-/// Temporary files older than this are debris of a crashed writer (a write takes seconds).
-const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Where temp files cannot be locked, those older than this are debris of a crashed writer
+/// (a write takes seconds).
+const UNLOCKABLE_TEMP_AGE: Duration = Duration::from_secs(3600);
 /// Pause after a consumer error, so a broken connection does not spin the loop.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 /// How long start-up waits for a broker to answer before giving up (and being restarted).
@@ -98,16 +99,10 @@ pub async fn run(
     }
     let _ = metrics::kpi_series();
 
-    // Temporary files exist only in local folders: a bucket gets whole objects or nothing.
-    if let Some(dir) = tables.local().map(std::path::Path::to_path_buf) {
-        match tokio::task::spawn_blocking(move || remove_stale_temp_files(&dir, STALE_TEMP_AGE))
-            .await
-        {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(removed = n, "removed temporary files of a crashed writer"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not clean up temporary files"),
-            Err(e) => return Err(SinkError::Internal(format!("clean-up task failed: {e}"))),
-        }
+    match remove_abandoned_temp_files_at_start(&tables).await {
+        Ok(_) => {}
+        // Debris costs disk space only (readers skip temp files): not a reason to stop.
+        Err(e) => tracing::warn!(error = %e, "could not clean up temporary files"),
     }
 
     let mut gauges = KpiGauges::with_guard(cfg.prometheus);
@@ -180,6 +175,21 @@ pub async fn run(
             Err(e)
         }
     }
+}
+
+/// The sink's first step on its tables, before it consumes: removes the temp files a killed
+/// sink (or compaction) left, whatever their age, and keeps those a live writer still holds
+/// (see [`remove_abandoned_temp_files`]). Returns how many went.
+///
+/// Temp files exist only in local folders: in a bucket a file is one PUT of the whole
+/// object, which S3 makes visible only once complete, so a killed writer leaves nothing.
+pub async fn remove_abandoned_temp_files_at_start(tables: &TableStore) -> Result<usize, SinkError> {
+    let Some(dir) = tables.local().map(std::path::Path::to_path_buf) else {
+        return Ok(0);
+    };
+    tokio::task::spawn_blocking(move || remove_abandoned_temp_files(&dir, UNLOCKABLE_TEMP_AGE))
+        .await
+        .map_err(|e| SinkError::Internal(format!("clean-up task failed: {e}")))?
 }
 
 /// A decoded record, ready to buffer.
@@ -462,4 +472,45 @@ pub(crate) async fn dead_letter(
     let topic = topics.name(Topic::DeadLetter);
     outbox.dead_letter(&topic, stage, kind, reason, m).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Compression;
+    use crate::parquet::tests::{files_under, kpi_fixtures};
+    use crate::parquet::write_rows;
+
+    #[tokio::test]
+    async fn start_up_removes_a_killed_sinks_temp_files_and_keeps_finished_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let finished = write_rows(dir.path(), &kpi_fixtures(), Compression::Zstd).unwrap();
+        let mut before: Vec<_> = finished.iter().map(|f| f.path.clone()).collect();
+        before.sort();
+        let bytes: Vec<Vec<u8>> = before.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        // Two half-written files, as 10 SIGKILLs left them, next to finished ones.
+        let stale = [
+            finished[0]
+                .path
+                .with_file_name(".part-20250314T101500.000Z-a.parquet.tmp"),
+            dir.path()
+                .join("breaches/date=2025-03-14/.part-20250314T101500.000Z-b.parquet.tmp"),
+        ];
+        std::fs::create_dir_all(stale[1].parent().unwrap()).unwrap();
+        for p in &stale {
+            std::fs::write(p, b"PAR1 half a file").unwrap();
+        }
+
+        let removed = remove_abandoned_temp_files_at_start(&TableStore::from(dir.path()))
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        assert!(
+            stale.iter().all(|p| !p.exists()),
+            "both temp files are gone"
+        );
+        assert_eq!(files_under(dir.path()), before, "finished files stay");
+        let after: Vec<Vec<u8>> = before.iter().map(|p| std::fs::read(p).unwrap()).collect();
+        assert_eq!(after, bytes, "finished files are untouched");
+    }
 }

@@ -1,5 +1,6 @@
 //! The `kpiflow` binary without a broker: `check-config` refusing bad connector tables the way
-//! `ingest` would, and `backfill` serving /metrics on the port `--metrics-listen` gives it.
+//! `ingest` would, `backfill` serving /metrics on the port `--metrics-listen` gives it, and
+//! `query` naming (or with `--skip-unreadable`, skipping) a damaged Parquet file.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -349,4 +350,61 @@ fn ingest_help_lists_every_connector_a_table_may_name() {
             "{name} missing from `kpiflow ingest --help`:\n{help}"
         );
     }
+}
+
+#[test]
+fn query_names_an_unreadable_file_and_skips_it_with_skip_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let tables = dir.path().join("tables");
+    let gmv = super::gmv_fixture();
+    // One sound file (the gmv fixture row, revision 3) and one that is not Parquet at all.
+    kpiflow_sink::parquet::write_rows(&tables, &[gmv], kpiflow_sink::Compression::Zstd).unwrap();
+    let bad = tables.join("kpi_values/kpi=gmv/date=2025-03-14/part-bad.parquet");
+    std::fs::write(&bad, b"PAR1 cut short").unwrap();
+    let bad = std::path::absolute(&bad).unwrap().display().to_string();
+    let sql = "SELECT kpi, revision FROM kpi_values";
+    let dir_arg = tables.to_str().unwrap();
+
+    let out = kpiflow(
+        &config,
+        &["query", "--dir", dir_arg, "--format", "csv", sql],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("cannot read 1 Parquet file: {bad} (")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--skip-unreadable"), "{stderr}");
+
+    let out = kpiflow(
+        &config,
+        &[
+            "query",
+            "--dir",
+            dir_arg,
+            "--format",
+            "csv",
+            "--skip-unreadable",
+            sql,
+        ],
+    )
+    .output()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    // The CSV stays clean on stdout (println adds the last newline); the note is on stderr.
+    assert_eq!(stdout, "kpi,revision\ngmv,3\n\n");
+    assert!(
+        stderr.contains(&format!(
+            "skipped 1 unreadable Parquet file (their rows are missing from this answer): {bad} ("
+        )),
+        "{stderr}"
+    );
 }

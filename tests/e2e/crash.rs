@@ -1,6 +1,7 @@
 //! Delivery guarantees under SIGKILL: processors killed at random moments while the stream
 //! runs lose nothing and count nothing twice; `KPIFLOW_CRASH_KILLS` sets how many kills (5 by
-//! default; `scripts/soak.sh` repeats the test).
+//! default; `scripts/soak.sh` repeats the test). A sink killed while it writes leaves no temp
+//! file behind its next start and no row a query sees twice.
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
@@ -37,20 +38,7 @@ fn processor_config(
     // The KPIs `formula` knows (a TOML array reads like Rust's debug form of the list).
     let kpis = REFERENCE_KPIS;
     let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-topic_prefix = "{prefix}"
-partitions = 3
-
-[kafka.client]
-# A killed member's partitions move after this, not after the 45 s default.
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-
-[metrics]
-listen = "127.0.0.1:0"
-
+        r#"{kafka}
 [processor]
 group_id = "{group}"
 kpis = {kpis:?}
@@ -73,11 +61,31 @@ interval = "300ms"
 
 [processor.checkpoint.object_store]
 {options}"#,
-        bootstrap = kafka.bootstrap_servers,
-        prefix = kafka.topic_prefix,
+        kafka = kafka_sections(kafka),
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The `[kafka]` and `[metrics]` sections of a member killed and restarted by these tests.
+fn kafka_sections(kafka: &KafkaConfig) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+topic_prefix = "{}"
+partitions = 3
+
+[kafka.client]
+# A killed member's partitions move after this, not after the 45 s default.
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        kafka.bootstrap_servers, kafka.topic_prefix
+    )
 }
 
 fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
@@ -542,5 +550,182 @@ dir = "{state}"
     assert!(
         took < Duration::from_secs(15),
         "the restarted member waited {took:?} for its partitions (the session timeout is 45 s)"
+    );
+}
+
+/// Files under `dir` (recursively) whose name passes `keep`.
+fn files_named(dir: &std::path::Path, keep: fn(&str) -> bool) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_str().is_some_and(keep) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The one number a `SELECT count(*) AS n …` answers.
+async fn count(tables: &std::path::Path, sql: &str) -> usize {
+    let batches = kpiflow_sink::query(tables, sql).await.unwrap();
+    let csv = kpiflow_sink::format_batches(&batches, kpiflow_sink::OutputFormat::Csv).unwrap();
+    csv.trim().trim_start_matches("n\n").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_killed_while_writing_leaves_no_temp_files_and_no_doubled_rows() {
+    const KILLS: i64 = 10;
+    const KPIS: usize = 40;
+    const SHOPS: usize = 20;
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topic_prefix: format!("sinkkill-{}", uuid::Uuid::new_v4().simple()),
+        partitions: 3,
+        ..KafkaConfig::default()
+    };
+    kafka.ensure_topics().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    let group = format!("{}-sink", kafka.topic_prefix);
+    let config = dir.path().join("kpiflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{}
+[sink]
+dir = "{}"
+group_id = "{group}"
+# Small flushes: each writes a file per KPI folder (40 fsyncs), so kills land inside one.
+roll_rows = 400
+roll_interval = "100ms"
+"#,
+            kafka_sections(&kafka),
+            tables.display()
+        ),
+    )
+    .unwrap();
+    let sink = |log: &str| {
+        let log = std::fs::File::create(dir.path().join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+            .arg("--config")
+            .arg(&config)
+            .arg("sink")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let base = super::gmv_fixture();
+    let producer = kafka.producer().unwrap();
+    let topic = kafka.topics().name(Topic::KpiUpdates);
+    // Round r publishes revision r of 40 KPIs x 20 shops = 800 keys, then starts a sink and
+    // SIGKILLs it once it has committed a few files; the last round's sink drains the topic.
+    let is_part = |n: &str| n.starts_with("part-") && n.ends_with(".parquet");
+    let is_temp = |n: &str| n.starts_with(".part-") && n.ends_with(".parquet.tmp");
+    let mut rng = rand::rng();
+    let mut debris = 0;
+    for round in 1..=KILLS + 1 {
+        let mut deliveries = Vec::new();
+        for k in 0..KPIS {
+            for s in 0..SHOPS {
+                let mut u = base.clone();
+                u.kpi = format!("kill_kpi_{k:02}");
+                u.scope.shop = format!("shop-{s:02}");
+                u.revision = round as u64;
+                let (key, payload) = (u.key(), serde_json::to_vec(&u).unwrap());
+                let record = rdkafka::producer::FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&payload);
+                deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
+        }
+        for d in deliveries {
+            d.await.unwrap().map_err(|(e, _)| e).unwrap();
+        }
+        // Temp files the previous kill left; this start must remove every one.
+        debris += files_named(&tables, is_temp);
+        let before = files_named(&tables, is_part);
+        let mut child = sink(&format!("run-{round}.log"));
+        if round > KILLS {
+            wait_until_consumed(
+                &kafka,
+                &group,
+                std::slice::from_ref(&topic),
+                Duration::from_secs(120),
+            )
+            .await;
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(
+                child.wait().unwrap().success(),
+                "the last sink stops cleanly"
+            );
+            break;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while files_named(&tables, is_part) < before + 3 {
+            assert!(Instant::now() < deadline, "sink {round} wrote no files");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..60))).await;
+        child.kill().unwrap(); // SIGKILL: mid-flush, no commit, no clean-up
+        child.wait().unwrap();
+    }
+
+    // Every start removed the temp files the kill before it left, and the last one left none.
+    let removed: usize = (1..=KILLS + 1)
+        .map(|r| {
+            std::fs::read_to_string(dir.path().join(format!("run-{r}.log")))
+                .unwrap()
+                .matches("removed a temporary file of a killed writer")
+                .count()
+        })
+        .sum();
+    assert_eq!(files_named(&tables, is_temp), 0, "no temp file stays");
+    assert_eq!(
+        removed, debris,
+        "each leftover temp file was removed (and logged) at start"
+    );
+
+    // 11 rounds x 800 keys, each (key, revision) once however often a restart re-wrote it.
+    let t = tables.as_path();
+    let raw = count(t, "SELECT count(*) AS n FROM kpi_values_raw").await;
+    let published = (KILLS as usize + 1) * KPIS * SHOPS;
+    assert_eq!(
+        count(t, "SELECT count(*) AS n FROM kpi_values").await,
+        published
+    );
+    assert_eq!(
+        count(
+            t,
+            "SELECT count(*) AS n FROM kpi_latest WHERE revision = 11"
+        )
+        .await,
+        KPIS * SHOPS
+    );
+    assert!(raw >= published, "{raw} rows in the files");
+    let stats = kpiflow_sink::parquet::compact::compact(
+        &kpiflow_sink::TableStore::from(t),
+        Duration::ZERO,
+        kpiflow_sink::Compression::Zstd,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.copies_dropped, raw - published, "{stats:?}");
+    assert_eq!(
+        count(t, "SELECT count(*) AS n FROM kpi_values_raw").await,
+        published
+    );
+    eprintln!(
+        "{KILLS} SIGKILLs: {debris} temp files left and removed at start; {raw} rows in the \
+         files for {published} (key, revision) pairs; compaction dropped {} copies ({stats:?})",
+        stats.copies_dropped
     );
 }

@@ -11,19 +11,26 @@
 //!   kpi=gmv/date=…/part-c (41 KB) ┘
 //! ```
 //!
+//! In `kpi_values` the merge keeps each `(key, revision)` once, so the copies a sink's replay
+//! after a crash wrote do not pile up: a partition's file holds each revision once after its
+//! next compaction.
+//!
 //! The merged file is committed (temp + rename, or one PUT) *before* the originals are
 //! deleted, so no row is ever missing. A crash in between leaves the rows twice, which the
-//! tables' de-duplication keys already absorb (`kpi_latest`, `docs/tables.md`). A query that
+//! `kpi_values` and `kpi_latest` views already show once (`docs/tables.md`), and the next
+//! run merges the leftovers with the merged file and drops the copies again. A query that
 //! listed a partition just before its originals were deleted can fail to open one of them;
 //! running it again succeeds. Files younger than `older_than` are left alone, so the
 //! partitions the sink is writing now are not rewritten on every run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
 use kpiflow_core::CoreError;
@@ -50,6 +57,9 @@ pub struct CompactStats {
     pub files_out: usize,
     /// Rows rewritten.
     pub rows: usize,
+    /// `kpi_values` rows not rewritten because their `(key, revision)` was already in the
+    /// merged file (crash copies).
+    pub copies_dropped: usize,
 }
 
 /// Merges the small files older than `older_than` of every partition of every table.
@@ -92,10 +102,12 @@ pub async fn compact(
             files.sort_by(|a, b| a.location.cmp(&b.location));
             let mut merged_any = false;
             for group in groups(files) {
-                let rows = merge(tables, &store, table, &partition, &group, compression).await?;
+                let (rows, dropped) =
+                    merge(tables, &store, table, &partition, &group, compression).await?;
                 stats.files_in += group.len();
                 stats.files_out += 1;
                 stats.rows += rows;
+                stats.copies_dropped += dropped;
                 merged_any = true;
             }
             stats.partitions += usize::from(merged_any);
@@ -123,7 +135,8 @@ fn groups(files: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
     out
 }
 
-/// Reads `group`, commits their rows as one file, then deletes them. Returns the rows.
+/// Reads `group`, commits their rows as one file (in `kpi_values` each `(key, revision)`
+/// once), then deletes them. Returns the rows written and the copies dropped.
 async fn merge(
     tables: &TableStore,
     store: &Arc<dyn ObjectStore>,
@@ -131,7 +144,7 @@ async fn merge(
     partition: &str,
     group: &[ObjectMeta],
     compression: Compression,
-) -> Result<usize, SinkError> {
+) -> Result<(usize, usize), SinkError> {
     let schema = table.schema();
     let mut batches = Vec::new();
     for meta in group {
@@ -152,21 +165,23 @@ async fn merge(
             let batch = batch
                 .map_err(|e| SinkError::Internal(format!("decoding {}: {e}", meta.location)))?;
             // Same columns as the table's schema; field metadata may differ between writers.
-            let batch = datafusion::arrow::array::RecordBatch::try_new(
-                schema.clone(),
-                batch.columns().to_vec(),
-            )
-            .map_err(|e| {
-                SinkError::Internal(format!(
-                    "{} does not match the {table} schema: {e}",
-                    meta.location
-                ))
-            })?;
+            let batch =
+                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+                    SinkError::Internal(format!(
+                        "{} does not match the {table} schema: {e}",
+                        meta.location
+                    ))
+                })?;
             batches.push(batch);
         }
     }
     let batch = concat_batches(&schema, &batches)
         .map_err(|e| SinkError::Internal(format!("merging {table}/{partition}: {e}")))?;
+    let (batch, dropped) = match table {
+        Table::KpiValues => drop_copies(batch)
+            .map_err(|e| SinkError::Internal(format!("merging {table}/{partition}: {e}")))?,
+        Table::Breaches | Table::Events => (batch, 0),
+    };
     let rows = batch.num_rows();
     let name = format!(
         "part-{}-{}{FILE_EXTENSION}",
@@ -200,7 +215,40 @@ async fn merge(
             Err(e) => return Err(storage(format!("deleting {}", meta.location), e)),
         }
     }
-    Ok(rows)
+    Ok((rows, dropped))
+}
+
+/// Keeps the first row of each `(key, revision)` of a `kpi_values` batch: the others are the
+/// exact copies a replay after a crash wrote (a revision is published once), or copies a
+/// compaction interrupted between commit and delete left. Returns the batch and how many
+/// rows went.
+fn drop_copies(batch: RecordBatch) -> Result<(RecordBatch, usize), ArrowError> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| ArrowError::SchemaError(format!("no column `{name}`")))
+    };
+    let keys = column("key")?;
+    let keys = keys
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| ArrowError::SchemaError("column `key` is not Utf8".into()))?;
+    let revisions = column("revision")?;
+    let revisions = revisions
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .ok_or_else(|| ArrowError::SchemaError("column `revision` is not UInt64".into()))?;
+    let mut seen = HashSet::with_capacity(batch.num_rows());
+    let keep: Vec<u32> = (0..batch.num_rows())
+        .filter(|&i| seen.insert((keys.value(i), revisions.value(i))))
+        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
+    let dropped = batch.num_rows() - keep.len();
+    if dropped == 0 {
+        return Ok((batch, 0));
+    }
+    let kept = take_record_batch(&batch, &UInt32Array::from(keep))?;
+    Ok((kept, dropped))
 }
 
 /// `prefix/<partition…>/<file>` → `<partition…>`, e.g. `kpi=gmv/date=2025-03-14`.
@@ -284,6 +332,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.files_out, 0);
+    }
+
+    #[tokio::test]
+    async fn replayed_kpi_rows_are_merged_once_even_after_an_interrupted_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        let lsr = dir
+            .path()
+            .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
+        // Rows 0 and 1 are late_shipment_rate revisions 1 and 2 of 2025-03-14 (one partition).
+        // A first run, two replays of both after crashes, and a new revision 3: four files,
+        // 2 + 2 + 2 + 1 = 7 rows, 3 distinct (key, revision).
+        for _ in 0..3 {
+            write_rows(dir.path(), &kpis[..2], Compression::Zstd).unwrap();
+        }
+        let mut newer = kpis[1].clone();
+        newer.revision = 3;
+        write_rows(dir.path(), &[newer], Compression::Zstd).unwrap();
+        // (files in the partition, rows in the files, revisions a query sees)
+        let state = || async {
+            (
+                files_under(&lsr).len(),
+                csv(dir.path(), "SELECT count(*) AS n FROM kpi_values_raw").await,
+                csv(
+                    dir.path(),
+                    "SELECT revision FROM kpi_values ORDER BY revision",
+                )
+                .await,
+            )
+        };
+        let once = "revision\n1\n2\n3\n";
+        assert_eq!(state().await, (4, "n\n7\n".into(), once.into()));
+        let inputs = files_under(&lsr);
+        let saved: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+        let tables = TableStore::from(dir.path());
+        // (files in, files out, rows written, copies dropped)
+        let merge = || async {
+            let s = compact(&tables, Duration::ZERO, Compression::Zstd)
+                .await
+                .unwrap();
+            (s.files_in, s.files_out, s.rows, s.copies_dropped)
+        };
+        // 4 files of 7 rows in, 1 file of 3 rows out: the 4 copies are dropped.
+        assert_eq!(merge().await, (4, 1, 3, 4));
+        assert_eq!(state().await, (1, "n\n3\n".into(), once.into()));
+
+        // A compaction killed after committing its file but before deleting the inputs
+        // leaves both: put the inputs back. 3 merged + 7 left = 10 rows in 5 files, and
+        // queries still see each revision once.
+        for (path, bytes) in inputs.iter().zip(&saved) {
+            std::fs::write(path, bytes).unwrap();
+        }
+        assert_eq!(state().await, (5, "n\n10\n".into(), once.into()));
+        // The next run merges the leftovers with the merged file: 10 rows in, 3 out.
+        assert_eq!(merge().await, (5, 1, 3, 7));
+        assert_eq!(state().await, (1, "n\n3\n".into(), once.into()));
+        assert_eq!(
+            csv(
+                dir.path(),
+                "SELECT numerator, revision FROM kpi_latest WHERE kpi = 'late_shipment_rate'"
+            )
+            .await,
+            "numerator,revision\n4.000000000,3\n"
+        );
     }
 
     #[tokio::test]

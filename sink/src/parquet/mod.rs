@@ -27,6 +27,7 @@ pub mod compact;
 pub mod events;
 pub mod kpi_values;
 pub mod store;
+pub mod unreadable;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -292,14 +293,25 @@ fn commit_atomically(
     let temp_path = folder.join(temp_name(name));
     let result = File::create_new(&temp_path)
         .map_err(|e| SinkError::io("creating", &temp_path, e))
+        .and_then(|file| {
+            // Held until the file is closed (after the rename): it tells a starting sink that
+            // this temp file has a live writer (see `remove_abandoned_temp_files`). A
+            // filesystem that cannot lock falls back to the age rule there.
+            match file.lock() {
+                Ok(()) => Ok(file),
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(file),
+                Err(e) => Err(SinkError::io("locking", &temp_path, e)),
+            }
+        })
         .and_then(|file| write(file, &temp_path))
         .and_then(|file| {
             file.sync_all()
-                .map_err(|e| SinkError::io("syncing", &temp_path, e))
-        })
-        .and_then(|()| {
+                .map_err(|e| SinkError::io("syncing", &temp_path, e))?;
+            // Renamed while still open, so the lock covers the temp name's whole life.
             std::fs::rename(&temp_path, &final_path)
-                .map_err(|e| SinkError::io("renaming into", &final_path, e))
+                .map_err(|e| SinkError::io("renaming into", &final_path, e))?;
+            drop(file);
+            Ok(())
         })
         .and_then(|()| sync_dir(folder));
     if result.is_err() {
@@ -363,42 +375,70 @@ fn sync_dir(dir: &Path) -> Result<(), SinkError> {
         .map_err(|e| SinkError::io("syncing folder", dir, e))
 }
 
-/// Deletes temporary files older than `older_than` left by a writer that crashed mid-file.
-/// Younger ones may belong to another sink instance writing right now, so they stay.
-/// Returns how many were removed.
-pub fn remove_stale_temp_files(dir: &Path, older_than: Duration) -> Result<usize, SinkError> {
+/// Deletes the temporary files a killed writer left behind, and returns how many.
+///
+/// A writer holds an exclusive lock ([`File::lock`], `flock(2)`) on its temp file from
+/// creation to rename, and the kernel drops the lock when the process dies, SIGKILL included.
+/// So a temp file whose lock can be taken has no live writer, whatever its age: it is removed
+/// (each removal is a [`TempFileRemoved`](crate::internal_events::TempFileRemoved) event). One
+/// whose lock is held belongs to another sink (or a compaction) writing now and stays. Where
+/// the filesystem cannot lock (some network mounts), only files older than `unlockable_age`
+/// are removed, since a write takes seconds.
+pub fn remove_abandoned_temp_files(
+    dir: &Path,
+    unlockable_age: Duration,
+) -> Result<usize, SinkError> {
     let now = SystemTime::now();
     let mut removed = 0;
-    // Partition folders nest (kpi=…/date=…): walk every folder under each table.
-    let mut folders: Vec<PathBuf> = Table::ALL.iter().map(|t| t.dir(dir)).collect();
-    while let Some(folder) = folders.pop() {
-        let entries = match std::fs::read_dir(&folder) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SinkError::io("listing", &folder, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| SinkError::io("listing", &folder, e))?;
-            let Ok(kind) = entry.file_type() else {
-                continue;
+    for table in Table::ALL {
+        // Partition folders nest (kpi=…/date=…): walk every folder under the table.
+        let mut folders = vec![table.dir(dir)];
+        while let Some(folder) = folders.pop() {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SinkError::io("listing", &folder, e)),
             };
-            if kind.is_dir() {
-                folders.push(entry.path());
-                continue;
-            }
-            let name = entry.file_name();
-            let is_temp = name.to_str().is_some_and(|n| {
-                n.starts_with(".part-") && n.ends_with(&format!("{FILE_EXTENSION}.tmp"))
-            });
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age >= older_than);
-            if is_temp && old {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| SinkError::io("removing", entry.path(), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| SinkError::io("listing", &folder, e))?;
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    folders.push(entry.path());
+                    continue;
+                }
+                let is_temp = entry.file_name().to_str().is_some_and(|n| {
+                    n.starts_with(".part-") && n.ends_with(&format!("{FILE_EXTENSION}.tmp"))
+                });
+                if !is_temp {
+                    continue;
+                }
+                let path = entry.path();
+                let abandoned = match File::open(&path) {
+                    // Gone already: its writer renamed it (or another clean-up removed it).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SinkError::io("opening", &path, e)),
+                    Ok(file) => match file.try_lock() {
+                        Ok(()) => true,
+                        Err(std::fs::TryLockError::WouldBlock) => false,
+                        Err(std::fs::TryLockError::Error(_)) => entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| now.duration_since(t).ok())
+                            .is_some_and(|age| age >= unlockable_age),
+                    },
+                };
+                if !abandoned {
+                    continue;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(SinkError::io("removing", &path, e)),
+                }
+                crate::internal_events::TempFileRemoved { table, path: &path }.emit();
                 removed += 1;
             }
         }
@@ -970,26 +1010,68 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn stale_temp_files_are_removed_young_ones_kept() {
+    fn abandoned_temp_files_are_removed_at_once_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let part = Table::KpiValues
             .dir(dir.path())
             .join("kpi=gmv/date=2025-01-01");
+        let breaches = Table::Breaches.dir(dir.path()).join("date=2025-01-01");
         std::fs::create_dir_all(&part).unwrap();
+        std::fs::create_dir_all(&breaches).unwrap();
+        // What a SIGKILLed sink leaves: seconds-old temp files nobody holds a lock on.
         std::fs::write(part.join(".part-a.parquet.tmp"), b"half").unwrap();
+        std::fs::write(breaches.join(".part-c.parquet.tmp"), b"half").unwrap();
         std::fs::write(part.join("part-b.parquet"), b"whole").unwrap();
+        std::fs::write(part.join(".hidden-other"), b"not ours").unwrap();
+        let counter = || {
+            kpiflow_core::metrics::sink_temp_files_removed()
+                .with_label_values(&["kpi_values"])
+                .get()
+        };
+        let before = counter();
+
+        // A writer caught mid-file holds its lock: its temp file must survive the clean-up.
+        let batch = KpiUpdate::to_batch(&kpi_fixtures().iter().collect::<Vec<_>>()).unwrap();
+        let (half_written, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+        let writer = {
+            let (folder, tell, wait) = (part.clone(), half_written.0, go_on.1);
+            std::thread::spawn(move || {
+                write_with_pause(&folder, "part-live.parquet", &batch, || {
+                    tell.send(()).unwrap();
+                    wait.recv().unwrap();
+                })
+            })
+        };
+        half_written.1.recv().unwrap();
+        // An hour's fallback age: the two abandoned files go although they are seconds old.
         assert_eq!(
-            remove_stale_temp_files(dir.path(), Duration::from_secs(3600)).unwrap(),
-            0
+            remove_abandoned_temp_files(dir.path(), Duration::from_secs(3600)).unwrap(),
+            2
+        );
+        assert!(
+            part.join(".part-live.parquet.tmp").exists(),
+            "a live writer's file stays"
+        );
+        go_on.0.send(()).unwrap();
+        writer.join().unwrap();
+
+        assert_eq!(
+            files_under(dir.path()),
+            vec![
+                part.join(".hidden-other"),
+                part.join("part-b.parquet"),
+                part.join("part-live.parquet"),
+            ]
         );
         assert_eq!(
-            remove_stale_temp_files(dir.path(), Duration::ZERO).unwrap(),
-            1
+            std::fs::read(part.join("part-b.parquet")).unwrap(),
+            b"whole"
         );
-        assert_eq!(files_under(dir.path()), vec![part.join("part-b.parquet")]);
+        // One of the two removals was under kpi_values (the other under breaches).
+        assert!(counter() > before, "removals are counted");
         // A missing folder is not an error.
         assert_eq!(
-            remove_stale_temp_files(&dir.path().join("nope"), Duration::ZERO).unwrap(),
+            remove_abandoned_temp_files(&dir.path().join("nope"), Duration::ZERO).unwrap(),
             0
         );
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
 use kpiflow_sink::{LiveView, SinkConfig, TableStore};
+use object_store::ObjectStoreExt;
 
 use crate::{await_committed, publish_restatement, read, start_sink, topics_with_fixtures};
 
@@ -91,7 +92,8 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     shutdown.cancel();
     let stats = task.await.unwrap();
     assert_eq!((stats.received, stats.kpi_rows), (1, 1));
-    let all: Vec<KpiUpdate> = read(&tables, "SELECT * FROM kpi_values").await;
+    // The files themselves: `kpi_values` would hide a row written twice.
+    let all: Vec<KpiUpdate> = read(&tables, "SELECT * FROM kpi_values_raw").await;
     assert_eq!(all.len(), kpis.len() + 1);
     let latest: Vec<KpiUpdate> = read(
         &tables,
@@ -137,4 +139,66 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
     let open = kpiflow_sink::query::open_breaches(&tables).await.unwrap();
     let open: Vec<&str> = open.iter().map(|b| b.rule.as_str()).collect();
     assert_eq!(open, vec!["stockout-above-5pct"]);
+}
+
+/// In a bucket too, a truncated object is named by its `s3://` URL and can be skipped.
+#[tokio::test]
+async fn an_unreadable_object_is_named_and_can_be_skipped() {
+    let Some((dir, object_store)) = kpiflow_core::storage::test_location("sinkbad") else {
+        return;
+    };
+    let tables = TableStore::open(&dir, &object_store).unwrap();
+    let kpis = crate::fixtures(
+        include_str!("../../fixtures/kpi_updates.jsonl"),
+        KpiUpdate::from_json,
+    );
+    // Rows 0, 1 (late_shipment_rate revisions 1, 2) and 3 (gmv revision 3) are sound.
+    let compression = kpiflow_sink::Compression::Zstd;
+    tables.write(kpis[..2].to_vec(), compression).await.unwrap();
+    tables
+        .write(kpis[3..4].to_vec(), compression)
+        .await
+        .unwrap();
+    // Row 2's file (late_shipment_rate, 2025-03-13) cut in half, as an interrupted copy.
+    let good = tables
+        .write(kpis[2..3].to_vec(), compression)
+        .await
+        .unwrap();
+    let TableStore::Bucket(bucket) = &tables else {
+        panic!("a bucket");
+    };
+    let relative = "kpi_values/kpi=late_shipment_rate/date=2025-03-13/part-truncated.parquet";
+    let whole = bucket.key(&format!(
+        "kpi_values/kpi=late_shipment_rate/date=2025-03-13/{}",
+        good[0].path.file_name().unwrap().to_str().unwrap()
+    ));
+    let store = bucket.store();
+    let bytes = store.get(&whole).await.unwrap().bytes().await.unwrap();
+    store
+        .put(&bucket.key(relative), bytes.slice(..bytes.len() / 2).into())
+        .await
+        .unwrap();
+    store.delete(&whole).await.unwrap();
+    let url = bucket.url(relative, false);
+    let sql = "SELECT kpi, revision FROM kpi_values ORDER BY kpi, revision";
+
+    let err = kpiflow_sink::query(&tables, sql).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot read 1 Parquet file: {url} (")),
+        "{err}"
+    );
+    let options = kpiflow_sink::QueryOptions {
+        skip_unreadable: true,
+    };
+    let answer = kpiflow_sink::query_with(&tables, sql, options)
+        .await
+        .unwrap();
+    // gmv 3; late_shipment_rate 1 and 2; revision 5 was in the truncated object.
+    assert_eq!(
+        kpiflow_sink::format_batches(&answer.batches, kpiflow_sink::OutputFormat::Csv).unwrap(),
+        "kpi,revision\ngmv,3\nlate_shipment_rate,1\nlate_shipment_rate,2\n"
+    );
+    assert_eq!(answer.skipped.len(), 1);
+    assert_eq!(answer.skipped[0].path, url);
 }
