@@ -471,6 +471,187 @@ async fn event_topics_with_different_partition_counts_stop_the_processor_naming_
     );
 }
 
+/// A hostile-input corpus in the middle of a reference stream: each hostile record is one
+/// dead letter with its kind and the field named, the processor goes on, and the reference
+/// shop's GMV is what its valid orders give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_are_each_one_dead_letter_and_the_reference_counts_stay_exact() {
+    let mut kafka = kafka();
+    // One partition: ownership (tested above) is not what this corpus is about.
+    kafka.partitions = 1;
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+    let valid = |id: &str, at: &str, amount: &str| -> serde_json::Value {
+        serde_json::from_slice(&placed(id, at, amount).to_json()).unwrap()
+    };
+    let edit = |id: &str, f: &dyn Fn(&mut serde_json::Value)| -> Vec<u8> {
+        let mut v = valid(id, "2026-11-02T18:30:00Z", "1.00");
+        f(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let whole = placed("h-ok", "2026-11-02T18:30:00Z", "1.00").to_json();
+    // (record, dead-letter kind, substrings of the reason), in publishing order.
+    let hostile: Vec<(Vec<u8>, &str, Vec<&str>)> = vec![
+        (whole[..whole.len() / 2].to_vec(), "invalid", vec!["EOF"]),
+        (vec![0xff, 0xfe, b'{'], "invalid", vec!["not UTF-8"]),
+        (Vec::new(), "invalid", vec![]),
+        (
+            edit("h-nan", &|v| v["payload"]["total"]["amount"] = "NaN".into()),
+            "invalid",
+            vec!["`payload.total.amount`", "\"NaN\""],
+        ),
+        (
+            edit("h-1e400", &|v| {
+                v["payload"]["total"]["amount"] = "1e400".into()
+            }),
+            "invalid",
+            vec!["`payload.total.amount`", "\"1e400\""],
+        ),
+        (
+            edit("h-huge", &|v| {
+                v["payload"]["total"]["amount"] = "100000000000000000000000".into()
+            }),
+            "implausible",
+            vec!["`payload.total.amount`", "100000000000000000000000"],
+        ),
+        (
+            edit("h-neg", &|v| v["payload"]["units"] = (-3).into()),
+            "invalid",
+            vec!["`payload.units`"],
+        ),
+        (
+            edit("h-schema", &|v| v["schema"] = "order.teleported".into()),
+            "invalid",
+            vec!["order.teleported"],
+        ),
+        (
+            edit("h-version", &|v| v["schema_version"] = 99.into()),
+            "invalid",
+            vec!["99"],
+        ),
+        (
+            edit("h-1970", &|v| {
+                v["event_time"] = "1970-01-01T00:00:00Z".into()
+            }),
+            "implausible",
+            vec!["1970-01-01"],
+        ),
+        (
+            edit("h-9999", &|v| {
+                v["event_time"] = "9999-12-31T23:59:59Z".into()
+            }),
+            "implausible",
+            vec!["9999-12-31"],
+        ),
+        (
+            edit("h-missing", &|v| {
+                v["payload"].as_object_mut().unwrap().remove("order_id");
+            }),
+            "invalid",
+            vec!["order_id"],
+        ),
+        (
+            edit("h-longshop", &|v| v["shop"] = "s".repeat(10_000).into()),
+            "implausible",
+            vec!["`shop`"],
+        ),
+        (
+            {
+                let text =
+                    String::from_utf8(placed("h-dup", "2026-11-02T18:30:00Z", "1.00").to_json())
+                        .unwrap();
+                format!(r#"{{"event_id":"h-dup2",{}"#, &text[1..]).into_bytes()
+            },
+            "invalid",
+            vec!["duplicate field `event_id`"],
+        ),
+        (
+            {
+                let mut big = br#"{"event_id":"h-big","pad":""#.to_vec();
+                big.resize(300_000, b'x');
+                big.extend_from_slice(br#""}"#);
+                big
+            },
+            "invalid",
+            vec![],
+        ),
+    ];
+    // The reference: 10.00 before, 5.50 after, and one order with an extra field (accepted:
+    // unknown fields are ignored) 2.25 in the middle.
+    send(
+        &producer,
+        &orders,
+        &placed("r1", "2026-11-02T18:00:00Z", "10.00").to_json(),
+    )
+    .await;
+    for (record, _, _) in &hostile[..7] {
+        send(&producer, &orders, record).await;
+    }
+    let mut extra = valid("r2", "2026-11-02T18:40:00Z", "2.25");
+    extra["payload"]["gift_wrap"] = true.into();
+    send(&producer, &orders, &serde_json::to_vec(&extra).unwrap()).await;
+    for (record, _, _) in &hostile[7..] {
+        send(&producer, &orders, record).await;
+    }
+    send(
+        &producer,
+        &orders,
+        &placed("r3", "2026-11-02T19:00:00Z", "5.50").to_json(),
+    )
+    .await;
+
+    let (_state, stop, task) = start(&kafka);
+    let letters = read_until(
+        &kafka,
+        &topics.name(Topic::DeadLetter),
+        |b| serde_json::from_slice::<DeadLetter>(b).unwrap(),
+        |got: &[DeadLetter]| got.len() >= hostile.len(),
+    );
+    // 10.00 + 2.25 + 5.50 = 17.75 on the Pacific day of Nov 2.
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    let want = Decimal::parse("17.75").unwrap();
+    let updates = read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter().any(|u| {
+                u.kpi == "gmv"
+                    && u.window.name == "business_day"
+                    && u.window.start == day
+                    && u.numerator == want
+            })
+        },
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|u| u.kpi != "gmv" || u.numerator <= want),
+        "a hostile amount reached GMV"
+    );
+    assert!(!task.is_finished(), "the processor stopped");
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(letters.len(), hostile.len());
+    assert_eq!(stats.dead_lettered, hostile.len() as u64);
+    for (i, (letter, (_, kind, parts))) in letters.iter().zip(&hostile).enumerate() {
+        assert_eq!(letter.reason_kind, *kind, "record {i}: {}", letter.reason);
+        for part in parts {
+            assert!(
+                letter.reason.contains(part),
+                "record {i}: {part:?} not in {}",
+                letter.reason
+            );
+        }
+    }
+    // The oversized one keeps its start, size and hash.
+    let big = letters.last().unwrap();
+    assert!(big.payload_truncated);
+    assert_eq!(big.payload_bytes, Some(300_002));
+}
+
 /// Waits until `group` has committed the end of every event partition.
 async fn caught_up(kafka: &KafkaConfig, group: &str) {
     let topics = kafka.topics();

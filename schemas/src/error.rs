@@ -25,7 +25,9 @@ pub enum SchemaError {
         problem: String,
     },
     /// The schema name or version is not one this build reads.
-    #[error("{schema}: unsupported schema or version {version} (supported: {supported})")]
+    #[error(
+        "event: fields `schema` = {schema:?}, `schema_version` = {version}: not a schema and version this build reads (supported: {supported})"
+    )]
     Unsupported {
         /// The schema name found in the record.
         schema: String,

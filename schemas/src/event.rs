@@ -1274,7 +1274,7 @@ mod tests {
         let err = Event::from_json(&with(v.clone(), &["schema_version"], 9.into())).unwrap_err();
         assert!(
             err.to_string().starts_with(
-                "order.placed: unsupported schema or version 9 (supported: order.placed v1"
+                "event: fields `schema` = \"order.placed\", `schema_version` = 9: not a schema and version this build reads (supported: order.placed v1"
             ),
             "{err}"
         );
@@ -1309,6 +1309,10 @@ mod tests {
         assert_eq!(err.field_path(), Some("event_time"));
     }
 }
+
+#[cfg(test)]
+#[path = "event_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod fixture_tests {
