@@ -102,6 +102,26 @@ fn start(
     (state, stop, task)
 }
 
+/// The KPI updates read until shop-1's GMV of the Pacific business day of 2026-11-02 is
+/// `want`.
+fn gmv_of_nov_2_reaches(kafka: &KafkaConfig, want: &Decimal) -> Vec<KpiUpdate> {
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    read_until(
+        kafka,
+        &kafka.topics().name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter().any(|u| {
+                u.kpi == "gmv"
+                    && u.scope.shop == "shop-1"
+                    && u.window.name == "business_day"
+                    && u.window.start == day
+                    && &u.numerator == want
+            })
+        },
+    )
+}
+
 /// Reads `topic` from the start until `done` holds for what was read, or the deadline passes.
 fn read_until<T>(
     kafka: &KafkaConfig,
@@ -168,21 +188,8 @@ async fn bad_and_late_records_are_dead_lettered_and_the_rest_is_counted_once() {
     let (_state, stop, task) = start(&kafka);
 
     // The valid orders are counted once each: GMV of the Pacific day of Nov 2 is 15.50.
-    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
     let want = Decimal::parse("15.50").unwrap();
-    let updates = read_until(
-        &kafka,
-        &topics.name(Topic::KpiUpdates),
-        |b| KpiUpdate::from_json(b).unwrap(),
-        |got: &[KpiUpdate]| {
-            got.iter().any(|u| {
-                u.kpi == "gmv"
-                    && u.window.name == "business_day"
-                    && u.window.start == day
-                    && u.numerator == want
-            })
-        },
-    );
+    let updates = gmv_of_nov_2_reaches(&kafka, &want);
     assert!(
         updates
             .iter()
@@ -313,21 +320,7 @@ async fn a_record_too_large_for_a_dead_letter_is_cut_and_the_processor_goes_on()
         (Some(orders.as_str()), Some(0))
     );
     // The order after it is counted: GMV 12.00 on the Pacific day of Nov 2.
-    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
-    let want = Decimal::parse("12.00").unwrap();
-    read_until(
-        &kafka,
-        &topics.name(Topic::KpiUpdates),
-        |b| KpiUpdate::from_json(b).unwrap(),
-        |got: &[KpiUpdate]| {
-            got.iter().any(|u| {
-                u.kpi == "gmv"
-                    && u.window.name == "business_day"
-                    && u.window.start == day
-                    && u.numerator == want
-            })
-        },
-    );
+    gmv_of_nov_2_reaches(&kafka, &Decimal::parse("12.00").unwrap());
     assert!(!task.is_finished(), "the processor stopped");
     stop.cancel();
     let stats = task.await.unwrap().unwrap();
@@ -610,21 +603,8 @@ async fn hostile_records_are_each_one_dead_letter_and_the_reference_counts_stay_
         |got: &[DeadLetter]| got.len() >= hostile.len(),
     );
     // 10.00 + 2.25 + 5.50 = 17.75 on the Pacific day of Nov 2.
-    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
     let want = Decimal::parse("17.75").unwrap();
-    let updates = read_until(
-        &kafka,
-        &topics.name(Topic::KpiUpdates),
-        |b| KpiUpdate::from_json(b).unwrap(),
-        |got: &[KpiUpdate]| {
-            got.iter().any(|u| {
-                u.kpi == "gmv"
-                    && u.window.name == "business_day"
-                    && u.window.start == day
-                    && u.numerator == want
-            })
-        },
-    );
+    let updates = gmv_of_nov_2_reaches(&kafka, &want);
     assert!(
         updates
             .iter()
