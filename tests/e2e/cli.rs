@@ -160,6 +160,18 @@ fn get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// Everything an exited `child` (spawned with a piped stderr) wrote to stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 /// A 200 answer.
 fn ok(response: &str) -> bool {
     response
@@ -209,13 +221,7 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = stderr_of(&mut child);
             panic!("the backfill exited ({status}) before serving /metrics:\n{err}");
         }
         // /metrics answers as soon as the endpoint is bound. /readyz waits for the publisher
@@ -298,13 +304,7 @@ fn a_processor_stuck_on_a_silent_broker_exits_within_shutdown_timeout_of_sigterm
         std::thread::sleep(Duration::from_millis(50));
     };
     let took = signalled.elapsed();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(status.code(), Some(3), "{err}");
     assert!(took >= Duration::from_secs(2), "exited after {took:?}");
     assert!(
