@@ -30,6 +30,8 @@ mod amazon_sp_reports;
 mod amazon_sp_reports_api;
 #[path = "e2e/by_hand.rs"]
 mod by_hand;
+#[path = "e2e/chaos.rs"]
+mod chaos;
 #[path = "e2e/cli.rs"]
 mod cli;
 #[path = "e2e/crash.rs"]

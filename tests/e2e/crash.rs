@@ -68,7 +68,7 @@ interval = "300ms"
 }
 
 /// The `[kafka]` and `[metrics]` sections of a member killed and restarted by these tests.
-fn kafka_sections(kafka: &KafkaConfig) -> String {
+pub(crate) fn kafka_sections(kafka: &KafkaConfig) -> String {
     format!(
         r#"
 [kafka]
@@ -153,7 +153,7 @@ struct Stream {
 }
 
 /// The newest revision of every key on the KPI updates topic.
-fn latest_updates(kafka: &KafkaConfig) -> HashMap<String, KpiUpdate> {
+pub(crate) fn latest_updates(kafka: &KafkaConfig) -> HashMap<String, KpiUpdate> {
     let mut latest: HashMap<String, KpiUpdate> = HashMap::new();
     for raw in read_all(kafka, Topic::KpiUpdates) {
         let u = KpiUpdate::from_json(&raw).unwrap();

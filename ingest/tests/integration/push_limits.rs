@@ -68,8 +68,13 @@ async fn until(bound: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A complete, signed `orders/create` delivery; `Connection: close` unless `keep_alive`.
 fn signed_delivery(addr: SocketAddr, event_id: &str, keep_alive: bool) -> Vec<u8> {
+    let sig = signed(&fixture("orders_create.json")).expect("signed");
+    delivery(addr, event_id, keep_alive, &sig)
+}
+
+/// The `orders/create` delivery of [`signed_delivery`] carrying signature `sig`.
+fn delivery(addr: SocketAddr, event_id: &str, keep_alive: bool, sig: &str) -> Vec<u8> {
     let body = fixture("orders_create.json");
-    let sig = signed(&body).expect("signed");
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut req = format!(
         "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\n\
@@ -283,20 +288,32 @@ fn rss_kib() -> u64 {
         .expect("a VmRSS line")
 }
 
+/// Sends `request` on a connection of its own and returns the status line of the answer.
+async fn answer(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // A 413 may come (and the connection close) before the whole request is written.
+    let _ = s.write_all(request).await;
+    let (_, text) = closed_within(&mut s, SLACK).await;
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 #[tokio::test]
-async fn a_few_hundred_stalled_clients_cost_little_memory() {
-    // 300 stalled heads held open (timeouts 30s). Before the server had limits, 450 such
-    // clients grew the process by 166 MB (~370 KiB each); now about 18 KiB each were measured,
-    // and the bound, with room for the tests running beside this one, is 64 KiB each:
+async fn under_stalled_clients_bad_signatures_and_oversize_bodies_valid_deliveries_are_answered_in_little_memory()
+ {
+    // 300 stalled heads held open (timeouts 30s) while 20 deliveries with a bad signature, 20
+    // oversize ones (10 announced, 10 streamed) and 20 valid ones arrive. Before the server had
+    // limits, 450 stalled clients grew the process by 166 MB (~370 KiB each); now about 18 KiB
+    // each were measured, and the bound, with room for the hostile deliveries, is 64 KiB each:
     // 300 × 64 KiB = 19200 KiB.
     const CLIENTS: usize = 300;
+    const EACH: usize = 20;
     // The resident set is the whole process's: measured in a process of its own (this test
     // alone), since the tests running beside it in this one allocate too.
     if std::env::var_os("KPIFLOW_RSS_ALONE").is_none() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "integration::push_limits::a_few_hundred_stalled_clients_cost_little_memory",
+                "integration::push_limits::under_stalled_clients_bad_signatures_and_oversize_bodies_valid_deliveries_are_answered_in_little_memory",
                 "--test-threads=1",
             ])
             .env("KPIFLOW_RSS_ALONE", "1")
@@ -311,13 +328,32 @@ async fn a_few_hundred_stalled_clients_cost_little_memory() {
         return;
     }
     let r = receiver(limits(30_000, 30_000, 30_000, 512)).await;
-    // Warm up one full delivery so first-use allocations are not counted.
-    let mut s = TcpStream::connect(r.addr).await.unwrap();
-    s.write_all(&signed_delivery(r.addr, "e-warm", false))
-        .await
-        .unwrap();
-    closed_within(&mut s, SLACK).await;
-    until(SLACK, "warm-up connection closed", || {
+    // Warm up every kind of answer once so first-use allocations are not counted.
+    let bad_signature = |id: &str| delivery(r.addr, id, false, "bm90IHRoZSBzaWduYXR1cmU=");
+    let announced = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000\r\n\r\n",
+        r.addr
+    )
+    .into_bytes();
+    let mut streamed = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n4e20\r\n",
+        r.addr
+    )
+    .into_bytes();
+    streamed.extend(std::iter::repeat_n(b'x', 20_000));
+    streamed.extend_from_slice(b"\r\n");
+    assert!(
+        answer(r.addr, &signed_delivery(r.addr, "e-warm", false))
+            .await
+            .contains(" 200 ")
+    );
+    assert!(
+        answer(r.addr, &bad_signature("e-warm-bad"))
+            .await
+            .contains(" 401 ")
+    );
+    assert!(answer(r.addr, &announced).await.contains(" 413 "));
+    until(SLACK, "warm-up connections closed", || {
         r.hook.stats().connections_open == 0
     })
     .await;
@@ -330,10 +366,43 @@ async fn a_few_hundred_stalled_clients_cost_little_memory() {
         r.hook.stats().connections_open == CLIENTS as u64
     })
     .await;
+    // Interleaved, each on a connection of its own, while the stalled ones stay open.
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..EACH {
+        for request in [
+            bad_signature(&format!("e-bad-{i}")),
+            if i % 2 == 0 {
+                announced.clone()
+            } else {
+                streamed.clone()
+            },
+            signed_delivery(r.addr, &format!("e-valid-{i}"), false),
+        ] {
+            *statuses.entry(answer(r.addr, &request).await).or_default() += 1;
+        }
+    }
     let grown = rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB for {CLIENTS} stalled clients and 60 deliveries");
+    assert_eq!(
+        statuses,
+        [
+            ("HTTP/1.1 200 OK".to_string(), EACH),
+            ("HTTP/1.1 401 Unauthorized".to_string(), EACH),
+            ("HTTP/1.1 413 Payload Too Large".to_string(), EACH),
+        ]
+        .into(),
+    );
+    let stats = r.hook.stats();
+    // The warm-up delivery and the 20 valid ones, each published once.
+    assert_eq!(stats.published, 1 + EACH as u64);
+    assert_eq!(
+        stats.connections_open, CLIENTS as u64,
+        "the stalled clients are still held (the timeouts are 30 s)"
+    );
     assert!(
         grown < (CLIENTS as u64) * 64,
-        "RSS grew by {grown} KiB for {CLIENTS} stalled clients"
+        "RSS grew by {grown} KiB for {CLIENTS} stalled clients and {} hostile deliveries",
+        2 * EACH
     );
     drop(clients);
     until(SLACK, "stalled clients gone", || {
