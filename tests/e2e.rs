@@ -16,7 +16,6 @@ use kpiflow_processor::ProcessorConfig;
 use kpiflow_processor::rule::threshold::ThresholdRuleConfig;
 use kpiflow_schemas::{CancelledBy, Event, EventBody, RuleOp, Severity, Topic};
 use kpiflow_sink::SinkConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
@@ -64,10 +63,14 @@ mod shopify_fulfilments;
 mod shopify_returns;
 #[path = "e2e/tiktok_shop_returns.rs"]
 mod tiktok_shop_returns;
+#[path = "../processor/tests/integration/topics.rs"]
+mod topics;
 #[path = "e2e/tracking.rs"]
 mod tracking;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
+
+use topics::read_all;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
@@ -593,51 +596,6 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
 }
 
 /// Every record of `topic` from its start; the topic must be quiet (nothing written any more).
-fn read_all(kafka: &KafkaConfig, topic: Topic) -> Vec<Vec<u8>> {
-    use rdkafka::message::Message;
-    use rdkafka::{Offset, TopicPartitionList};
-    let name = kafka.topics().name(topic);
-    let mut cfg = kafka.client_config().unwrap();
-    cfg.set("group.id", format!("{}-read-all", kafka.topic_prefix))
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = cfg.create().unwrap();
-    let meta = consumer
-        .fetch_metadata(Some(&name), Duration::from_secs(10))
-        .unwrap();
-    let mut ends = HashMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in meta.topics()[0].partitions() {
-        let (low, high) = consumer
-            .fetch_watermarks(&name, p.id(), Duration::from_secs(10))
-            .unwrap();
-        if high > low {
-            ends.insert(p.id(), high);
-            list.add_partition_offset(&name, p.id(), Offset::Beginning)
-                .unwrap();
-        }
-    }
-    consumer.assign(&list).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "{name} not read to its end: {ends:?}"
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            out.push(m.payload().unwrap_or_default().to_vec());
-            if ends
-                .get(&m.partition())
-                .is_some_and(|end| m.offset() + 1 >= *end)
-            {
-                ends.remove(&m.partition());
-            }
-        }
-    }
-    out
-}
-
 /// Runs `tests/oracle/oracle.py` over the events as published and every KPI update streamed,
 /// minus the events the processor dead-lettered, and asserts it finds no difference.
 fn assert_oracle_agrees(kafka: &KafkaConfig, events: &[Event], kpis: &[String]) {

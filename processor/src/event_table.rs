@@ -388,18 +388,39 @@ impl<'e> Row<'e> {
         self.cells[column_index(name)] = Some(cell);
     }
 
+    /// A text column; a value beyond the bounds is named by its field on the wire: a header
+    /// field as it is, a payload field as `payload.<name>`.
     fn str(&mut self, name: &str, v: &'e str) {
+        const HEADER: [&str; 8] = [
+            "event_id",
+            "schema",
+            "source",
+            "shop",
+            "channel",
+            "marketplace",
+            "sku",
+            "source_tz",
+        ];
         if v.len() > self.bounds.max_text_bytes {
-            let max = self.bounds.max_text_bytes;
-            self.beyond(name, || {
-                let start: String = v.chars().take(32).collect();
-                format!(
-                    "{} bytes long ({start:?}…); at most {max} are accepted (processor.bounds.max_text_bytes)",
-                    v.len()
-                )
-            });
+            if HEADER.contains(&name) {
+                self.too_long(name, v);
+            } else {
+                self.too_long(&format!("payload.{name}"), v);
+            }
         }
         self.set(name, Cell::Str(v));
+    }
+
+    /// Notes that the text of `field` is beyond `max_text_bytes`.
+    fn too_long(&mut self, field: &str, v: &str) {
+        let max = self.bounds.max_text_bytes;
+        self.beyond(field, || {
+            let start: String = v.chars().take(32).collect();
+            format!(
+                "{} bytes long ({start:?}…); at most {max} are accepted (processor.bounds.max_text_bytes)",
+                v.len()
+            )
+        });
     }
 
     fn opt_str(&mut self, name: &str, v: &'e Option<String>) {
@@ -457,7 +478,10 @@ impl<'e> Row<'e> {
 
     fn money(&mut self, name: &str, m: &'e Money, field: &str) -> Result<(), RowError> {
         self.dec(name, m.amount, &format!("{field}.amount"))?;
-        self.str("currency", &m.currency);
+        if m.currency.len() > self.bounds.max_text_bytes {
+            self.too_long(&format!("{field}.currency"), &m.currency);
+        }
+        self.set("currency", Cell::Str(&m.currency));
         Ok(())
     }
 

@@ -464,164 +464,109 @@ async fn event_topics_with_different_partition_counts_stop_the_processor_naming_
     );
 }
 
-/// A hostile-input corpus in the middle of a reference stream: each hostile record is one
-/// dead letter with its kind and the field named, the processor goes on, and the reference
-/// shop's GMV is what its valid orders give.
+/// The hostile-input corpus (`processor/fixtures/hostile/`, one record a file, plus a
+/// generated 300 KB record) published on `events.orders` in the middle of a simulated
+/// reference stream: each hostile record is one dead letter with its kind and the field and
+/// value named, the processor goes on, and every KPI key of the reference shops has exactly
+/// the value of a clean run of the same stream without them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_records_are_each_one_dead_letter_and_the_reference_counts_stay_exact() {
-    let mut kafka = kafka();
-    // One partition: ownership (tested above) is not what this corpus is about.
-    kafka.partitions = 1;
-    kafka.ensure_topics().await.unwrap();
-    let topics = kafka.topics();
-    let orders = topics.name(Topic::Orders);
-    let producer = kafka.producer().unwrap();
-    let valid = |id: &str, at: &str, amount: &str| -> serde_json::Value {
-        serde_json::from_slice(&placed(id, at, amount).to_json()).unwrap()
-    };
-    let edit = |id: &str, f: &dyn Fn(&mut serde_json::Value)| -> Vec<u8> {
-        let mut v = valid(id, "2026-11-02T18:30:00Z", "1.00");
-        f(&mut v);
-        serde_json::to_vec(&v).unwrap()
-    };
-    let whole = placed("h-ok", "2026-11-02T18:30:00Z", "1.00").to_json();
+async fn hostile_records_are_each_one_dead_letter_and_every_reference_kpi_equals_the_clean_run() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
+    let manifest = std::fs::read_to_string(dir.join("corpus.tsv")).unwrap();
     // (record, dead-letter kind, substrings of the reason), in publishing order.
-    let hostile: Vec<(Vec<u8>, &str, Vec<&str>)> = vec![
-        (whole[..whole.len() / 2].to_vec(), "invalid", vec!["EOF"]),
-        (vec![0xff, 0xfe, b'{'], "invalid", vec!["not UTF-8"]),
-        (Vec::new(), "invalid", vec![]),
-        (
-            edit("h-nan", &|v| v["payload"]["total"]["amount"] = "NaN".into()),
-            "invalid",
-            vec!["`payload.total.amount`", "\"NaN\""],
-        ),
-        (
-            edit("h-1e400", &|v| {
-                v["payload"]["total"]["amount"] = "1e400".into()
-            }),
-            "invalid",
-            vec!["`payload.total.amount`", "\"1e400\""],
-        ),
-        (
-            edit("h-huge", &|v| {
-                v["payload"]["total"]["amount"] = "100000000000000000000000".into()
-            }),
-            "implausible",
-            vec!["`payload.total.amount`", "100000000000000000000000"],
-        ),
-        (
-            edit("h-neg", &|v| v["payload"]["units"] = (-3).into()),
-            "invalid",
-            vec!["`payload.units`"],
-        ),
-        (
-            edit("h-schema", &|v| v["schema"] = "order.teleported".into()),
-            "invalid",
-            vec!["order.teleported"],
-        ),
-        (
-            edit("h-version", &|v| v["schema_version"] = 99.into()),
-            "invalid",
-            vec!["99"],
-        ),
-        (
-            edit("h-1970", &|v| {
-                v["event_time"] = "1970-01-01T00:00:00Z".into()
-            }),
-            "implausible",
-            vec!["1970-01-01"],
-        ),
-        (
-            edit("h-9999", &|v| {
-                v["event_time"] = "9999-12-31T23:59:59Z".into()
-            }),
-            "implausible",
-            vec!["9999-12-31"],
-        ),
-        (
-            edit("h-missing", &|v| {
-                v["payload"].as_object_mut().unwrap().remove("order_id");
-            }),
-            "invalid",
-            vec!["order_id"],
-        ),
-        (
-            edit("h-longshop", &|v| v["shop"] = "s".repeat(10_000).into()),
-            "implausible",
-            vec!["`shop`"],
-        ),
-        (
-            {
-                let text =
-                    String::from_utf8(placed("h-dup", "2026-11-02T18:30:00Z", "1.00").to_json())
-                        .unwrap();
-                format!(r#"{{"event_id":"h-dup2",{}"#, &text[1..]).into_bytes()
-            },
-            "invalid",
-            vec!["duplicate field `event_id`"],
-        ),
-        (
-            {
-                let mut big = br#"{"event_id":"h-big","pad":""#.to_vec();
-                big.resize(300_000, b'x');
-                big.extend_from_slice(br#""}"#);
-                big
-            },
-            "invalid",
-            vec![],
-        ),
-    ];
-    // The reference: 10.00 before, 5.50 after, and one order with an extra field (accepted:
-    // unknown fields are ignored) 2.25 in the middle.
-    send(
-        &producer,
-        &orders,
-        &placed("r1", "2026-11-02T18:00:00Z", "10.00").to_json(),
-    )
-    .await;
-    for (record, _, _) in &hostile[..7] {
-        send(&producer, &orders, record).await;
-    }
-    let mut extra = valid("r2", "2026-11-02T18:40:00Z", "2.25");
-    extra["payload"]["gift_wrap"] = true.into();
-    send(&producer, &orders, &serde_json::to_vec(&extra).unwrap()).await;
-    for (record, _, _) in &hostile[7..] {
-        send(&producer, &orders, record).await;
-    }
-    send(
-        &producer,
-        &orders,
-        &placed("r3", "2026-11-02T19:00:00Z", "5.50").to_json(),
-    )
-    .await;
+    let mut hostile: Vec<(String, Vec<u8>, String, Vec<String>)> = manifest
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut cols = l.split('\t');
+            let file = cols.next().unwrap().to_string();
+            let kind = cols.next().unwrap().to_string();
+            let parts = cols.filter(|p| !p.is_empty()).map(String::from).collect();
+            let record = std::fs::read(dir.join(&file)).unwrap();
+            (file, record, kind, parts)
+        })
+        .collect();
+    assert_eq!(hostile.len(), 21, "corpus.tsv lists every file");
+    let mut big = br#"{"event_id":"h-big","pad":""#.to_vec();
+    big.resize(300_000, b'x');
+    big.extend_from_slice(br#""}"#);
+    hostile.push(("generated 300 KB".into(), big, "invalid".into(), Vec::new()));
 
-    let (_state, stop, task) = start(&kafka);
-    let letters = read_until(
-        &kafka,
-        &topics.name(Topic::DeadLetter),
-        |b| serde_json::from_slice::<DeadLetter>(b).unwrap(),
-        |got: &[DeadLetter]| got.len() >= hostile.len(),
+    // The reference: two simulated shops over two days, shop-001 (Amazon) among them.
+    let sim = kpiflow_ingest::connectors::simulator::SimulatorConfig {
+        seed: 9,
+        shops: 2,
+        days: 2,
+        orders_per_shop_per_day: 40,
+        late_rate: 0.0,
+        ..Default::default()
+    };
+    let events = kpiflow_ingest::connectors::simulator::generate(
+        &sim,
+        "2026-11-02T08:00:00Z".parse().unwrap(),
     );
-    // 10.00 + 2.25 + 5.50 = 17.75 on the Pacific day of Nov 2.
-    let want = Decimal::parse("17.75").unwrap();
-    let updates = gmv_of_nov_2_reaches(&kafka, &want);
-    assert!(
-        updates
+    let half = events.len() / 2;
+    // One valid order of shop-001 carries a field the schema lacks: unknown fields are
+    // ignored, so it counts, as its plain copy counts in the clean run.
+    let extra = placed("h-extra", "2026-11-02T18:40:00Z", "2.25");
+    let mut with_field: serde_json::Value = serde_json::from_slice(&extra.to_json()).unwrap();
+    with_field["payload"]["gift_wrap"] = true.into();
+    let with_field = serde_json::to_vec(&with_field).unwrap();
+
+    // Both runs on one partition: ownership (tested above) is not what this corpus is about.
+    let run = |records: Vec<(Topic, Vec<u8>)>| async move {
+        let mut kafka = kafka();
+        kafka.partitions = 1;
+        kafka.ensure_topics().await.unwrap();
+        let producer = kafka.producer().unwrap();
+        for (topic, record) in &records {
+            send(&producer, &kafka.topics().name(*topic), record).await;
+        }
+        let (_state, stop, task) = start(&kafka);
+        caught_up(&kafka, &format!("{}-processor", kafka.topic_prefix)).await;
+        topics::outputs_settle(&kafka, Duration::from_secs(2)).await;
+        assert!(!task.is_finished(), "the processor stopped");
+        stop.cancel();
+        let stats = task.await.unwrap().unwrap();
+        (kafka, stats)
+    };
+    let as_records = |events: &[Event]| -> Vec<(Topic, Vec<u8>)> {
+        events
             .iter()
-            .all(|u| u.kpi != "gmv" || u.numerator <= want),
-        "a hostile amount reached GMV"
+            .map(|e| (e.body.topic(), e.to_json()))
+            .collect()
+    };
+    let mut clean = as_records(&events[..half]);
+    clean.push((Topic::Orders, extra.to_json()));
+    clean.extend(as_records(&events[half..]));
+    let mut attacked = as_records(&events[..half]);
+    let (before, after) = hostile.split_at(hostile.len() / 2);
+    attacked.extend(before.iter().map(|h| (Topic::Orders, h.1.clone())));
+    attacked.push((Topic::Orders, with_field));
+    attacked.extend(after.iter().map(|h| (Topic::Orders, h.1.clone())));
+    attacked.extend(as_records(&events[half..]));
+
+    let (clean, clean_stats) = run(clean).await;
+    let (attacked, stats) = run(attacked).await;
+    assert_eq!(
+        clean_stats.dead_lettered, 0,
+        "the reference stream is clean"
     );
-    assert!(!task.is_finished(), "the processor stopped");
-    stop.cancel();
-    let stats = task.await.unwrap().unwrap();
-    assert_eq!(letters.len(), hostile.len());
+
+    // Every hostile record is one dead letter, in order, with its kind and reason.
+    let letters: Vec<DeadLetter> = topics::read_all(&attacked, Topic::DeadLetter)
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect();
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(letters.len(), hostile.len(), "{reasons:#?}");
     assert_eq!(stats.dead_lettered, hostile.len() as u64);
-    for (i, (letter, (_, kind, parts))) in letters.iter().zip(&hostile).enumerate() {
-        assert_eq!(letter.reason_kind, *kind, "record {i}: {}", letter.reason);
+    for (letter, (file, _, kind, parts)) in letters.iter().zip(&hostile) {
+        assert_eq!(&letter.reason_kind, kind, "{file}: {}", letter.reason);
         for part in parts {
             assert!(
-                letter.reason.contains(part),
-                "record {i}: {part:?} not in {}",
+                letter.reason.contains(part.as_str()),
+                "{file}: {part:?} not in {}",
                 letter.reason
             );
         }
@@ -630,6 +575,40 @@ async fn hostile_records_are_each_one_dead_letter_and_the_reference_counts_stay_
     let big = letters.last().unwrap();
     assert!(big.payload_truncated);
     assert_eq!(big.payload_bytes, Some(300_002));
+
+    // Every KPI key of the clean run, with the same value, and no other key.
+    let latest = |kafka: &KafkaConfig| -> std::collections::BTreeMap<String, String> {
+        let mut newest = std::collections::BTreeMap::<String, KpiUpdate>::new();
+        for raw in topics::read_all(kafka, Topic::KpiUpdates) {
+            let u = KpiUpdate::from_json(&raw).unwrap();
+            if newest.get(&u.key()).is_none_or(|o| u.revision > o.revision) {
+                newest.insert(u.key(), u);
+            }
+        }
+        newest
+            .into_iter()
+            .map(|(k, u)| (k, format!("{} / {:?}", u.numerator, u.denominator)))
+            .collect()
+    };
+    let (want, got) = (latest(&clean), latest(&attacked));
+    assert!(want.len() > 1000, "only {} KPI keys", want.len());
+    let differing: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {:?}, clean {v}", got.get(k)))
+        .chain(
+            got.keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| format!("{k}: not in the clean run")),
+        )
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} keys differ, e.g. {:#?}",
+        differing.len(),
+        want.len(),
+        &differing[..differing.len().min(5)]
+    );
 }
 
 /// Waits until `group` has committed the end of every event partition.
@@ -971,3 +950,5 @@ mod oracle_cli;
 mod scenario_file;
 #[path = "integration/scenarios.rs"]
 mod scenarios;
+#[path = "integration/topics.rs"]
+mod topics;

@@ -229,37 +229,6 @@ fn inputs(kafka: &KafkaConfig) -> Vec<String> {
     Topic::EVENTS.iter().map(|t| topics.name(*t)).collect()
 }
 
-/// Waits until `kafka`'s output topics have not grown for `quiet`: the processors publish the
-/// last windows once their partitions have been idle for `processor.idle_timeout` (1 s here),
-/// after they read the end of their input.
-async fn until_outputs_settle(kafka: &KafkaConfig, quiet: Duration) {
-    let outputs = [Topic::KpiUpdates, Topic::Breaches].map(|t| kafka.topics().name(t));
-    let ends = || -> Vec<i64> {
-        tokio::task::block_in_place(|| {
-            kafka
-                .group_lag("chaos-ends", &outputs, Duration::from_secs(10))
-                .unwrap()
-                .iter()
-                .map(|p| p.end)
-                .collect()
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut last, mut since) = (ends(), Instant::now());
-    while since.elapsed() < quiet {
-        assert!(
-            Instant::now() < deadline,
-            "the outputs of {} never settled",
-            kafka.topic_prefix
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = ends();
-        if now != last {
-            (last, since) = (now, Instant::now());
-        }
-    }
-}
-
 /// The distinct `(breach_id, state)` pairs on the breaches topic, checking that per rule and
 /// scope they alternate firing / resolved; and how many records carried them (a replay after
 /// a kill repeats a transition, which readers de-duplicate on that pair).
@@ -389,7 +358,7 @@ async fn chaos_kills_a_broker_restart_and_a_rebalance_lose_and_double_nothing() 
         Duration::from_secs(600),
     )
     .await;
-    until_outputs_settle(&kafka, Duration::from_secs(3)).await;
+    super::topics::outputs_settle(&kafka, Duration::from_secs(3)).await;
     let outputs = [Topic::KpiUpdates, Topic::Breaches].map(|t| kafka.topics().name(t));
     wait_until_consumed(
         &kafka,
@@ -420,7 +389,7 @@ async fn chaos_kills_a_broker_restart_and_a_rebalance_lose_and_double_nothing() 
         Duration::from_secs(600),
     )
     .await;
-    until_outputs_settle(&clean, Duration::from_secs(3)).await;
+    super::topics::outputs_settle(&clean, Duration::from_secs(3)).await;
     processor.stop();
     let clean_took = started.elapsed();
 
