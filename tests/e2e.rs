@@ -303,6 +303,57 @@ async fn rows(dir: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Sends SIGTERM to `child`, as an orchestrator stops it, and waits for its exit.
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {}", child.id());
+    child.wait().unwrap()
+}
+
+/// The simulator's stream with the late-shipment spike the end-to-end rule (`lsr_high`)
+/// fires on: on shop-003 (Shopify: its own warehouse and a 3PL, all seller-fulfilled), whose
+/// own orders are due within 2 days, half of the orders due on day 1 ship late. (An Amazon
+/// shop ships most orders through FBA, outside the late shipment rate, and 3PL orders are due
+/// days later.) 2 % duplicates, 3 % late deliveries.
+fn spiked_stream(
+    seed: u64,
+    shops: u32,
+    days: u32,
+    orders_per_shop_per_day: u32,
+) -> SimulatorConfig {
+    SimulatorConfig {
+        seed,
+        shops,
+        days,
+        orders_per_shop_per_day,
+        duplicate_rate: 0.02,
+        late_rate: 0.03,
+        anomalies: vec![Anomaly::LateShipmentSpike {
+            shop: 2,
+            day: 1,
+            late_share: 0.5,
+            hours: 24,
+        }],
+        ..SimulatorConfig::default()
+    }
+}
+
+/// The late-shipment rule of the end-to-end runs, as `[[processor.rules]]` TOML.
+const LSR_RULE: &str = r#"
+[[processor.rules]]
+id = "lsr_high"
+kpi = "late_shipment_rate"
+window = "rolling_24h"
+op = "above"
+threshold = 0.10
+resolve_at = 0.06
+min_denominator = 20
+severity = "critical"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_and_resolves() {
     let test_started = Instant::now();
@@ -314,24 +365,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     .unwrap();
     // Pacific midnight on 2026-11-01, the day US Pacific time falls back (a 25-hour day).
     let start: DateTime<Utc> = "2026-11-01T07:00:00Z".parse().unwrap();
-    let sim = SimulatorConfig {
-        seed: 7,
-        shops: 4,
-        days: 4,
-        orders_per_shop_per_day: 150,
-        duplicate_rate: 0.02,
-        late_rate: 0.03,
-        // On shop-003 (Shopify: its own warehouse and a 3PL, all seller-fulfilled), whose own
-        // orders are due within 2 days; an Amazon shop ships most orders through FBA, outside
-        // the late shipment rate, and 3PL orders are due days later.
-        anomalies: vec![Anomaly::LateShipmentSpike {
-            shop: 2,
-            day: 1,
-            late_share: 0.5,
-            hours: 24,
-        }],
-        ..SimulatorConfig::default()
-    };
+    let sim = spiked_stream(7, 4, 4, 150);
     let events = generate(&sim, start);
     let ids: HashSet<&str> = events.iter().map(|e| e.header.event_id.as_str()).collect();
     assert!(

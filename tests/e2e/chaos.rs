@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use kpiflow_core::KafkaConfig;
-use kpiflow_ingest::connectors::simulator::{Anomaly, Simulator, SimulatorConfig};
+use kpiflow_ingest::connectors::simulator::{Simulator, SimulatorConfig};
 use kpiflow_ingest::publish::KafkaPublisher;
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
 use rand::Rng;
@@ -107,11 +107,7 @@ impl Role {
     /// SIGTERM, and the clean exit it must give.
     fn stop(mut self) {
         self.running();
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
+        let status = super::terminate(&mut self.child);
         assert!(
             status.success(),
             "{} {} did not stop cleanly on SIGTERM: {status}",
@@ -153,17 +149,7 @@ group_id = "{prefix}-processor"
 instance_id = "env:KPIFLOW_INSTANCE"
 flush_interval = "200ms"
 idle_timeout = "1s"
-
-[[processor.rules]]
-id = "lsr_high"
-kpi = "late_shipment_rate"
-window = "rolling_24h"
-op = "above"
-threshold = 0.10
-resolve_at = 0.06
-min_denominator = 20
-severity = "critical"
-
+{rule}
 [processor.checkpoint]
 dir = "{state}"
 interval = "300ms"
@@ -174,6 +160,7 @@ group_id = "{prefix}-sink"
 roll_interval = "300ms"
 "#,
         kafka = kafka_sections(kafka),
+        rule = super::LSR_RULE,
         state = dir.join("state").display(),
         tables = dir.join("tables").display(),
     );
@@ -232,7 +219,7 @@ fn inputs(kafka: &KafkaConfig) -> Vec<String> {
 /// The distinct `(breach_id, state)` pairs on the breaches topic, checking that per rule and
 /// scope they alternate firing / resolved; and how many records carried them (a replay after
 /// a kill repeats a transition, which readers de-duplicate on that pair).
-fn transitions(kafka: &KafkaConfig) -> (BTreeSet<(String, String)>, usize) {
+pub(crate) fn transitions(kafka: &KafkaConfig) -> (BTreeSet<(String, String)>, usize) {
     let raw = read_all(kafka, Topic::Breaches);
     let mut seen = BTreeSet::new();
     let mut open: HashMap<String, String> = HashMap::new();
@@ -296,22 +283,7 @@ async fn chaos_kills_a_broker_restart_and_a_rebalance_lose_and_double_nothing() 
     let data = tempfile::tempdir().unwrap();
     let bootstrap = broker("start", port, data.path());
     let _stop = StopBroker(port, data.path().to_path_buf());
-    let sim = SimulatorConfig {
-        seed: 23,
-        shops: knobs.shops,
-        days: knobs.days,
-        orders_per_shop_per_day: knobs.orders,
-        duplicate_rate: 0.02,
-        late_rate: 0.03,
-        anomalies: vec![Anomaly::LateShipmentSpike {
-            // shop-003 (Shopify): seller-fulfilled orders due within 2 days.
-            shop: 2,
-            day: 1,
-            late_share: 0.5,
-            hours: 24,
-        }],
-        ..SimulatorConfig::default()
-    };
+    let sim = super::spiked_stream(23, knobs.shops, knobs.days, knobs.orders);
     let events = kpiflow_ingest::connectors::simulator::generate(&sim, start_at());
 
     // The chaos run: processor member-0 and a sink from the start, member-1 joining after a

@@ -11,7 +11,7 @@ use kpiflow_core::KafkaConfig;
 use kpiflow_core::storage::{Location, StoreOptions};
 use kpiflow_ingest::connectors::simulator::{Simulator, SimulatorConfig, generate};
 use kpiflow_ingest::publish::KafkaPublisher;
-use kpiflow_schemas::{BreachEvent, KpiUpdate, Topic};
+use kpiflow_schemas::{KpiUpdate, Topic};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -44,17 +44,7 @@ group_id = "{group}"
 kpis = {kpis:?}
 flush_interval = "200ms"
 idle_timeout = "1s"
-
-[[processor.rules]]
-id = "lsr_high"
-kpi = "late_shipment_rate"
-window = "rolling_24h"
-op = "above"
-threshold = 0.10
-resolve_at = 0.06
-min_denominator = 20
-severity = "critical"
-
+{rule}
 [processor.checkpoint]
 dir = "{state}"
 interval = "300ms"
@@ -62,6 +52,7 @@ interval = "300ms"
 [processor.checkpoint.object_store]
 {options}"#,
         kafka = kafka_sections(kafka),
+        rule = super::LSR_RULE,
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -201,24 +192,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let sim = SimulatorConfig {
-        seed: 11,
-        shops: 4,
-        days: 3,
-        orders_per_shop_per_day: 80,
-        duplicate_rate: 0.02,
-        late_rate: 0.03,
-        anomalies: vec![
-            // shop-003 (Shopify): seller-fulfilled orders due within 2 days.
-            kpiflow_ingest::connectors::simulator::Anomaly::LateShipmentSpike {
-                shop: 2,
-                day: 1,
-                late_share: 0.5,
-                hours: 24,
-            },
-        ],
-        ..SimulatorConfig::default()
-    };
+    let sim = super::spiked_stream(11, 4, 3, 80);
     // The stream runs for about 12 s while processors are killed.
     let Stream {
         kafka,
@@ -245,11 +219,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
     wait_until_consumed(&kafka, &group, &inputs, Duration::from_secs(240)).await;
-    Command::new("kill")
-        .args(["-TERM", &last.id().to_string()])
-        .status()
-        .unwrap();
-    let status = last.wait().unwrap();
+    let status = super::terminate(&mut last);
     assert!(
         status.success(),
         "the last processor stops cleanly on SIGTERM: {status:?}"
@@ -268,30 +238,7 @@ async fn processors_killed_mid_stream_lose_nothing_and_count_nothing_twice() {
 
     // Breaches: after collapsing repeats of the same (breach id, state), every scope's
     // breaches alternate firing / resolved, each resolution closing the open breach.
-    let mut seen = std::collections::HashSet::new();
-    let mut open: HashMap<String, String> = HashMap::new();
-    for raw in read_all(&kafka, Topic::Breaches) {
-        let b = BreachEvent::from_json(&raw).unwrap();
-        if !seen.insert((b.breach_id.clone(), b.state)) {
-            continue;
-        }
-        let key = format!("{}|{}", b.rule, b.scope);
-        match b.state {
-            kpiflow_schemas::BreachState::Firing => {
-                assert!(
-                    open.insert(key.clone(), b.breach_id.clone()).is_none(),
-                    "{key} fired twice"
-                );
-            }
-            kpiflow_schemas::BreachState::Resolved => {
-                assert_eq!(
-                    open.remove(&key),
-                    Some(b.breach_id.clone()),
-                    "{key} resolved a breach that was not open"
-                );
-            }
-        }
-    }
+    let (seen, _) = super::chaos::transitions(&kafka);
     assert!(!seen.is_empty(), "the late-shipment spike opens a breach");
 }
 
@@ -352,11 +299,7 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
     wait_until_consumed(&kafka, &group, &inputs, Duration::from_secs(240)).await;
     for m in &mut members[1..] {
-        Command::new("kill")
-            .args(["-TERM", &m.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(m.wait().unwrap().success());
+        assert!(super::terminate(m).success());
     }
     // The survivors took over the dead member's partition, restoring its checkpoint.
     let took_over = (1..3).any(|i| {
@@ -659,12 +602,8 @@ roll_interval = "100ms"
                 Duration::from_secs(120),
             )
             .await;
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
             assert!(
-                child.wait().unwrap().success(),
+                super::terminate(&mut child).success(),
                 "the last sink stops cleanly"
             );
             break;

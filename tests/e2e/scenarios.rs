@@ -102,11 +102,7 @@ impl Process {
 
     /// SIGTERM, as an orchestrator stops it; it must exit cleanly.
     fn stop(mut self) -> String {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
+        let status = super::terminate(&mut self.child);
         assert!(
             status.success(),
             "kpiflow process stops cleanly on SIGTERM ({status:?}); its log:\n{}",

@@ -128,6 +128,24 @@ async fn stalled_head(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A request head announcing a body of 1,000,000,000 bytes (`Content-Length`), no body.
+fn announced_oversize(addr: SocketAddr) -> Vec<u8> {
+    format!("POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000000000\r\n\r\n")
+        .into_bytes()
+}
+
+/// A chunked request with no `Content-Length` whose first chunk, 20,000 bytes (0x4e20),
+/// passes the 16,384-byte limit of [`config`], and whose body never ends.
+fn streamed_oversize(addr: SocketAddr) -> Vec<u8> {
+    let mut req = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n4e20\r\n"
+    )
+    .into_bytes();
+    req.extend(std::iter::repeat_n(b'x', 20_000));
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
 #[tokio::test]
 async fn a_stalled_request_head_is_closed_within_header_read_timeout() {
     // idle 1s = header 1s would race two timers; the idle watchdog leaves a started head to
@@ -195,11 +213,7 @@ async fn an_announced_oversize_body_gets_413_before_it_is_sent() {
     // 408 after the 30s body timeout, so a 413 within the slack was decided from the header.
     let r = receiver(limits(30_000, 30_000, 30_000, 16)).await;
     let mut s = TcpStream::connect(r.addr).await.unwrap();
-    let head = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000\r\n\r\n",
-        r.addr
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&announced_oversize(r.addr)).await.unwrap();
     let (_, text) = closed_within(&mut s, SLACK).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
     let stats = r.hook.stats();
@@ -214,14 +228,7 @@ async fn a_streamed_body_is_cut_at_max_body_bytes() {
     // body never ends; the answer comes at the limit, not at the 30s body timeout.
     let r = receiver(limits(30_000, 30_000, 30_000, 16)).await;
     let mut s = TcpStream::connect(r.addr).await.unwrap();
-    let mut req = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n4e20\r\n",
-        r.addr
-    )
-    .into_bytes();
-    req.extend(std::iter::repeat_n(b'x', 20_000));
-    req.extend_from_slice(b"\r\n");
-    s.write_all(&req).await.unwrap();
+    s.write_all(&streamed_oversize(r.addr)).await.unwrap();
     let (_, text) = closed_within(&mut s, SLACK).await;
     assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
     assert_eq!(r.hook.stats().refused.get("too_large"), Some(&1));
@@ -330,18 +337,7 @@ async fn under_stalled_clients_bad_signatures_and_oversize_bodies_valid_deliveri
     let r = receiver(limits(30_000, 30_000, 30_000, 512)).await;
     // Warm up every kind of answer once so first-use allocations are not counted.
     let bad_signature = |id: &str| delivery(r.addr, id, false, "bm90IHRoZSBzaWduYXR1cmU=");
-    let announced = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000\r\n\r\n",
-        r.addr
-    )
-    .into_bytes();
-    let mut streamed = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n4e20\r\n",
-        r.addr
-    )
-    .into_bytes();
-    streamed.extend(std::iter::repeat_n(b'x', 20_000));
-    streamed.extend_from_slice(b"\r\n");
+    let (announced, streamed) = (announced_oversize(r.addr), streamed_oversize(r.addr));
     assert!(
         answer(r.addr, &signed_delivery(r.addr, "e-warm", false))
             .await
