@@ -30,7 +30,7 @@ use crate::config::CheckpointConfig;
 
 /// Bumped when the file layout changes; [`decode`] still reads every older format.
 /// 1: no cluster id. 2: adds [`Checkpoint::cluster_id`].
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// One task's durable state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,21 @@ pub struct Checkpoint {
     /// another cluster mean nothing: restoring them on a re-created broker would replay the
     /// new topics on top of the old state and count events twice.
     pub cluster_id: Option<String>,
+    /// How many partitions the event topics had (`None`: unknown, formats 1 and 2). A shop's
+    /// partition is its murmur2 hash modulo this count, so under another count the state
+    /// belongs to other tasks.
+    pub partitions: Option<i32>,
+}
+
+/// Format 2, read for upgrades: the same fields without the partition count.
+#[derive(Deserialize)]
+struct CheckpointV2 {
+    format: u32,
+    partition: i32,
+    offsets: Vec<(String, i64)>,
+    engine: Vec<u8>,
+    written_at: DateTime<Utc>,
+    cluster_id: Option<String>,
 }
 
 /// Format 1, read for upgrades: the same fields without the cluster id.
@@ -71,7 +86,14 @@ impl Checkpoint {
             engine,
             written_at: Utc::now(),
             cluster_id: None,
+            partitions: None,
         }
+    }
+
+    /// The same checkpoint, marked as written while the event topics had `partitions`.
+    pub fn with_partitions(mut self, partitions: i32) -> Checkpoint {
+        self.partitions = Some(partitions);
+        self
     }
 
     /// The same checkpoint, marked as covering offsets of Kafka cluster `cluster_id`.
@@ -138,6 +160,19 @@ fn decode(bytes: &[u8], partition: i32, name: &str) -> Result<Checkpoint, Proces
                 engine: v1.engine,
                 written_at: v1.written_at,
                 cluster_id: None,
+                partitions: None,
+            }
+        }
+        2 => {
+            let v2: CheckpointV2 = postcard::from_bytes(bytes).map_err(undecodable)?;
+            Checkpoint {
+                format: v2.format,
+                partition: v2.partition,
+                offsets: v2.offsets,
+                engine: v2.engine,
+                written_at: v2.written_at,
+                cluster_id: v2.cluster_id,
+                partitions: None,
             }
         }
         _ => postcard::from_bytes::<Checkpoint>(bytes).map_err(undecodable)?,
@@ -339,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn format_1_checkpoints_still_restore_without_a_cluster_id() {
+    fn older_formats_still_restore_without_what_they_lacked() {
         #[derive(Serialize)]
         struct V1<'a> {
             format: u32,
@@ -363,12 +398,43 @@ mod tests {
             (cp.engine, cp.cluster_id, cp.written_at),
             (vec![9, 9], None, at)
         );
-        let v2 = Checkpoint::new(4, vec![], vec![1]).in_cluster(Some("c-1".into()));
-        let back = decode(&encode(&v2), 4, "v2").unwrap();
+        let v3 = Checkpoint::new(4, vec![], vec![1])
+            .in_cluster(Some("c-1".into()))
+            .with_partitions(6);
+        let back = decode(&encode(&v3), 4, "v3").unwrap();
         assert_eq!(back.cluster_id.as_deref(), Some("c-1"));
+        assert_eq!(back.partitions, Some(6));
         assert!(
-            decode(&encode(&v2), 5, "v2").is_err(),
+            decode(&encode(&v3), 5, "v3").is_err(),
             "another partition's file"
+        );
+        // Format 2: a cluster id, no partition count.
+        #[derive(Serialize)]
+        struct V2<'a> {
+            format: u32,
+            partition: i32,
+            offsets: Vec<(&'a str, i64)>,
+            engine: Vec<u8>,
+            written_at: DateTime<Utc>,
+            cluster_id: Option<&'a str>,
+        }
+        let bytes = postcard::to_stdvec(&V2 {
+            format: 2,
+            partition: 4,
+            offsets: vec![("events.orders", 8)],
+            engine: vec![7],
+            written_at: at,
+            cluster_id: Some("c-2"),
+        })
+        .unwrap();
+        let cp = decode(&bytes, 4, "v2").unwrap();
+        assert_eq!(
+            (
+                cp.offset("events.orders"),
+                cp.cluster_id.as_deref(),
+                cp.partitions
+            ),
+            (Some(8), Some("c-2"), None)
         );
     }
 

@@ -105,12 +105,26 @@ impl ConsumerContext for Rebalancer {
         };
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let count = match partition_count(consumer, tpl) {
+                    Ok(count) => count,
+                    Err((problem, retryable)) => {
+                        let _ = self.tx.send(Assignment::Layout(problem, retryable));
+                        return;
+                    }
+                };
                 let mut assigned = Vec::new();
                 let cluster = self.cluster_id.get().cloned().flatten();
                 for p in &partitions {
                     match self.store.load(*p) {
                         Ok(Some(cp)) => {
-                            match check_restorable(consumer, tpl, *p, &cp, cluster.as_deref()) {
+                            match check_restorable(
+                                consumer,
+                                tpl,
+                                *p,
+                                &cp,
+                                cluster.as_deref(),
+                                count,
+                            ) {
                                 Ok(()) => assigned.push((*p, Some(cp))),
                                 Err(problem) => {
                                     let _ = self.tx.send(Assignment::Failed(format!(
@@ -142,13 +156,6 @@ impl ConsumerContext for Rebalancer {
                         .map_or(Offset::Beginning, Offset::Offset);
                     let _ = tpl.set_partition_offset(&topic, p, offset);
                 }
-                let count = match partition_count(consumer, tpl) {
-                    Ok(count) => count,
-                    Err((problem, retryable)) => {
-                        let _ = self.tx.send(Assignment::Layout(problem, retryable));
-                        return;
-                    }
-                };
                 if let Err(e) = consumer.assign(tpl) {
                     let _ = self
                         .tx
@@ -214,6 +221,8 @@ fn partition_count(
 ///
 /// - Another cluster (both ids known and different): its offsets mean nothing here, so the
 ///   processor stops.
+/// - Another partition count (both known): shops moved between partitions, so the state is
+///   other tasks'; the processor stops.
 /// - Past the end: the topic was re-created or truncated since (on the same cluster); its
 ///   offsets mean nothing and restoring would count the new events on top of old state, so
 ///   the processor stops.
@@ -227,7 +236,15 @@ fn check_restorable<C: ConsumerContext>(
     partition: i32,
     cp: &Checkpoint,
     cluster: Option<&str>,
+    partitions: i32,
 ) -> Result<(), String> {
+    if let Some(then) = cp.partitions
+        && then != partitions
+    {
+        return Err(format!(
+            "written when the event topics had {then} partitions, but they have {partitions} now: a shop's partition is murmur2(shop id) modulo the count, so most shops moved and this state belongs to other tasks (restoring it would split shops between tasks that publish competing values). Stop every processor of the group, delete its checkpoints and replay the topics (the README's partitioning contract)"
+        ));
+    }
     if let (Some(theirs), Some(ours)) = (cp.cluster_id.as_deref(), cluster)
         && theirs != ours
     {
@@ -516,7 +533,11 @@ pub async fn run(
                     .collect();
                 let bytes = task.engine.snapshot();
                 written += bytes.len();
-                store.save(&Checkpoint::new(*p, offsets, bytes).in_cluster(cluster.clone()))?;
+                store.save(
+                    &Checkpoint::new(*p, offsets, bytes)
+                        .in_cluster(cluster.clone())
+                        .with_partitions(partitions),
+                )?;
                 task.changed = false;
             }
             if written > 0 {

@@ -803,9 +803,10 @@ async fn object_storage_checkpoints_round_trip_and_refuse_corrupt_objects() {
     );
 }
 
-/// Checkpoints of every partition at orders offset `offset`, written against `cluster`, on
-/// fresh topics: the error the processor stops with at its first assignment.
-async fn refused_checkpoint(offset: i64, cluster: Option<&str>) -> String {
+/// Checkpoints of every partition at orders offset `offset`, written against `cluster` while
+/// the topics had `partitions`, on fresh topics: the error the processor stops with at its
+/// first assignment.
+async fn refused_checkpoint(offset: i64, cluster: Option<&str>, partitions: Option<i32>) -> String {
     let kafka = kafka();
     kafka.ensure_topics().await.unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -821,7 +822,10 @@ async fn refused_checkpoint(offset: i64, cluster: Option<&str>) -> String {
     let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
     for p in 0..kafka.partitions {
         let offsets = vec![(Topic::Orders.suffix().into(), offset)];
-        let cp = Checkpoint::new(p, offsets, Vec::new()).in_cluster(cluster.map(String::from));
+        let mut cp = Checkpoint::new(p, offsets, Vec::new()).in_cluster(cluster.map(String::from));
+        if let Some(n) = partitions {
+            cp = cp.with_partitions(n);
+        }
         store.save(&cp).unwrap();
     }
     let run = kpiflow_processor::run::run(&kafka, &cfg, None, CancellationToken::new());
@@ -837,7 +841,7 @@ async fn refused_checkpoint(offset: i64, cluster: Option<&str>) -> String {
 /// old state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_of_another_cluster_is_refused() {
-    let err = refused_checkpoint(0, Some("elsewhere")).await;
+    let err = refused_checkpoint(0, Some("elsewhere"), None).await;
     assert!(
         err.contains("partition-") && err.contains("written against Kafka cluster \"elsewhere\""),
         "{err}"
@@ -848,11 +852,25 @@ async fn a_checkpoint_of_another_cluster_is_refused() {
     );
 }
 
+/// A checkpoint written while the event topics had another partition count (they were
+/// given more partitions since: most shops moved) is refused with both counts, instead of
+/// restoring state that now belongs to other tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_of_another_partition_count_is_refused() {
+    // The test topics have 3 partitions (the default); the checkpoints say 1.
+    let err = refused_checkpoint(0, None, Some(1)).await;
+    assert!(
+        err.contains("partition-")
+            && err.contains("written when the event topics had 1 partitions, but they have 3 now"),
+        "{err}"
+    );
+}
+
 /// A checkpoint whose offsets lie past the end of its partitions (the topics were re-created
 /// on the same cluster) is refused, with the offset and the partition's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_past_the_end_of_its_topic_is_refused() {
-    let err = refused_checkpoint(1000, None).await;
+    let err = refused_checkpoint(1000, None, None).await;
     assert!(
         err.contains("its offset 1000 for") && err.contains("is past the end of the partition (0)"),
         "{err}"
