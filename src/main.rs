@@ -213,16 +213,20 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-/// Cancels `token` on Ctrl-C or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
-    cancel_on_signal_within(token, None);
-}
+/// How long `kpiflow ingest`, `backfill`, `simulate` and `demo` may take to stop after the
+/// signal: their connectors have no shutdown setting of their own.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Cancels `token` on Ctrl-C or SIGTERM and, with a `grace`, exits the process (code 3) if it
-/// is still running that long after the signal, whatever it is doing: a stage must answer
-/// SIGTERM even if its work is wedged. Nothing is lost: as after a crash, no checkpoint or
-/// commit is written past what was safe, and the inputs since the last commit are read again.
-fn cancel_on_signal_within(token: CancellationToken, grace: Option<std::time::Duration>) {
+/// Cancels `token` on Ctrl-C or SIGTERM and exits the process (code 3) if it is still running
+/// `grace` after the signal (`key`: the setting that gave it, for the log), whatever it is
+/// doing: a stage must answer SIGTERM even if its work is wedged (e.g. waiting for an
+/// unreachable broker). Nothing is lost: as after a crash, no checkpoint or commit is written
+/// past what was safe, and the inputs since the last commit are read again.
+fn cancel_on_signal_within(
+    token: CancellationToken,
+    grace: std::time::Duration,
+    key: &'static str,
+) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -239,17 +243,15 @@ fn cancel_on_signal_within(token: CancellationToken, grace: Option<std::time::Du
         let _ = ctrl_c.await;
         tracing::info!("stopping: draining in-flight work");
         token.cancel();
-        if let Some(grace) = grace {
-            // A thread of its own: the runtime's workers may be the ones that are stuck.
-            std::thread::spawn(move || {
-                std::thread::sleep(grace);
-                tracing::error!(
-                    grace = %humantime::format_duration(grace),
-                    "not stopped within processor.shutdown_timeout of the signal: exiting without a final checkpoint (the inputs since the last commit are read again at restart)"
-                );
-                std::process::exit(3);
-            });
-        }
+        // A thread of its own: the runtime's workers may be the ones that are stuck.
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            tracing::error!(
+                grace = %humantime::format_duration(grace),
+                "not stopped within {key} of the signal: exiting without a final checkpoint or commit (the inputs since the last commit are read again at restart)"
+            );
+            std::process::exit(3);
+        });
     });
 }
 
@@ -309,7 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             broker_port,
             data_dir,
         } => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(shutdown.clone(), SHUTDOWN_GRACE, "the 30 s shutdown grace");
             demo::run(
                 cfg,
                 cli.bootstrap.is_some(),
@@ -321,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Simulate(args) => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(shutdown.clone(), SHUTDOWN_GRACE, "the 30 s shutdown grace");
             args.apply(&mut cfg.simulate);
             cfg.simulate
                 .validate()
@@ -336,7 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest { connectors } => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(shutdown.clone(), SHUTDOWN_GRACE, "the 30 s shutdown grace");
             pull::ingest(cfg, &connectors, shutdown).await
         }
         Command::Backfill {
@@ -349,7 +351,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pull::backfill(cfg, &connector, &shop, from, to).await
         }
         Command::Process => {
-            cancel_on_signal_within(shutdown.clone(), Some(cfg.processor.shutdown_timeout));
+            cancel_on_signal_within(
+                shutdown.clone(),
+                cfg.processor.shutdown_timeout,
+                "processor.shutdown_timeout",
+            );
             let readiness = Readiness::default();
             let ready = readiness.part("processor");
             readiness.watch_broker(&cfg.kafka, &shutdown)?;
@@ -358,7 +364,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sink => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(
+                shutdown.clone(),
+                cfg.sink.shutdown_timeout,
+                "sink.shutdown_timeout",
+            );
             let readiness = Readiness::default();
             let ready = readiness.part("sink");
             readiness.watch_broker(&cfg.kafka, &shutdown)?;
@@ -390,7 +400,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Alerts => {
-            cancel_on_signal(shutdown.clone());
+            cancel_on_signal_within(
+                shutdown.clone(),
+                cfg.alerts.shutdown_timeout,
+                "alerts.shutdown_timeout",
+            );
             anyhow::ensure!(
                 cfg.alerts.any_enabled(),
                 "no alert receiver is enabled: set alerts.alertmanager.enabled or \

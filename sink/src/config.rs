@@ -57,6 +57,28 @@ pub struct SinkConfig {
     /// `[sink.prometheus]`: which KPI series `/metrics` exports.
     #[serde(default)]
     pub prometheus: PrometheusConfig,
+    /// On SIGTERM / Ctrl-C, `kpiflow sink` writes what it buffered and commits; it exits
+    /// (code 3) this long after the signal whatever it is doing (waiting for an unreachable
+    /// broker or bucket), as after a crash: the rows since the last commit are read again at
+    /// the next start. Between 1s and 10m. Default: `"30s"`.
+    #[serde(
+        default = "SinkConfig::default_shutdown_timeout",
+        with = "humantime_serde"
+    )]
+    pub shutdown_timeout: Duration,
+}
+
+/// Checks `<section>.shutdown_timeout`: at least 1 s (a stage needs a moment to write what it
+/// holds) and at most 10 min (an orchestrator's grace period is shorter).
+pub(crate) fn validate_shutdown_timeout(section: &str, timeout: Duration) -> Result<(), SinkError> {
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(600) {
+        return Err(SinkError::Config {
+            key: format!("{section}.shutdown_timeout"),
+            value: format!("\"{}\"", humantime::format_duration(timeout)),
+            problem: "must be between 1s and 10m".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The cardinality guard of the KPI gauges (`[sink.prometheus]`).
@@ -118,6 +140,7 @@ impl Default for SinkConfig {
             events_archive: false,
             prometheus: PrometheusConfig::default(),
             object_store: StoreOptions::new(),
+            shutdown_timeout: Self::default_shutdown_timeout(),
         }
     }
 }
@@ -141,6 +164,9 @@ impl SinkConfig {
     }
     fn default_roll_interval() -> Duration {
         Duration::from_secs(10)
+    }
+    fn default_shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
     }
 
     /// Checks every value before any I/O; errors quote key and value,
@@ -177,6 +203,7 @@ impl SinkConfig {
                 ),
             ));
         }
+        validate_shutdown_timeout("sink", self.shutdown_timeout)?;
         let interval = || format!("\"{}\"", humantime::format_duration(self.roll_interval));
         if self.roll_interval < Self::MIN_ROLL_INTERVAL {
             return Err(bad(
@@ -226,6 +253,7 @@ mod tests {
         assert_eq!(c.roll_rows, 50_000);
         assert_eq!(c.roll_interval, Duration::from_secs(10));
         assert_eq!(c.compression, Compression::Zstd);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
         c.validate().unwrap();
     }
 
@@ -247,6 +275,10 @@ mod tests {
         assert_eq!(
             msg("group_id = \" \""),
             "bad config: sink.group_id = \" \": must not be empty"
+        );
+        assert_eq!(
+            msg("shutdown_timeout = \"500ms\""),
+            "bad config: sink.shutdown_timeout = \"500ms\": must be between 1s and 10m"
         );
         assert!(
             msg("dir = \"kpiflow-data\"\n[object_store]\nregion = \"eu-west-1\"")

@@ -255,62 +255,98 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
     drop((broker, taken));
 }
 
-/// SIGTERM is answered within `processor.shutdown_timeout` whatever the processor is doing —
-/// here waiting for a broker that accepts connections and never answers, which it would
-/// wait for 60 s before failing.
+/// SIGTERM is answered within `<role>.shutdown_timeout` whatever the stage is doing — here
+/// waiting for a broker that accepts connections and never answers, which the processor and
+/// the sink would wait for 60 s before failing (the sink took 56 s to answer SIGTERM).
 #[test]
-fn a_processor_stuck_on_a_silent_broker_exits_within_shutdown_timeout_of_sigterm() {
+fn stages_stuck_on_a_silent_broker_exit_within_shutdown_timeout_of_sigterm() {
     let broker = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\n[metrics]\nlisten = \"{addr}\"\n\
-             [processor]\nshutdown_timeout = \"2s\"\n[processor.checkpoint]\ndir = \"{}\"\n",
-            broker.local_addr().unwrap(),
-            dir.path().join("state").display()
+    let state = dir.path().join("state");
+    let stages = [
+        (
+            "process",
+            format!(
+                "[processor]\nshutdown_timeout = \"2s\"\n[processor.checkpoint]\ndir = \"{}\"\n",
+                state.display()
+            ),
         ),
-    );
-    let mut child = kpiflow(&config, &["process"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // /metrics is served once the signal handler is installed (it is set up first).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(addr, "/metrics").is_none_or(|m| !ok(&m)) {
-        assert!(child.try_wait().unwrap().is_none(), "the processor exited");
-        assert!(
-            Instant::now() < deadline,
-            "no /metrics on {addr} within 30 s"
+        (
+            "sink",
+            format!(
+                "[sink]\nshutdown_timeout = \"2s\"\ndir = \"{}\"\n",
+                dir.path().join("tables").display()
+            ),
+        ),
+        (
+            "alerts",
+            "[alerts]\nshutdown_timeout = \"2s\"\n[alerts.alertmanager]\nenabled = true\n".into(),
+        ),
+    ];
+    for (command, section) in stages {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = write_config(
+            dir.path(),
+            &format!(
+                "[kafka]\nbootstrap_servers = \"{}\"\n[metrics]\nlisten = \"{addr}\"\n{section}",
+                broker.local_addr().unwrap(),
+            ),
         );
-        std::thread::sleep(Duration::from_millis(50));
+        let mut child = kpiflow(&config, &[command])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // /metrics is served once the signal handler is installed (it is set up first).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(addr, "/metrics").is_none_or(|m| !ok(&m)) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "kpiflow {command} exited"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "kpiflow {command}: no /metrics on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let signalled = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if signalled.elapsed() > Duration::from_secs(15) {
+                child.kill().unwrap();
+                panic!(
+                    "kpiflow {command} still running 15 s after SIGTERM, with shutdown_timeout 2s"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let took = signalled.elapsed();
+        let err = stderr_of(&mut child);
+        let key = if command == "process" {
+            "processor"
+        } else {
+            command
+        };
+        assert_eq!(status.code(), Some(3), "kpiflow {command}: {err}");
+        assert!(
+            took >= Duration::from_secs(2),
+            "kpiflow {command} exited after {took:?}"
+        );
+        assert!(
+            err.contains(&format!(
+                "not stopped within {key}.shutdown_timeout of the signal"
+            )),
+            "kpiflow {command}: {err}"
+        );
     }
-    let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if signalled.elapsed() > Duration::from_secs(15) {
-            child.kill().unwrap();
-            panic!("still running 15 s after SIGTERM, with shutdown_timeout 2s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let took = signalled.elapsed();
-    let err = stderr_of(&mut child);
-    assert_eq!(status.code(), Some(3), "{err}");
-    assert!(took >= Duration::from_secs(2), "exited after {took:?}");
-    assert!(
-        err.contains("not stopped within processor.shutdown_timeout of the signal"),
-        "{err}"
-    );
     drop(broker);
 }
 

@@ -52,6 +52,15 @@ pub struct AlertsConfig {
     /// `[alerts.webhook]`.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// On SIGTERM / Ctrl-C, `kpiflow alerts` finishes the delivery in flight and commits; it
+    /// exits (code 3) this long after the signal whatever it is doing, as after a crash: the
+    /// breaches since the last commit are delivered again at the next start (receivers
+    /// de-duplicate on the breach id). Between 1s and 10m. Default: `"30s"`.
+    #[serde(
+        default = "AlertsConfig::default_shutdown_timeout",
+        with = "humantime_serde"
+    )]
+    pub shutdown_timeout: Duration,
 }
 
 /// Alertmanager API v2 (`[alerts.alertmanager]`).
@@ -135,6 +144,7 @@ impl Default for AlertsConfig {
             retry_max: Self::default_retry_max(),
             alertmanager: AlertmanagerConfig::default(),
             webhook: WebhookConfig::default(),
+            shutdown_timeout: Self::default_shutdown_timeout(),
         }
     }
 }
@@ -201,6 +211,9 @@ impl WebhookConfig {
 }
 
 impl AlertsConfig {
+    fn default_shutdown_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
     fn default_group_id() -> String {
         "kpiflow-alerts".into()
     }
@@ -235,6 +248,7 @@ impl AlertsConfig {
                 "must not be empty",
             ));
         }
+        crate::config::validate_shutdown_timeout("alerts", self.shutdown_timeout)?;
         if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(300) {
             return Err(bad(
                 "timeout",
@@ -317,6 +331,10 @@ mod tests {
             msg("[alertmanager]\nenabled = true\nurl = \"ftp://x\""),
             "bad config: alerts.alertmanager.url = \"ftp://x\": \
              must be an http:// or https:// URL with a host"
+        );
+        assert_eq!(
+            msg("shutdown_timeout = \"1h\""),
+            "bad config: alerts.shutdown_timeout = \"1h\": must be between 1s and 10m"
         );
         assert_eq!(
             msg("retry_initial = \"1s\"\nretry_max = \"500ms\""),
