@@ -129,6 +129,7 @@ async fn run_pipeline(
             &kafka,
             &sink_cfg,
             Some(sink_live),
+            None,
             Some(sink_ready),
             sink_stop,
         )

@@ -372,11 +372,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let readiness = Readiness::default();
             let ready = readiness.part("sink");
             readiness.watch_broker(&cfg.kafka, &shutdown)?;
-            metrics::serve(cfg.metrics.listen, readiness.clone(), shutdown.clone()).await?;
+            // The automation guard answers on the same listener (`[sink.guard]`).
+            let guard = cfg
+                .sink
+                .guard
+                .enabled
+                .then(|| kpiflow_sink::Guard::new(&cfg.sink.guard));
+            metrics::serve_with(
+                cfg.metrics.listen,
+                readiness.clone(),
+                kpiflow_sink::guard::routes(guard.as_ref()),
+                shutdown.clone(),
+            )
+            .await?;
             let sink = async {
-                let result =
-                    kpiflow_sink::run(&cfg.kafka, &cfg.sink, None, Some(ready), shutdown.clone())
-                        .await;
+                let result = kpiflow_sink::run(
+                    &cfg.kafka,
+                    &cfg.sink,
+                    None,
+                    guard,
+                    Some(ready),
+                    shutdown.clone(),
+                )
+                .await;
                 // Either half failing stops the other: the process exits to be restarted.
                 shutdown.cancel();
                 result

@@ -43,6 +43,8 @@ mod dashboards;
     reason = "the fixture server and its LWA helpers are used here, not every helper"
 )]
 mod fixture;
+#[path = "e2e/guard.rs"]
+mod guard;
 #[path = "../processor/tests/integration/oracle_cli.rs"]
 mod oracle_cli;
 #[path = "../ingest/tests/integration/push_http.rs"]
@@ -434,7 +436,8 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
     let (k, p, s) = (kafka.clone(), processor.clone(), stop.clone());
     let proc_task = tokio::spawn(async move { kpiflow_processor::run::run(&k, &p, None, s).await });
     let (k, c, s) = (kafka.clone(), sink.clone(), stop.clone());
-    let sink_task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, None, s).await });
+    let sink_task =
+        tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, None, None, s).await });
 
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();

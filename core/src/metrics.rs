@@ -58,6 +58,9 @@ pub mod names {
     pub const SINK_ROWS: &str = "kpiflow_sink_rows_total";
     /// Temporary files of a killed writer the sink removed at start (counter; `table`).
     pub const SINK_TEMP_FILES_REMOVED: &str = "kpiflow_sink_temp_files_removed_total";
+    /// The automation guard's answers, by `answer` (`allow`, `deny`, `not_ready`,
+    /// `bad_request`).
+    pub const GUARD_ANSWERS: &str = "kpiflow_guard_answers_total";
     /// Table files a query skipped because their Parquet footer is unreadable, with
     /// `--skip-unreadable` (counter; `table`).
     pub const QUERY_FILES_SKIPPED: &str = "kpiflow_query_files_skipped_total";
@@ -135,6 +138,8 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// Parquet table.
     pub const TABLE: &str = "table";
+    /// The automation guard's answer: `allow`, `deny`, `not_ready`, `bad_request`.
+    pub const ANSWER: &str = "answer";
     /// Source connector, e.g. `amazon_sp_orders`.
     pub const CONNECTOR: &str = "connector";
     /// The team that owns a KPI, e.g. `ads`, `operations`, `warehouse`, `customer_service`.
@@ -257,6 +262,12 @@ counter_vec!(
     names::SINK_ROWS,
     "Parquet rows committed.",
     [labels::TABLE]
+);
+counter_vec!(
+    guard_answers,
+    names::GUARD_ANSWERS,
+    "Answers of the automation guard (GET /v1/guard), by answer.",
+    [labels::ANSWER]
 );
 counter_vec!(
     sink_temp_files_removed,
@@ -704,6 +715,16 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CoreError> {
+    serve_with(addr, readiness, Router::new(), shutdown).await
+}
+
+/// [`serve`] with a role's own routes beside the standard ones (the sink's `/v1/guard`).
+pub async fn serve_with(
+    addr: SocketAddr,
+    readiness: Readiness,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), CoreError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| CoreError::Metrics {
@@ -715,7 +736,7 @@ pub async fn serve(
         source,
     })?;
     let task = tokio::spawn(async move {
-        let app = router(readiness);
+        let app = router(readiness).merge(extra);
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -57,6 +57,9 @@ pub struct SinkConfig {
     /// `[sink.prometheus]`: which KPI series `/metrics` exports.
     #[serde(default)]
     pub prometheus: PrometheusConfig,
+    /// `[sink.guard]`: the automation guard (`GET /v1/guard`), off by default.
+    #[serde(default)]
+    pub guard: crate::guard::GuardConfig,
     /// On SIGTERM / Ctrl-C, `kpiflow sink` writes what it buffered and commits; it exits
     /// (code 3) this long after the signal whatever it is doing (waiting for an unreachable
     /// broker or bucket), as after a crash: the rows since the last commit are read again at
@@ -141,6 +144,7 @@ impl Default for SinkConfig {
             prometheus: PrometheusConfig::default(),
             object_store: StoreOptions::new(),
             shutdown_timeout: Self::default_shutdown_timeout(),
+            guard: crate::guard::GuardConfig::default(),
         }
     }
 }
@@ -204,6 +208,7 @@ impl SinkConfig {
             ));
         }
         validate_shutdown_timeout("sink", self.shutdown_timeout)?;
+        self.guard.validate()?;
         let interval = || format!("\"{}\"", humantime::format_duration(self.roll_interval));
         if self.roll_interval < Self::MIN_ROLL_INTERVAL {
             return Err(bad(

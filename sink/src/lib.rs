@@ -62,6 +62,7 @@
 pub mod alert;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod internal_events;
 pub mod live;
 pub mod parquet;
@@ -74,6 +75,7 @@ mod current;
 pub use alert::{AlertStats, AlertsConfig, run_alerts};
 pub use config::{Compression, PrometheusConfig, SinkConfig};
 pub use error::SinkError;
+pub use guard::{Guard, GuardConfig};
 pub use live::LiveView;
 pub use parquet::store::TableStore;
 pub use prometheus::KpiGauges;

@@ -72,6 +72,9 @@ pub struct SinkStats {
 /// does not decode is published to the dead-letter topic and counted as dropped (`invalid`);
 /// the sink keeps going.
 ///
+/// `guard`, when given, is rebuilt from the table's open breaches and the whole breaches
+/// topic, and follows it ([`crate::guard`]).
+///
 /// `ready` (the sink's `/readyz` part) turns true once a broker answered, the topics exist and
 /// the open breaches are restored from Parquet: from then on `/metrics` tells the truth.
 ///
@@ -81,6 +84,7 @@ pub async fn run(
     kafka: &KafkaConfig,
     cfg: &SinkConfig,
     live: Option<LiveView>,
+    guard: Option<crate::Guard>,
     ready: Option<Arc<AtomicBool>>,
     shutdown: CancellationToken,
 ) -> Result<SinkStats, SinkError> {
@@ -108,13 +112,23 @@ pub async fn run(
     let mut gauges = KpiGauges::with_guard(cfg.prometheus);
     // Breaches that opened in an earlier run stay open on /metrics after a restart: their
     // firing events were committed and will not be read again.
-    match crate::query::open_breaches(&tables).await {
-        Ok(open) => gauges.restore_open(&open),
+    let open = match crate::query::open_breaches(&tables).await {
+        Ok(open) => {
+            gauges.restore_open(&open);
+            open
+        }
         Err(e) => {
             metrics.error(e.kind());
             tracing::warn!(error = %e, "could not restore open breaches from Parquet");
+            Vec::new()
         }
-    }
+    };
+    // The guard reads the whole breaches topic itself (after the table's open breaches,
+    // whose firing events retention may have deleted): a gate must know every breach.
+    let _guard_reader = match &guard {
+        Some(g) => Some(g.follow(kafka, &open, shutdown.clone())?),
+        None => None,
+    };
 
     let outbox = Outbox::new(kafka.producer()?, metrics.clone());
     let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);

@@ -102,7 +102,7 @@ pub(crate) fn start_sink(
     let shutdown = CancellationToken::new();
     let (kafka, cfg, live, token) = (kafka.clone(), cfg.clone(), live.clone(), shutdown.clone());
     let task = tokio::spawn(async move {
-        kpiflow_sink::run(&kafka, &cfg, Some(live), None, token)
+        kpiflow_sink::run(&kafka, &cfg, Some(live), None, None, token)
             .await
             .expect("the sink runs until shutdown")
     });

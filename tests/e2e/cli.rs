@@ -31,7 +31,7 @@ client_secret = "env:KPIFLOW_TEST_CLI_LWA_SECRET"
 refresh_token = "env:KPIFLOW_TEST_CLI_LWA_REFRESH"
 "#;
 
-fn write_config(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("kpiflow.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -39,7 +39,7 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 
 /// `kpiflow` with `args` and only the LWA variables of this test set (the override
 /// variables of the caller's shell removed).
-fn kpiflow(config: &Path, args: &[&str]) -> Command {
+pub(crate) fn kpiflow(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kpiflow"));
     cmd.arg("--config")
         .arg(config)
@@ -142,7 +142,7 @@ shop = "shop-003"
 }
 
 /// A port nothing listens on (bound, read, released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -151,7 +151,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` over HTTP/1.0: the whole response, or `None` while nothing answers.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;

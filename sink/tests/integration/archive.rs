@@ -55,7 +55,11 @@ async fn events_are_archived_in_the_event_table_schema() {
     };
     let stop = CancellationToken::new();
     let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
-    let task = tokio::spawn(async move { kpiflow_sink::run(&k, &c, None, None, s).await.unwrap() });
+    let task = tokio::spawn(async move {
+        kpiflow_sink::run(&k, &c, None, None, None, s)
+            .await
+            .unwrap()
+    });
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
     await_committed(&kafka, &cfg.group_id, &inputs).await;

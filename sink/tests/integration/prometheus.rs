@@ -94,7 +94,7 @@ async fn prometheus_scrapes_kpi_values_and_evaluates_the_recording_rules() {
         .unwrap();
     let (k, c, s) = (kafka.clone(), cfg.clone(), stop.clone());
     let sink = tokio::spawn(async move {
-        kpiflow_sink::run(&k, &c, None, Some(ready), s)
+        kpiflow_sink::run(&k, &c, None, None, Some(ready), s)
             .await
             .unwrap()
     });
