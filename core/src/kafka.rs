@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 use crate::CoreError;
+use crate::error::kafka_retryable;
 
 /// Kafka settings shared by every role (`[kafka]` in the config file).
 #[derive(Clone, Deserialize)]
@@ -366,22 +367,61 @@ impl KafkaConfig {
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = admin
-            .create_topics(&new, &opts)
-            .await
-            .map_err(|e| CoreError::kafka("creating topics", e))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(CoreError::KafkaAdmin(format!(
-                        "could not create topic {name}: {code}"
-                    )));
+        // A broker that answered a moment ago may be restarting (a rolling upgrade, a blip):
+        // transient failures are retried for a minute instead of stopping the stage.
+        let deadline = std::time::Instant::now() + ENSURE_TOPICS_RETRY;
+        loop {
+            let problem = match admin.create_topics(&new, &opts).await {
+                Err(e) if kafka_retryable(&e) => CoreError::kafka("creating topics", e),
+                Err(e) => return Err(CoreError::kafka("creating topics", e)),
+                Ok(results) => {
+                    let mut transient = None;
+                    for r in results {
+                        match r {
+                            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((name, code)) if transient_admin_code(code) => {
+                                transient = Some(CoreError::KafkaAdmin(format!(
+                                    "could not create topic {name}: {code}"
+                                )));
+                            }
+                            Err((name, code)) => {
+                                return Err(CoreError::KafkaAdmin(format!(
+                                    "could not create topic {name}: {code}"
+                                )));
+                            }
+                        }
+                    }
+                    match transient {
+                        None => return Ok(()),
+                        Some(problem) => problem,
+                    }
                 }
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(problem);
             }
+            tracing::warn!(error = %problem, "creating topics failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        Ok(())
     }
+}
+
+/// How long [`KafkaConfig::ensure_topics`] retries transient failures.
+const ENSURE_TOPICS_RETRY: Duration = Duration::from_secs(60);
+
+/// Per-topic answers of a create request that a later request may not get: the cluster is
+/// electing or restarting.
+fn transient_admin_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NotController
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::OperationTimedOut
+    )
 }
 
 /// librdkafka's name for Kafka's default partitioner, the one kpiflow's producers use: murmur2

@@ -105,11 +105,20 @@ impl ConsumerContext for Rebalancer {
         };
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let count = match partition_count(consumer, tpl) {
-                    Ok(count) => count,
-                    Err((problem, retryable)) => {
-                        let _ = self.tx.send(Assignment::Layout(problem, retryable));
-                        return;
+                // A metadata request may fail while the broker restarts: retried for a while
+                // (the rebalance waits) before the processor gives up.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let count = loop {
+                    match partition_count(consumer, tpl) {
+                        Ok(count) => break count,
+                        Err((problem, true)) if Instant::now() < deadline => {
+                            tracing::warn!(%problem, "retrying");
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err((problem, retryable)) => {
+                            let _ = self.tx.send(Assignment::Layout(problem, retryable));
+                            return;
+                        }
                     }
                 };
                 let mut assigned = Vec::new();

@@ -117,6 +117,15 @@ impl Role {
     }
 }
 
+/// A failing test must not leave its processes running (they would hold the broker's topics
+/// and whatever file descriptors the test runner had, e.g. a build lock).
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where the `n`-th start of a role logs: beside its config.
 fn log_path(config: &Path, command: &str, instance: &str, n: usize) -> PathBuf {
     config.with_file_name(format!("{command}-{instance}-{n}.log"))
