@@ -64,7 +64,13 @@ mod tests {
         let v = json!({"date": "2026-11-20", "campaignId": 51001, "impressions": 2000,
                        "clicks": 40, "adSpend": 30.00, "attributedOrders14days": 3,
                        "attributedSales14days": 120.00, "attributedSales3days": 90.00});
-        let facts = row(&v, &ctx(), "attributedOrders14days", "attributedSales14days").unwrap();
+        let facts = row(
+            &v,
+            &ctx(),
+            "attributedOrders14days",
+            "attributedSales14days",
+        )
+        .unwrap();
         // 2026-11-27T10:00:00Z is 1795773600000 ms after the epoch.
         assert_eq!(
             facts[0].event_id,
@@ -89,7 +95,13 @@ mod tests {
         let v = json!({"date": "2026-11-20", "campaignId": 1, "impressions": 1,
                        "clicks": 1, "adSpend": "lots"});
         assert_eq!(
-            row(&v, &ctx(), "attributedOrders14days", "attributedSales14days").unwrap_err(),
+            row(
+                &v,
+                &ctx(),
+                "attributedOrders14days",
+                "attributedSales14days"
+            )
+            .unwrap_err(),
             "field `adSpend`: expected a decimal such as \"12.34\", got \"lots\""
         );
     }

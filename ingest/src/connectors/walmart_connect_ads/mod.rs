@@ -37,8 +37,10 @@
 //! Zone: Walmart Connect reports US campaigns by the advertiser's day; domain.md books ad
 //! rows to the click date in the ad account's zone, and Walmart US reporting days are taken
 //! as US Pacific (`time_zone` default `"America/Los_Angeles"`, override per advertiser).
-//! The snapshot status has no generation time, so a row's `as_of` is the end of the sync
-//! window that read it; its id `walmart_connect_ads:{advertiser}:{campaign}:{date}:{as_of ms}`.
+//! The snapshot status has no generation time, so a row's `as_of` is when kpiflow saw the
+//! snapshot done (to the millisecond: the sync window's end is whole seconds, and two syncs
+//! in one second would give two versions one id); its id
+//! `walmart_connect_ads:{advertiser}:{campaign}:{date}:{as_of ms}`.
 //! A later sync's version of a day replaces the earlier one in the processor (latest
 //! `as_of` per platform, account, campaign and date — `processor/src/engine.rs` `apply_ad`).
 
@@ -162,9 +164,6 @@ impl AdPlatform for WalmartConnectAdsKeys {
                 "only \"campaign\" (one row per campaign and day) is supported",
             ));
         }
-        keys.consumer_id.check(&Self::key("consumer_id"))?;
-        keys.private_key.check(&Self::key("private_key"))?;
-        keys.access_token.check(&Self::key("access_token"))?;
         keys.poll().validate(SECTION)?;
         Ok((keys.advertiser_id.clone(), Channel::Walmart))
     }
@@ -316,7 +315,9 @@ impl ReadReport for WalmartConnectAds {
             "reportType": self.keys.report_type,
             "reportMetrics": ["date", "campaignId", "impressions", "clicks", "adSpend", orders, sales],
         });
-        let req = self.signer.sign(Request::post("snapshot/report").json(&body))?;
+        let req = self
+            .signer
+            .sign(Request::post("snapshot/report").json(&body))?;
         let created = Snapshot::read(&self.http.send(&req).await?.json(NAME)?)?;
         if created.code.as_deref() == Some("failure") || created.snapshot_id.is_empty() {
             return Err(IngestError::External {
@@ -331,11 +332,12 @@ impl ReadReport for WalmartConnectAds {
         }
         let id = created.snapshot_id;
         let url = self.wait(&id).await?;
+        let as_of = chrono::Utc::now();
         let file = self.http.send(&Request::get(url).without_token()).await?;
         let text = gunzip(&file.body).map_err(|e| self.input(&id, &e))?;
         let text = String::from_utf8(text)
             .map_err(|e| self.input(&id, &format!("the report file is not UTF-8: {e}")))?;
-        let ctx = job.account.context(job.window.to);
+        let ctx = job.account.context(as_of);
         let mut rows = 0usize;
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -398,22 +400,34 @@ mod tests {
     #[test]
     fn snapshot_answers_are_read_bare_or_in_an_array() {
         // The two documented sample shapes of a create answer.
-        let a = Snapshot::read(&json!([{"code": "success", "snapshotId": "10", "details": "",
-                                        "jobStatus": "pending"}]))
+        let a = Snapshot::read(
+            &json!([{"code": "success", "snapshotId": "10", "details": "",
+                                        "jobStatus": "pending"}]),
+        )
         .unwrap();
-        assert_eq!((a.snapshot_id.as_str(), a.job_status.as_str()), ("10", "pending"));
-        let b = Snapshot::read(&json!({"code": "success", "snapshotId": "11", "details": "",
-                                       "jobStatus": "pending"}))
+        assert_eq!(
+            (a.snapshot_id.as_str(), a.job_status.as_str()),
+            ("10", "pending")
+        );
+        let b = Snapshot::read(
+            &json!({"code": "success", "snapshotId": "11", "details": "",
+                                       "jobStatus": "pending"}),
+        )
         .unwrap();
         assert_eq!(b.snapshot_id, "11");
     }
 
     #[test]
     fn a_key_that_is_not_pkcs8_names_the_config_key() {
-        let err = Signer::new("c", "1", "not a key", "connectors.walmart_connect_ads.private_key")
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Signer::new(
+            "c",
+            "1",
+            "not a key",
+            "connectors.walmart_connect_ads.private_key",
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             err.contains("`connectors.walmart_connect_ads.private_key`")
                 && err.contains("not base64 PKCS#8"),
