@@ -1,45 +1,29 @@
 //! One snapshot report row → `ad.performance`, a version of (walmart_connect_ads, advertiser,
-//! campaign, date) as of the sync that read it.
+//! campaign, date) as of when the snapshot was seen done.
 
-use kpiflow_schemas::Decimal;
 use serde_json::Value;
 
-use crate::map::{AdContext, AdRow, MapError, Record};
+use crate::map::{AdContext, MapError, ReportColumns, campaign_day};
 use crate::pull::Fact;
 
 /// Maps one row; `orders` and `sales` are the columns of the attribution window (e.g.
-/// `attributedOrders14days`, `attributedSales14days`). `Err` names the field and value that
-/// made it unusable.
+/// `attributedOrders14days`, `attributedSales14days`). `Err` names the field and value
+/// that made it unusable.
 pub fn row(
     v: &Value,
     ctx: &AdContext<'_>,
     orders: &str,
     sales: &str,
 ) -> Result<Vec<Fact>, MapError> {
-    let r = Record(v);
-    let campaign = match r.get("campaignId") {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(format!("field `campaignId`: expected an id, got {other}")),
-        None => return Err("field `campaignId` is missing".into()),
-    };
-    // A campaign with no spend or sales that day may leave the money columns out.
-    let or_zero = |field: &str| -> Result<Decimal, MapError> {
-        if r.get(field).is_none() {
-            Ok(Decimal::ZERO)
-        } else {
-            r.decimal(field)
-        }
-    };
-    ctx.fact(AdRow {
-        campaign,
-        date: r.date("date")?,
-        impressions: r.count("impressions")?,
-        clicks: r.count("clicks")?,
-        spend: or_zero("adSpend")?,
-        orders: r.count_or_zero(orders)?,
-        sales: or_zero(sales)?,
-    })
+    campaign_day(
+        v,
+        ctx,
+        ReportColumns {
+            spend: "adSpend",
+            orders,
+            sales,
+        },
+    )
 }
 
 #[cfg(test)]
