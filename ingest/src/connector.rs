@@ -130,6 +130,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::tiktok_ads::build,
     },
     ConnectorSpec {
+        name: crate::connectors::walmart_connect_ads::NAME,
+        summary: "Walmart Connect Sponsored Search snapshot reports (campaign x day, RSA-signed, poll, gzip JSON lines, trailing re-pull): ad.performance",
+        build: crate::connectors::walmart_connect_ads::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::tiktok_shop_orders::NAME,
         summary: "TikTok Shop order search (update time, next_page_token, signed): placed, shipped, cancelled",
         build: crate::connectors::tiktok_shop_orders::build,

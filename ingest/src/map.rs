@@ -211,6 +211,50 @@ pub struct AdContext<'a> {
     pub as_of: DateTime<Utc>,
 }
 
+/// The columns of a campaign-day report row (Amazon Ads v3, Walmart Connect snapshots):
+/// `date`, `campaignId`, `impressions`, `clicks` and the named spend, orders and sales.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportColumns<'a> {
+    /// The spend column, e.g. `cost`.
+    pub spend: &'a str,
+    /// The attributed orders of the attribution window, e.g. `purchases7d`.
+    pub orders: &'a str,
+    /// The attributed sales of the attribution window, e.g. `sales7d`.
+    pub sales: &'a str,
+}
+
+/// Maps one campaign-day report row; `Err` names the field and value that made it unusable.
+/// A campaign with no spend, orders or sales that day may leave those columns out (0).
+pub fn campaign_day(
+    v: &Value,
+    ctx: &AdContext<'_>,
+    cols: ReportColumns<'_>,
+) -> Result<Vec<Fact>, MapError> {
+    let r = Record(v);
+    let campaign = match r.get("campaignId") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(other) => return Err(format!("field `campaignId`: expected an id, got {other}")),
+        None => return Err("field `campaignId` is missing".into()),
+    };
+    let or_zero = |field: &str| -> Result<Decimal, MapError> {
+        if r.get(field).is_none() {
+            Ok(Decimal::ZERO)
+        } else {
+            r.decimal(field)
+        }
+    };
+    ctx.fact(AdRow {
+        campaign,
+        date: r.date("date")?,
+        impressions: r.count("impressions")?,
+        clicks: r.count("clicks")?,
+        spend: or_zero(cols.spend)?,
+        orders: r.count_or_zero(cols.orders)?,
+        sales: or_zero(cols.sales)?,
+    })
+}
+
 /// One campaign-day of an ad report, read.
 #[derive(Debug, Clone)]
 pub struct AdRow {

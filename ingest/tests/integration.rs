@@ -44,6 +44,7 @@ mod integration {
     pub(crate) mod tiktok_shop_orders;
     pub(crate) mod tiktok_shop_returns;
     pub(crate) mod tracking;
+    pub(crate) mod walmart_connect_ads;
     pub(crate) mod walmart_orders;
     pub(crate) mod walmart_returns;
 

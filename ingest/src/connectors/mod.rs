@@ -14,5 +14,6 @@ pub mod tiktok_ads;
 pub mod tiktok_shop_orders;
 pub mod tiktok_shop_returns;
 pub mod tracking;
+pub mod walmart_connect_ads;
 pub mod walmart_orders;
 pub mod walmart_returns;

@@ -4,8 +4,8 @@
 use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
-    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, tiktok_shop_returns, walmart_orders,
-    walmart_returns,
+    google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, tiktok_shop_returns, walmart_connect_ads,
+    walmart_orders, walmart_returns,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -132,6 +132,19 @@ fn every_documented_connector_key_parses_and_validates() {
     tr.pull
         .resolve(tiktok_shop_returns::SECTION, &tiktok_shop_orders::DEFAULTS)
         .unwrap();
+    let w =
+        walmart_connect_ads::WalmartConnectAdsConfig::parse(one("walmart_connect_ads")).unwrap();
+    w.validate().unwrap();
+    assert_eq!(
+        (
+            w.platform.advertiser_id.as_str(),
+            w.attribution_window.as_str()
+        ),
+        ("600001", "14d")
+    );
+    w.pull
+        .resolve(walmart_connect_ads::SECTION, &walmart_connect_ads::DEFAULTS)
+        .unwrap();
     let documented: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert_eq!(
         documented,
@@ -146,6 +159,7 @@ fn every_documented_connector_key_parses_and_validates() {
             "tiktok_ads",
             "tiktok_shop_orders",
             "tiktok_shop_returns",
+            "walmart_connect_ads",
             "walmart_orders",
             "walmart_returns"
         ]

@@ -1,10 +1,9 @@
 //! One report row → `ad.performance`, a version of (amazon_ads, profile, campaign, date) as
 //! of the report's completion.
 
-use kpiflow_schemas::Decimal;
 use serde_json::Value;
 
-use crate::map::{AdContext, AdRow, MapError, Record};
+use crate::map::{AdContext, MapError, ReportColumns, campaign_day};
 use crate::pull::Fact;
 
 /// Maps one row; `purchases` and `sales` are the columns of the attribution window (e.g.
@@ -15,29 +14,15 @@ pub fn row(
     purchases: &str,
     sales: &str,
 ) -> Result<Vec<Fact>, MapError> {
-    let r = Record(v);
-    let campaign = match r.get("campaignId") {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => return Err(format!("field `campaignId`: expected an id, got {other}")),
-        None => return Err("field `campaignId` is missing".into()),
-    };
-    let or_zero = |field: &str| -> Result<Decimal, MapError> {
-        if r.get(field).is_none() {
-            Ok(Decimal::ZERO)
-        } else {
-            r.decimal(field)
-        }
-    };
-    ctx.fact(AdRow {
-        campaign,
-        date: r.date("date")?,
-        impressions: r.count("impressions")?,
-        clicks: r.count("clicks")?,
-        spend: or_zero("cost")?,
-        orders: r.count_or_zero(purchases)?,
-        sales: or_zero(sales)?,
-    })
+    campaign_day(
+        v,
+        ctx,
+        ReportColumns {
+            spend: "cost",
+            orders: purchases,
+            sales,
+        },
+    )
 }
 
 #[cfg(test)]
