@@ -69,6 +69,8 @@ mod tiktok_shop_returns;
 mod topics;
 #[path = "e2e/tracking.rs"]
 mod tracking;
+#[path = "e2e/walmart_connect_ads.rs"]
+mod walmart_connect_ads;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
 
