@@ -46,6 +46,7 @@ mod integration {
     pub(crate) mod tracking;
     pub(crate) mod walmart_orders;
     pub(crate) mod walmart_returns;
+    pub(crate) mod walmart_wfs_inventory;
 
     use std::time::Duration;
 

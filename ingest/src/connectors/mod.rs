@@ -16,3 +16,4 @@ pub mod tiktok_shop_returns;
 pub mod tracking;
 pub mod walmart_orders;
 pub mod walmart_returns;
+pub mod walmart_wfs_inventory;
