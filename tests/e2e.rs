@@ -66,6 +66,8 @@ mod tiktok_shop_returns;
 mod tracking;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
+#[path = "e2e/walmart_wfs_inventory.rs"]
+mod walmart_wfs_inventory;
 
 fn bootstrap() -> String {
     std::env::var("KPIFLOW_TEST_BOOTSTRAP")
