@@ -73,6 +73,8 @@ mod tracking;
 mod walmart_connect_ads;
 #[path = "e2e/walmart_returns.rs"]
 mod walmart_returns;
+#[path = "e2e/walmart_wfs_inventory.rs"]
+mod walmart_wfs_inventory;
 
 use topics::read_all;
 

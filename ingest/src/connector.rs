@@ -155,6 +155,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::walmart_returns::build,
     },
     ConnectorSpec {
+        name: crate::connectors::walmart_wfs_inventory::NAME,
+        summary: "Walmart Fulfillment Services /v3/fulfillment/inventory (offset paging, whole state each sync): inventory snapshots",
+        build: crate::connectors::walmart_wfs_inventory::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::shopify::WEBHOOK_NAME,
         summary: "Shopify webhook receiver: orders/create, paid, updated, cancelled, refunds/create, fulfillments/create and update",
         build: crate::connectors::shopify::webhook::build,

@@ -47,6 +47,7 @@ mod integration {
     pub(crate) mod walmart_connect_ads;
     pub(crate) mod walmart_orders;
     pub(crate) mod walmart_returns;
+    pub(crate) mod walmart_wfs_inventory;
 
     use std::time::Duration;
 

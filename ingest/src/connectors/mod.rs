@@ -17,3 +17,4 @@ pub mod tracking;
 pub mod walmart_connect_ads;
 pub mod walmart_orders;
 pub mod walmart_returns;
+pub mod walmart_wfs_inventory;

@@ -5,7 +5,7 @@ use kpiflow_ingest::connector::parse_section;
 use kpiflow_ingest::connectors::{
     amazon_ads, amazon_fba_inventory, amazon_sp_finances, amazon_sp_orders, amazon_sp_reports,
     google_ads, meta_ads, tiktok_ads, tiktok_shop_orders, tiktok_shop_returns, walmart_connect_ads,
-    walmart_orders, walmart_returns,
+    walmart_orders, walmart_returns, walmart_wfs_inventory,
 };
 
 /// The `[[connectors.*]]` examples of deploy/config/kpiflow.toml with their `# ` removed.
@@ -96,6 +96,18 @@ fn every_documented_connector_key_parses_and_validates() {
     wr.pull
         .resolve(walmart_returns::SECTION, &walmart_orders::DEFAULTS)
         .unwrap();
+    let wi: walmart_wfs_inventory::WalmartWfsInventoryConfig =
+        parse_section(walmart_wfs_inventory::SECTION, one("walmart_wfs_inventory")).unwrap();
+    assert_eq!(
+        (wi.shop.as_str(), wi.limit, wi.location.as_str()),
+        ("shop-002", 100, "WFS-US")
+    );
+    wi.pull
+        .resolve(
+            walmart_wfs_inventory::SECTION,
+            &walmart_wfs_inventory::DEFAULTS,
+        )
+        .unwrap();
     let g = google_ads::GoogleAdsConfig::parse(one("google_ads")).unwrap();
     g.validate().unwrap();
     assert_eq!(g.platform.channel, kpiflow_schemas::Channel::Shopify);
@@ -161,7 +173,8 @@ fn every_documented_connector_key_parses_and_validates() {
             "tiktok_shop_returns",
             "walmart_connect_ads",
             "walmart_orders",
-            "walmart_returns"
+            "walmart_returns",
+            "walmart_wfs_inventory"
         ]
     );
 }
