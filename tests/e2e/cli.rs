@@ -371,6 +371,8 @@ fn ingest_help_lists_every_connector_a_table_may_name() {
         "tiktok_ads",
         "walmart_orders",
         "walmart_returns",
+        "walmart_wfs_inventory",
+        "walmart_connect_ads",
         "shopify_webhook",
         "shopify_orders",
         "shopify_returns",
