@@ -17,7 +17,8 @@
 #   KPIFLOW_CHAOS_DAYS     simulated days (default 14)
 #   KPIFLOW_CHAOS_ORDERS   orders per shop and day (default 630: ~300k events in all)
 #   KPIFLOW_CHAOS_SECONDS  how long publishing the stream takes, the kills fall in it (default 120)
-#   KPIFLOW_RESTART_TEST_PORT  port of the private broker the run starts and restarts (default 39692)
+#   KPIFLOW_RESTART_TEST_PORT  port of the private broker the run starts and restarts (default 29692, below the
+#                          ephemeral port range: see tests/e2e/crash.rs)
 #   KPIFLOW_CHAOS_PROFILE  cargo profile of the test and the kpiflow binary (default dev; release
 #                          builds ~30 min cold)
 #   CARGO_TARGET_DIR       build cache (default: $HOME/.cache/kpiflow/target)

@@ -323,12 +323,16 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
 /// Held by each test that runs a private broker: they share its port.
 pub(crate) static PRIVATE_BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The private broker's port: `KPIFLOW_RESTART_TEST_PORT`, default 39692.
+/// The private broker's port: `KPIFLOW_RESTART_TEST_PORT`, default 29692 (its controller takes
+/// 29693). Below Linux's ephemeral range (32768–60999) on purpose: while this broker is down,
+/// clients reconnecting to it can be given its own port as their source port and connect to
+/// themselves, which holds the port and makes the next start fail with "Address already in
+/// use" (seen with 39692: three tests failed in a row).
 pub(crate) fn private_port() -> u16 {
     std::env::var("KPIFLOW_RESTART_TEST_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
-        .unwrap_or(39692u16)
+        .unwrap_or(29692u16)
 }
 
 /// Stops the private broker on `port` with data under the path when dropped, however the
