@@ -95,12 +95,7 @@ impl WalmartOrders {
         }
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let (http, creds, metrics) = client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: Channel::Walmart,
-            marketplace: "US".into(),
-            source_tz: SourceTz::US_PACIFIC,
-        };
+        let origin = origin(&cfg.shop);
         let source = WalmartOrders {
             cfg,
             creds,
@@ -149,6 +144,17 @@ impl WalmartOrders {
 /// An ISO 8601 query time, e.g. `2026-11-02T17:03:00Z`.
 pub(crate) fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Where a Walmart Marketplace shop's events come from: channel Walmart, marketplace US, US
+/// Pacific business days (Walmart's API speaks UTC epoch milliseconds).
+pub(crate) fn origin(shop: &str) -> Origin {
+    Origin {
+        shop: shop.to_string(),
+        channel: Channel::Walmart,
+        marketplace: "US".into(),
+        source_tz: SourceTz::US_PACIFIC,
+    }
 }
 
 /// The Marketplace API client of one seller account, shared by the Walmart connectors:

@@ -38,7 +38,6 @@ mod map;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kpiflow_schemas::{Channel, SourceTz};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,12 +106,7 @@ impl WalmartReturns {
         let pull = cfg.pull.resolve(SECTION, &walmart_orders::DEFAULTS)?;
         let (http, creds, metrics) =
             walmart_orders::client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: Channel::Walmart,
-            marketplace: "US".into(),
-            source_tz: SourceTz::US_PACIFIC,
-        };
+        let origin = walmart_orders::origin(&cfg.shop);
         let source = WalmartReturns {
             cfg,
             creds,

@@ -32,7 +32,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kpiflow_schemas::{Channel, InventorySnapshot, LocationKind, SourceTz};
+use kpiflow_schemas::{InventorySnapshot, LocationKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -116,12 +116,7 @@ impl WalmartWfsInventory {
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let (http, creds, metrics) =
             walmart_orders::client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
-        let origin = Origin {
-            shop: cfg.shop.clone(),
-            channel: Channel::Walmart,
-            marketplace: "US".into(),
-            source_tz: SourceTz::US_PACIFIC,
-        };
+        let origin = walmart_orders::origin(&cfg.shop);
         let source = WalmartWfsInventory {
             cfg,
             creds,
