@@ -79,17 +79,43 @@ listen = "127.0.0.1:0"
     )
 }
 
-fn start(config: &std::path::Path, log: &std::path::Path) -> Child {
+/// A `kpiflow` process killed when dropped: a failing test must not leave it running (it
+/// would keep the test runner's descriptors, e.g. a build lock, and reconnect to the broker).
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &std::path::Path, log: &std::path::Path) -> KillOnDrop {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_kpiflow"))
-        .arg("--config")
-        .arg(config)
-        .arg("process")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+            .arg("--config")
+            .arg(config)
+            .arg("process")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The simulator's events from 2026-11-02 08:00 UTC and a task publishing them over about
@@ -266,7 +292,7 @@ async fn three_processors_share_the_partitions_and_survive_losing_one() {
         &group,
         kpiflow_core::storage::test_location("scale-out"),
     );
-    let mut members: Vec<Child> = (0..3)
+    let mut members: Vec<KillOnDrop> = (0..3)
         .map(|i| start(&config, &dir.path().join(format!("member-{i}.log"))))
         .collect();
     // Once the group has spread the partitions, one member dies.
@@ -557,15 +583,17 @@ roll_interval = "100ms"
     .unwrap();
     let sink = |log: &str| {
         let log = std::fs::File::create(dir.path().join(log)).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_kpiflow"))
-            .arg("--config")
-            .arg(&config)
-            .arg("sink")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_kpiflow"))
+                .arg("--config")
+                .arg(&config)
+                .arg("sink")
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
     };
     let base = super::gmv_fixture();
     let producer = kafka.producer().unwrap();

@@ -10,6 +10,7 @@ use kpiflow_core::KafkaConfig;
 use kpiflow_schemas::{BreachEvent, BreachState, Topic};
 
 use super::cli::{free_port, get, kpiflow, write_config};
+use super::crash::KillOnDrop;
 
 /// The first golden breach (a critical late-shipment breach of shop-1) as `state`.
 fn breach(state: BreachState) -> BreachEvent {
@@ -86,12 +87,15 @@ async fn a_critical_breach_closes_the_gate_for_its_shop_and_a_restart_never_open
             dir.path().join("tables").display()
         ),
     );
+    // Killed when dropped, so a failing assertion leaves no sink running.
     let sink = || {
-        kpiflow(&config, &["sink"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            kpiflow(&config, &["sink"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let repricing = "shop=shop-1&action=repricing";
     let mut child = sink();
