@@ -19,31 +19,18 @@ use kpiflow_ingest::connectors::walmart_connect_ads::{WalmartConnectAds, Walmart
 use kpiflow_ingest::pull::AdAccountConfig;
 
 use super::by_hand::{self, ByHand};
-use super::fixture::{Reply, Server, fixture, fixture_with, pull_settings, secret_file};
+use super::fixture::{
+    Reply, Server, fixture, fixture_with, pull_settings, rsa_private_key, secret_file,
+};
 
 const SHOP: &str = "shop-walmart-ads";
 const C: &str = "walmart_connect_ads";
 
-/// A fresh 2048-bit RSA key (PKCS#8 PEM) made by `openssl` for this run: none is committed.
-/// (The integration tests check the signature itself; here the server takes any.)
-fn private_key() -> String {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl runs");
-    assert!(out.status.success(), "openssl genpkey failed");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walmart_connect_ads_through_the_broker_give_roas_acos_and_cpc_by_hand() {
     let (kafka, publisher) = by_hand::broker("wmads").await;
+    // The server takes any signature here (the integration tests check it); the key is made
+    // for this run.
     // The snapshot API: one snapshot, done at its first poll; the file is gzip JSON lines.
     let api = Server::start(move |req| {
         let host = req.header("host").to_string();
@@ -83,7 +70,7 @@ async fn walmart_connect_ads_through_the_broker_give_roas_acos_and_cpc_by_hand()
                 "consumer_id",
                 "c0ffee00-1111-2222-3333-444455556666",
             ),
-            private_key: secret_file(dir.path(), "private_key", &private_key()),
+            private_key: secret_file(dir.path(), "private_key", &rsa_private_key()),
             key_version: "1".into(),
             access_token: secret_file(dir.path(), "access_token", "test-advertiser-token"),
             report_type: "campaign".into(),

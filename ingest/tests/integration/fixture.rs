@@ -181,6 +181,23 @@ pub(crate) fn pull_settings(server: &Server, cursor_dir: &std::path::Path) -> Pu
     }
 }
 
+/// A fresh 2048-bit RSA private key (PKCS#8 PEM, `BEGIN PRIVATE KEY`) made by `openssl` for
+/// this run, so no private key is committed (Walmart Connect's request signatures).
+pub(crate) fn rsa_private_key() -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl genpkey failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Writes `value` to `dir/name` and returns a `file:` reference to it (tests cannot set
 /// environment variables: `unsafe` is forbidden).
 pub(crate) fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> SecretRef {

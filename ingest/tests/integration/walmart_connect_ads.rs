@@ -13,7 +13,7 @@ use kpiflow_ingest::connectors::walmart_connect_ads::{WalmartConnectAds, Walmart
 use kpiflow_ingest::pull::PullConnector;
 use ring::signature::{KeyPair, RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
 
-use super::fixture::{Reply, Req, Server, ad_rows, fixture, fixture_with};
+use super::fixture::{Reply, Req, Server, ad_rows, fixture, fixture_with, rsa_private_key};
 use super::rig::Rig;
 
 const C: &str = "walmart_connect_ads";
@@ -28,23 +28,7 @@ type Fault = dyn Fn(&Req, usize) -> Option<Reply> + Send + Sync;
 /// committed.
 fn keys() -> &'static [String; 2] {
     static KEYS: OnceLock<[String; 2]> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let make = || {
-            let out = std::process::Command::new("openssl")
-                .args([
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                ])
-                .output()
-                .expect("openssl runs");
-            assert!(out.status.success(), "openssl genpkey failed");
-            String::from_utf8(out.stdout).unwrap()
-        };
-        [make(), make()]
-    })
+    KEYS.get_or_init(|| [rsa_private_key(), rsa_private_key()])
 }
 
 /// The DER bytes of a PEM key.
