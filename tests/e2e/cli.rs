@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::crash::KillOnDrop;
+
 /// The LWA credentials the tables below reference, and the values the tests give them.
 const LWA_ENV: [(&str, &str); 3] = [
     (
@@ -199,25 +201,27 @@ fn backfill_serves_metrics_on_the_port_metrics_listen_gives_it() {
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let listen = addr.to_string();
-    let mut child = kpiflow(
-        &config,
-        &[
-            "backfill",
-            "amazon_sp_orders",
-            "--shop",
-            "shop-001",
-            "--from",
-            "2026-11-01",
-            "--to",
-            "2026-11-02",
-            "--metrics-listen",
-            &listen,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = KillOnDrop(
+        kpiflow(
+            &config,
+            &[
+                "backfill",
+                "amazon_sp_orders",
+                "--shop",
+                "shop-001",
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-02",
+                "--metrics-listen",
+                &listen,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -292,11 +296,13 @@ fn stages_stuck_on_a_silent_broker_exit_within_shutdown_timeout_of_sigterm() {
                 broker.local_addr().unwrap(),
             ),
         );
-        let mut child = kpiflow(&config, &[command])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            kpiflow(&config, &[command])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         // /metrics is served once the signal handler is installed (it is set up first).
         let deadline = Instant::now() + Duration::from_secs(30);
         while get(addr, "/metrics").is_none_or(|m| !ok(&m)) {
