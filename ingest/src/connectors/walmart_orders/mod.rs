@@ -86,13 +86,7 @@ impl WalmartOrders {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: WalmartOrdersConfig) -> Result<PullConnector, IngestError> {
         crate::pull::settings::non_empty(&format!("{SECTION}.shop"), &cfg.shop)?;
-        if !(1..=200).contains(&cfg.limit) {
-            return Err(IngestError::config(
-                format!("{SECTION}.limit"),
-                cfg.limit,
-                "must be between 1 and 200",
-            ));
-        }
+        crate::pull::settings::within(&format!("{SECTION}.limit"), cfg.limit, 1..=200)?;
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let (http, creds, metrics) = client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
         let origin = origin(&cfg.shop);

@@ -96,13 +96,7 @@ impl WalmartReturns {
     /// Validates `cfg`, reads the credentials and builds the connector.
     pub fn build(cfg: WalmartReturnsConfig) -> Result<PullConnector, IngestError> {
         crate::pull::settings::non_empty(&format!("{SECTION}.shop"), &cfg.shop)?;
-        if !(1..=200).contains(&cfg.limit) {
-            return Err(IngestError::config(
-                format!("{SECTION}.limit"),
-                cfg.limit,
-                "must be between 1 and 200",
-            ));
-        }
+        crate::pull::settings::within(&format!("{SECTION}.limit"), cfg.limit, 1..=200)?;
         let pull = cfg.pull.resolve(SECTION, &walmart_orders::DEFAULTS)?;
         let (http, creds, metrics) =
             walmart_orders::client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;

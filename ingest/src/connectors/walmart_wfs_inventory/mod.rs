@@ -106,13 +106,7 @@ impl WalmartWfsInventory {
         for (k, v) in [("shop", &cfg.shop), ("location", &cfg.location)] {
             crate::pull::settings::non_empty(&format!("{SECTION}.{k}"), v)?;
         }
-        if !(1..=300).contains(&cfg.limit) {
-            return Err(IngestError::config(
-                format!("{SECTION}.limit"),
-                cfg.limit,
-                "must be between 1 and 300",
-            ));
-        }
+        crate::pull::settings::within(&format!("{SECTION}.limit"), cfg.limit, 1..=300)?;
         let pull = cfg.pull.resolve(SECTION, &DEFAULTS)?;
         let (http, creds, metrics) =
             walmart_orders::client(NAME, SECTION, &cfg.shop, &pull, &cfg.auth)?;
