@@ -468,6 +468,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                  dropping {} copies of kpi_values rows",
                 stats.files_in, stats.files_out, stats.rows, stats.partitions, stats.copies_dropped
             );
+            if stats.old_layout_files > 0 {
+                println!(
+                    "{tables}: moved {} kpi_values files of the old kpi=<id>/date=… layout \
+                     into date=… partitions",
+                    stats.old_layout_files
+                );
+            }
             Ok(())
         }
         Command::Reconcile(args) => reconcile::run(&cfg.processor, &cfg.sink, args).await,

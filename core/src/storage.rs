@@ -222,7 +222,7 @@ impl Bucket {
         Arc::clone(&self.store)
     }
 
-    /// The key of `relative` (e.g. `kpi_values/kpi=gmv/date=…/part-….parquet`) under the prefix.
+    /// The key of `relative` (e.g. `kpi_values/date=…/part-….parquet`) under the prefix.
     pub fn key(&self, relative: &str) -> ObjectPath {
         relative
             .split('/')

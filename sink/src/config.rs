@@ -15,7 +15,7 @@ use crate::SinkError;
 /// dir = "kpiflow-data"
 /// group_id = "kpiflow-sink"
 /// roll_rows = 50000
-/// roll_interval = "10s"
+/// roll_interval = "1m"
 /// compression = "zstd"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,7 +41,8 @@ pub struct SinkConfig {
     pub roll_rows: usize,
     /// The longest a record waits in the buffer before it is written and its offset committed,
     /// e.g. `"500ms"`, `"10s"`, `"1m"`: the freshness of the Parquet tables, traded against
-    /// file count (one file per touched date partition per flush). Default: `"10s"`.
+    /// file count (one file per table per touched date partition per flush; live KPIs are on
+    /// `/metrics` and the `kpi.updates` topic at once). Default: `"1m"`.
     #[serde(
         default = "SinkConfig::default_roll_interval",
         with = "humantime_serde"
@@ -167,7 +168,7 @@ impl SinkConfig {
         50_000
     }
     fn default_roll_interval() -> Duration {
-        Duration::from_secs(10)
+        Duration::from_secs(60)
     }
     fn default_shutdown_timeout() -> Duration {
         Duration::from_secs(30)
@@ -256,7 +257,7 @@ mod tests {
         assert_eq!(c.dir, Location::Local(PathBuf::from("kpiflow-data")));
         assert_eq!(c.group_id, "kpiflow-sink");
         assert_eq!(c.roll_rows, 50_000);
-        assert_eq!(c.roll_interval, Duration::from_secs(10));
+        assert_eq!(c.roll_interval, Duration::from_secs(60));
         assert_eq!(c.compression, Compression::Zstd);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
         c.validate().unwrap();

@@ -13,7 +13,7 @@
 //!   └────────────────────────────────────────────────────────────────────┘
 //!        │                                        │
 //!        ▼                                        ▼
-//!   <dir>/kpi_values/kpi=…/date=…/*.parquet       /metrics (kpiflow-core) ─► Prometheus ─► Grafana
+//!   <dir>/kpi_values/date=…/*.parquet             /metrics (kpiflow-core) ─► Prometheus ─► Grafana
 //!   <dir>/breaches/date=YYYY-MM-DD/*.parquet
 //!        │
 //!        ▼

@@ -13,8 +13,8 @@
 //!   `kpi_latest` removes both.
 //!
 //! Every table has the Hive partition column `date` (Date32; UTC date of `window_start` for
-//! KPIs, of `at` for breaches), and `kpi_values` / `kpi_latest` also `kpi` (the folder level
-//! above `date`): filter on them to read only the partitions needed.
+//! KPIs, of `at` for breaches): filter on it to read only the partitions needed. `kpi_values`
+//! files are sorted by `kpi`, so a filter on `kpi` skips the other KPIs' pages.
 //!
 //! ```sql
 //! SELECT kpi, shop, window_start, value FROM kpi_latest
@@ -33,6 +33,7 @@ use kpiflow_schemas::BreachEvent;
 use crate::SinkError;
 use crate::error::plural;
 use crate::internal_events::UnreadableFileSkipped;
+use crate::parquet::legacy;
 use crate::parquet::store::TableStore;
 use crate::parquet::unreadable::{self, HidingStore, UnreadableFile};
 use crate::parquet::{DATE_COLUMN, FILE_EXTENSION, Table, TableRow};
@@ -42,6 +43,28 @@ pub const KPI_LATEST: &str = "kpi_latest";
 /// The `kpi_values` files as written, crash copies included (`kpi_values` shows each
 /// `(key, revision)` once).
 pub const KPI_VALUES_RAW: &str = "kpi_values_raw";
+
+/// While old-layout `kpi_values` files exist: the current files' table…
+const LEGACY_CURRENT: &str = "kpiflow_kpi_values_files";
+/// …and the old ones' (`kpi=<id>/date=…`), unioned as `kpi_values_raw`.
+const LEGACY_OLD: &str = "kpiflow_kpi_values_old_layout";
+
+/// A listing table of Parquet files under `url`, Hive-partitioned by `partitions`.
+fn listing(
+    url: datafusion::datasource::listing::ListingTableUrl,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    partitions: Vec<(String, datafusion::arrow::datatypes::DataType)>,
+) -> Result<Arc<ListingTable>, SinkError> {
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(FILE_EXTENSION)
+        .with_table_partition_cols(partitions);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(
+        ListingTable::try_new(config).map_err(SinkError::datafusion)?,
+    ))
+}
 
 /// How a query treats the tables' files.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,22 +140,34 @@ pub async fn session_with(
         ctx.register_object_store(&url, Arc::new(HidingStore::new(store, hidden)));
         skipped = bad.into_iter().map(|(_, file)| file).collect();
     }
+    let legacy = legacy::present(&tables).await?;
     for table in Table::ALL {
         let url = tables.table_url(table)?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(FILE_EXTENSION)
-            .with_table_partition_cols(table.partition_columns());
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(table.schema());
-        let provider = ListingTable::try_new(config).map_err(SinkError::datafusion)?;
+        let provider = listing(url.clone(), table.schema(), table.partition_columns())?;
         // `kpi_values` is the view over the files that shows each (key, revision) once.
         let name = match table {
+            Table::KpiValues if legacy => LEGACY_CURRENT,
             Table::KpiValues => KPI_VALUES_RAW,
             _ => table.name(),
         };
-        ctx.register_table(name, Arc::new(provider))
+        ctx.register_table(name, provider)
             .map_err(SinkError::datafusion)?;
+    }
+    if legacy {
+        // Files an older sink wrote under kpi=<id>/date=…: listed as a second table, and
+        // `kpi_values_raw` is both (see `parquet::legacy`).
+        let url = tables.table_url(Table::KpiValues)?;
+        let provider = listing(url, legacy::file_schema(), legacy::partition_columns())?;
+        ctx.register_table(LEGACY_OLD, provider)
+            .map_err(SinkError::datafusion)?;
+        let columns = quoted_columns(Table::KpiValues, true);
+        let ddl = format!(
+            "CREATE VIEW {KPI_VALUES_RAW} AS SELECT {columns} FROM {LEGACY_CURRENT} \
+             UNION ALL SELECT {columns} FROM {LEGACY_OLD}"
+        );
+        ctx.sql(&ddl)
+            .await
+            .map_err(|e| SinkError::Internal(format!("creating view {KPI_VALUES_RAW}: {e}")))?;
     }
     for (view, ddl) in [
         (Table::KpiValues.name(), kpi_values_ddl()),
@@ -229,7 +264,7 @@ pub async fn open_breaches(tables: impl Into<TableStore>) -> Result<Vec<BreachEv
 // Both views partition by `kpi` and `date` as well as by `key`: the key determines both (its
 // KPI id and window start), so the rows are the same, and DataFusion pushes a filter on a
 // window's PARTITION BY columns below it, so `WHERE kpi = … AND date = …` still reads only
-// those folders.
+// those folders and pages.
 
 fn kpi_values_ddl() -> String {
     let columns = quoted_columns(Table::KpiValues, true);
@@ -256,22 +291,14 @@ fn kpi_latest_ddl() -> String {
     )
 }
 
-/// The table's columns: partition columns other than `date` first (`kpi`), then the files'
-/// columns, then `date` when asked for.
+/// The table's columns: the files' columns, then `date` when asked for.
 fn quoted_columns(table: Table, with_date: bool) -> String {
-    let partitions = table.partition_columns();
-    let mut names: Vec<String> = partitions
+    let mut names: Vec<String> = table
+        .schema()
+        .fields()
         .iter()
-        .filter(|(name, _)| name != DATE_COLUMN)
-        .map(|(name, _)| format!("\"{name}\""))
+        .map(|f| format!("\"{}\"", f.name()))
         .collect();
-    names.extend(
-        table
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| format!("\"{}\"", f.name())),
-    );
     if with_date {
         names.push(format!("\"{DATE_COLUMN}\""));
     }
@@ -395,9 +422,7 @@ mod tests {
         write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
         write_rows(dir.path(), &events, Compression::None).unwrap();
         // A file caught mid-write: readers must skip it (it is not even valid Parquet).
-        let partition = dir
-            .path()
-            .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
+        let partition = dir.path().join("kpi_values/date=2025-03-14");
         std::fs::write(
             partition.join(".part-crashed.parquet.tmp"),
             b"PAR1 half a file",
@@ -451,9 +476,7 @@ mod tests {
         let extra = lsr.len();
         let (half_written, go_on) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
         let writer = {
-            let folder = dir
-                .path()
-                .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
+            let folder = dir.path().join("kpi_values/date=2025-03-14");
             let (tell, wait) = (half_written.0, go_on.1);
             std::thread::spawn(move || {
                 write_with_pause(&folder, "part-paused.parquet", &batch, || {
@@ -688,18 +711,19 @@ mod tests {
             "numerator,revision\n12400.000000000,4\n"
         );
 
-        // A damaged file in another KPI's folder: a query filtered on `kpi` must not open it,
-        // so the views pass the filter down to the listing.
-        let acos = dir.path().join("kpi_values/kpi=acos/date=2025-03-13");
-        std::fs::create_dir_all(&acos).unwrap();
-        std::fs::write(acos.join("part-bad.parquet"), b"not parquet at all").unwrap();
+        // A damaged file in another date's folder: a query filtered on `date` must not open
+        // it, so the views pass the filter down to the listing.
+        let other_day = dir.path().join("kpi_values/date=2025-03-12");
+        std::fs::create_dir_all(&other_day).unwrap();
+        std::fs::write(other_day.join("part-bad.parquet"), b"not parquet at all").unwrap();
         assert_eq!(
             csv("SELECT count(*) AS n FROM kpi_values WHERE kpi = 'gmv' AND date = DATE '2025-03-14'")
                 .await,
             "n\n2\n"
         );
         assert_eq!(
-            csv("SELECT count(*) AS n FROM kpi_latest WHERE kpi = 'gmv'").await,
+            csv("SELECT count(*) AS n FROM kpi_latest WHERE kpi = 'gmv' AND date > DATE '2025-03-12'")
+                .await,
             "n\n1\n"
         );
         let err = query(dir.path(), "SELECT count(*) FROM kpi_values")

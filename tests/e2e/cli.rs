@@ -402,7 +402,7 @@ fn query_names_an_unreadable_file_and_skips_it_with_skip_unreadable() {
     let gmv = super::gmv_fixture();
     // One sound file (the gmv fixture row, revision 3) and one that is not Parquet at all.
     kpiflow_sink::parquet::write_rows(&tables, &[gmv], kpiflow_sink::Compression::Zstd).unwrap();
-    let bad = tables.join("kpi_values/kpi=gmv/date=2025-03-14/part-bad.parquet");
+    let bad = tables.join("kpi_values/date=2025-03-14/part-bad.parquet");
     std::fs::write(&bad, b"PAR1 cut short").unwrap();
     let bad = std::path::absolute(&bad).unwrap().display().to_string();
     let sql = "SELECT kpi, revision FROM kpi_values";

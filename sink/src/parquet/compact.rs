@@ -1,15 +1,19 @@
 //! `kpiflow compact`: merges a partition's small files into few large ones.
 //!
 //! The sink cuts one file per touched partition per flush (every `roll_interval`), so a busy
-//! day partition collects thousands of small files, and every query pays to open each one.
+//! day partition collects hundreds of small files a day, and every query pays to open each one.
 //! Compaction rewrites a partition's small files (under [`SMALL_FILE_BYTES`]) as files of up
 //! to [`TARGET_FILE_BYTES`]:
 //!
 //! ```text
-//!   kpi=gmv/date=…/part-a (40 KB) ┐
-//!   kpi=gmv/date=…/part-b (38 KB) ├─► read ─► one batch ─► part-<now> (committed atomically) ─► delete a, b, c
-//!   kpi=gmv/date=…/part-c (41 KB) ┘
+//!   date=…/part-a (40 KB) ┐
+//!   date=…/part-b (38 KB) ├─► read ─► one batch ─► part-<now> (committed atomically) ─► delete a, b, c
+//!   date=…/part-c (41 KB) ┘
 //! ```
+//!
+//! Files of the old `kpi_values` layout (`kpi=<id>/date=…`, see [`super::legacy`]) are merged
+//! into their `date=` partition whatever their size and age, their `kpi` column taken from
+//! the folder name; the emptied folders are removed.
 //!
 //! In `kpi_values` the merge keeps each `(key, revision)` once, so the copies a sink's replay
 //! after a crash wrote do not pile up: a partition's file holds each revision once after its
@@ -29,7 +33,9 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt32Array, UInt64Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
@@ -38,7 +44,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use super::store::TableStore;
-use super::{DATE_COLUMN, EncodedFile, FILE_EXTENSION, Table, encode};
+use super::{DATE_COLUMN, EncodedFile, FILE_EXTENSION, KPI_COLUMN, Table, encode, legacy};
 use crate::{Compression, SinkError};
 
 /// Files at least this large are left as they are.
@@ -60,6 +66,9 @@ pub struct CompactStats {
     /// `kpi_values` rows not rewritten because their `(key, revision)` was already in the
     /// merged file (crash copies).
     pub copies_dropped: usize,
+    /// Of `files_in`, the old-layout `kpi_values` files (`kpi=<id>/date=…`) moved into their
+    /// `date=` partition.
+    pub old_layout_files: usize,
 }
 
 /// Merges the small files older than `older_than` of every partition of every table.
@@ -83,28 +92,42 @@ pub async fn compact(
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(storage(format!("listing {prefix}"), e)),
         };
-        // Committed, small, old enough; grouped by partition folder.
-        let mut partitions: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        // Committed, small, old enough; grouped by partition folder. Old-layout files
+        // (kpi=<id>/date=…) go to their date= partition whatever their size or age: no
+        // sink writes there any more.
+        let mut partitions: BTreeMap<String, Vec<Input>> = BTreeMap::new();
         for meta in listed {
             let Some(name) = meta.location.filename() else {
                 continue;
             };
-            let committed = name.ends_with(FILE_EXTENSION) && !name.starts_with('.');
-            if !committed || meta.size >= SMALL_FILE_BYTES || meta.last_modified > cutoff {
+            if !name.ends_with(FILE_EXTENSION) || name.starts_with('.') {
                 continue;
             }
             let Some(partition) = partition_of(&prefix, &meta.location) else {
                 continue;
             };
-            partitions.entry(partition).or_default().push(meta);
+            let (partition, old_kpi) = match legacy::split(&partition) {
+                Some((kpi, current)) if table == Table::KpiValues => {
+                    (current.to_string(), Some(kpi.to_string()))
+                }
+                _ => (partition, None),
+            };
+            if old_kpi.is_none() && (meta.size >= SMALL_FILE_BYTES || meta.last_modified > cutoff) {
+                continue;
+            }
+            partitions
+                .entry(partition)
+                .or_default()
+                .push(Input { meta, old_kpi });
         }
         for (partition, mut files) in partitions {
-            files.sort_by(|a, b| a.location.cmp(&b.location));
+            files.sort_by(|a, b| a.meta.location.cmp(&b.meta.location));
             let mut merged_any = false;
             for group in groups(files) {
                 let (rows, dropped) =
                     merge(tables, &store, table, &partition, &group, compression).await?;
                 stats.files_in += group.len();
+                stats.old_layout_files += group.iter().filter(|f| f.old_kpi.is_some()).count();
                 stats.files_out += 1;
                 stats.rows += rows;
                 stats.copies_dropped += dropped;
@@ -113,26 +136,58 @@ pub async fn compact(
             stats.partitions += usize::from(merged_any);
         }
     }
+    if let Some(dir) = tables.local() {
+        remove_empty_old_folders(&Table::KpiValues.dir(dir));
+    }
     Ok(stats)
 }
 
+/// A file to merge; `old_kpi` is the KPI id of an old-layout file's folder.
+struct Input {
+    meta: ObjectMeta,
+    old_kpi: Option<String>,
+}
+
 /// Splits a partition's files into runs of at most [`TARGET_FILE_BYTES`]; runs of one file
-/// are dropped (nothing to merge).
-fn groups(files: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
-    let mut out: Vec<Vec<ObjectMeta>> = Vec::new();
-    let mut current: Vec<ObjectMeta> = Vec::new();
+/// are dropped (nothing to merge) unless it is an old-layout file, which moves.
+fn groups(files: Vec<Input>) -> Vec<Vec<Input>> {
+    let mut out: Vec<Vec<Input>> = Vec::new();
+    let mut current: Vec<Input> = Vec::new();
     let mut bytes = 0;
     for f in files {
-        if !current.is_empty() && bytes + f.size > TARGET_FILE_BYTES {
+        if !current.is_empty() && bytes + f.meta.size > TARGET_FILE_BYTES {
             out.push(std::mem::take(&mut current));
             bytes = 0;
         }
-        bytes += f.size;
+        bytes += f.meta.size;
         current.push(f);
     }
     out.push(current);
-    out.retain(|g| g.len() > 1);
+    out.retain(|g| g.len() > 1 || g.iter().any(|f| f.old_kpi.is_some()));
     out
+}
+
+/// Removes the `kpi=<id>/date=…` folders compaction emptied (a bucket has no folders).
+fn remove_empty_old_folders(table_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(table_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_old = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("kpi="));
+        if !is_old || !entry.path().is_dir() {
+            continue;
+        }
+        if let Ok(dates) = std::fs::read_dir(entry.path()) {
+            for date in dates.flatten() {
+                // Fails, and stays, when not empty.
+                let _ = std::fs::remove_dir(date.path());
+            }
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
 }
 
 /// Reads `group`, commits their rows as one file (in `kpi_values` each `(key, revision)`
@@ -142,12 +197,12 @@ async fn merge(
     store: &Arc<dyn ObjectStore>,
     table: Table,
     partition: &str,
-    group: &[ObjectMeta],
+    group: &[Input],
     compression: Compression,
 ) -> Result<(usize, usize), SinkError> {
     let schema = table.schema();
     let mut batches = Vec::new();
-    for meta in group {
+    for Input { meta, old_kpi } in group {
         let bytes = store
             .get(&meta.location)
             .await
@@ -165,13 +220,17 @@ async fn merge(
             let batch = batch
                 .map_err(|e| SinkError::Internal(format!("decoding {}: {e}", meta.location)))?;
             // Same columns as the table's schema; field metadata may differ between writers.
-            let batch =
-                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
-                    SinkError::Internal(format!(
-                        "{} does not match the {table} schema: {e}",
-                        meta.location
-                    ))
-                })?;
+            let batch = match old_kpi {
+                Some(kpi) => legacy::with_kpi(&batch, kpi)?,
+                None => {
+                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+                        SinkError::Internal(format!(
+                            "{} does not match the {table} schema: {e}",
+                            meta.location
+                        ))
+                    })?
+                }
+            };
             batches.push(batch);
         }
     }
@@ -179,6 +238,7 @@ async fn merge(
         .map_err(|e| SinkError::Internal(format!("merging {table}/{partition}: {e}")))?;
     let (batch, dropped) = match table {
         Table::KpiValues => drop_copies(batch)
+            .and_then(|(batch, dropped)| Ok((sort_kpi_values(&batch)?, dropped)))
             .map_err(|e| SinkError::Internal(format!("merging {table}/{partition}: {e}")))?,
         Table::Breaches | Table::Events => (batch, 0),
     };
@@ -209,7 +269,7 @@ async fn merge(
     };
     // The merged rows are durable before any original goes away.
     tables.commit(vec![file]).await?;
-    for meta in group {
+    for Input { meta, .. } in group {
         match store.delete(&meta.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(storage(format!("deleting {}", meta.location), e)),
@@ -251,7 +311,24 @@ fn drop_copies(batch: RecordBatch) -> Result<(RecordBatch, usize), ArrowError> {
     Ok((kept, dropped))
 }
 
-/// `prefix/<partition…>/<file>` → `<partition…>`, e.g. `kpi=gmv/date=2025-03-14`.
+/// A merged `kpi_values` batch in the sink's file order, `(kpi, key, revision)` (see
+/// `KpiUpdate::sort_for_file`), so the merged file prunes as the sink's do.
+fn sort_kpi_values(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let by = |name: &str| -> Result<SortColumn, ArrowError> {
+        Ok(SortColumn {
+            values: batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| ArrowError::SchemaError(format!("no column `{name}`")))?,
+            options: None,
+        })
+    };
+    let order = lexsort_to_indices(&[by(KPI_COLUMN)?, by("key")?, by("revision")?], None)?;
+    take_record_batch(batch, &order)
+}
+
+/// `prefix/<partition…>/<file>` → `<partition…>`, e.g. `date=2025-03-14` (or, in the old
+/// layout, `kpi=gmv/date=2025-03-14`).
 fn partition_of(prefix: &ObjectPath, location: &ObjectPath) -> Option<String> {
     let parts: Vec<String> = location
         .prefix_match(prefix)?
@@ -334,13 +411,104 @@ mod tests {
         assert_eq!(again.files_out, 0);
     }
 
+    /// Writes `rows` as a sink before issue 12 did: `kpi_values/kpi=<id>/date=…/`, files
+    /// without the `kpi` column.
+    fn write_old_layout(dir: &std::path::Path, rows: &[kpiflow_schemas::KpiUpdate]) {
+        use crate::parquet::{TableRow, write_file_atomically};
+        for row in rows {
+            let batch = kpiflow_schemas::KpiUpdate::to_batch(&[row]).unwrap();
+            assert_eq!(batch.schema().field(0).name(), "kpi");
+            let old = batch
+                .project(&(1..batch.num_columns()).collect::<Vec<_>>())
+                .unwrap();
+            let folder = dir.join(format!(
+                "kpi_values/kpi={}/date={}",
+                row.kpi,
+                row.window.start.date_naive()
+            ));
+            let name = format!("part-old-{}.parquet", uuid::Uuid::new_v4());
+            write_file_atomically(&folder, &name, &old, Compression::Snappy).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn old_layout_files_are_read_beside_new_ones_and_compaction_moves_them() {
+        use crate::parquet::TableRow;
+        use kpiflow_schemas::KpiUpdate;
+        let dir = tempfile::tempdir().unwrap();
+        let kpis = kpi_fixtures();
+        let (old, new) = kpis.split_at(kpis.len() / 2);
+        assert!(!old.is_empty() && !new.is_empty());
+        write_old_layout(dir.path(), old);
+        write_rows(dir.path(), new, Compression::Zstd).unwrap();
+        let tables = TableStore::from(dir.path());
+        assert!(legacy::present(&tables).await.unwrap());
+
+        // Every fixture reads back exactly, the old ones' `kpi` taken from their folders.
+        let mut expected = kpis.clone();
+        expected.sort_by_key(|k| (k.key(), k.revision));
+        let read_all = || async {
+            let batches = query(
+                dir.path(),
+                "SELECT * FROM kpi_values ORDER BY key, revision",
+            )
+            .await
+            .unwrap();
+            batches
+                .iter()
+                .flat_map(|b| KpiUpdate::from_batch(b).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read_all().await, expected);
+        let gmv = expected.iter().filter(|k| k.kpi == "gmv").count();
+        assert!(gmv > 0);
+        assert_eq!(
+            csv(
+                dir.path(),
+                "SELECT count(*) AS n FROM kpi_values WHERE kpi = 'gmv'"
+            )
+            .await,
+            format!("n\n{gmv}\n")
+        );
+
+        // Compaction moves every old file, whatever its age: none is younger than an hour.
+        let stats = compact(&tables, Duration::from_secs(3600), Compression::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(stats.old_layout_files, old.len(), "{stats:?}");
+        assert!(!legacy::present(&tables).await.unwrap());
+        let folders: Vec<String> = std::fs::read_dir(dir.path().join("kpi_values"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            folders.iter().all(|f| f.starts_with("date=")),
+            "{folders:?}"
+        );
+        assert_eq!(read_all().await, expected, "the same rows, each once");
+        // Every file, merged or the sink's, keeps one KPI's rows together (kpi in order).
+        for path in files_under(&dir.path().join("kpi_values")) {
+            let file = std::fs::File::open(&path).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+            let mut ids = Vec::new();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("kpi").unwrap();
+                let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+                ids.extend(col.iter().map(|v| v.unwrap().to_string()));
+            }
+            assert!(ids.is_sorted(), "{}: {ids:?}", path.display());
+        }
+    }
+
     #[tokio::test]
     async fn replayed_kpi_rows_are_merged_once_even_after_an_interrupted_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let kpis = kpi_fixtures();
-        let lsr = dir
-            .path()
-            .join("kpi_values/kpi=late_shipment_rate/date=2025-03-14");
+        let lsr = dir.path().join("kpi_values/date=2025-03-14");
         // Rows 0 and 1 are late_shipment_rate revisions 1 and 2 of 2025-03-14 (one partition).
         // A first run, two replays of both after crashes, and a new revision 3: four files,
         // 2 + 2 + 2 + 1 = 7 rows, 3 distinct (key, revision).

@@ -1,9 +1,9 @@
-//! Table `kpi_values`: one row per published [`KpiUpdate`], partitioned by KPI id and the UTC
-//! date of the window's start: `kpi_values/kpi=<id>/date=YYYY-MM-DD/`.
+//! Table `kpi_values`: one row per published [`KpiUpdate`], partitioned by the UTC date of the
+//! window's start, `kpi_values/date=YYYY-MM-DD/`, each file sorted by `(kpi, key, revision)`.
 //!
 //! | column | type | null | from |
 //! |---|---|---|---|
-//! | kpi | Utf8 | no | partition column (the folder name, not in the files) |
+//! | kpi | Utf8 | no | the KPI id |
 //! | unit, direction, owner, priority | Utf8 | no | the KPI definition |
 //! | kpi_version | UInt32 | no | |
 //! | shop, channel, marketplace | Utf8 | no | `scope` |
@@ -19,7 +19,13 @@
 //! | watermark, emitted_at | Timestamp(µs, UTC) | no | |
 //! | key | Utf8 | no | [`KpiUpdate::key`] |
 //!
-//! Readers add the partition columns `kpi` (Utf8) and `date` (Date32).
+//! Readers add the partition column `date` (Date32).
+//!
+//! Why `kpi` is a column and not a folder level (it was one, `kpi=<id>/date=…/`, until
+//! issue 12): one flush touches every KPI, so a folder per KPI cut ~26 files per date per
+//! flush. Sorted by `kpi`, a file's pages keep one KPI's rows together, so a filter on `kpi`
+//! still skips the others through the Parquet page statistics. Files of the old layout are
+//! still read (see [`super::legacy`]) and `kpiflow compact` rewrites them.
 
 use std::sync::{Arc, OnceLock};
 
@@ -33,21 +39,21 @@ use datafusion::arrow::datatypes::{
 use kpiflow_schemas::KpiUpdate;
 
 use super::{
-    Columns, DATE_COLUMN, KPI_COLUMN, Table, TableRow, batch, check_exact, column, downcast,
-    exact_decimal_columns, exact_decimal_fields, from_micros, from_wire_name,
-    optional_primitive_column, optional_string, optional_string_column, primitive_column,
-    scope_columns, scope_fields, string_column, timestamp_column, timestamp_field, utf8_field,
-    window_columns, window_fields,
+    Columns, KPI_COLUMN, Table, TableRow, batch, check_exact, exact_decimal_columns,
+    exact_decimal_fields, from_micros, from_wire_name, optional_primitive_column, optional_string,
+    optional_string_column, primitive_column, scope_columns, scope_fields, string_column,
+    timestamp_column, timestamp_field, utf8_field, window_columns, window_fields,
 };
 use crate::SinkError;
 
-/// The schema of `kpi_values` files (the `kpi` partition column is not in them).
+/// The schema of `kpi_values` files.
 pub fn schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
     Arc::clone(SCHEMA.get_or_init(|| {
         Arc::new(Schema::new(
             [
                 vec![
+                    utf8_field(KPI_COLUMN),
                     Field::new("kpi_version", DataType::UInt32, false),
                     utf8_field("unit"),
                     utf8_field("direction"),
@@ -81,30 +87,18 @@ impl TableRow for KpiUpdate {
         self.window.start.date_naive()
     }
 
-    fn partition_path(&self) -> String {
-        format!(
-            "{KPI_COLUMN}={}/{DATE_COLUMN}={}",
-            self.kpi,
-            self.partition_date()
-        )
+    /// One KPI's rows together (page statistics on `kpi` then prune), each series' revisions
+    /// in order.
+    fn sort_for_file(rows: &mut [&Self]) {
+        // `key()` builds a string: once per row, not once per comparison.
+        rows.sort_by_cached_key(|r| (r.kpi.clone(), r.key(), r.revision));
     }
 
     fn check_storable(&self) -> Result<(), SinkError> {
-        // The id names a folder: keep it to characters every filesystem and object store
-        // takes as they are, so no reader has to unescape it.
-        let folder_safe = !self.kpi.is_empty()
-            && self.kpi.len() <= 200
-            && self
-                .kpi
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-            && !self.kpi.starts_with('.');
-        if !folder_safe {
-            return Err(SinkError::InvalidRecord(format!(
-                "field `kpi` = {:?}: a KPI id must be 1-200 letters, digits, '_', '-' or '.' \
-                 (not starting with '.'), as it names the kpi= partition folder",
-                self.kpi
-            )));
+        if self.kpi.is_empty() {
+            return Err(SinkError::InvalidRecord(
+                "field `kpi` is empty: every KPI value names its KPI".into(),
+            ));
         }
         check_exact(self.numerator, self.denominator)
     }
@@ -112,6 +106,7 @@ impl TableRow for KpiUpdate {
     fn to_batch(rows: &[&KpiUpdate]) -> Result<RecordBatch, SinkError> {
         let columns = [
             vec![
+                string_column(rows, |r| &r.kpi),
                 primitive_column::<UInt32Type, _>(rows, |r| r.kpi_version),
                 string_column(rows, |r| &r.unit),
                 string_column(rows, |r| r.direction.as_str()),
@@ -137,9 +132,7 @@ impl TableRow for KpiUpdate {
     fn from_batch(batch: &RecordBatch) -> Result<Vec<KpiUpdate>, SinkError> {
         let c = Columns::of(batch, schema())?;
         let (scope, window, exact) = (c.scope()?, c.window()?, c.exact_decimals()?);
-        // The partition column, read from the path by the table.
-        let kpi_column = column(batch, KPI_COLUMN, &DataType::Utf8)?;
-        let kpi = downcast::<StringArray>(&kpi_column, KPI_COLUMN)?;
+        let kpi = c.strings(KPI_COLUMN)?;
         let (unit, direction) = (c.strings("unit")?, c.strings("direction")?);
         let (owner, currency) = (c.strings("owner")?, c.strings("currency")?);
         let priority = c.strings("priority")?;
@@ -179,31 +172,16 @@ mod tests {
     use crate::parquet::tests::kpi_fixtures;
     use datafusion::arrow::array::Decimal128Array;
 
-    /// `batch` with the `kpi` partition column a reader adds from the path.
-    pub(crate) fn with_kpi_column(batch: &RecordBatch, kpis: &[KpiUpdate]) -> RecordBatch {
-        let mut fields: Vec<Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(utf8_field(KPI_COLUMN));
-        let mut columns = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from_iter_values(
-            kpis.iter().map(|k| k.kpi.as_str()),
-        )));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
-    }
-
     #[test]
     fn rows_round_trip_exactly_through_arrow() {
         let kpis = kpi_fixtures();
         let batch = KpiUpdate::to_batch(&kpis.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(batch.schema(), schema());
-        assert!(batch.column_by_name("kpi").is_none(), "kpi is in the path");
-        let read = with_kpi_column(&batch, &kpis);
-        assert_eq!(KpiUpdate::from_batch(&read).unwrap(), kpis);
-        let err = KpiUpdate::from_batch(&batch).unwrap_err().to_string();
+        assert_eq!(KpiUpdate::from_batch(&batch).unwrap(), kpis);
+        let without_kpi = batch
+            .project(&(1..batch.num_columns()).collect::<Vec<_>>())
+            .unwrap();
+        let err = KpiUpdate::from_batch(&without_kpi).unwrap_err().to_string();
         assert!(err.contains("no column `kpi`"), "{err}");
         let keys = downcast::<StringArray>(batch.column_by_name("key").unwrap(), "key").unwrap();
         assert_eq!(keys.value(0), kpis[0].key());
@@ -225,14 +203,33 @@ mod tests {
     }
 
     #[test]
-    fn kpi_ids_that_cannot_name_a_folder_are_refused() {
+    fn a_file_holds_one_kpi_s_rows_together_and_each_series_in_revision_order() {
+        let mut kpis = kpi_fixtures();
+        assert!(kpis.len() >= 2);
+        let mut later = kpis[0].clone();
+        later.revision += 1;
+        let mut other = kpis[0].clone();
+        other.kpi = "aaa_first".into();
+        // Arrival order: a later revision before the earlier one, another KPI in between.
+        kpis.insert(0, later.clone());
+        kpis.insert(1, other.clone());
+        let mut rows: Vec<&KpiUpdate> = kpis.iter().collect();
+        KpiUpdate::sort_for_file(&mut rows);
+        assert_eq!(rows[0], &other, "ids in byte order: aaa_first first");
+        let first = rows.iter().position(|r| r.key() == later.key()).unwrap();
+        assert_eq!(rows[first].revision + 1, rows[first + 1].revision);
+        assert_eq!(rows[first + 1], &later);
+        let ids: Vec<&str> = rows.iter().map(|r| r.kpi.as_str()).collect();
+        assert!(ids.is_sorted(), "{ids:?}");
+    }
+
+    #[test]
+    fn an_empty_kpi_id_is_refused() {
         let mut k = kpi_fixtures().remove(0);
-        assert_eq!(k.partition_path(), "kpi=late_shipment_rate/date=2025-03-14");
-        for bad in ["", "../etc", "a/b", ".hidden", "x y"] {
-            k.kpi = bad.into();
-            let err = k.check_storable().unwrap_err().to_string();
-            assert!(err.contains("field `kpi`"), "{bad}: {err}");
-        }
+        assert_eq!(k.partition_path(), "date=2025-03-14");
+        k.kpi = String::new();
+        let err = k.check_storable().unwrap_err().to_string();
+        assert!(err.contains("field `kpi` is empty"), "{err}");
     }
 
     #[test]

@@ -3,15 +3,17 @@
 //! Layout under the sink's `dir`:
 //!
 //! ```text
-//! <dir>/kpi_values/kpi=late_shipment_rate/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
+//! <dir>/kpi_values/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
 //! <dir>/breaches/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet
 //! <dir>/events/date=2025-03-14/part-20250314T101500.123Z-<uuid>.parquet      (sink.events_archive)
-//! <dir>/kpi_values/kpi=gmv/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
+//! <dir>/kpi_values/date=2025-03-14/.part-….parquet.tmp      (being written; readers skip it)
 //! ```
 //!
-//! Partitions are Hive-style: a partition column's value lives in the folder name only, not in
-//! the file (`kpi_values` files have no `kpi` column; DataFusion, Spark, DuckDB and Trino read
-//! it back from the path). A query filtering on `kpi` or `date` reads only those folders.
+//! Partitions are Hive-style: the `date` value lives in the folder name only, not in the file
+//! (DataFusion, Spark, DuckDB and Trino read it back from the path). A query filtering on
+//! `date` reads only those folders. One flush writes one file per table per touched date,
+//! its rows sorted ([`TableRow::sort_for_file`]) so page statistics prune the rest: in
+//! `kpi_values` by KPI id ([`legacy`] reads the older `kpi=<id>/date=…` folders).
 //!
 //! A file appears under its final name only once it is complete and on disk: it is written
 //! under a hidden temporary name in the same folder, fsynced, renamed (atomic within one
@@ -26,6 +28,7 @@ pub mod breaches;
 pub mod compact;
 pub mod events;
 pub mod kpi_values;
+pub mod legacy;
 pub mod store;
 pub mod unreadable;
 
@@ -52,7 +55,7 @@ use crate::{Compression, SinkError};
 
 /// The Hive partition column every table is split by: a UTC date, `date=YYYY-MM-DD`.
 pub const DATE_COLUMN: &str = "date";
-/// The Hive partition column `kpi_values` is split by first: the KPI id, `kpi=<id>`.
+/// The KPI id column of `kpi_values` (a folder level `kpi=<id>` in the [`legacy`] layout).
 pub const KPI_COLUMN: &str = "kpi";
 /// Precision of exact decimal columns (numerator, denominator).
 pub const DECIMAL_PRECISION: u8 = 38;
@@ -95,14 +98,9 @@ impl Table {
         }
     }
 
-    /// The table's Hive partition columns, outermost first: `kpi_values` by `kpi` (Utf8) then
-    /// `date` (Date32); `breaches` by `date`.
+    /// The table's Hive partition columns: `date` (Date32) for every table.
     pub fn partition_columns(&self) -> Vec<(String, DataType)> {
-        let date = (DATE_COLUMN.to_string(), DataType::Date32);
-        match self {
-            Table::KpiValues => vec![(KPI_COLUMN.to_string(), DataType::Utf8), date],
-            Table::Breaches | Table::Events => vec![date],
-        }
+        vec![(DATE_COLUMN.to_string(), DataType::Date32)]
     }
 
     /// The schema of the table's files (without the partition columns).
@@ -134,11 +132,14 @@ pub trait TableRow: Sized {
     /// The UTC date of the partition the row belongs to.
     fn partition_date(&self) -> NaiveDate;
 
-    /// The partition folder under the table's folder, one `name=value` level per partition
-    /// column, e.g. `kpi=gmv/date=2025-03-14`.
+    /// The partition folder under the table's folder, e.g. `date=2025-03-14`.
     fn partition_path(&self) -> String {
         format!("{DATE_COLUMN}={}", self.partition_date())
     }
+
+    /// Orders one file's rows so that the columns queries filter on come in runs, which
+    /// Parquet's page statistics let a reader skip. Default: arrival order.
+    fn sort_for_file(_rows: &mut [&Self]) {}
 
     /// Fails when the record cannot be stored exactly (e.g. a decimal with more than nine
     /// places); the sink dead-letters such records instead of buffering them.
@@ -157,7 +158,7 @@ pub trait TableRow: Sized {
 pub struct WrittenFile {
     /// The table.
     pub table: Table,
-    /// The partition folder, e.g. `kpi=gmv/date=2025-03-14`.
+    /// The partition folder, e.g. `date=2025-03-14`.
     pub partition: String,
     /// The partition's date.
     pub date: NaiveDate,
@@ -172,7 +173,7 @@ pub struct WrittenFile {
 pub struct EncodedFile {
     /// The table.
     pub table: Table,
-    /// The partition folder, e.g. `kpi=gmv/date=2025-03-14`.
+    /// The partition folder, e.g. `date=2025-03-14`.
     pub partition: String,
     /// The partition's date.
     pub date: NaiveDate,
@@ -202,8 +203,9 @@ impl EncodedFile {
     }
 }
 
-/// Encodes `rows` as one Parquet file per touched partition, in memory (a flush holds at
-/// most `roll_rows` rows, so the files are small enough to hold).
+/// Encodes `rows` as one Parquet file per touched partition, each sorted by
+/// [`TableRow::sort_for_file`], in memory (a flush holds at most `roll_rows` rows, so the
+/// files are small enough to hold).
 pub fn encode_rows<R: TableRow>(
     rows: &[R],
     compression: Compression,
@@ -217,7 +219,8 @@ pub fn encode_rows<R: TableRow>(
     }
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let mut files = Vec::with_capacity(by_partition.len());
-    for ((partition, date), rows) in by_partition {
+    for ((partition, date), mut rows) in by_partition {
+        R::sort_for_file(&mut rows);
         let batch = R::to_batch(&rows)?;
         let name = format!("part-{stamp}-{}{FILE_EXTENSION}", uuid::Uuid::new_v4());
         let path = Path::new(R::TABLE.name()).join(&partition).join(&name);
@@ -391,7 +394,7 @@ pub fn remove_abandoned_temp_files(
     let now = SystemTime::now();
     let mut removed = 0;
     for table in Table::ALL {
-        // Partition folders nest (kpi=…/date=…): walk every folder under the table.
+        // Walk every folder under the table (the legacy layout nests kpi=…/date=…).
         let mut folders = vec![table.dir(dir)];
         while let Some(folder) = folders.pop() {
             let entries = match std::fs::read_dir(&folder) {
@@ -948,10 +951,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kpis = kpi_fixtures();
         let files = write_rows(dir.path(), &kpis, Compression::Zstd).unwrap();
-        let partitions: std::collections::BTreeSet<_> = kpis
-            .iter()
-            .map(|k| (k.kpi.clone(), k.window.start.date_naive()))
-            .collect();
+        let partitions: std::collections::BTreeSet<_> =
+            kpis.iter().map(|k| k.window.start.date_naive()).collect();
         assert_eq!(
             files.len(),
             partitions.len(),
@@ -969,12 +970,7 @@ pub(crate) mod tests {
                 rel.starts_with(&format!("kpi_values/{}/part-", f.partition)),
                 "{rel}"
             );
-            assert!(
-                f.partition.starts_with("kpi=")
-                    && f.partition.ends_with(&format!("/date={}", f.date)),
-                "{}",
-                f.partition
-            );
+            assert_eq!(f.partition, format!("date={}", f.date));
             assert!(rel.ends_with(".parquet"), "{rel}");
         }
         let all = files_under(dir.path());
@@ -1012,9 +1008,7 @@ pub(crate) mod tests {
     #[test]
     fn abandoned_temp_files_are_removed_at_once_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let part = Table::KpiValues
-            .dir(dir.path())
-            .join("kpi=gmv/date=2025-01-01");
+        let part = Table::KpiValues.dir(dir.path()).join("date=2025-01-01");
         let breaches = Table::Breaches.dir(dir.path()).join("date=2025-01-01");
         std::fs::create_dir_all(&part).unwrap();
         std::fs::create_dir_all(&breaches).unwrap();

@@ -1,5 +1,5 @@
 //! The sink writing its tables to S3 (the local test server `deploy/local/s3.sh`): every row
-//! lands in a `kpi=…/date=…` object, SQL reads them back from the bucket, a restart writes
+//! lands in a `date=…` object, SQL reads them back from the bucket, a restart writes
 //! nothing twice, and the open breaches are rebuilt from the bucket.
 
 use std::time::Duration;
@@ -74,11 +74,7 @@ async fn tables_in_object_storage_are_written_once_and_queryable() {
         "{relative:#?}"
     );
     for k in &kpis {
-        let folder = format!(
-            "kpi_values/kpi={}/date={}/",
-            k.kpi,
-            k.window.start.date_naive()
-        );
+        let folder = format!("kpi_values/date={}/", k.window.start.date_naive());
         assert!(
             relative.iter().any(|o| o.starts_with(&folder)),
             "{folder} in {relative:#?}"
@@ -167,9 +163,9 @@ async fn an_unreadable_object_is_named_and_can_be_skipped() {
     let TableStore::Bucket(bucket) = &tables else {
         panic!("a bucket");
     };
-    let relative = "kpi_values/kpi=late_shipment_rate/date=2025-03-13/part-truncated.parquet";
+    let relative = "kpi_values/date=2025-03-13/part-truncated.parquet";
     let whole = bucket.key(&format!(
-        "kpi_values/kpi=late_shipment_rate/date=2025-03-13/{}",
+        "kpi_values/date=2025-03-13/{}",
         good[0].path.file_name().unwrap().to_str().unwrap()
     ));
     let store = bucket.store();
