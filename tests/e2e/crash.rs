@@ -572,7 +572,7 @@ async fn a_sink_killed_while_writing_leaves_no_temp_files_and_no_doubled_rows() 
 [sink]
 dir = "{}"
 group_id = "{group}"
-# Small flushes: each writes a file per KPI folder (40 fsyncs), so kills land inside one.
+# Small flushes: each writes a file per date folder (20 fsyncs), so kills land inside one.
 roll_rows = 400
 roll_interval = "100ms"
 "#,
@@ -611,6 +611,10 @@ roll_interval = "100ms"
                 let mut u = base.clone();
                 u.kpi = format!("kill_kpi_{k:02}");
                 u.scope.shop = format!("shop-{s:02}");
+                // One business day per shop: a flush writes one file per date folder.
+                let day = chrono::Duration::days(s as i64);
+                u.window.start += day;
+                u.window.end += day;
                 u.revision = round as u64;
                 let (key, payload) = (u.key(), serde_json::to_vec(&u).unwrap());
                 let record = rdkafka::producer::FutureRecord::to(&topic)
