@@ -35,7 +35,7 @@ pub struct SinkConfig {
     /// different groups each write every row. Default: `"kpiflow-sink"`.
     #[serde(default = "SinkConfig::default_group_id")]
     pub group_id: String,
-    /// Rows buffered (both tables together) before a flush cuts files and commits offsets;
+    /// Records read (all topics together) before a flush cuts files and commits offsets;
     /// bounds the sink's memory. Default: `50000`.
     #[serde(default = "SinkConfig::default_roll_rows")]
     pub roll_rows: usize,

@@ -4,9 +4,9 @@
 //!   processor ─► <prefix>.kpi.updates ─┐
 //!             └► <prefix>.breaches ────┤  consumer group `sink.group_id`
 //!                                      ▼
-//!   ┌─ run ──────────────────────────────────────────────────────────────┐
+//!   ┌─ run (a Stage on kpiflow_core's Driver, which reads and commits) ──┐
 //!   │ decode ─┬─► buffer ─► flush ─► Parquet files (atomic) ─► commit    │
-//!   │         │   (every roll_rows rows, roll_interval, and at shutdown) │
+//!   │         │   (every roll_rows records, roll_interval, at shutdown)  │
 //!   │         ├─► gauges: current-window KPI values, open breaches       │
 //!   │         ├─► live view: the demo console's tables                   │
 //!   │         └─► undecodable ─► <prefix>.deadletter                     │

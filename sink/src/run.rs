@@ -1,4 +1,7 @@
-//! The sink's Kafka loop: consume, buffer, write Parquet, and only then commit offsets.
+//! The sink's stage: decode, buffer, write Parquet; the driver commits offsets after it.
+//!
+//! The Kafka loop (read, dead-letter, flush policy, commit) is [`kpiflow_core::driver`]'s;
+//! the flush policy is `roll_rows` records or `roll_interval` after the first.
 //!
 //! ```text
 //!  recv ─► decode ─┬─ ok ──► gauges + live view (at once) ─► buffer ──┐
@@ -14,20 +17,14 @@
 //! and its commit: the new owner starts from the last committed offset and writes those rows
 //! a second time. Readers use the `kpi_latest` view, which keeps one row per key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kpiflow_core::metrics::{self, ComponentMetrics};
-use kpiflow_core::{KafkaConfig, Outbox};
+use kpiflow_core::{Driver, FlushPolicy, KafkaConfig, Stage, Verdict};
 use kpiflow_schemas::{BreachEvent, Event, KpiUpdate, Topic, Topics};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::parquet::store::TableStore;
@@ -37,8 +34,8 @@ use crate::{KpiGauges, LiveView, SinkConfig, SinkError};
 /// Where temp files cannot be locked, those older than this are debris of a crashed writer
 /// (a write takes seconds).
 const UNLOCKABLE_TEMP_AGE: Duration = Duration::from_secs(3600);
-/// Pause after a consumer error, so a broken connection does not spin the loop.
-const ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// The sink's name in metrics, logs and dead letters.
+const COMPONENT: &str = "sink";
 /// How long start-up waits for a broker to answer before giving up (and being restarted).
 const BROKER_WAIT: Duration = Duration::from_secs(60);
 
@@ -60,7 +57,7 @@ pub struct SinkStats {
     pub files: u64,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: u64,
-    /// Flushes that wrote files or committed offsets.
+    /// Flushes that had records to write.
     pub flushes: u64,
 }
 
@@ -94,7 +91,7 @@ pub async fn run(
     let topics = kafka.topics();
     kafka.wait_until_reachable(BROKER_WAIT).await?;
     kafka.ensure_topics().await?;
-    let metrics = ComponentMetrics::new("sink");
+    let metrics = ComponentMetrics::new(COMPONENT);
     // Series exist from the start at zero, so rate() and the dashboards see them before the
     // first error or cut.
     let _ = metrics::sink_write_errors().with_label_values(&["parquet"]);
@@ -130,33 +127,33 @@ pub async fn run(
         None => None,
     };
 
-    let outbox = Outbox::new(kafka.producer()?, metrics.clone());
-    let consumer = Arc::new(kafka.consumer(&cfg.group_id)?);
     let mut subscribed = vec![topics.name(Topic::KpiUpdates), topics.name(Topic::Breaches)];
     if cfg.events_archive {
         subscribed.extend(Topic::EVENTS.iter().map(|t| topics.name(*t)));
     }
-    let names: Vec<&str> = subscribed.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&names)
-        .map_err(|e| SinkError::kafka(format!("subscribing to {}", subscribed.join(", ")), e))?;
-    let lag = kpiflow_core::kafka::spawn_lag_reporter(
-        kafka.clone(),
-        cfg.group_id.clone(),
+    let driver = Driver::new(
+        kafka,
+        &cfg.group_id,
         subscribed.clone(),
+        COMPONENT,
         metrics.clone(),
-        shutdown.clone(),
+        FlushPolicy {
+            max_records: cfg.roll_rows,
+            max_wait: cfg.roll_interval,
+        },
     );
-    if let Some(r) = &ready {
-        r.store(true, Ordering::Relaxed);
-    }
-    tracing::info!(
-        group = %cfg.group_id,
-        topics = %subscribed.join(", "),
-        dir = %tables,
-        "sink started"
-    );
-
+    let dir = tables.to_string();
+    let started = || {
+        if let Some(r) = &ready {
+            r.store(true, Ordering::Relaxed);
+        }
+        tracing::info!(
+            group = %cfg.group_id,
+            topics = %subscribed.join(", "),
+            %dir,
+            "sink started"
+        );
+    };
     let mut sink = Sink {
         cfg,
         tables,
@@ -164,23 +161,17 @@ pub async fn run(
         metrics,
         gauges,
         live,
-        outbox,
         kpis: Vec::new(),
         breaches: Vec::new(),
         events: Vec::new(),
-        pending: HashMap::new(),
         stats: SinkStats::default(),
     };
-    let result = match sink.consume(&consumer, &shutdown).await {
-        // At shutdown, everything read so far is written and committed before returning.
-        Ok(()) => sink.flush(&consumer).await,
-        Err(e) => Err(e),
-    };
-    lag.abort();
-    // Closing a consumer blocks while it leaves the group; keep that off the async threads.
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-    match result {
-        Ok(()) => {
+    // At shutdown, everything read so far is written and committed before returning.
+    match driver.run(&mut sink, started, &shutdown).await {
+        Ok(counted) => {
+            sink.stats.received = counted.received;
+            sink.stats.dead_lettered = counted.dead_lettered;
+            sink.stats.flushes = counted.flushes;
             tracing::info!(stats = ?sink.stats, "sink stopped");
             Ok(sink.stats)
         }
@@ -220,104 +211,63 @@ struct Sink<'a> {
     metrics: ComponentMetrics,
     gauges: KpiGauges,
     live: Option<LiveView>,
-    /// Dead letters; settled before offsets are committed past them.
-    outbox: Outbox,
     kpis: Vec<KpiUpdate>,
     breaches: Vec<BreachEvent>,
     events: Vec<Event>,
-    /// Next offset to commit per (topic, partition): last handled offset + 1.
-    pending: HashMap<(String, i32), i64>,
     stats: SinkStats,
 }
 
-impl Sink<'_> {
-    /// Reads records until shutdown, flushing on size and age.
-    async fn consume(
+impl Stage for Sink<'_> {
+    type Error = SinkError;
+
+    /// Decodes one record into the buffer (or refuses it for the dead-letter topic); gauges
+    /// and the live view see it at once.
+    async fn on_record(
         &mut self,
-        consumer: &Arc<StreamConsumer>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), SinkError> {
-        // When the oldest unflushed record must be flushed; `None` while nothing waits.
-        let mut deadline: Option<Instant> = None;
-        loop {
-            let due = deadline;
-            let timer = async move {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+        m: &BorrowedMessage<'_>,
+        _shutdown: &CancellationToken,
+    ) -> Result<Verdict, SinkError> {
+        let payload = m.payload().unwrap_or_default();
+        match self.decode(m.topic(), payload) {
+            Ok(Row::Kpi(u)) => {
+                self.gauges.apply_kpi(&u);
+                if let Some(live) = &self.live {
+                    live.apply_kpi(&u);
                 }
-            };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                () = timer => {
-                    self.flush(consumer).await?;
-                    deadline = None;
+                self.kpis.push(u);
+            }
+            Ok(Row::Breach(b)) => {
+                self.gauges.apply_breach(&b);
+                if let Some(live) = &self.live {
+                    live.apply_breach(&b);
                 }
-                received = consumer.recv() => match received {
-                    Ok(message) => {
-                        self.handle(&message).await?;
-                        deadline.get_or_insert_with(|| Instant::now() + self.cfg.roll_interval);
-                        if self.buffered() >= self.cfg.roll_rows {
-                            self.flush(consumer).await?;
-                            deadline = None;
-                        }
-                    }
-                    Err(e) => self.consumer_error(e).await?,
-                },
+                self.breaches.push(b);
+            }
+            Ok(Row::Event(e)) => self.events.push(*e),
+            // The processor reads the same record and dead-letters it with the reason; a
+            // second dead letter from the archive would only double the noise.
+            Err(reason) if self.is_event_topic(m.topic()) => {
+                tracing::debug!(topic = m.topic(), %reason, "event not archived");
+                self.metrics.dropped("not_archived", 1);
+                self.stats.events_not_archived += 1;
+            }
+            Err(reason) => {
+                return Ok(Verdict::DeadLetter {
+                    kind: "invalid",
+                    reason,
+                });
             }
         }
+        Ok(Verdict::Done)
     }
 
-    async fn consumer_error(&mut self, e: KafkaError) -> Result<(), SinkError> {
-        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            return Err(SinkError::kafka("consuming", e));
-        }
-        // Broker restarts and rebalances surface here and heal by themselves.
-        self.metrics.error("kafka");
-        tracing::warn!(error = %e, "consumer error; continuing");
-        tokio::time::sleep(ERROR_BACKOFF).await;
-        Ok(())
+    /// Writes the buffers to Parquet (atomic files); the driver commits their offsets next.
+    async fn on_flush(&mut self) -> Result<(), SinkError> {
+        self.write().await
     }
+}
 
-    /// Decodes one record into the buffer (or the dead-letter topic) and notes its offset.
-    async fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SinkError> {
-        self.metrics.received.inc();
-        self.stats.received += 1;
-        match m.payload() {
-            // A tombstone on the compacted KPI topic deletes a key there; nothing to store.
-            None => self.metrics.dropped("tombstone", 1),
-            Some(payload) => match self.decode(m.topic(), payload) {
-                Ok(Row::Kpi(u)) => {
-                    self.gauges.apply_kpi(&u);
-                    if let Some(live) = &self.live {
-                        live.apply_kpi(&u);
-                    }
-                    self.kpis.push(u);
-                }
-                Ok(Row::Breach(b)) => {
-                    self.gauges.apply_breach(&b);
-                    if let Some(live) = &self.live {
-                        live.apply_breach(&b);
-                    }
-                    self.breaches.push(b);
-                }
-                Ok(Row::Event(e)) => self.events.push(*e),
-                // The processor reads the same record and dead-letters it with the reason; a
-                // second dead letter from the archive would only double the noise.
-                Err(reason) if self.is_event_topic(m.topic()) => {
-                    tracing::debug!(topic = m.topic(), %reason, "event not archived");
-                    self.metrics.dropped("not_archived", 1);
-                    self.stats.events_not_archived += 1;
-                }
-                Err(reason) => self.dead_letter(m, reason).await?,
-            },
-        }
-        self.pending
-            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-        Ok(())
-    }
-
+impl Sink<'_> {
     fn decode(&self, topic: &str, payload: &[u8]) -> Result<Row, String> {
         fn storable<R: TableRow>(r: R) -> Result<R, String> {
             r.check_storable().map(|()| r).map_err(|e| e.to_string())
@@ -347,26 +297,8 @@ impl Sink<'_> {
             .is_some_and(|t| Topic::EVENTS.contains(&t))
     }
 
-    fn buffered(&self) -> usize {
-        self.kpis.len() + self.breaches.len() + self.events.len()
-    }
-
-    async fn dead_letter(
-        &mut self,
-        m: &BorrowedMessage<'_>,
-        reason: String,
-    ) -> Result<(), SinkError> {
-        dead_letter(&mut self.outbox, &self.topics, "sink", "invalid", m, reason).await?;
-        self.metrics.dropped("invalid", 1);
-        self.stats.dead_lettered += 1;
-        Ok(())
-    }
-
-    /// Writes the buffers to Parquet, then commits the offsets they came from.
-    async fn flush(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
-        if self.pending.is_empty() && self.buffered() == 0 {
-            return Ok(());
-        }
+    /// Writes the buffers to Parquet, counting files and rows.
+    async fn write(&mut self) -> Result<(), SinkError> {
         let kpis = std::mem::take(&mut self.kpis);
         let breaches = std::mem::take(&mut self.breaches);
         let events = std::mem::take(&mut self.events);
@@ -412,80 +344,8 @@ impl Sink<'_> {
             }
             tracing::debug!(path = %f.path.display(), rows, "committed file");
         }
-        self.stats.flushes += 1;
-        self.commit(consumer).await
-    }
-
-    /// Commits the pending offsets of the partitions this consumer still owns.
-    ///
-    /// Offsets of a partition revoked since are dropped, never committed: its new owner
-    /// commits its own progress, and committing ours could move it backwards or forwards.
-    /// A failed commit keeps the offsets for the next flush; only duplicates are at stake.
-    async fn commit(&mut self, consumer: &Arc<StreamConsumer>) -> Result<(), SinkError> {
-        // A record's only trace may be its dead letter: it must be at Kafka first.
-        self.outbox.settle().await?;
-        let assignment = consumer
-            .assignment()
-            .map_err(|e| SinkError::kafka("reading the assignment", e))?;
-        let mut tpl = TopicPartitionList::new();
-        self.pending.retain(|(topic, partition), next| {
-            let owned = assignment.find_partition(topic, *partition).is_some();
-            if owned {
-                // Adding to a fresh list only fails for an invalid offset, which `next` is not.
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
-            } else {
-                tracing::info!(
-                    topic,
-                    partition,
-                    "partition revoked before commit; its new owner replays the rows"
-                );
-            }
-            owned
-        });
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        let c = Arc::clone(consumer);
-        let started = std::time::Instant::now();
-        let committed = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| SinkError::Internal(format!("commit task failed: {e}")))?;
-        metrics::commit_seconds()
-            .with_label_values(&[self.metrics.component()])
-            .observe(started.elapsed().as_secs_f64());
-        match committed {
-            Ok(()) => self.pending.clear(),
-            Err(e) => {
-                self.metrics.error("kafka");
-                tracing::warn!(error = %e, "offset commit failed; retrying at the next flush");
-            }
-        }
         Ok(())
     }
-}
-
-/// Sends the record `m`, which `stage` refused, to the dead-letter topic with `reason`, and
-/// logs it. The caller settles `outbox` before committing past `m`: the record's only trace
-/// must be safe at Kafka first.
-pub(crate) async fn dead_letter(
-    outbox: &mut Outbox,
-    topics: &Topics,
-    stage: &str,
-    kind: &str,
-    m: &BorrowedMessage<'_>,
-    reason: String,
-) -> Result<(), SinkError> {
-    tracing::warn!(
-        stage,
-        topic = m.topic(),
-        partition = m.partition(),
-        offset = m.offset(),
-        %reason,
-        "dead-lettering a record"
-    );
-    let topic = topics.name(Topic::DeadLetter);
-    outbox.dead_letter(&topic, stage, kind, reason, m).await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The alert loop: consume breaches, deliver with retries, commit after acceptance, re-send.
+//! The alert stage: deliver each breach with retries, re-send the open ones; the driver
+//! ([`kpiflow_core::driver`]) consumes and commits each breach once its receiver accepted it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -7,26 +8,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kpiflow_core::metrics::{self, ComponentMetrics, Readiness};
-use kpiflow_core::{KafkaConfig, Outbox, PartitionLag};
+use kpiflow_core::{Driver, FlushPolicy, KafkaConfig, PartitionLag, Stage, Verdict};
 use kpiflow_schemas::{BreachEvent, BreachState, Topic, Topics};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::{AlertSink, AlertsConfig, sinks};
 use crate::SinkError;
-use crate::run::dead_letter;
-use kpiflow_core::kafka::spawn_lag_reporter;
 
 /// Longest the start-up rebuild may go without reading anything before it gives up.
 const REBUILD_STALL: Duration = Duration::from_secs(60);
 /// Kafka round-trip timeout of the rebuild's offset look-ups.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a consumer error, so a broken connection does not spin the loop.
-const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
 /// What one alert sink did, returned when [`run_alerts`] stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,17 +82,9 @@ struct Runner<'a> {
     group: String,
     topics: Topics,
     metrics: ComponentMetrics,
-    /// Dead letters, each settled before its offset is committed.
-    outbox: Outbox,
     /// Firing breaches by id, as delivered.
     open: BTreeMap<String, BreachEvent>,
     stats: AlertStats,
-}
-
-/// Whether an event was handled for good (its offset may be committed).
-enum Outcome {
-    Handled,
-    Stopped,
 }
 
 impl<'a> Runner<'a> {
@@ -114,7 +102,6 @@ impl<'a> Runner<'a> {
             group: format!("{}.{}", cfg.group_id, sink.kind()),
             topics: kafka.topics(),
             metrics: ComponentMetrics::new(sink.component()),
-            outbox: Outbox::new(kafka.producer()?, ComponentMetrics::new(sink.component())),
             stats: AlertStats {
                 sink: sink.kind(),
                 ..AlertStats::default()
@@ -135,31 +122,29 @@ impl<'a> Runner<'a> {
         if self.sink.resend_interval().is_some() {
             self.rebuild(&topic).await?;
         }
-        let consumer = Arc::new(self.kafka.consumer(&self.group)?);
-        consumer
-            .subscribe(&[topic.as_str()])
-            .map_err(|e| SinkError::kafka(format!("subscribing to {topic}"), e))?;
-        let lag = spawn_lag_reporter(
-            self.kafka.clone(),
-            self.group.clone(),
-            vec![topic.clone()],
+        // One record at a time: a breach is committed once its receiver accepted it.
+        let driver = Driver::new(
+            self.kafka,
+            &self.group,
+            vec![topic],
+            self.sink.component(),
             self.metrics.clone(),
-            shutdown.clone(),
+            FlushPolicy {
+                max_records: 1,
+                max_wait: Duration::ZERO,
+            },
         );
-        if let Some(r) = &ready {
-            r.store(true, Ordering::Relaxed);
-        }
-        tracing::info!(
-            sink = self.sink.kind(),
-            group = %self.group,
-            open = self.open.len(),
-            "alert sink started"
-        );
-        let result = self.consume(&consumer, &shutdown).await;
-        lag.abort();
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-        match result {
-            Ok(()) => {
+        let (kind, group, open) = (self.sink.kind(), self.group.clone(), self.open.len());
+        let started = || {
+            if let Some(r) = &ready {
+                r.store(true, Ordering::Relaxed);
+            }
+            tracing::info!(sink = kind, %group, open, "alert sink started");
+        };
+        match driver.run(&mut self, started, &shutdown).await {
+            Ok(counted) => {
+                self.stats.received = counted.received;
+                self.stats.dead_lettered = counted.dead_lettered;
                 tracing::info!(stats = ?self.stats, "alert sink stopped");
                 Ok(self.stats)
             }
@@ -206,43 +191,6 @@ impl<'a> Runner<'a> {
             .set(i64::try_from(self.open.len()).unwrap_or(i64::MAX));
     }
 
-    async fn consume(
-        &mut self,
-        consumer: &Arc<StreamConsumer>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), SinkError> {
-        // The first tick is immediate: after a restart, Alertmanager hears of every open
-        // breach at once, even if it forgot them while kpiflow was down.
-        let mut resend = self.sink.resend_interval().map(|every| {
-            let mut t = tokio::time::interval(every);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        });
-        loop {
-            let tick = async {
-                match resend.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                () = tick => self.resend().await,
-                received = consumer.recv() => match received {
-                    Ok(m) => match self.handle(&m, shutdown).await? {
-                        Outcome::Handled => self.commit(consumer, &m),
-                        // Not committed: the next start delivers it again.
-                        Outcome::Stopped => return Ok(()),
-                    },
-                    Err(e) => self.consumer_error(e).await?,
-                },
-            }
-        }
-    }
-
     async fn resend(&mut self) {
         if self.open.is_empty() {
             return;
@@ -259,23 +207,24 @@ impl<'a> Runner<'a> {
             }
         }
     }
+}
 
-    async fn handle(
+impl Stage for Runner<'_> {
+    type Error = SinkError;
+
+    /// Delivers one breach transition, retrying with back-off while the receiver may recover.
+    async fn on_record(
         &mut self,
         m: &BorrowedMessage<'_>,
         shutdown: &CancellationToken,
-    ) -> Result<Outcome, SinkError> {
-        self.metrics.received.inc();
-        self.stats.received += 1;
-        let Some(payload) = m.payload() else {
-            self.metrics.dropped("tombstone", 1);
-            return Ok(Outcome::Handled);
-        };
-        let breach = match BreachEvent::from_json(payload) {
+    ) -> Result<Verdict, SinkError> {
+        let breach = match BreachEvent::from_json(m.payload().unwrap_or_default()) {
             Ok(b) => b,
             Err(e) => {
-                self.dead_letter(m, "invalid", e.to_string()).await?;
-                return Ok(Outcome::Handled);
+                return Ok(Verdict::DeadLetter {
+                    kind: "invalid",
+                    reason: e.to_string(),
+                });
             }
         };
         let opened = self.track(&breach);
@@ -295,7 +244,7 @@ impl<'a> Runner<'a> {
                     metrics::event_latency_seconds()
                         .with_label_values(&[self.sink.component()])
                         .observe(latency.as_secs_f64());
-                    return Ok(Outcome::Handled);
+                    return Ok(Verdict::Done);
                 }
                 Err(e) if e.is_retryable() => {
                     metrics::sink_write_errors()
@@ -311,7 +260,8 @@ impl<'a> Runner<'a> {
                         "delivery failed; retrying"
                     );
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(Outcome::Stopped),
+                        // Not committed: the next start delivers it again.
+                        () = shutdown.cancelled() => return Ok(Verdict::Stop),
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(self.cfg.retry_max);
@@ -320,55 +270,23 @@ impl<'a> Runner<'a> {
                     metrics::sink_write_errors()
                         .with_label_values(&[self.sink.kind()])
                         .inc();
-                    self.dead_letter(m, "rejected", e.to_string()).await?;
-                    return Ok(Outcome::Handled);
+                    return Ok(Verdict::DeadLetter {
+                        kind: "rejected",
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
     }
 
-    async fn dead_letter(
-        &mut self,
-        m: &BorrowedMessage<'_>,
-        kind: &str,
-        reason: String,
-    ) -> Result<(), SinkError> {
-        dead_letter(
-            &mut self.outbox,
-            &self.topics,
-            self.sink.component(),
-            kind,
-            m,
-            reason,
-        )
-        .await?;
-        // Committed right after: the letter must be at Kafka first.
-        self.outbox.settle().await?;
-        self.metrics.dropped(kind, 1);
-        self.stats.dead_lettered += 1;
-        Ok(())
+    /// Re-sends the open breaches; the first tick is at once, so after a restart
+    /// Alertmanager hears of every open breach even if it forgot them while kpiflow was down.
+    fn tick_interval(&self) -> Option<Duration> {
+        self.sink.resend_interval()
     }
 
-    fn commit(&self, consumer: &StreamConsumer, m: &BorrowedMessage<'_>) {
-        let started = std::time::Instant::now();
-        // Async: a failed commit only means the event is delivered again after a restart.
-        if let Err(e) = consumer.commit_message(m, CommitMode::Async) {
-            self.metrics.error("kafka");
-            tracing::warn!(error = %e, "offset commit failed; the event may be delivered again");
-        }
-        metrics::commit_seconds()
-            .with_label_values(&[self.sink.component()])
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    async fn consumer_error(&mut self, e: KafkaError) -> Result<(), SinkError> {
-        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            return Err(SinkError::kafka("consuming breaches", e));
-        }
-        self.metrics.error("kafka");
-        tracing::warn!(error = %e, "consumer error; continuing");
-        tokio::time::sleep(ERROR_BACKOFF).await;
-        Ok(())
+    async fn on_tick(&mut self) {
+        self.resend().await;
     }
 }
 
