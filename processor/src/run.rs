@@ -38,6 +38,9 @@ use crate::engine::{Applied, Engine, Outputs, PartitionId};
 use crate::{ProcessorConfig, ProcessorError};
 
 const COMPONENT: &str = "processor";
+/// The first checkpoint after partitions are assigned comes this soon (then every 2, 4, …
+/// seconds up to `checkpoint.interval`).
+const FIRST_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// Totals of one run, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -382,6 +385,10 @@ pub async fn run(
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_log = Instant::now();
     let mut last_checkpoint = Instant::now();
+    // Time from one checkpoint to the next: FIRST_CHECKPOINT after an assignment, doubling up
+    // to `checkpoint.interval`, so a member killed sooner than the interval after every
+    // start (a crash loop) still saves its progress instead of replaying it each time.
+    let mut checkpoint_every = FIRST_CHECKPOINT.min(cfg.checkpoint.interval);
     loop {
         let deadline = tokio::time::Instant::now() + cfg.flush_interval;
         // The batch: each record read with the engine partition it belongs to.
@@ -396,7 +403,7 @@ pub async fn run(
                 msg = consumer.recv() => msg,
             };
             // Rebalances run inside recv(): apply them before using what it returned.
-            apply_assignments(
+            if apply_assignments(
                 &rx,
                 &mut tasks,
                 &mut positions,
@@ -404,7 +411,9 @@ pub async fn run(
                 &topics,
                 ready.as_deref(),
                 &mut partitions,
-            )?;
+            )? {
+                (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
+            }
             let msg = match msg {
                 Ok(msg) => msg,
                 Err(e) => {
@@ -430,7 +439,7 @@ pub async fn run(
             msgs.push((partition, msg));
         }
         let read = msgs.len();
-        apply_assignments(
+        if apply_assignments(
             &rx,
             &mut tasks,
             &mut positions,
@@ -438,7 +447,9 @@ pub async fn run(
             &topics,
             ready.as_deref(),
             &mut partitions,
-        )?;
+        )? {
+            (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
+        }
         // Each task decodes and applies its own records, on a core of its own when there are
         // several (tasks share nothing). Measures are evaluated over a task's whole batch at
         // once (vectorised DataFusion expressions).
@@ -526,10 +537,11 @@ pub async fn run(
         if read > 0 {
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
         }
-        if stopping || last_checkpoint.elapsed() >= cfg.checkpoint.interval {
+        if stopping || last_checkpoint.elapsed() >= checkpoint_every.min(cfg.checkpoint.interval) {
             // Every output of the state about to become durable must be acknowledged first.
             outbox.settle().await?;
             last_checkpoint = Instant::now();
+            checkpoint_every = (checkpoint_every * 2).min(cfg.checkpoint.interval);
             let started = Instant::now();
             let mut written = 0usize;
             for (p, task) in tasks.iter_mut().filter(|(_, t)| t.changed) {
@@ -710,7 +722,7 @@ fn in_parallel<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec
 
 /// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
 /// drops revoked ones, without checkpointing them: their new owner restores the last
-/// checkpoint and replays from its offsets.
+/// checkpoint and replays from its offsets. Returns whether partitions were assigned.
 fn apply_assignments(
     rx: &std::sync::mpsc::Receiver<Assignment>,
     tasks: &mut HashMap<i32, Task>,
@@ -719,7 +731,8 @@ fn apply_assignments(
     topics: &Topics,
     ready: Option<&AtomicBool>,
     partitions: &mut i32,
-) -> Result<(), ProcessorError> {
+) -> Result<bool, ProcessorError> {
+    let mut assigned = false;
     while let Ok(a) = rx.try_recv() {
         match a {
             Assignment::Failed(problem) => return Err(ProcessorError::Checkpoint { problem }),
@@ -734,6 +747,7 @@ fn apply_assignments(
                 tracing::info!(tasks = tasks.len(), "partitions revoked");
             }
             Assignment::Assigned(list, count) => {
+                assigned = true;
                 *partitions = count;
                 let started = Instant::now();
                 let mut bytes = 0usize;
@@ -781,7 +795,7 @@ fn apply_assignments(
             }
         }
     }
-    Ok(())
+    Ok(assigned)
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {

@@ -1,6 +1,8 @@
 //! The processor against a real Kafka broker: bad and late records are dead-lettered with
 //! their reason, and everything else is still counted, once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -756,6 +758,67 @@ async fn restart_restores_the_checkpoint(checkpoint: CheckpointConfig) {
         .max_by_key(|u| u.revision)
         .unwrap();
     assert_eq!(newest.numerator, Decimal::from_i64(15));
+}
+
+/// A processor killed sooner than `checkpoint.interval` after its start (a crash loop) has
+/// still checkpointed: the first checkpoint after an assignment comes within about a second,
+/// so the next start reads nothing twice. Here the interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_killed_before_its_checkpoint_interval_has_checkpointed_already() {
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let orders = kafka.topics().name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = ProcessorConfig {
+        kpis: vec!["orders".into()],
+        checkpoint: CheckpointConfig {
+            dir: state.path().into(),
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..on_broker(&kafka, state.path(), ProcessorConfig::default())
+    };
+    for i in 0..10 {
+        let e = placed(&format!("c{i}"), "2026-11-02T18:00:00Z", "1.00");
+        send(&producer, &orders, &e.to_json()).await;
+    }
+    let run = |cfg: ProcessorConfig| {
+        let kafka = kafka.clone();
+        let stop = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (s, r) = (stop.clone(), Some(Arc::clone(&ready)));
+        let task =
+            tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, r, s).await });
+        (stop, ready, task)
+    };
+    let (_stop, _, task) = run(cfg.clone());
+    // Offsets are committed only after a checkpoint: caught up means checkpointed.
+    caught_up(&kafka, &cfg.group_id).await;
+    assert_eq!(checkpoints(&cfg.checkpoint, &cfg.group_id).await, 1);
+    // Killed: no final checkpoint, no clean shutdown.
+    task.abort();
+    let _ = task.await;
+
+    // The next start restores that checkpoint and reads only the 5 orders sent after it.
+    let (stop, ready, task) = run(cfg.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "the restart was never assigned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..5 {
+        let e = placed(&format!("d{i}"), "2026-11-02T19:00:00Z", "1.00");
+        send(&producer, &orders, &e.to_json()).await;
+    }
+    caught_up(&kafka, &cfg.group_id).await;
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(
+        (stats.received, stats.duplicates),
+        (5, 0),
+        "the restart began at the early checkpoint"
+    );
 }
 
 /// The object-storage store on its own: round trip, newest wins, a corrupt object is refused
