@@ -43,7 +43,7 @@ pub(crate) async fn compare(
         .await
         .with_context(|| format!("opening the Parquet tables in {tables}"))?;
     if let Some(events_dir) = events_dir {
-        let schema = kpiflow_processor::event_table::schema();
+        let schema = kpiflow_schemas::event_table::schema();
         let events = events_dir
             .to_str()
             .with_context(|| format!("{} is not valid UTF-8", events_dir.display()))?;

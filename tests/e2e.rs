@@ -659,7 +659,7 @@ fn assert_oracle_agrees(kafka: &KafkaConfig, events: &[Event], kpis: &[String]) 
 /// Writes `events` as one Parquet file of the `events` table under `dir`.
 fn write_events(dir: &std::path::Path, name: &str, events: &[Event]) {
     std::fs::create_dir_all(dir).unwrap();
-    let batch = kpiflow_processor::event_table::to_batch(events).unwrap();
+    let batch = kpiflow_schemas::event_table::to_batch(events).unwrap();
     let file = std::fs::File::create(dir.join(name)).unwrap();
     let mut w =
         datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();

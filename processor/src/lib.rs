@@ -27,8 +27,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod event_table;
-pub mod fixed;
 pub mod fx;
 pub mod reconcile;
 pub mod rule;
@@ -41,3 +39,6 @@ pub mod window;
 pub use config::ProcessorConfig;
 pub use engine::{Applied, Engine, Outputs, PartitionId};
 pub use error::ProcessorError;
+/// The events table and fixed-point decimals live in `kpiflow-schemas` (feature `arrow`),
+/// shared with the sink; re-exported under their old paths.
+pub use kpiflow_schemas::{event_table, fixed};

@@ -12,7 +12,11 @@
 //!   [`EventBody`] per schema such as `order.placed` or `ad.performance`);
 //! - [`KpiUpdate`] and [`BreachEvent`]: what the processor publishes;
 //! - [`DeadLetter`]: what any role publishes when it cannot use a record;
-//! - [`Topics`]: topic names and record keys, defined once.
+//! - [`Topics`]: topic names and record keys, defined once;
+//! - with the `arrow` feature, `event_table`: the same events as one wide Arrow schema (the
+//!   input of the catalog's SQL, the `events` Parquet archive), and `fixed`: the fixed-point
+//!   form of decimals both use. The processor and the sink share them; the sink no longer
+//!   depends on the processor for it.
 //!
 //! The Rust types are the source of truth. The JSON Schema files under `schemas/json/` are
 //! generated from them ([`json_schema::documents`]) and a test fails when the committed files
@@ -24,6 +28,10 @@
 
 pub mod error;
 pub mod event;
+#[cfg(feature = "arrow")]
+pub mod event_table;
+#[cfg(feature = "arrow")]
+pub mod fixed;
 pub mod json_schema;
 pub mod money;
 pub mod output;

@@ -1,17 +1,17 @@
 //! Table `events` (optional, `sink.events_archive`): the canonical events as they arrived,
 //! partitioned by the UTC date of `event_time`, in the processor's
-//! [`event_table`](kpiflow_processor::event_table) schema, so `kpiflow reconcile` can recompute
+//! [`event_table`](kpiflow_schemas::event_table) schema, so `kpiflow reconcile` can recompute
 //! every KPI in batch and compare it with what the stream published.
 //!
-//! Columns: see [`kpiflow_processor::event_table`]. Readers add the partition column `date`
+//! Columns: see [`kpiflow_schemas::event_table`]. Readers add the partition column `date`
 //! (Date32). An event delivered twice (by a source, or by a replay after a crash) is stored
 //! twice; `event_id` identifies it (reconcile's `events_once` view keeps one row per id).
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use kpiflow_processor::event_table;
 use kpiflow_schemas::Event;
+use kpiflow_schemas::event_table;
 
 use super::{Table, TableRow};
 use crate::SinkError;

@@ -43,13 +43,13 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::{Decimal, Event, EventBody, Money};
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
     StringBuilder, TimestampMicrosecondBuilder, UInt32Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use kpiflow_schemas::{Decimal, Event, EventBody, Money};
 
 /// Decimal columns keep 9 places, like the sink's Parquet tables.
 pub const DECIMAL_SCALE: i8 = 9;
@@ -429,7 +429,7 @@ impl<'e> Row<'e> {
         }
     }
 
-    fn opt_fulfilment(&mut self, f: Option<kpiflow_schemas::Fulfilment>) {
+    fn opt_fulfilment(&mut self, f: Option<crate::Fulfilment>) {
         if let Some(f) = f {
             self.str("fulfilment", f.as_str());
         }
@@ -638,7 +638,7 @@ mod tests {
     use datafusion::arrow::array::{Array, Decimal128Array, StringArray};
 
     fn fixtures() -> Vec<Event> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/fixtures/events");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/events");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -653,7 +653,7 @@ mod tests {
     #[test]
     fn every_schema_fills_its_columns_with_matching_types() {
         let events = fixtures();
-        assert_eq!(events.len(), kpiflow_schemas::EventBody::SCHEMAS.len());
+        assert_eq!(events.len(), crate::EventBody::SCHEMAS.len());
         let batch = to_batch(&events).unwrap();
         assert_eq!(batch.num_rows(), events.len());
         let schemas = batch

@@ -2,7 +2,7 @@
 //! (`event_table::DECIMAL_SCALE`), so an `i128` mantissa holds each sum exactly and adds in two
 //! instructions, where `rust_decimal` aligns scales on every addition.
 
-use kpiflow_schemas::Decimal;
+use crate::Decimal;
 
 use crate::event_table::DECIMAL_SCALE;
 
