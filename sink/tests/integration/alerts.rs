@@ -354,6 +354,93 @@ async fn the_webhook_gets_signed_bodies_in_order_through_retries() {
     assert!(letters.iter().any(|l| l.reason_kind == "invalid"));
 }
 
+/// A breach still being retried when shutdown comes is not committed (the driver's
+/// `Verdict::Stop`): the next start delivers it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_still_retried_at_shutdown_is_delivered_after_the_restart() {
+    /// The receiver: 503 while `down`, then 200, noting each accepted delivery id.
+    #[derive(Default)]
+    struct Hook {
+        down: bool,
+        refused: usize,
+        accepted: Vec<String>,
+    }
+    let state = Arc::new(Mutex::new(Hook {
+        down: true,
+        ..Hook::default()
+    }));
+    let app = {
+        let state = state.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |h: HeaderMap| {
+                let state = state.clone();
+                async move {
+                    let mut s = state.lock().unwrap();
+                    if s.down {
+                        s.refused += 1;
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let id = h.get(DELIVERY_HEADER).unwrap().to_str().unwrap();
+                    s.accepted.push(id.to_string());
+                    StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let kafka = kafka(&id);
+    kafka.ensure_topics().await.unwrap();
+    let topic = kafka.topics().name(Topic::Breaches);
+    let firing = breaches()[0].clone();
+    publish(&kafka, &firing).await;
+    let mut cfg = AlertsConfig {
+        group_id: format!("stoptest-{id}"),
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(50),
+        ..AlertsConfig::default()
+    };
+    cfg.webhook.enabled = true;
+    cfg.webhook.url = format!("http://{addr}/hook");
+    cfg.webhook.secret = SECRET.into();
+    let group = format!("{}.webhook", cfg.group_id);
+
+    let (stop, _, task) = start(&kafka, &cfg);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while state.lock().unwrap().refused < 2 {
+        assert!(std::time::Instant::now() < deadline, "no delivery attempt");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let stats = task.await.unwrap();
+    assert_eq!(stats[0].delivered, 0);
+    assert!(stats[0].retries >= 2, "{stats:?}");
+    let lag: i64 = tokio::task::block_in_place(|| {
+        kafka.group_lag(&group, std::slice::from_ref(&topic), Duration::from_secs(5))
+    })
+    .unwrap()
+    .iter()
+    .map(kpiflow_core::PartitionLag::lag)
+    .sum();
+    assert_eq!(lag, 1, "the undelivered breach is not committed");
+
+    state.lock().unwrap().down = false;
+    let (stop, _, task) = start(&kafka, &cfg);
+    await_committed(&kafka, &group, std::slice::from_ref(&topic)).await;
+    stop.cancel();
+    let stats = task.await.unwrap();
+    assert_eq!(stats[0].delivered, 1);
+    assert_eq!(
+        state.lock().unwrap().accepted,
+        vec![webhook::delivery_id(&firing)],
+        "delivered after the restart, once"
+    );
+}
+
 async fn read_dead_letters(
     kafka: &KafkaConfig,
     id: &str,
