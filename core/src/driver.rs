@@ -29,6 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::internal_events::{CommitFailed, ConsumerErrored, DeadLettered, RevokedBeforeCommit};
 use crate::{ComponentMetrics, CoreError, KafkaConfig, Outbox, metrics};
 
 /// Pause after a consumer error, so a broken connection does not spin the loop.
@@ -278,18 +279,19 @@ impl Run<'_> {
         reason: String,
     ) -> Result<(), CoreError> {
         let stage = self.driver.stage_name.as_str();
-        tracing::warn!(
+        DeadLettered {
+            metrics: &self.driver.metrics,
             stage,
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
-            %reason,
-            "dead-lettering a record"
-        );
+            kind,
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            reason: &reason,
+        }
+        .emit();
         self.outbox
             .dead_letter(&self.driver.dead_letter_topic, stage, kind, reason, m)
             .await?;
-        self.driver.metrics.dropped(kind, 1);
         self.stats.dead_lettered += 1;
         Ok(())
     }
@@ -324,11 +326,11 @@ impl Run<'_> {
                 // Adding to a fresh list only fails for an invalid offset, which `next` is not.
                 let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
             } else {
-                tracing::info!(
+                RevokedBeforeCommit {
                     topic,
-                    partition,
-                    "partition revoked before commit; its new owner replays the records"
-                );
+                    partition: *partition,
+                }
+                .emit();
             }
             owned
         });
@@ -345,10 +347,11 @@ impl Run<'_> {
             .observe(started.elapsed().as_secs_f64());
         match committed {
             Ok(()) => self.pending.clear(),
-            Err(e) => {
-                self.driver.metrics.error("kafka");
-                tracing::warn!(error = %e, "offset commit failed; retrying at the next flush");
+            Err(error) => CommitFailed {
+                metrics: &self.driver.metrics,
+                error: &error,
             }
+            .emit(),
         }
         Ok(())
     }
@@ -361,8 +364,11 @@ impl Run<'_> {
             ));
         }
         // Broker restarts and rebalances surface here and heal by themselves.
-        self.driver.metrics.error("kafka");
-        tracing::warn!(error = %e, "consumer error; continuing");
+        ConsumerErrored {
+            metrics: &self.driver.metrics,
+            error: &e,
+        }
+        .emit();
         tokio::time::sleep(ERROR_BACKOFF).await;
         Ok(())
     }

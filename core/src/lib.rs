@@ -10,6 +10,8 @@
 //!   so SASL/TLS pass-through and delivery settings are decided in one place;
 //! - [`driver`]: the consume loop of the sink and the alert sinks (read, stage, dead-letter,
 //!   flush, commit), so a role writes only its [`driver::Stage`];
+//! - [`internal_events`]: what the loops report (dead letters, consumer errors, failed
+//!   commits), each logged and counted in one place;
 //! - [`outbox`]: the one producer path (a bounded window of unacknowledged records, settled
 //!   before anything becomes durable), dead letters included;
 //! - [`metrics`]: every metric name and label key, and the HTTP endpoint that exposes them;
@@ -18,6 +20,7 @@
 
 pub mod driver;
 pub mod error;
+pub mod internal_events;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;

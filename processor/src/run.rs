@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use kpiflow_core::internal_events::{CommitFailed, ConsumerErrored, DeadLettered};
 use kpiflow_core::metrics::{self, ComponentMetrics};
 use kpiflow_core::{CoreError, KafkaConfig, Out, Outbox};
 use kpiflow_schemas::{Event, Topic, Topics};
@@ -416,9 +417,12 @@ pub async fn run(
             }
             let msg = match msg {
                 Ok(msg) => msg,
-                Err(e) => {
-                    m.error("kafka");
-                    tracing::warn!(error = %e, "consume error; the client retries");
+                Err(error) => {
+                    ConsumerErrored {
+                        metrics: &m,
+                        error: &error,
+                    }
+                    .emit();
                     continue;
                 }
             };
@@ -619,10 +623,19 @@ fn apply_task(
         duplicates: 0,
     };
     let mut refuse = |i: usize, kind: &'static str, reason: String| {
-        m.dropped(kind, 1);
-        tracing::debug!(kind, %reason, "dead-lettering a record");
+        let msg = &msgs[i].1;
+        DeadLettered {
+            metrics: &m,
+            stage: COMPONENT,
+            kind,
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            reason: &reason,
+        }
+        .emit();
         out.dead
-            .push((i, dead_letter(&msgs[i].1, dead_topic, kind, reason)));
+            .push((i, dead_letter(msg, dead_topic, kind, reason)));
     };
     let mut decoded: Vec<(usize, Event)> = Vec::with_capacity(rows.len());
     for &i in rows {
@@ -860,8 +873,11 @@ fn commit(
     }
     // Offsets only report progress and lag (positions come from the checkpoints), so an
     // asynchronous commit is enough; a failure is counted and the next checkpoint retries.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        m.error("kafka");
-        tracing::warn!(error = %e, "committing offsets failed; retrying at the next flush");
+    if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
+        CommitFailed {
+            metrics: m,
+            error: &error,
+        }
+        .emit();
     }
 }
