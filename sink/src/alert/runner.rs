@@ -62,7 +62,7 @@ pub async fn run_alerts(
         let ready = readiness.map(|r| r.part(sink.component()));
         let shutdown = shutdown.clone();
         async move {
-            let result = Runner::new(kafka, cfg, sink)?
+            let result = Runner::new(kafka, cfg, sink)
                 .run(ready, shutdown.clone())
                 .await;
             // One sink failing stops the others: the process exits and is restarted whole.
@@ -88,17 +88,13 @@ struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    fn new(
-        kafka: &'a KafkaConfig,
-        cfg: &'a AlertsConfig,
-        sink: Box<dyn AlertSink>,
-    ) -> Result<Self, SinkError> {
+    fn new(kafka: &'a KafkaConfig, cfg: &'a AlertsConfig, sink: Box<dyn AlertSink>) -> Self {
         // Series exist from the start at zero, for rate() and the dashboards.
         let _ = metrics::sink_write_errors().with_label_values(&[sink.kind()]);
         for state in ["firing", "resolved"] {
             let _ = metrics::alerts_sent().with_label_values(&[sink.kind(), state]);
         }
-        Ok(Runner {
+        Runner {
             group: format!("{}.{}", cfg.group_id, sink.kind()),
             topics: kafka.topics(),
             metrics: ComponentMetrics::new(sink.component()),
@@ -110,7 +106,7 @@ impl<'a> Runner<'a> {
             cfg,
             sink,
             open: BTreeMap::new(),
-        })
+        }
     }
 
     async fn run(
