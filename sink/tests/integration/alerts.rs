@@ -232,6 +232,28 @@ struct Received {
 
 const SECRET: &str = "test-secret-of-at-least-16-bytes";
 
+/// Serves `app` on a free local port; returns its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Alerts to the webhook at `url` only, signed with [`SECRET`], retried quickly.
+fn webhook_config(group_id: String, url: String) -> AlertsConfig {
+    let mut cfg = AlertsConfig {
+        group_id,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        ..AlertsConfig::default()
+    };
+    cfg.webhook.enabled = true;
+    cfg.webhook.url = url;
+    cfg.webhook.secret = SECRET.into();
+    cfg
+}
+
 async fn receive(state: Arc<Mutex<Received>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let header = |name: &str| {
         headers
@@ -277,9 +299,7 @@ async fn the_webhook_gets_signed_bodies_in_order_through_retries() {
             axum::routing::post(move |h: HeaderMap, b: Bytes| receive(state.clone(), h, b)),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let kafka = kafka(&id);
@@ -294,15 +314,10 @@ async fn the_webhook_gets_signed_bodies_in_order_through_retries() {
     }
     produce(&kafka, Topic::Breaches, "junk", b"not json").await;
 
-    let mut cfg = AlertsConfig {
-        group_id: format!("webhooktest-{id}"),
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        ..AlertsConfig::default()
-    };
-    cfg.webhook.enabled = true;
-    cfg.webhook.url = format!("http://{addr}/hooks/T0K3N");
-    cfg.webhook.secret = SECRET.into();
+    let mut cfg = webhook_config(
+        format!("webhooktest-{id}"),
+        format!("http://{addr}/hooks/T0K3N"),
+    );
     cfg.webhook.signature_encoding = SignatureEncoding::Base64;
     let (stop, _, task) = start(&kafka, &cfg);
     let group = format!("{}.webhook", cfg.group_id);
@@ -388,9 +403,7 @@ async fn a_breach_still_retried_at_shutdown_is_delivered_after_the_restart() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let kafka = kafka(&id);
@@ -398,15 +411,7 @@ async fn a_breach_still_retried_at_shutdown_is_delivered_after_the_restart() {
     let topic = kafka.topics().name(Topic::Breaches);
     let firing = breaches()[0].clone();
     publish(&kafka, &firing).await;
-    let mut cfg = AlertsConfig {
-        group_id: format!("stoptest-{id}"),
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(50),
-        ..AlertsConfig::default()
-    };
-    cfg.webhook.enabled = true;
-    cfg.webhook.url = format!("http://{addr}/hook");
-    cfg.webhook.secret = SECRET.into();
+    let cfg = webhook_config(format!("stoptest-{id}"), format!("http://{addr}/hook"));
     let group = format!("{}.webhook", cfg.group_id);
 
     let (stop, _, task) = start(&kafka, &cfg);
