@@ -1,5 +1,5 @@
 //! The KPI catalog: windows, measures and KPIs read from a TOML file and compiled with
-//! DataFusion against the [`event_table`](crate::event_table) schema.
+//! DataFusion against the [`event_table`](kpiflow_schemas::event_table) schema.
 //!
 //! A measure is a filtered sum over events (`filter`, `value` and `time` are SQL); a KPI is
 //! `numerator / denominator`, each a small formula over measures. Every ratio keeps both sums

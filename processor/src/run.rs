@@ -10,14 +10,16 @@
 //! settled first; between checkpoints outputs are pipelined). On assignment the
 //! consumer is positioned at the checkpoint's offsets (the beginning when there is none) and
 //! the engine restored from it, so a crash replays exactly the records after the checkpoint.
+//! A partition revoked in a rebalance is checkpointed by the rebalance callback (outbox
+//! settled first) before it is handed over, so its next owner replays nothing.
 //! Their outputs are published again: KPI updates are upserts keyed by (KPI, scope, window)
 //! whose highest `revision` wins with the same values, and breach events repeat with the same
 //! `breach_id` and `state`, so readers de-duplicate on (`breach_id`, `state`). Committed
 //! Kafka offsets only report progress and lag.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -80,12 +82,121 @@ enum Assignment {
 }
 
 /// Positions newly assigned partitions at their checkpoint's offsets (the beginning when
-/// there is none) and hands the checkpoints to the loop.
+/// there is none) and hands the checkpoints to the loop; checkpoints revoked partitions
+/// before they go.
 struct Rebalancer {
     store: Arc<dyn CheckpointStore>,
     tx: std::sync::mpsc::Sender<Assignment>,
     /// The broker's cluster id, when it tells (checkpoints of another cluster are refused).
     cluster_id: Arc<std::sync::OnceLock<Option<String>>>,
+    /// The loop's engines and applied positions, to checkpoint revoked partitions.
+    shared: Arc<Mutex<Shared>>,
+    /// The loop's outbox: settled before a revoked partition's checkpoint.
+    outbox: Arc<tokio::sync::Mutex<Outbox>>,
+    topics: Topics,
+    /// Set when `run` returns: the state may then hold outputs that were never acknowledged
+    /// (a failed delivery ends the run), so closing the consumer must not checkpoint it.
+    stopping: Arc<AtomicBool>,
+}
+
+/// What the loop and the rebalance callback share. The callback runs inside the loop's
+/// `recv()`, between batches, so the loop never holds the lock while it could run.
+struct Shared {
+    tasks: HashMap<i32, Task>,
+    /// Next offset per (topic, partition) after the last *applied* record (the loop notes
+    /// positions as it reads; a checkpoint must cover only what the engine holds).
+    applied: HashMap<(String, i32), i64>,
+    /// The event topics' partition count.
+    partitions: i32,
+}
+
+impl Rebalancer {
+    /// Checkpoints the revoked partitions that changed since their last checkpoint, once
+    /// every output in flight is acknowledged, so their next owner starts where this member
+    /// stopped instead of replaying up to `checkpoint.interval`.
+    fn checkpoint_revoked(&self, partitions: &[i32]) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Ok(mut outbox) = self.outbox.try_lock() else {
+            // Not reachable (the loop holds it only while it is not polling); the next
+            // owner replays from the last checkpoint, which is always safe.
+            tracing::warn!("outbox busy at revocation; the next owner replays");
+            return Ok(());
+        };
+        // Delivery reports are completed by the producer's own thread: waiting here, on the
+        // polling thread, cannot deadlock.
+        futures::executor::block_on(outbox.settle()).map_err(|e| {
+            format!("outputs not acknowledged before revoked partitions were handed over: {e}")
+        })?;
+        let mut shared = lock(&self.shared);
+        let s = &mut *shared;
+        let cluster = self.cluster_id.get().cloned().flatten();
+        let mut saved = Vec::new();
+        for p in partitions {
+            if let Some(task) = s.tasks.get_mut(p).filter(|t| t.changed) {
+                save_checkpoint(
+                    self.store.as_ref(),
+                    &self.topics,
+                    *p,
+                    task,
+                    &s.applied,
+                    cluster.clone(),
+                    s.partitions,
+                )
+                .map_err(|e| e.to_string())?;
+                saved.push(*p);
+            }
+        }
+        if !saved.is_empty() {
+            tracing::info!(partitions = ?saved, "revoked partitions checkpointed before hand-over");
+        }
+        Ok(())
+    }
+}
+
+/// The shared state, also after a panic elsewhere (its data stay consistent: every change
+/// is made under the lock by one thread).
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets the flag when dropped: `run` returned, by any path.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes partition `p`'s checkpoint: its engine state and the offsets (`positions`) that
+/// state covers. Returns the snapshot's size.
+fn save_checkpoint(
+    store: &dyn CheckpointStore,
+    topics: &Topics,
+    p: i32,
+    task: &mut Task,
+    positions: &HashMap<(String, i32), i64>,
+    cluster: Option<String>,
+    partitions: i32,
+) -> Result<usize, ProcessorError> {
+    let offsets = Topic::EVENTS
+        .iter()
+        .filter_map(|t| {
+            let next = positions.get(&(topics.name(*t), p))?;
+            Some((t.suffix().to_string(), *next))
+        })
+        .collect();
+    let bytes = task.engine.snapshot();
+    let size = bytes.len();
+    store.save(
+        &Checkpoint::new(p, offsets, bytes)
+            .in_cluster(cluster)
+            .with_partitions(partitions),
+    )?;
+    task.changed = false;
+    Ok(size)
 }
 
 impl ClientContext for Rebalancer {}
@@ -178,6 +289,9 @@ impl ConsumerContext for Rebalancer {
                 let _ = self.tx.send(Assignment::Assigned(assigned, count));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Err(problem) = self.checkpoint_revoked(&partitions) {
+                    let _ = self.tx.send(Assignment::Failed(problem));
+                }
                 let _ = self.tx.send(Assignment::Revoked(partitions));
                 let _ = consumer.unassign();
             }
@@ -321,6 +435,19 @@ pub async fn run(
     let (tx, rx) = std::sync::mpsc::channel();
     let cluster_id = Arc::new(std::sync::OnceLock::new());
     let instance_id = cfg.instance_id()?;
+    let m = ComponentMetrics::new(COMPONENT);
+    // Outputs are sent without waiting for their acknowledgements (reading and applying go
+    // on meanwhile); the outbox is settled before each checkpoint, which keeps the guarantee.
+    let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
+        kafka.producer()?,
+        m.clone(),
+    )));
+    let shared = Arc::new(Mutex::new(Shared {
+        tasks: HashMap::new(),
+        applied: HashMap::new(),
+        partitions: 1,
+    }));
+    let stopping = Arc::new(AtomicBool::new(false));
     let consumer: StreamConsumer<Rebalancer> = {
         let mut c = kafka.client_config()?;
         if let Some(id) = &instance_id {
@@ -339,6 +466,10 @@ pub async fn run(
             store: Arc::clone(&store),
             tx,
             cluster_id: Arc::clone(&cluster_id),
+            shared: Arc::clone(&shared),
+            outbox: Arc::clone(&outbox),
+            topics: topics.clone(),
+            stopping: Arc::clone(&stopping),
         })
         .map_err(|e| CoreError::kafka(format!("creating consumer for group {}", cfg.group_id), e))?
     };
@@ -355,10 +486,9 @@ pub async fn run(
     consumer
         .subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())
         .map_err(|e| CoreError::kafka("subscribing to the event topics", e))?;
-    let m = ComponentMetrics::new(COMPONENT);
-    // Outputs are sent without waiting for their acknowledgements (reading and applying go
-    // on meanwhile); the outbox is settled before each checkpoint, which keeps the guarantee.
-    let mut outbox = Outbox::new(kafka.producer()?, m.clone());
+    // Declared after the consumer, so dropped before it: closing the consumer revokes its
+    // partitions, and the callback must then know that `run` is over.
+    let _stopping = SetOnDrop(stopping);
     tracing::info!(group = %cfg.group_id, checkpoints = %cfg.checkpoint.dir.join(&cfg.group_id), "processor joining its consumer group");
 
     let duplicates = metrics::duplicates().with_label_values(&[COMPONENT]);
@@ -379,7 +509,6 @@ pub async fn run(
         m.clone(),
         shutdown.clone(),
     );
-    let mut tasks: HashMap<i32, Task> = HashMap::new();
     // The event topics' partition count, known at the first assignment.
     let mut partitions: i32 = 1;
     let mut stats = RunStats::default();
@@ -404,15 +533,16 @@ pub async fn run(
                 msg = consumer.recv() => msg,
             };
             // Rebalances run inside recv(): apply them before using what it returned.
-            if apply_assignments(
+            let assigned = apply_assignments(
                 &rx,
-                &mut tasks,
+                &mut lock(&shared).tasks,
                 &mut positions,
                 &compiled,
                 &topics,
                 ready.as_deref(),
                 &mut partitions,
-            )? {
+            )?;
+            if assigned {
                 (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
             }
             let msg = match msg {
@@ -426,7 +556,7 @@ pub async fn run(
                     continue;
                 }
             };
-            if !tasks.contains_key(&msg.partition()) {
+            if !lock(&shared).tasks.contains_key(&msg.partition()) {
                 // Revoked while the record was in flight: its new owner reads it.
                 continue;
             }
@@ -443,50 +573,59 @@ pub async fn run(
             msgs.push((partition, msg));
         }
         let read = msgs.len();
-        if apply_assignments(
-            &rx,
-            &mut tasks,
-            &mut positions,
-            &compiled,
-            &topics,
-            ready.as_deref(),
-            &mut partitions,
-        )? {
-            (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
-        }
-        // Each task decodes and applies its own records, on a core of its own when there are
-        // several (tasks share nothing). Measures are evaluated over a task's whole batch at
-        // once (vectorised DataFusion expressions).
-        let mut rows: HashMap<i32, Vec<usize>> = HashMap::new();
-        for (i, (p, _)) in msgs.iter().enumerate() {
-            rows.entry(p.partition).or_default().push(i);
-        }
-        let now = Instant::now();
-        let jobs: Vec<(&mut Task, Vec<usize>)> = tasks
-            .iter_mut()
-            .filter_map(|(p, task)| Some((task, rows.remove(p)?)))
-            .collect();
-        let mut dead: Vec<(usize, Record)> = Vec::new();
-        for applied in in_parallel(jobs, |(task, rows)| {
-            apply_task(task, &msgs, &rows, now, &dead_topic, partitions)
-        }) {
-            let applied = applied?;
-            stats.duplicates += applied.duplicates;
-            duplicates.inc_by(applied.duplicates);
-            stats.dead_lettered += applied.dead.len() as u64;
-            dead.extend(applied.dead);
-        }
-        // Dead letters keep the order their records were read in.
-        dead.sort_by_key(|(seq, _)| *seq);
+        // Everything up to the send below runs under the shared lock, which the rebalance
+        // callback takes (it runs inside recv(), never while the loop is here).
+        let records: Vec<Record> = {
+            let mut guard = lock(&shared);
+            let s = &mut *guard;
+            let assigned = apply_assignments(
+                &rx,
+                &mut s.tasks,
+                &mut positions,
+                &compiled,
+                &topics,
+                ready.as_deref(),
+                &mut partitions,
+            )?;
+            if assigned {
+                (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
+            }
+            // Each task decodes and applies its own records, on a core of its own when there are
+            // several (tasks share nothing). Measures are evaluated over a task's whole batch at
+            // once (vectorised DataFusion expressions).
+            let mut rows: HashMap<i32, Vec<usize>> = HashMap::new();
+            for (i, (p, _)) in msgs.iter().enumerate() {
+                rows.entry(p.partition).or_default().push(i);
+            }
+            let now = Instant::now();
+            let jobs: Vec<(&mut Task, Vec<usize>)> = s
+                .tasks
+                .iter_mut()
+                .filter_map(|(p, task)| Some((task, rows.remove(p)?)))
+                .collect();
+            let mut dead: Vec<(usize, Record)> = Vec::new();
+            for applied in in_parallel(jobs, |(task, rows)| {
+                apply_task(task, &msgs, &rows, now, &dead_topic, partitions)
+            }) {
+                let applied = applied?;
+                stats.duplicates += applied.duplicates;
+                duplicates.inc_by(applied.duplicates);
+                stats.dead_lettered += applied.dead.len() as u64;
+                dead.extend(applied.dead);
+            }
+            // Dead letters keep the order their records were read in.
+            dead.sort_by_key(|(seq, _)| *seq);
 
-        // Whether a quiet partition was read to its end needs the consumer: asked here, then
-        // every task flushes (and encodes its outputs) in parallel again.
-        for task in tasks.values_mut() {
-            for quiet in task.engine.quiet_partitions(Instant::now()) {
-                let name = topics.name(quiet.topic);
-                let at_end =
-                    match consumer.fetch_watermarks(&name, quiet.partition, Duration::from_secs(5))
-                    {
+            // Whether a quiet partition was read to its end needs the consumer: asked here, then
+            // every task flushes (and encodes its outputs) in parallel again.
+            for task in s.tasks.values_mut() {
+                for quiet in task.engine.quiet_partitions(Instant::now()) {
+                    let name = topics.name(quiet.topic);
+                    let at_end = match consumer.fetch_watermarks(
+                        &name,
+                        quiet.partition,
+                        Duration::from_secs(5),
+                    ) {
                         Ok((low, high)) => {
                             positions
                                 .get(&(name, quiet.partition))
@@ -500,31 +639,38 @@ pub async fn run(
                             false
                         }
                     };
-                task.engine.set_caught_up(quiet, at_end);
+                    task.engine.set_caught_up(quiet, at_end);
+                }
             }
-        }
-        let (now, wall) = (Instant::now(), Utc::now());
-        let mut encoded = Vec::new();
-        for (updates, breaches, records) in
-            in_parallel(tasks.values_mut().collect(), |task: &mut Task| {
-                let o = task.engine.flush(now, wall);
-                let counts = (o.updates.len() as u64, o.breaches.len() as u64);
-                let records: Vec<Record> = encode(o, &updates_topic, &breaches_topic).collect();
-                (counts.0, counts.1, records)
-            })
-        {
-            stats.updates += updates;
-            stats.breaches += breaches;
-            encoded.push(records);
-        }
-        let records = dead
-            .into_iter()
-            .map(|(_, r)| r)
-            .chain(encoded.into_iter().flatten());
+            let (now, wall) = (Instant::now(), Utc::now());
+            let mut encoded = Vec::new();
+            for (updates, breaches, records) in
+                in_parallel(s.tasks.values_mut().collect(), |task: &mut Task| {
+                    let o = task.engine.flush(now, wall);
+                    let counts = (o.updates.len() as u64, o.breaches.len() as u64);
+                    let records: Vec<Record> = encode(o, &updates_topic, &breaches_topic).collect();
+                    (counts.0, counts.1, records)
+                })
+            {
+                stats.updates += updates;
+                stats.breaches += breaches;
+                encoded.push(records);
+            }
+            // Every record read so far is applied and its outputs are about to be sent: what a
+            // revoked partition's checkpoint may cover.
+            s.applied.clone_from(&positions);
+            s.partitions = partitions;
+            dead.into_iter()
+                .map(|(_, r)| r)
+                .chain(encoded.into_iter().flatten())
+                .collect()
+        };
+        let records = records.into_iter();
         if stopping {
             // A shutdown waits for in-flight outputs, but not forever: past the deadline the
             // checkpoint is not written and the next owner replays from the previous one.
             tokio::time::timeout(cfg.shutdown_timeout, async {
+                let mut outbox = outbox.lock().await;
                 send(&mut outbox, records).await?;
                 outbox.settle().await
             })
@@ -536,34 +682,28 @@ pub async fn run(
                 ))
             })??;
         } else {
-            send(&mut outbox, records).await?;
+            send(&mut *outbox.lock().await, records).await?;
         }
         if read > 0 {
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
         }
         if stopping || last_checkpoint.elapsed() >= checkpoint_every.min(cfg.checkpoint.interval) {
             // Every output of the state about to become durable must be acknowledged first.
-            outbox.settle().await?;
+            outbox.lock().await.settle().await?;
             last_checkpoint = Instant::now();
             checkpoint_every = (checkpoint_every * 2).min(cfg.checkpoint.interval);
             let started = Instant::now();
             let mut written = 0usize;
-            for (p, task) in tasks.iter_mut().filter(|(_, t)| t.changed) {
-                let offsets = Topic::EVENTS
-                    .iter()
-                    .filter_map(|t| {
-                        let next = positions.get(&(topics.name(*t), *p))?;
-                        Some((t.suffix().to_string(), *next))
-                    })
-                    .collect();
-                let bytes = task.engine.snapshot();
-                written += bytes.len();
-                store.save(
-                    &Checkpoint::new(*p, offsets, bytes)
-                        .in_cluster(cluster.clone())
-                        .with_partitions(partitions),
+            for (p, task) in lock(&shared).tasks.iter_mut().filter(|(_, t)| t.changed) {
+                written += save_checkpoint(
+                    store.as_ref(),
+                    &topics,
+                    *p,
+                    task,
+                    &positions,
+                    cluster.clone(),
+                    partitions,
                 )?;
-                task.changed = false;
             }
             if written > 0 {
                 metrics::checkpoint_seconds()
@@ -573,11 +713,15 @@ pub async fn run(
                 commit(&consumer, &positions, &m);
             }
         }
-        let watermark = tasks.values().filter_map(|t| t.engine.watermark()).min();
+        let (watermark, buckets, ntasks) = {
+            let s = lock(&shared);
+            let watermark = s.tasks.values().filter_map(|t| t.engine.watermark()).min();
+            let buckets: usize = s.tasks.values().map(|t| t.engine.state_buckets()).sum();
+            (watermark, buckets, s.tasks.len())
+        };
         if let Some(wm) = watermark {
             m.watermark().set(wm.timestamp());
         }
-        let buckets: usize = tasks.values().map(|t| t.engine.state_buckets()).sum();
         state_gauge.set(buckets as i64);
         if last_log.elapsed() > Duration::from_secs(10) {
             last_log = Instant::now();
@@ -586,7 +730,7 @@ pub async fn run(
                 updates = stats.updates,
                 breaches = stats.breaches,
                 dead_lettered = stats.dead_lettered,
-                tasks = tasks.len(),
+                tasks = ntasks,
                 watermark = ?watermark,
                 buckets,
                 "processor progress"
@@ -734,8 +878,8 @@ fn in_parallel<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec
 }
 
 /// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
-/// drops revoked ones, without checkpointing them: their new owner restores the last
-/// checkpoint and replays from its offsets. Returns whether partitions were assigned.
+/// drops revoked ones (the rebalance callback checkpointed them before the hand-over, see
+/// [`Rebalancer::checkpoint_revoked`]). Returns whether partitions were assigned.
 fn apply_assignments(
     rx: &std::sync::mpsc::Receiver<Assignment>,
     tasks: &mut HashMap<i32, Task>,

@@ -821,6 +821,126 @@ async fn a_processor_killed_before_its_checkpoint_interval_has_checkpointed_alre
     );
 }
 
+/// Waits until partition `p`'s checkpoint covers the orders topic up to offset `next`.
+async fn await_checkpoint(
+    store: &dyn kpiflow_processor::checkpoint::CheckpointStore,
+    p: i32,
+    next: i64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let covered = store
+            .load(p)
+            .unwrap()
+            .and_then(|c| c.offset("events.orders"));
+        if covered == Some(next) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint of partition {p} covers {covered:?}, not {next}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A member checkpoints the partitions revoked from it before they are handed over, so their
+/// next owner starts where it stopped, not at its last scheduled checkpoint. The member has
+/// applied 5 orders that its schedule would checkpoint only 16 s later when a second member
+/// joins; the (eager) rebalance revokes every partition of every member, so whichever member
+/// then owns the shop's partition, its checkpoint covers the 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_partitions_are_checkpointed_before_the_hand_over() {
+    let kafka = kafka();
+    kafka.ensure_topics().await.unwrap();
+    let topics = kafka.topics();
+    let orders = topics.name(Topic::Orders);
+    let producer = kafka.producer().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = ProcessorConfig {
+        kpis: vec!["orders".into()],
+        checkpoint: CheckpointConfig {
+            dir: state.path().into(),
+            interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        ..on_broker(&kafka, state.path(), ProcessorConfig::default())
+    };
+    let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
+    let p = kpiflow_core::kafka::shop_partition("shop-1", kafka.partitions);
+    let run = |cfg: ProcessorConfig| {
+        let kafka = kafka.clone();
+        let stop = CancellationToken::new();
+        let ready = Arc::new(AtomicBool::new(false));
+        let (s, r) = (stop.clone(), Some(Arc::clone(&ready)));
+        let task =
+            tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, r, s).await });
+        (stop, ready, task)
+    };
+    let await_ready = |ready: Arc<AtomicBool>| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "never assigned");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let mut sent: i64 = 0;
+    let order = |i: i64| placed(&format!("r{i}"), "2026-11-02T18:00:00Z", "1.00").to_json();
+
+    let (stop_a, ready_a, task_a) = run(cfg.clone());
+    await_ready(Arc::clone(&ready_a)).await;
+    let assigned_at = Instant::now();
+    // Scheduled checkpoints come 1, 3, 7, 15 and 31 s after the assignment. One order at a
+    // time, each awaited in the checkpoint after it, until the one at 15 s.
+    while assigned_at.elapsed() < Duration::from_secs(14) {
+        send(&producer, &orders, &order(sent)).await;
+        sent += 1;
+        await_checkpoint(store.as_ref(), p, sent).await;
+    }
+    // Five more, applied (their KPI update is out), not yet checkpointed.
+    for _ in 0..5 {
+        send(&producer, &orders, &order(sent)).await;
+        sent += 1;
+    }
+    let day: DateTime<Utc> = "2026-11-02T08:00:00Z".parse().unwrap();
+    read_until(
+        &kafka,
+        &topics.name(Topic::KpiUpdates),
+        |b| KpiUpdate::from_json(b).unwrap(),
+        |got: &[KpiUpdate]| {
+            got.iter().any(|u| {
+                u.kpi == "orders"
+                    && u.window.name == "business_day"
+                    && u.window.start == day
+                    && u.numerator == Decimal::from_i64(sent)
+            })
+        },
+    );
+    let (stop_b, ready_b, task_b) = run(cfg.clone());
+    await_ready(ready_b).await;
+    let covered = store
+        .load(p)
+        .unwrap()
+        .and_then(|c| c.offset("events.orders"));
+    assert!(
+        assigned_at.elapsed() < Duration::from_secs(31),
+        "inconclusive: the next scheduled checkpoint may have come first"
+    );
+    assert_eq!(
+        covered,
+        Some(sent),
+        "the revoked partition's checkpoint covers every order applied"
+    );
+
+    stop_b.cancel();
+    stop_a.cancel();
+    let (a, b) = (
+        task_a.await.unwrap().unwrap(),
+        task_b.await.unwrap().unwrap(),
+    );
+    assert_eq!(a.duplicates + b.duplicates, 0);
+}
+
 /// The object-storage store on its own: round trip, newest wins, a corrupt object is refused
 /// with its URL, and all of it from inside an async runtime (where the rebalance callback
 /// calls it).
