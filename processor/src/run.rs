@@ -411,6 +411,40 @@ fn check_restorable<C: ConsumerContext>(
     Ok(())
 }
 
+/// When the next checkpoint is due: [`FIRST_CHECKPOINT`] after an assignment, then twice as
+/// long each time up to `checkpoint.interval`, so a member killed sooner than the interval
+/// after every start (a crash loop) still keeps its progress instead of replaying it.
+struct Schedule {
+    last: Instant,
+    every: Duration,
+    interval: Duration,
+}
+
+impl Schedule {
+    fn new(interval: Duration) -> Schedule {
+        Schedule {
+            last: Instant::now(),
+            every: FIRST_CHECKPOINT.min(interval),
+            interval,
+        }
+    }
+
+    /// Partitions were assigned: the next checkpoint comes [`FIRST_CHECKPOINT`] from now.
+    fn restart(&mut self) {
+        *self = Schedule::new(self.interval);
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= self.every
+    }
+
+    /// A checkpoint was taken now.
+    fn done(&mut self) {
+        self.last = Instant::now();
+        self.every = (self.every * 2).min(self.interval);
+    }
+}
+
 /// One partition number's engine.
 struct Task {
     engine: Engine,
@@ -514,11 +548,13 @@ pub async fn run(
     let mut stats = RunStats::default();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_log = Instant::now();
-    let mut last_checkpoint = Instant::now();
-    // Time from one checkpoint to the next: FIRST_CHECKPOINT after an assignment, doubling up
-    // to `checkpoint.interval`, so a member killed sooner than the interval after every
-    // start (a crash loop) still saves its progress instead of replaying it each time.
-    let mut checkpoint_every = FIRST_CHECKPOINT.min(cfg.checkpoint.interval);
+    let mut schedule = Schedule::new(cfg.checkpoint.interval);
+    let assigning = Assigning {
+        rx,
+        compiled: &compiled,
+        topics: &topics,
+        ready: ready.as_deref(),
+    };
     loop {
         let deadline = tokio::time::Instant::now() + cfg.flush_interval;
         // The batch: each record read with the engine partition it belongs to.
@@ -533,18 +569,12 @@ pub async fn run(
                 msg = consumer.recv() => msg,
             };
             // Rebalances run inside recv(): apply them before using what it returned.
-            let assigned = apply_assignments(
-                &rx,
+            assigning.apply(
                 &mut lock(&shared).tasks,
                 &mut positions,
-                &compiled,
-                &topics,
-                ready.as_deref(),
                 &mut partitions,
+                &mut schedule,
             )?;
-            if assigned {
-                (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
-            }
             let msg = match msg {
                 Ok(msg) => msg,
                 Err(error) => {
@@ -578,18 +608,7 @@ pub async fn run(
         let records: Vec<Record> = {
             let mut guard = lock(&shared);
             let s = &mut *guard;
-            let assigned = apply_assignments(
-                &rx,
-                &mut s.tasks,
-                &mut positions,
-                &compiled,
-                &topics,
-                ready.as_deref(),
-                &mut partitions,
-            )?;
-            if assigned {
-                (last_checkpoint, checkpoint_every) = (Instant::now(), FIRST_CHECKPOINT);
-            }
+            assigning.apply(&mut s.tasks, &mut positions, &mut partitions, &mut schedule)?;
             // Each task decodes and applies its own records, on a core of its own when there are
             // several (tasks share nothing). Measures are evaluated over a task's whole batch at
             // once (vectorised DataFusion expressions).
@@ -687,11 +706,10 @@ pub async fn run(
         if read > 0 {
             batch_seconds.observe(batch_started.elapsed().as_secs_f64());
         }
-        if stopping || last_checkpoint.elapsed() >= checkpoint_every.min(cfg.checkpoint.interval) {
+        if stopping || schedule.due() {
             // Every output of the state about to become durable must be acknowledged first.
             outbox.lock().await.settle().await?;
-            last_checkpoint = Instant::now();
-            checkpoint_every = (checkpoint_every * 2).min(cfg.checkpoint.interval);
+            schedule.done();
             let started = Instant::now();
             let mut written = 0usize;
             for (p, task) in lock(&shared).tasks.iter_mut().filter(|(_, t)| t.changed) {
@@ -877,82 +895,92 @@ fn in_parallel<T: Send, R: Send>(jobs: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec
     })
 }
 
-/// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
-/// drops revoked ones (the rebalance callback checkpointed them before the hand-over, see
-/// [`Rebalancer::checkpoint_revoked`]). Returns whether partitions were assigned.
-fn apply_assignments(
-    rx: &std::sync::mpsc::Receiver<Assignment>,
-    tasks: &mut HashMap<i32, Task>,
-    positions: &mut HashMap<(String, i32), i64>,
-    compiled: &Compiled,
-    topics: &Topics,
-    ready: Option<&AtomicBool>,
-    partitions: &mut i32,
-) -> Result<bool, ProcessorError> {
-    let mut assigned = false;
-    while let Ok(a) = rx.try_recv() {
-        match a {
-            Assignment::Failed(problem) => return Err(ProcessorError::Checkpoint { problem }),
-            Assignment::Layout(problem, retryable) => {
-                return Err(ProcessorError::Topics { problem, retryable });
-            }
-            Assignment::Revoked(ps) => {
-                for p in ps {
-                    tasks.remove(&p);
-                    positions.retain(|(_, q), _| *q != p);
+/// What applying assignments needs besides the loop's state.
+struct Assigning<'a> {
+    rx: std::sync::mpsc::Receiver<Assignment>,
+    compiled: &'a Compiled,
+    topics: &'a Topics,
+    ready: Option<&'a AtomicBool>,
+}
+
+impl Assigning<'_> {
+    /// Creates (restoring from their checkpoints) the tasks of newly assigned partitions and
+    /// drops revoked ones (the rebalance callback checkpointed them before the hand-over, see
+    /// [`Rebalancer::checkpoint_revoked`]); an assignment restarts the checkpoint `schedule`.
+    fn apply(
+        &self,
+        tasks: &mut HashMap<i32, Task>,
+        positions: &mut HashMap<(String, i32), i64>,
+        partitions: &mut i32,
+        schedule: &mut Schedule,
+    ) -> Result<(), ProcessorError> {
+        let (rx, compiled, topics, ready) = (&self.rx, self.compiled, self.topics, self.ready);
+        while let Ok(a) = rx.try_recv() {
+            match a {
+                Assignment::Failed(problem) => return Err(ProcessorError::Checkpoint { problem }),
+                Assignment::Layout(problem, retryable) => {
+                    return Err(ProcessorError::Topics { problem, retryable });
                 }
-                tracing::info!(tasks = tasks.len(), "partitions revoked");
-            }
-            Assignment::Assigned(list, count) => {
-                assigned = true;
-                *partitions = count;
-                let started = Instant::now();
-                let mut bytes = 0usize;
-                for (p, checkpoint) in list {
-                    let first_revision = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
-                    let mut engine = Engine::with(compiled, first_revision);
-                    let now = Instant::now();
-                    if let Some(cp) = &checkpoint {
-                        engine.restore(&cp.engine, now)?;
-                        bytes += cp.engine.len();
-                        for (suffix, next) in &cp.offsets {
-                            positions.insert((format!("{}.{suffix}", topics.prefix()), p), *next);
-                        }
+                Assignment::Revoked(ps) => {
+                    for p in ps {
+                        tasks.remove(&p);
+                        positions.retain(|(_, q), _| *q != p);
                     }
-                    for topic in Topic::EVENTS {
-                        engine.register_partition(
-                            PartitionId {
-                                topic,
-                                partition: p,
+                    tracing::info!(tasks = tasks.len(), "partitions revoked");
+                }
+                Assignment::Assigned(list, count) => {
+                    schedule.restart();
+                    *partitions = count;
+                    let started = Instant::now();
+                    let mut bytes = 0usize;
+                    for (p, checkpoint) in list {
+                        let first_revision =
+                            u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0);
+                        let mut engine = Engine::with(compiled, first_revision);
+                        let now = Instant::now();
+                        if let Some(cp) = &checkpoint {
+                            engine.restore(&cp.engine, now)?;
+                            bytes += cp.engine.len();
+                            for (suffix, next) in &cp.offsets {
+                                positions
+                                    .insert((format!("{}.{suffix}", topics.prefix()), p), *next);
+                            }
+                        }
+                        for topic in Topic::EVENTS {
+                            engine.register_partition(
+                                PartitionId {
+                                    topic,
+                                    partition: p,
+                                },
+                                now,
+                            );
+                        }
+                        tasks.insert(
+                            p,
+                            Task {
+                                engine,
+                                changed: false,
                             },
-                            now,
                         );
                     }
-                    tasks.insert(
-                        p,
-                        Task {
-                            engine,
-                            changed: false,
-                        },
+                    let took = started.elapsed();
+                    metrics::restore_seconds()
+                        .with_label_values(&[COMPONENT])
+                        .observe(took.as_secs_f64());
+                    tracing::info!(
+                        tasks = tasks.len(),
+                        restored_bytes = bytes,
+                        ?took,
+                        "partitions assigned and state restored"
                     );
-                }
-                let took = started.elapsed();
-                metrics::restore_seconds()
-                    .with_label_values(&[COMPONENT])
-                    .observe(took.as_secs_f64());
-                tracing::info!(
-                    tasks = tasks.len(),
-                    restored_bytes = bytes,
-                    ?took,
-                    "partitions assigned and state restored"
-                );
-                if let Some(r) = ready {
-                    r.store(true, Ordering::Relaxed);
+                    if let Some(r) = ready {
+                        r.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(assigned)
 }
 
 fn dead_letter(msg: &BorrowedMessage<'_>, topic: &str, kind: &str, reason: String) -> Record {

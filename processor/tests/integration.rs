@@ -783,15 +783,7 @@ async fn a_processor_killed_before_its_checkpoint_interval_has_checkpointed_alre
         let e = placed(&format!("c{i}"), "2026-11-02T18:00:00Z", "1.00");
         send(&producer, &orders, &e.to_json()).await;
     }
-    let run = |cfg: ProcessorConfig| {
-        let kafka = kafka.clone();
-        let stop = CancellationToken::new();
-        let ready = Arc::new(AtomicBool::new(false));
-        let (s, r) = (stop.clone(), Some(Arc::clone(&ready)));
-        let task =
-            tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, r, s).await });
-        (stop, ready, task)
-    };
+    let run = |cfg: ProcessorConfig| spawn_processor(&kafka, cfg);
     let (_stop, _, task) = run(cfg.clone());
     // Offsets are committed only after a checkpoint: caught up means checkpointed.
     caught_up(&kafka, &cfg.group_id).await;
@@ -802,11 +794,7 @@ async fn a_processor_killed_before_its_checkpoint_interval_has_checkpointed_alre
 
     // The next start restores that checkpoint and reads only the 5 orders sent after it.
     let (stop, ready, task) = run(cfg.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.load(Ordering::Relaxed) {
-        assert!(Instant::now() < deadline, "the restart was never assigned");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_ready(&ready).await;
     for i in 0..5 {
         let e = placed(&format!("d{i}"), "2026-11-02T19:00:00Z", "1.00");
         send(&producer, &orders, &e.to_json()).await;
@@ -819,6 +807,35 @@ async fn a_processor_killed_before_its_checkpoint_interval_has_checkpointed_alre
         (5, 0),
         "the restart began at the early checkpoint"
     );
+}
+
+/// The processor running `cfg` on `kafka` until its token is cancelled, with its readiness
+/// flag (set once its partitions are assigned and restored).
+fn spawn_processor(
+    kafka: &KafkaConfig,
+    cfg: ProcessorConfig,
+) -> (
+    CancellationToken,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<
+        Result<kpiflow_processor::run::RunStats, kpiflow_processor::ProcessorError>,
+    >,
+) {
+    let kafka = kafka.clone();
+    let stop = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (s, r) = (stop.clone(), Some(Arc::clone(&ready)));
+    let task = tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, r, s).await });
+    (stop, ready, task)
+}
+
+/// Waits until a processor's readiness flag is set.
+async fn await_ready(ready: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.load(Ordering::Relaxed) {
+        assert!(Instant::now() < deadline, "never assigned");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits until partition `p`'s checkpoint covers the orders topic up to offset `next`.
@@ -868,27 +885,12 @@ async fn revoked_partitions_are_checkpointed_before_the_hand_over() {
     };
     let store = kpiflow_processor::checkpoint::open(&cfg.checkpoint, &cfg.group_id).unwrap();
     let p = kpiflow_core::kafka::shop_partition("shop-1", kafka.partitions);
-    let run = |cfg: ProcessorConfig| {
-        let kafka = kafka.clone();
-        let stop = CancellationToken::new();
-        let ready = Arc::new(AtomicBool::new(false));
-        let (s, r) = (stop.clone(), Some(Arc::clone(&ready)));
-        let task =
-            tokio::spawn(async move { kpiflow_processor::run::run(&kafka, &cfg, r, s).await });
-        (stop, ready, task)
-    };
-    let await_ready = |ready: Arc<AtomicBool>| async move {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !ready.load(Ordering::Relaxed) {
-            assert!(Instant::now() < deadline, "never assigned");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
+    let run = |cfg: ProcessorConfig| spawn_processor(&kafka, cfg);
     let mut sent: i64 = 0;
     let order = |i: i64| placed(&format!("r{i}"), "2026-11-02T18:00:00Z", "1.00").to_json();
 
     let (stop_a, ready_a, task_a) = run(cfg.clone());
-    await_ready(Arc::clone(&ready_a)).await;
+    await_ready(&ready_a).await;
     let assigned_at = Instant::now();
     // Scheduled checkpoints come 1, 3, 7, 15 and 31 s after the assignment. One order at a
     // time, each awaited in the checkpoint after it, until the one at 15 s.
@@ -917,7 +919,7 @@ async fn revoked_partitions_are_checkpointed_before_the_hand_over() {
         },
     );
     let (stop_b, ready_b, task_b) = run(cfg.clone());
-    await_ready(ready_b).await;
+    await_ready(&ready_b).await;
     let covered = store
         .load(p)
         .unwrap()
