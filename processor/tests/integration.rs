@@ -617,22 +617,27 @@ async fn hostile_records_are_each_one_dead_letter_and_every_reference_kpi_equals
 async fn caught_up(kafka: &KafkaConfig, group: &str) {
     let topics = kafka.topics();
     let inputs: Vec<String> = Topic::EVENTS.iter().map(|t| topics.name(*t)).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_millis(100), || {
         let lag = tokio::task::block_in_place(|| {
             kafka.group_lag(group, &inputs, Duration::from_secs(10))
         });
-        if let Ok(parts) = &lag
-            && !parts.is_empty()
-            && parts.iter().all(|p| p.lag() == 0)
-        {
-            return;
+        match &lag {
+            Ok(parts) if !parts.is_empty() && parts.iter().all(|p| p.lag() == 0) => Ok(()),
+            _ => Err(format!("{group} did not catch up: {lag:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{group} did not catch up: {lag:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+}
+
+/// Polls `check` every `every` until it is `Ok`; fails with its last error after 60 s.
+async fn eventually(every: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let Err(problem) = check() else {
+            return;
+        };
+        assert!(Instant::now() < deadline, "{problem}");
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -831,11 +836,13 @@ fn spawn_processor(
 
 /// Waits until a processor's readiness flag is set.
 async fn await_ready(ready: &AtomicBool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.load(Ordering::Relaxed) {
-        assert!(Instant::now() < deadline, "never assigned");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(Duration::from_millis(10), || {
+        ready
+            .load(Ordering::Relaxed)
+            .then_some(())
+            .ok_or_else(|| "never assigned".to_string())
+    })
+    .await;
 }
 
 /// Waits until partition `p`'s checkpoint covers the orders topic up to offset `next`.
@@ -844,21 +851,16 @@ async fn await_checkpoint(
     p: i32,
     next: i64,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_millis(20), || {
         let covered = store
             .load(p)
             .unwrap()
             .and_then(|c| c.offset("events.orders"));
-        if covered == Some(next) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "checkpoint of partition {p} covers {covered:?}, not {next}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (covered == Some(next))
+            .then_some(())
+            .ok_or_else(|| format!("checkpoint of partition {p} covers {covered:?}, not {next}"))
+    })
+    .await;
 }
 
 /// A member checkpoints the partitions revoked from it before they are handed over, so their
