@@ -82,6 +82,12 @@ pub(crate) async fn run(
             report.daily_kpis.join(", ")
         );
     }
+    if !report.cost_kpis.is_empty() {
+        eprintln!(
+            "skipped KPIs over costs of goods, priced per SKU and day and repriced by costs dated back (the SQL recomputation does not rebuild them): {}",
+            report.cost_kpis.join(", ")
+        );
+    }
     if report.differences.is_empty() {
         println!(
             "{} published windows match the batch recomputation",

@@ -35,6 +35,9 @@ pub mod names {
     pub const WATERMARK: &str = "kpiflow_watermark_seconds";
     /// Live aggregation buckets held in state (gauge; `component`).
     pub const STATE_BUCKETS: &str = "kpiflow_state_buckets";
+    /// SKUs with units sold on a day they have no landed cost for: their profit is not
+    /// published (gauge; `component`).
+    pub const SKUS_WITHOUT_COST: &str = "kpiflow_skus_without_cost";
     /// Seconds from reading a batch to publishing its outputs (histogram; `component`).
     pub const BATCH_SECONDS: &str = "kpiflow_batch_duration_seconds";
     /// Histogram: seconds to restore the state of newly assigned partitions.
@@ -293,6 +296,13 @@ gauge_vec!(
     IntGaugeVec,
     names::STATE_BUCKETS,
     "Aggregation buckets held in state.",
+    [labels::COMPONENT]
+);
+gauge_vec!(
+    skus_without_cost,
+    IntGaugeVec,
+    names::SKUS_WITHOUT_COST,
+    "SKUs with units sold on a day they have no landed cost for (their profit is withheld).",
     [labels::COMPONENT]
 );
 gauge_vec!(

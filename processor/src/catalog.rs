@@ -169,6 +169,21 @@ pub struct MeasureConfig {
     /// adds: `days` (1), `zero_days` (1 when the level is 0), `level` (the level).
     #[serde(default)]
     pub daily: Option<DailyKind>,
+    /// Cost of goods: `value` is a number of units of the fact's SKU, and the engine books
+    /// each unit at the SKU's landed cost in force on its booked business day (from
+    /// `cost.changed` events), restating it when a cost dated back arrives. Units with no cost
+    /// known (or no SKU) go to the measure `uncosted` names instead, which this declares; a
+    /// KPI reading a cost measure has no value for a window holding uncosted units.
+    #[serde(default)]
+    pub cost: Option<CostConfig>,
+}
+
+/// `cost = { uncosted = "…" }` of a cost-of-goods measure.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostConfig {
+    /// The name of the count measure of units without a known cost (declared by this).
+    pub uncosted: String,
 }
 
 /// What one SKU-day of a `daily` measure adds.
@@ -272,6 +287,9 @@ pub struct Measure {
     pub replace_group: Option<usize>,
     /// A daily stock level (see [`MeasureConfig::daily`]).
     pub daily: Option<DailyKind>,
+    /// For a cost-of-goods measure (see [`MeasureConfig::cost`]): the index of its measure
+    /// of uncosted units, which no fact feeds directly.
+    pub uncosted: Option<u16>,
 }
 
 impl std::fmt::Debug for Measure {
@@ -364,8 +382,11 @@ pub struct Kpi {
     pub denominator: Option<Formula>,
     /// Indexes into [`Catalog::windows`].
     pub windows: Vec<usize>,
-    /// Measures read (numerator and denominator), as a bit mask.
+    /// Measures read (numerator and denominator, and [`Kpi::gate`]), as a bit mask.
     pub mask: u64,
+    /// Measures of uncosted units of the cost measures it reads: while any is non-zero in a
+    /// window, the window has no value (a profit missing costs is wrong, not partial).
+    pub gate: u64,
     /// The time basis (of the numerator's first measure).
     pub basis: String,
 }
@@ -702,7 +723,61 @@ impl Catalog {
                 time_is_date,
                 replace_group,
                 daily: m.daily,
+                uncosted: None,
             });
+        }
+        // Each cost measure declares its measure of uncosted units.
+        for ci in 0..measures.len() {
+            let Some(cost) = measures[ci].config.cost.clone() else {
+                continue;
+            };
+            let m = &measures[ci];
+            let item = format!("measure `{}`", m.name);
+            let why = if m.config.unit != MeasureUnit::Money {
+                Some("a cost of goods is money: set `unit = \"money\"`")
+            } else if m.replace_group.is_some() || m.config.latest || m.daily.is_some() {
+                Some(
+                    "a cost measure counts units sold: it is not restated, counted once, a gauge or a daily level",
+                )
+            } else if file.measures.contains_key(&cost.uncosted)
+                || measures.iter().any(|x| x.name == cost.uncosted)
+            {
+                Some("`uncosted` declares a measure of its own: choose a name no other measure has")
+            } else if cost.uncosted.trim().is_empty() {
+                Some("`uncosted` names the measure of units without a cost: it must not be empty")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(c.err(&item, "cost", &format!("{cost:?}"), why));
+            }
+            let mut config = m.config.clone();
+            config.unit = MeasureUnit::Count;
+            config.cost = None;
+            let uncosted = Measure {
+                name: cost.uncosted.clone(),
+                config,
+                // No fact feeds it: the engine books a cost measure's units here when it
+                // cannot price them.
+                schemas: vec![false; EventBody::SCHEMAS.len()],
+                filter: None,
+                value: Arc::clone(&m.value),
+                time: Arc::clone(&m.time),
+                time_is_date: m.time_is_date,
+                replace_group: None,
+                daily: None,
+                uncosted: None,
+            };
+            measures.push(uncosted);
+            measures[ci].uncosted = Some((measures.len() - 1) as u16);
+        }
+        if measures.len() > 64 {
+            return Err(c.err(
+                "measures",
+                "count",
+                &measures.len().to_string(),
+                "at most 64 measures (counting those `cost` declares) are supported",
+            ));
         }
 
         // Windows: all defined ones are checked; only used ones are kept.
@@ -774,7 +849,14 @@ impl Catalog {
                     kpi_windows.push(wi);
                 }
             }
-            let mask = numerator.mask() | denominator.as_ref().map_or(0, Formula::mask);
+            let reads = numerator.mask() | denominator.as_ref().map_or(0, Formula::mask);
+            // A KPI of a cost measure has no value while the window holds uncosted units: its
+            // units of those measures are part of what it reads.
+            let gate = (0..measures.len())
+                .filter(|i| reads & (1 << i) != 0)
+                .filter_map(|i| measures[i].uncosted)
+                .fold(0u64, |g, u| g | (1 << u));
+            let mask = reads | gate;
             let basis = numerator
                 .measures()
                 .first()
@@ -787,6 +869,7 @@ impl Catalog {
                 denominator,
                 windows: kpi_windows,
                 mask,
+                gate,
                 basis,
             });
         }
@@ -1329,6 +1412,43 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("must be a number, got Utf8"), "{err}");
+    }
+
+    #[test]
+    fn a_cost_measure_declares_its_uncosted_units_and_gates_its_kpis() {
+        let cogs = "[measures.cogs]\nevents = [\"order.placed\"]\nvalue = \"units\"\nbasis = \"placed\"\nunit = \"money\"\ncost = { uncosted = \"uncosted\" }";
+        let c = compile(&with_kpi(
+            cogs,
+            "numerator = \"gmv - cogs\"\ndenominator = \"gmv\"",
+        ))
+        .unwrap();
+        let m = |name: &str| c.measures.iter().position(|m| m.name == name).unwrap();
+        assert_eq!(c.measures[m("cogs")].uncosted, Some(m("uncosted") as u16));
+        // No fact feeds the uncosted units directly; the KPI reads them as its gate.
+        assert!(c.measures[m("uncosted")].schemas.iter().all(|s| !s));
+        let k = c.kpi("k").unwrap();
+        assert_eq!(k.gate, 1 << m("uncosted"));
+        assert_ne!(k.mask & k.gate, 0);
+        let err = |measure: &str| {
+            compile(&with_kpi(
+                measure,
+                "numerator = \"gmv\"\ndenominator = \"gmv\"",
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(
+            err(&cogs.replace("unit = \"money\"", "unit = \"count\""))
+                .contains("a cost of goods is money"),
+        );
+        assert!(
+            err(&cogs.replace("\"uncosted\"", "\"orders\""))
+                .contains("choose a name no other measure has"),
+        );
+        assert!(
+            err(&format!("{cogs}\nonce = [\"order_id\"]"))
+                .contains("a cost measure counts units sold"),
+        );
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct Engine {
     gauges: HashMap<u32, GaugeSeries>,
     /// Daily stock levels carried forward per SKU and business day (`daily` measures).
     stock: StockDays,
+    /// Landed unit costs per SKU and the units of cost measures they price.
+    costs: crate::cost::Costs,
     /// FX rates into the pipeline currency.
     rates: Arc<crate::fx::Rates>,
     /// Orders refused for their currency, by (shop scope, order id): the hour of the refused
@@ -226,6 +228,7 @@ impl Engine {
             replaced: HashMap::new(),
             gauges: HashMap::new(),
             stock: StockDays::default(),
+            costs: crate::cost::Costs::default(),
             rates: Arc::clone(&compiled.rates),
             held_out: HashMap::new(),
             dirty: BTreeMap::new(),
@@ -524,13 +527,16 @@ impl Engine {
                     verdict,
                     Applied::Counted | Applied::Superseded { .. } | Applied::Unused
                 ) {
-                    if self.rules.watches_freshness() {
+                    // A cost is the seller's reference data, recorded at any time: it is
+                    // neither a sign of life of a source nor a clock.
+                    let fact = !matches!(event.body, EventBody::CostChanged(_));
+                    if fact && self.rules.watches_freshness() {
                         self.note_freshness(event);
                     }
                     let shop = self.shop_scope(event);
                     self.seen
                         .insert(ids[i], (shop, hour_of(event.header.event_time)));
-                    if drives_watermark(partition.topic) {
+                    if fact && drives_watermark(partition.topic) {
                         self.watermarks
                             .observe(partition, event.header.event_time, now);
                     }
@@ -589,6 +595,10 @@ impl Engine {
         if topic == Topic::Health {
             // Heartbeats carry wall-clock time: they are signs of life, not facts.
             return self.apply_contributions(event, row, contributions, keys);
+        }
+        if let EventBody::CostChanged(cost) = &event.body {
+            // Never late: a cost entered weeks after it took effect is still the cost.
+            return self.apply_cost(event, cost, shop);
         }
         let own = event.header.event_time;
         let stream = (topic, shop, event.header.source.clone());
@@ -694,15 +704,8 @@ impl Engine {
         };
         // The scopes a contribution to measure `m` lands in.
         let targets = |engine: &mut Engine, m: u16| -> Vec<u32> {
-            let mut out = vec![shop];
+            let mut out = engine.shop_and_sku(shop, sku.as_deref(), m);
             let bit = 1u64 << m;
-            if engine.sku_measures & bit != 0
-                && let Some(sku) = &sku
-            {
-                let mut s = engine.scopes[shop as usize].scope.clone();
-                s.sku = Some(sku.clone());
-                out.push(engine.scope_id(s, GroupBy::Sku));
-            }
             if engine.campaign_measures & bit != 0
                 && let Some(c) = &campaign
             {
@@ -719,6 +722,13 @@ impl Engine {
         for c in contributions {
             let measure = &catalog.measures[c.measure as usize];
             match measure.replace_group {
+                None if measure.uncosted.is_some() => {
+                    let Some(hour) = self.booked_hour(shop, c) else {
+                        continue;
+                    };
+                    self.book_at_cost(shop, sku.as_deref(), hour, c.measure, c.value);
+                    counted = true;
+                }
                 None => {
                     let Some(hour) = self.booked_hour(shop, c) else {
                         continue;
@@ -792,6 +802,109 @@ impl Engine {
             (false, Some(reason)) => Applied::Superseded { reason },
             (false, None) => Applied::Unused,
         }
+    }
+
+    /// The shop scope, and the SKU's scope when measure `m` is kept per SKU.
+    fn shop_and_sku(&mut self, shop: u32, sku: Option<&str>, m: u16) -> Vec<u32> {
+        let mut out = vec![shop];
+        if self.sku_measures & (1u64 << m) != 0
+            && let Some(sku) = sku
+        {
+            let mut s = self.scopes[shop as usize].scope.clone();
+            s.sku = Some(sku.to_string());
+            out.push(self.scope_id(s, GroupBy::Sku));
+        }
+        out
+    }
+
+    /// The business day (in the shop's zone) an hour belongs to.
+    fn day_of(&self, shop: u32, hour: Hour) -> chrono::NaiveDate {
+        window::hour_start(hour)
+            .with_timezone(&self.scopes[shop as usize].tz)
+            .date_naive()
+    }
+
+    /// Books `units` of cost measure `m` at the SKU's cost on the hour's business day, or to
+    /// its uncosted units when none is known (or the fact names no SKU: it never will be).
+    fn book_at_cost(&mut self, shop: u32, sku: Option<&str>, hour: Hour, m: u16, units: Decimal) {
+        let uncosted = self.catalog.measures[m as usize]
+            .uncosted
+            .expect("a cost measure");
+        let price = sku.and_then(|sku| {
+            self.costs.book_units(shop, sku, hour, m, units);
+            self.costs.price(shop, sku, self.day_of(shop, hour))
+        });
+        for scope in self.shop_and_sku(shop, sku, m) {
+            match price {
+                Some(p) => self.add(scope, hour, m, Decimal(units.0 * p.0)),
+                None => self.add(scope, hour, uncosted, units),
+            }
+        }
+    }
+
+    /// Records a SKU's cost from its first day on, and reprices the units already booked on
+    /// the days it covers: only the difference reaches the buckets.
+    fn apply_cost(
+        &mut self,
+        event: &Event,
+        cost: &kpiflow_schemas::CostChanged,
+        shop: u32,
+    ) -> Applied {
+        let h = &event.header;
+        // Validated: a cost names its SKU.
+        let Some(sku) = h.sku.as_deref() else {
+            return Applied::Unused;
+        };
+        let day = window::business_day::BusinessDay {
+            tz: self.scopes[shop as usize].tz,
+        };
+        let midnight = |d| day.midnight(d);
+        let repriced = match self.costs.change(
+            shop,
+            sku,
+            cost.effective_from,
+            cost.landed(),
+            h.event_time,
+            &h.event_id,
+            &midnight,
+        ) {
+            Ok(r) => r,
+            Err(newer) => {
+                return Applied::Superseded {
+                    reason: format!(
+                        "{} {}: the cost of SKU {sku} from {} recorded at {} is older than the one already counted ({newer}); not applied",
+                        event.schema(),
+                        h.event_id,
+                        cost.effective_from,
+                        h.event_time.to_rfc3339(),
+                    ),
+                };
+            }
+        };
+        for r in repriced {
+            let uncosted = self.catalog.measures[r.measure as usize]
+                .uncosted
+                .expect("only cost measures are booked");
+            let delta = Decimal(r.units.0 * (r.new.0 - r.old.unwrap_or(Decimal::ZERO).0));
+            for scope in self.shop_and_sku(shop, Some(sku), r.measure) {
+                self.add(scope, r.hour, r.measure, delta);
+                if r.old.is_none() {
+                    self.add(scope, r.hour, uncosted, Decimal::ZERO - r.units);
+                }
+            }
+        }
+        Applied::Counted
+    }
+
+    /// SKUs whose units sold include some of unknown cost (see [`crate::cost`]).
+    pub fn skus_without_cost(&self) -> usize {
+        let shops = &self.scopes;
+        self.costs.skus_without_cost(&|shop, d| {
+            window::business_day::BusinessDay {
+                tz: shops[shop as usize].tz,
+            }
+            .midnight(d)
+        })
     }
 
     /// Counts a key once: the first fact of `key` adds its contributions, later ones nothing.
@@ -1128,7 +1241,16 @@ impl Engine {
                     .denominator
                     .as_ref()
                     .map(|d| Decimal(d.eval(&sums, window_days).0.normalize()));
+                // Units of unknown cost: a profit without them would be wrong, so none.
+                let uncosted = |sums: &[Decimal]| {
+                    kpi.gate != 0
+                        && sums
+                            .iter()
+                            .enumerate()
+                            .any(|(i, v)| kpi.gate & (1 << i) != 0 && *v != Decimal::ZERO)
+                };
                 let value = match denominator {
+                    _ if uncosted(&sums) => None,
                     Some(d) if d == Decimal::ZERO => None,
                     Some(d) => Some(numerator.to_f64() / d.to_f64()),
                     None => Some(numerator.to_f64()),
@@ -1167,6 +1289,7 @@ impl Engine {
                     );
                     let n = kpi.numerator.eval(&sums, days);
                     match kpi.denominator.as_ref().map(|d| d.eval(&sums, days)) {
+                        _ if uncosted(&sums) => None,
                         Some(d) if d == Decimal::ZERO => None,
                         Some(d) => Some(n.to_f64() / d.to_f64()),
                         None => Some(n.to_f64()),
@@ -1293,6 +1416,7 @@ impl Engine {
                 first = first.succ_opt().unwrap_or(first);
             }
             self.stock.evict(shop, first);
+            self.costs.evict(shop, cutoff);
         }
         for s in &mut self.scopes {
             let Some(&cutoff) = cutoffs.get(&s.shop) else {
@@ -1331,6 +1455,12 @@ fn money_fields(body: &EventBody) -> Vec<(&'static str, &Money)> {
         EventBody::OrderPaid(o) => vec![("payload.amount", &o.amount)],
         EventBody::OrderRefunded(o) => vec![("payload.amount", &o.amount)],
         EventBody::OrderFee(o) => vec![("payload.amount", &o.amount)],
+        EventBody::CostChanged(c) => {
+            let mut out = vec![("payload.purchase", &c.purchase)];
+            out.extend(c.freight.as_ref().map(|m| ("payload.freight", m)));
+            out.extend(c.duties.as_ref().map(|m| ("payload.duties", m)));
+            out
+        }
         EventBody::AdPerformance(a) => vec![
             ("payload.spend", &a.spend),
             ("payload.attributed_sales", &a.attributed_sales),
@@ -1345,6 +1475,12 @@ fn money_fields_mut(body: &mut EventBody) -> Vec<(&'static str, &mut Money)> {
         EventBody::OrderPaid(o) => vec![("payload.amount", &mut o.amount)],
         EventBody::OrderRefunded(o) => vec![("payload.amount", &mut o.amount)],
         EventBody::OrderFee(o) => vec![("payload.amount", &mut o.amount)],
+        EventBody::CostChanged(c) => {
+            let mut out = vec![("payload.purchase", &mut c.purchase)];
+            out.extend(c.freight.as_mut().map(|m| ("payload.freight", m)));
+            out.extend(c.duties.as_mut().map(|m| ("payload.duties", m)));
+            out
+        }
         EventBody::AdPerformance(a) => vec![
             ("payload.spend", &mut a.spend),
             ("payload.attributed_sales", &mut a.attributed_sales),

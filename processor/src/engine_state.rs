@@ -24,8 +24,9 @@ use crate::window::Hour;
 /// retention (lateness judged by each fact's own time). 3: rule state keeps the breaches
 /// opened by corrections of closed calendar windows; daily stock levels. 4: Amazon's
 /// account-health reference values and the cross-check rules' state. 5: remembered event ids
-/// as their 128-bit hashes ([`super::id_hash`]).
-const FORMAT: u32 = 5;
+/// as their 128-bit hashes ([`super::id_hash`]). 6: landed costs per SKU and the units they
+/// price ([`crate::cost`]).
+const FORMAT: u32 = 6;
 
 /// A decimal as rust_decimal's 16-byte form: exact and compact.
 type Bytes16 = [u8; 16];
@@ -124,6 +125,8 @@ struct EngineState {
     gauges: Vec<ReportSnapshot>,
     /// Daily stock levels (measure and group numbers as in `measures` and `groups`).
     stock: crate::stock::StockDays,
+    /// Landed costs per SKU and the units they price (measure numbers as in `measures`).
+    costs: crate::cost::Costs,
     /// (shop scope, order id) → (hour, why) of orders refused for their currency.
     held_out: Vec<((u32, String), (Hour, String))>,
     freshness: Vec<((u32, String), DateTime<Utc>)>,
@@ -234,6 +237,7 @@ impl Engine {
                 once: sorted(self.once.iter().map(|(k, h)| (k.clone(), *h))),
                 gauges,
                 stock: self.stock.clone(),
+                costs: self.costs.clone(),
                 held_out: sorted(self.held_out.iter().map(|(k, v)| (k.clone(), v.clone()))),
                 freshness: sorted(self.freshness.iter().map(|(k, t)| (k.clone(), *t))),
                 frontier: self.frontier,
@@ -399,6 +403,7 @@ impl Engine {
                 );
         }
         self.stock = state.stock.remap(&map_group, &map);
+        self.costs = state.costs.remap(&map);
         self.held_out = state.held_out.into_iter().collect();
         self.freshness = state.freshness.into_iter().collect();
         self.frontier = state.frontier;
@@ -464,7 +469,7 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("engine state format 2 is not the supported 5"),
+                .contains("engine state format 2 is not the supported 6"),
             "{err}"
         );
     }

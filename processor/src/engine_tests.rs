@@ -845,3 +845,53 @@ windows = ["business_day"]
     assert_eq!(day.numerator, Decimal::parse("35").unwrap());
     assert_eq!(day.denominator, Some(Decimal::parse("2").unwrap()));
 }
+
+fn cost(id: &str, at: &str, sku: &str, from: &str, purchase: &str) -> Event {
+    let mut h = header(id, at);
+    h.sku = Some(sku.into());
+    Event::new(
+        h,
+        kpiflow_schemas::CostChanged {
+            effective_from: from.parse().unwrap(),
+            purchase: Money::usd(purchase),
+            freight: None,
+            duties: None,
+        },
+    )
+}
+
+#[test]
+fn skus_sold_before_their_first_cost_are_counted_until_it_covers_them_and_costs_move_no_clock() {
+    let mut e = Engine::new(&only(&["net_profit"]), 0);
+    let now = Instant::now();
+    let mut a = placed("a", "2026-11-02T17:00:00Z", "30.00");
+    a.header.sku = Some("SKU-A".into());
+    let mut b = placed("b", "2026-11-02T18:00:00Z", "20.00");
+    b.header.sku = Some("SKU-B".into());
+    // SKU-A's cost starts on Nov 3 (Pacific): its Nov 2 unit has none; SKU-B has no cost.
+    let costs = [
+        cost("c-a", "2030-01-01T00:00:00Z", "SKU-A", "2026-11-03", "8.00"),
+        a,
+        b,
+    ];
+    let batch: Vec<_> = costs.iter().map(|ev| (ev, P0)).collect();
+    assert!(
+        e.apply_batch(&batch, now)
+            .iter()
+            .all(|v| *v == Applied::Counted)
+    );
+    assert_eq!(e.skus_without_cost(), 2);
+    // A cost recorded in 2030 is reference data: the watermark follows the orders only.
+    e.flush(now, Utc::now());
+    assert!(e.watermark().unwrap() < t("2026-11-03T00:00:00Z"));
+    // From Nov 2 (its Pacific midnight, 08:00Z) SKU-A's Nov 2 unit is covered.
+    let fix = cost(
+        "c-a2",
+        "2030-01-02T00:00:00Z",
+        "SKU-A",
+        "2026-11-02",
+        "7.00",
+    );
+    assert_eq!(e.apply(&fix, P0, now), Applied::Counted);
+    assert_eq!(e.skus_without_cost(), 1);
+}

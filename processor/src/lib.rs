@@ -25,6 +25,7 @@
 pub mod catalog;
 pub mod checkpoint;
 pub mod config;
+pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod fx;

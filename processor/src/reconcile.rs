@@ -60,6 +60,9 @@ pub struct Report {
     /// Published KPIs over daily stock levels (`daily` measures, carried forward between
     /// snapshots): not recomputed here (skipped).
     pub daily_kpis: Vec<String>,
+    /// Published KPIs over costs of goods (units priced at the cost in force on their day,
+    /// repriced by costs dated back): not recomputed here (skipped).
+    pub cost_kpis: Vec<String>,
 }
 
 fn df(what: &str) -> impl Fn(datafusion::error::DataFusionError) -> ProcessorError + '_ {
@@ -260,6 +263,21 @@ pub async fn reconcile(
             if daily {
                 if !report.daily_kpis.iter().any(|k| k == id) {
                     report.daily_kpis.push(id.to_string());
+                }
+                continue;
+            }
+            // A cost measure's units and the uncosted units it declares.
+            let costed = (0..catalog.measures.len()).any(|m| {
+                def.mask & (1 << m) != 0
+                    && (catalog.measures[m].uncosted.is_some()
+                        || catalog
+                            .measures
+                            .iter()
+                            .any(|x| x.uncosted == Some(m as u16)))
+            });
+            if costed {
+                if !report.cost_kpis.iter().any(|k| k == id) {
+                    report.cost_kpis.push(id.to_string());
                 }
                 continue;
             }

@@ -527,6 +527,7 @@ pub async fn run(
 
     let duplicates = metrics::duplicates().with_label_values(&[COMPONENT]);
     let state_gauge = metrics::state_buckets().with_label_values(&[COMPONENT]);
+    let uncosted_gauge = metrics::skus_without_cost().with_label_values(&[COMPONENT]);
     let batch_seconds = metrics::batch_seconds().with_label_values(&[COMPONENT]);
     let names: HashMap<String, Topic> = Topic::EVENTS
         .iter()
@@ -735,6 +736,8 @@ pub async fn run(
             let s = lock(&shared);
             let watermark = s.tasks.values().filter_map(|t| t.engine.watermark()).min();
             let buckets: usize = s.tasks.values().map(|t| t.engine.state_buckets()).sum();
+            let uncosted: usize = s.tasks.values().map(|t| t.engine.skus_without_cost()).sum();
+            uncosted_gauge.set(uncosted as i64);
             (watermark, buckets, s.tasks.len())
         };
         if let Some(wm) = watermark {

@@ -376,6 +376,40 @@ pub struct OrderFee {
     pub applies_to: FeeApplies,
 }
 
+/// The landed cost of one unit of the header's SKU (required) from the business day
+/// `effective_from` on, in the shop's zone: what the seller paid to have the unit where it
+/// sells — purchase price, first-mile freight, duties. The seller's own data (a cost file, an
+/// ERP), never a platform's; the profit KPIs book each unit sold at the cost in force on its
+/// booked business day.
+///
+/// A cost holds until the SKU's next `effective_from`. Two changes of one SKU and day: the
+/// one with the later `event_time` (when the change was recorded) counts, the other is
+/// `superseded`. A change dated back restates the cost of the units already booked on the
+/// days it covers that the processor still holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CostChanged {
+    /// First business day the cost applies to.
+    pub effective_from: NaiveDate,
+    /// Purchase price of one unit.
+    pub purchase: Money,
+    /// First-mile freight per unit (to the marketplace's or 3PL's warehouse), if known apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freight: Option<Money>,
+    /// Import duties per unit, if known apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duties: Option<Money>,
+}
+
+impl CostChanged {
+    /// The landed cost of one unit: purchase + freight + duties (one currency: validated).
+    pub fn landed(&self) -> Decimal {
+        [&self.freight, &self.duties]
+            .into_iter()
+            .flatten()
+            .fold(self.purchase.amount, |sum, m| sum + m.amount)
+    }
+}
+
 /// One day of one campaign's ad performance, as reported at `as_of`.
 ///
 /// Platforms restate these figures for days (attribution, click validation): the same
@@ -780,6 +814,7 @@ event_bodies! {
     OrderRefunded(OrderRefunded) = "order.refunded" v 1, Orders;
     OrderDefect(OrderDefect) = "order.defect" v 1, Orders;
     OrderFee(OrderFee) = "order.fee" v 1, Orders;
+    CostChanged(CostChanged) = "cost.changed" v 1, Orders;
     AdPerformance(AdPerformance) = "ad.performance" v 1, Ads;
     InventorySnapshot(InventorySnapshot) = "inventory.snapshot" v 1, Logistics;
     ShipmentMilestone(ShipmentMilestone) = "shipment.milestone" v 1, Logistics;
@@ -1057,6 +1092,35 @@ impl Event {
                 non_empty(schema, "payload.fee_type", &b.fee_type)?;
                 // Signed on purpose: a fee given back is negative.
             }
+            EventBody::CostChanged(b) => {
+                if h.sku.is_none() {
+                    return Err(SchemaError::field(
+                        schema,
+                        "sku",
+                        "is required: a cost is the cost of one SKU",
+                        "null",
+                    ));
+                }
+                b.purchase.check_non_negative(schema, "payload.purchase")?;
+                for (field, part) in [
+                    ("payload.freight", &b.freight),
+                    ("payload.duties", &b.duties),
+                ] {
+                    let Some(part) = part else { continue };
+                    part.check_non_negative(schema, field)?;
+                    if part.currency != b.purchase.currency {
+                        return Err(SchemaError::field(
+                            schema,
+                            format!("{field}.currency"),
+                            &format!(
+                                "must be the currency of payload.purchase ({})",
+                                b.purchase.currency
+                            ),
+                            &part.currency,
+                        ));
+                    }
+                }
+            }
             EventBody::AdPerformance(b) => {
                 for (field, value) in [
                     ("payload.platform", &b.platform),
@@ -1237,6 +1301,45 @@ mod tests {
         }
         cur[path[path.len() - 1]] = new;
         serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_cost_names_its_sku_and_one_currency() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/events/cost.changed.json"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let EventBody::CostChanged(c) = Event::from_json(&serde_json::to_vec(&v).unwrap())
+            .unwrap()
+            .body
+        else {
+            panic!("a cost")
+        };
+        // 6.40 + 1.15 + 0.45
+        assert_eq!(c.landed(), Decimal::parse("8.00").unwrap());
+        let err =
+            Event::from_json(&with(v.clone(), &["sku"], serde_json::Value::Null)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cost.changed: field `sku`: is required: a cost is the cost of one SKU, got "null""#
+        );
+        let err = Event::from_json(&with(
+            v.clone(),
+            &["payload", "duties", "currency"],
+            "CNY".into(),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cost.changed: field `payload.duties.currency`: must be the currency of payload.purchase (USD), got "CNY""#
+        );
+        let err = Event::from_json(&with(v, &["payload", "freight", "amount"], "-1.15".into()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"cost.changed: field `payload.freight.amount`: must not be negative, got "-1.15""#
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! | local_date | Date32 | every event: `event_time`'s date in `source_tz` |
 //! | order_id | Utf8 | `order.*`, `shipment.milestone` (if known) |
 //! | placed_at | Timestamp | `order.*` (`order.placed`: its `event_time`) |
-//! | amount, currency | Decimal128(38, 9), Utf8 | `order.placed` total, `order.paid` amount, `order.refunded` amount, `order.fee` amount (signed: what the fee costs the seller) |
+//! | amount, currency | Decimal128(38, 9), Utf8 | `order.placed` total, `order.paid` amount, `order.refunded` amount, `order.fee` amount (signed: what the fee costs the seller), `cost.changed` landed cost of one unit (purchase + freight + duties) |
 //! | units | Int64 | `order.placed/shipped/delivered/returned`, `shipment.milestone` |
 //! | fulfilment | Utf8 | `order.placed` (`fba`, `wfs`, `fbt`, `merchant`, `third_party`); the other `order.*` facts where the source says so |
 //! | ship_by, deliver_by | Timestamp | `order.placed`, `order.shipped`, `order.delivered` |
@@ -27,6 +27,7 @@
 //! | seller_fault | Boolean | `order.refunded` |
 //! | defect_kind, rating | Utf8, Int64 | `order.defect` |
 //! | fee_kind, fee_type, fee_applies_to | Utf8 | `order.fee` (`referral`, `fba_fulfilment`, …; the platform's name; `sale`, `refund`, `account`) |
+//! | effective_from | Date32 | `cost.changed` (the first business day the cost applies to) |
 //! | platform, account_id, campaign_id, attribution_window | Utf8 | `ad.performance` |
 //! | ad_date | Date32 | `ad.performance` (the report date in the ad account's zone) |
 //! | impressions, clicks, attributed_orders | Int64 | `ad.performance` |
@@ -96,6 +97,7 @@ const COLUMNS: &[(&str, Kind, bool)] = &[
     ("fee_kind", Kind::Str, false),
     ("fee_type", Kind::Str, false),
     ("fee_applies_to", Kind::Str, false),
+    ("effective_from", Kind::Date, false),
     ("platform", Kind::Str, false),
     ("account_id", Kind::Str, false),
     ("campaign_id", Kind::Str, false),
@@ -569,6 +571,20 @@ impl<'e> Row<'e> {
                 self.str("fee_kind", b.kind.as_str());
                 self.str("fee_type", &b.fee_type);
                 self.str("fee_applies_to", b.applies_to.as_str());
+            }
+            EventBody::CostChanged(b) => {
+                for (field, part) in [
+                    ("payload.freight", &b.freight),
+                    ("payload.duties", &b.duties),
+                ] {
+                    if let Some(part) = part {
+                        self.money("amount", part, field)?;
+                    }
+                }
+                // The parts are checked one by one above; the column holds their sum.
+                self.money("amount", &b.purchase, "payload.purchase")?;
+                self.dec("amount", b.landed(), "payload.purchase.amount")?;
+                self.set("effective_from", Cell::Date(days(b.effective_from)));
             }
             EventBody::AdPerformance(b) => {
                 self.str("platform", &b.platform);

@@ -39,11 +39,11 @@ pub mod topics;
 
 pub use error::SchemaError;
 pub use event::{
-    AccountHealthMetric, AdPerformance, CancelledBy, Channel, DefectKind, Event, EventBody,
-    EventHeader, FeeApplies, FeeKind, Fulfilment, HealthMetric, HealthStatus, InventorySnapshot,
-    LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered, OrderFee, OrderPaid,
-    OrderPlaced, OrderRefunded, OrderReturned, OrderShipped, ShipmentMilestone, SourceHeartbeat,
-    SourceTz, TargetCondition,
+    AccountHealthMetric, AdPerformance, CancelledBy, Channel, CostChanged, DefectKind, Event,
+    EventBody, EventHeader, FeeApplies, FeeKind, Fulfilment, HealthMetric, HealthStatus,
+    InventorySnapshot, LocationKind, Milestone, OrderCancelled, OrderDefect, OrderDelivered,
+    OrderFee, OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped,
+    ShipmentMilestone, SourceHeartbeat, SourceTz, TargetCondition,
 };
 pub use money::{Decimal, Money};
 pub use output::{

@@ -24,7 +24,15 @@ const HEADER: &[&str] = &[
     "tz",
     "ingest",
 ];
-const MONEY: &[&str] = &["total", "amount", "spend", "attributed_sales"];
+const MONEY: &[&str] = &[
+    "total",
+    "amount",
+    "spend",
+    "attributed_sales",
+    "purchase",
+    "freight",
+    "duties",
+];
 const INTEGERS: &[&str] = &[
     "units",
     "impressions",
@@ -110,6 +118,9 @@ pub(crate) struct Expect {
     pub(crate) key: Key,
     /// `None`: the row must never be published.
     pub(crate) value: Option<(Decimal, Option<Decimal>)>,
+    /// `withheld`: the row is published without a value although its denominator is not
+    /// zero (a profit with units of unknown cost).
+    pub(crate) withheld: bool,
 }
 
 #[derive(Debug, Default)]
@@ -278,12 +289,17 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     format!("line {line}: expect ... = <numerator> [/ <denominator>]")
                 })?;
                 let key = key(&tokens[1..eq], line)?;
-                let value = match &tokens[eq + 1..] {
+                let mut rhs = &tokens[eq + 1..];
+                let withheld = rhs.last() == Some(&"withheld");
+                if withheld {
+                    rhs = &rhs[..rhs.len() - 1];
+                }
+                let value = match rhs {
                     [n] => (decimal(n, line)?, None),
                     [n, "/", d] => (decimal(n, line)?, Some(decimal(d, line)?)),
                     _ => {
                         return Err(format!(
-                            "line {line}: expected = <numerator> [/ <denominator>]"
+                            "line {line}: expected = <numerator> [/ <denominator>] [withheld]"
                         ));
                     }
                 };
@@ -291,6 +307,7 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     line,
                     key,
                     value: Some(value),
+                    withheld,
                 });
             }
             "absent" => {
@@ -299,6 +316,7 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     line,
                     key,
                     value: None,
+                    withheld: false,
                 });
             }
             "exhaustive" => match &tokens[1..] {
@@ -380,6 +398,23 @@ pub(crate) fn check(s: &Scenario, out: &Outcome, breaches: bool) -> Vec<String> 
                         e.key,
                         shown(&u.numerator, &u.denominator),
                         shown(n, d)
+                    ));
+                }
+                // A value exactly when it is defined and not withheld.
+                let defined = d.as_ref().is_none_or(|d| !same(d, &Decimal::ZERO));
+                if u.value.is_some() != (defined && !e.withheld) {
+                    problems.push(format!(
+                        "line {}: {} has value {:?}, expected {}",
+                        e.line,
+                        e.key,
+                        u.value,
+                        if e.withheld {
+                            "none (withheld)"
+                        } else if defined {
+                            "one"
+                        } else {
+                            "none"
+                        }
                     ));
                 }
             }
