@@ -102,7 +102,14 @@ impl Costs {
     ) -> Result<Vec<Repriced>, String> {
         let book = self.books.entry((shop, sku.to_string())).or_default();
         if let Some(held) = book.prices.get(&day)
-            && (held.version, held.event_id.as_str()) >= (version, event_id)
+            && (held.version, held.event_id.as_str()) == (version, event_id)
+        {
+            // The same record again (a source republishing its file after a restart, once its
+            // id is no longer remembered): already counted.
+            return Ok(Vec::new());
+        }
+        if let Some(held) = book.prices.get(&day)
+            && (held.version, held.event_id.as_str()) > (version, event_id)
         {
             return Err(format!(
                 "event {}, recorded {}",
@@ -289,6 +296,17 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err, "event e3, recorded 2026-11-07T00:00:00+00:00");
+        // The held record itself again reprices nothing and is not refused.
+        let again = c.change(
+            0,
+            "A",
+            day("2026-11-03"),
+            d("6"),
+            at("2026-11-07T00:00:00Z"),
+            "e3",
+            &midnight,
+        );
+        assert_eq!(again, Ok(Vec::new()));
         assert_eq!(c.price(0, "A", day("2026-11-02")), Some(d("5")));
         assert_eq!(c.price(0, "A", day("2026-11-30")), Some(d("6")));
         assert_eq!(c.price(0, "A", day("2026-10-31")), None);

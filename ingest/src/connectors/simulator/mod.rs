@@ -7,7 +7,9 @@
 //!        │     ┌───────────┼──────────────┬──────────────┐
 //!        │   orders.rs   ads.rs      inventory.rs    anomalies.rs
 //!        │  (lifecycle, (daily rows,  (6-hourly       (windows the
-//!        │   milestones) restatements) snapshots)      others consult)
+//!        │   milestones, restatements) snapshots)      others consult)
+//!        │   fees; costs
+//!        │   in profit.rs)
 //!        │     └───────────┴──────┬───────┘
 //!        └──────────────────► stream.rs (order of arrival, late, duplicates)
 //!                                 │
@@ -26,6 +28,7 @@ mod catalog;
 mod config;
 mod inventory;
 mod orders;
+mod profit;
 mod random;
 mod stream;
 #[cfg(test)]
@@ -70,6 +73,7 @@ pub fn simulate(cfg: &SimulatorConfig, start: DateTime<Utc>) -> Vec<Emitted> {
     let shops = catalog::shops(cfg);
     let fx = anomalies::Effects::new(&cfg.anomalies, &span);
     let mut facts = Vec::new();
+    profit::costs(cfg, &span, &shops, &mut facts);
     let lines = orders::generate(cfg, &span, &shops, &fx, &mut facts);
     inventory::generate(cfg, &span, &shops, &fx, &lines, &mut facts);
     ads::generate(cfg, &span, &shops, &fx, &mut facts);

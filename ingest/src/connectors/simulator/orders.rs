@@ -6,15 +6,17 @@
 //! `deliver_by`, 4% of delivered orders returned then refunded, 1% refunded without a return,
 //! 0.6% with a defect (negative feedback, A-to-z claim, chargeback) days to weeks later.
 //!
+//! Each shipment and refund also posts its marketplace fee lines (see [`super::profit`]).
+//!
 //! Delays as late as reality's: returns 1 to 4 weeks after delivery (refunds 1 to 4 days after
 //! that), defects up to 90 days after shipment, and orders of an overseas / 3PL warehouse
 //! ship 3 to 5 days after purchase (ship-by 4 to 5 days), seller and FBA orders within 2 days.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kpiflow_schemas::{
-    CancelledBy, Channel, DefectKind, Event, Fulfilment, Milestone, OrderCancelled, OrderDefect,
-    OrderDelivered, OrderPaid, OrderPlaced, OrderRefunded, OrderReturned, OrderShipped,
-    ShipmentMilestone,
+    CancelledBy, Channel, DefectKind, Event, FeeApplies, Fulfilment, Milestone, OrderCancelled,
+    OrderDefect, OrderDelivered, OrderPaid, OrderPlaced, OrderRefunded, OrderReturned,
+    OrderShipped, ShipmentMilestone,
 };
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -23,6 +25,7 @@ use super::SimulatorConfig;
 use super::anomalies::Effects;
 use super::calendar::{self, Span};
 use super::catalog::{Shop, usd_cents};
+use super::profit;
 use super::random::{self, Quota, Stream};
 use super::stream::Fact;
 
@@ -267,6 +270,23 @@ impl Order<'_> {
         facts.push(Fact::new(at, Event::new(header, body)));
     }
 
+    /// Pushes one `order.fee` per line, posted at `at`; ids `<kind>-<fee type>`.
+    #[allow(clippy::too_many_arguments)]
+    fn fees(
+        &self,
+        facts: &mut Vec<Fact>,
+        order_id: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        applies_to: FeeApplies,
+        fees: &[profit::Fee],
+    ) {
+        for fee in fees {
+            let id = format!("{kind}-{}", fee.fee_type);
+            self.push(facts, &id, at, profit::body(order_id, fee, applies_to));
+        }
+    }
+
     /// Pushes every event of the order's life and returns its inventory line.
     fn emit(&self, facts: &mut Vec<Fact>) -> OrderLine {
         let d = self.d;
@@ -368,6 +388,15 @@ impl Order<'_> {
             },
         );
 
+        self.fees(
+            facts,
+            &order_id,
+            "fee",
+            shipped,
+            FeeApplies::Sale,
+            &profit::sale_fees(shop, fulfilment, total_cents, d.units),
+        );
+
         let delivered = if d.deliver_late {
             deliver_by + d.deliver_late_by
         } else {
@@ -421,6 +450,7 @@ impl Order<'_> {
                     fulfilment: Some(fulfilment),
                 },
             );
+            let cents = sku.price_cents * i64::from(units);
             self.push(
                 facts,
                 "refunded",
@@ -428,10 +458,19 @@ impl Order<'_> {
                 OrderRefunded {
                     order_id: order_id.clone(),
                     placed_at: placed,
-                    amount: usd_cents(sku.price_cents * i64::from(units)),
+                    amount: usd_cents(cents),
                     seller_fault,
                     fulfilment: Some(fulfilment),
                 },
+            );
+            let fees = profit::refund_fees(shop, cents);
+            self.fees(
+                facts,
+                &order_id,
+                "refund-fee",
+                returned + d.refund_after,
+                FeeApplies::Refund,
+                &fees,
             );
         } else if d.refund_only < REFUND_ONLY_RATE / (1.0 - RETURN_RATE) {
             let cents = if d.refund_partial {
@@ -450,6 +489,15 @@ impl Order<'_> {
                     seller_fault: d.refund_seller_fault,
                     fulfilment: Some(fulfilment),
                 },
+            );
+            let fees = profit::refund_fees(shop, cents);
+            self.fees(
+                facts,
+                &order_id,
+                "refund-fee",
+                delivered + d.refund_only_after,
+                FeeApplies::Refund,
+                &fees,
             );
         }
 
