@@ -43,6 +43,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../catalog/templates/overseas_warehouse.toml"),
     ),
     ("dtc", include_str!("../catalog/templates/dtc.toml")),
+    ("profit", include_str!("../catalog/templates/profit.toml")),
     (
         "amazon_account_health",
         include_str!("../catalog/templates/amazon_account_health.toml"),
