@@ -482,6 +482,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // The sections were checked by Config::load; the connector tables are built by
             // the very function `ingest` builds them with, and dropped unused.
             let connectors = pull::build_all(&cfg, &[])?;
+            // What only the sink reads from its environment (the guard webhook's key).
+            cfg.sink.guard.check_environment()?;
             println!(
                 "configuration OK ({} connector tables checked)",
                 connectors.len()

@@ -64,6 +64,10 @@ pub mod names {
     /// The automation guard's answers, by `answer` (`allow`, `deny`, `not_ready`,
     /// `bad_request`).
     pub const GUARD_ANSWERS: &str = "kpiflow_guard_answers_total";
+    /// Pushes of the automation guard's webhook, by `outcome`: `delivered`, `rejected` (a 4xx,
+    /// not retried), `failed` (every attempt failed), `dropped` (queue full), `abandoned` (at
+    /// shutdown); `retried` counts failed attempts that are retried (counter).
+    pub const GUARD_WEBHOOK_PUSHES: &str = "kpiflow_guard_webhook_pushes_total";
     /// Table files a query skipped because their Parquet footer is unreadable, with
     /// `--skip-unreadable` (counter; `table`).
     pub const QUERY_FILES_SKIPPED: &str = "kpiflow_query_files_skipped_total";
@@ -157,7 +161,8 @@ pub mod labels {
     pub const SINK: &str = "sink";
     /// Event source (connector), e.g. `amazon`, `simulator`.
     pub const SOURCE: &str = "source";
-    /// What happened to an event: `accepted`, `late`, `dead_lettered`, `duplicate`.
+    /// What happened to an event: `accepted`, `late`, `dead_lettered`, `duplicate`; to a guard
+    /// webhook push: `delivered`, `retried`, `rejected`, `failed`, `dropped`, `abandoned`.
     pub const OUTCOME: &str = "outcome";
     /// Kafka topic.
     pub const TOPIC: &str = "topic";
@@ -271,6 +276,12 @@ counter_vec!(
     names::GUARD_ANSWERS,
     "Answers of the automation guard (GET /v1/guard), by answer.",
     [labels::ANSWER]
+);
+counter_vec!(
+    guard_webhook_pushes,
+    names::GUARD_WEBHOOK_PUSHES,
+    "Pushes of the automation guard's webhook, by outcome (retried counts attempts).",
+    [labels::OUTCOME]
 );
 counter_vec!(
     sink_temp_files_removed,

@@ -20,6 +20,7 @@
 //!   query: SQL via DataFusion over kpi_values, breaches, kpi_latest ─► data teams
 //!
 //!   <prefix>.breaches ─► alert (one consumer group per receiver) ─► Alertmanager, webhook
+//!   <prefix>.breaches ─► guard (its own consumer) ─► GET /v1/guard; signed pause/resume pushes
 //! ```
 //!
 //! Guarantee: **at-least-once**. Offsets are committed only after the rows they carried are in
@@ -37,9 +38,11 @@
 //! - [`prometheus`]: the live KPI and breach gauges on `/metrics` (current window only,
 //!   behind a cardinality guard);
 //! - [`alert`]: breaches to Alertmanager (API v2) and signed webhooks ([`run_alerts`]);
+//! - [`guard`]: the automation guard (`GET /v1/guard`), and [`guard_webhook`]: its signed
+//!   pause / resume pushes;
 //! - [`live`]: the latest values and breach events for the demo's console;
 //! - [`internal_events`]: the log-and-count events of table hygiene (temp files removed,
-//!   unreadable files skipped);
+//!   unreadable files skipped) and of the guard's webhook;
 //! - [`SinkError`]: this crate's one error type.
 //!
 //! Reading the tables (a folder here; an opened [`TableStore`] reads an `s3://` bucket):
@@ -63,6 +66,7 @@ pub mod alert;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod guard_webhook;
 pub mod internal_events;
 pub mod live;
 pub mod parquet;
@@ -76,6 +80,7 @@ pub use alert::{AlertStats, AlertsConfig, run_alerts};
 pub use config::{Compression, PrometheusConfig, SinkConfig};
 pub use error::SinkError;
 pub use guard::{Guard, GuardConfig};
+pub use guard_webhook::GuardWebhookConfig;
 pub use live::LiveView;
 pub use parquet::store::TableStore;
 pub use prometheus::KpiGauges;

@@ -70,7 +70,8 @@ pub struct SinkStats {
 /// the sink keeps going.
 ///
 /// `guard`, when given, is rebuilt from the table's open breaches and the whole breaches
-/// topic, and follows it ([`crate::guard`]).
+/// topic, and follows it ([`crate::guard`]); with `[sink.guard.webhook]` it pushes pause and
+/// resume until this returns ([`crate::guard_webhook`]).
 ///
 /// `ready` (the sink's `/readyz` part) turns true once a broker answered, the topics exist and
 /// the open breaches are restored from Parquet: from then on `/metrics` tells the truth.
@@ -121,9 +122,17 @@ pub async fn run(
         }
     };
     // The guard reads the whole breaches topic itself (after the table's open breaches,
-    // whose firing events retention may have deleted): a gate must know every breach.
+    // whose firing events retention may have deleted): a gate must know every breach. Its
+    // webhook's sender starts first, so the syncs at ready and every later change are pushed;
+    // it stops when this function returns (the next start syncs what it still held).
+    let webhook_stop = shutdown.child_token();
+    let _stop_webhook = webhook_stop.clone().drop_guard();
+    let mut guard_webhook = None;
     let _guard_reader = match &guard {
-        Some(g) => Some(g.follow(kafka, &open, shutdown.clone())?),
+        Some(g) => {
+            guard_webhook = g.start_webhook(webhook_stop.clone())?;
+            Some(g.follow(kafka, &open, shutdown.clone())?)
+        }
         None => None,
     };
 
@@ -167,7 +176,14 @@ pub async fn run(
         stats: SinkStats::default(),
     };
     // At shutdown, everything read so far is written and committed before returning.
-    match driver.run(&mut sink, started, &shutdown).await {
+    let result = driver.run(&mut sink, started, &shutdown).await;
+    if let Some(task) = guard_webhook {
+        webhook_stop.cancel();
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "the guard webhook's sender failed");
+        }
+    }
+    match result {
         Ok(counted) => {
             sink.stats.received = counted.received;
             sink.stats.dead_lettered = counted.dead_lettered;
