@@ -180,6 +180,11 @@ pub const REGISTRY: &[ConnectorSpec] = &[
         build: crate::connectors::threepl::build,
     },
     ConnectorSpec {
+        name: crate::connectors::cogs_file::NAME,
+        summary: "the seller's cost-of-goods file (CSV or TOML, re-read when it changes): cost.changed per SKU and first day",
+        build: crate::connectors::cogs_file::build,
+    },
+    ConnectorSpec {
         name: crate::connectors::tracking::AFTERSHIP_NAME,
         summary: "AfterShip tracking webhook: order.delivered (with expected delivery) and shipment.milestone",
         build: crate::connectors::tracking::build_aftership,

@@ -26,6 +26,7 @@ mod integration {
     pub(crate) mod amazon_sp_orders;
     pub(crate) mod amazon_sp_reports;
     pub(crate) mod amazon_sp_reports_api;
+    pub(crate) mod cogs_file;
     pub(crate) mod config_example;
     pub(crate) mod fixture;
     pub(crate) mod google_ads;

@@ -5,6 +5,7 @@ pub mod amazon_fba_inventory;
 pub mod amazon_sp_finances;
 pub mod amazon_sp_orders;
 pub mod amazon_sp_reports;
+pub mod cogs_file;
 pub mod google_ads;
 pub mod meta_ads;
 pub mod shopify;
