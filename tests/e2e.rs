@@ -422,6 +422,7 @@ async fn simulated_stream_gives_exact_kpis_in_parquet_and_a_breach_that_fires_an
             for_: None,
             channels: Vec::new(),
             runbook_url: None,
+            on_settling: Default::default(),
         }],
         // The whole built-in catalog: the oracle checks every KPI, the reference below the
         // ones it knows (REFERENCE_KPIS).

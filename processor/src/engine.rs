@@ -189,6 +189,11 @@ pub struct Engine {
     campaign_measures: u64,
     /// Amazon's own figures and the `*_vs_amazon` rows they give (engine_crosscheck.rs).
     crosschecks: crosscheck::CrossChecks,
+    /// Per KPI, how long after a window's end its value settles (see [`KpiUpdate::final_at`]).
+    settle: Vec<chrono::Duration>,
+    /// (KPI, window) indexes a rule waits on (`on_settling = "wait"`): their windows are
+    /// published once more when they become final, so the rule judges them.
+    finalize: Vec<(usize, usize)>,
 }
 
 impl Engine {
@@ -214,7 +219,7 @@ impl Engine {
                 .filter(|k| k.config.group_by == g)
                 .fold(0u64, |m, k| m | k.mask)
         };
-        Engine {
+        let mut engine = Engine {
             default_tz: compiled.default_tz,
             time_zones: compiled.time_zones.clone(),
             lateness: cfg.lateness.clone(),
@@ -250,8 +255,25 @@ impl Engine {
             sku_measures: level_mask(GroupBy::Sku),
             campaign_measures: level_mask(GroupBy::Campaign),
             crosschecks: Default::default(),
+            settle: settle_delays(&catalog, &cfg.lateness),
+            finalize: Vec::new(),
             catalog,
-        }
+        };
+        engine.finalize = engine
+            .rules
+            .waiting()
+            .iter()
+            .filter_map(|(kpi, window)| {
+                let ki = engine.catalog.kpis.iter().position(|k| k.id == *kpi)?;
+                let wi = engine
+                    .catalog
+                    .windows
+                    .iter()
+                    .position(|w| w.name == *window)?;
+                Some((ki, wi))
+            })
+            .collect();
+        engine
     }
 
     /// The catalog in use.
@@ -298,14 +320,7 @@ impl Engine {
     }
 
     fn allowance(&self, body: &EventBody) -> (&'static str, Duration) {
-        match body.topic() {
-            Topic::Orders if matches!(body, EventBody::OrderDefect(_)) => {
-                ("defects", self.lateness.defects)
-            }
-            Topic::Ads => ("ads", self.lateness.ads),
-            Topic::Logistics | Topic::Health => ("logistics", self.lateness.logistics),
-            _ => ("orders", self.lateness.orders),
-        }
+        allowance_of(&self.lateness, body.schema())
     }
 
     fn scope_id(&mut self, scope: Scope, level: GroupBy) -> u32 {
@@ -1146,6 +1161,9 @@ impl Engine {
         let catalog = Arc::clone(&self.catalog);
         // (end, start, window, scope) → measures changed.
         let mut windows: BTreeMap<(Hour, Hour, usize, u32), u64> = BTreeMap::new();
+        // Of those, the ones published only because they became final: unchanged, so only
+        // the rules that waited for them judge them.
+        let mut finals: std::collections::BTreeSet<(Hour, Hour, usize, u32)> = Default::default();
         if let Some(h) = self.dirty.keys().map(|(_, h)| *h).min() {
             self.first_unpublished = Some(self.first_unpublished.map_or(h, |f| f.min(h)));
         }
@@ -1208,6 +1226,7 @@ impl Engine {
                         }
                     }
                 }
+                self.windows_turning_final(frontier_end, &mut windows, &mut finals);
             }
             self.frontier = Some(self.frontier.map_or(f, |old| old.max(f)));
         }
@@ -1215,6 +1234,7 @@ impl Engine {
         let mut out = Outputs::default();
         let watermark_ts = watermark.unwrap_or(DateTime::<Utc>::MIN_UTC);
         for ((end, start, wi, scope), mask) in windows {
+            let only_final = finals.contains(&(end, start, wi, scope));
             let level = self.scopes[scope as usize].level;
             let kpis: Vec<usize> = catalog
                 .kpis
@@ -1273,6 +1293,18 @@ impl Engine {
                     revision: self.revision,
                     watermark: watermark_ts,
                     emitted_at: wall,
+                    settling: false,
+                    final_at: None,
+                };
+                let final_at = update
+                    .window
+                    .end
+                    .checked_add_signed(self.settle[ki])
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let update = KpiUpdate {
+                    settling: watermark.is_none_or(|w| w < final_at),
+                    final_at: Some(final_at),
+                    ..update
                 };
                 // Trends compare like with like: a window still in progress only over its
                 // complete hours (up to the watermark's hour), against as many hours from the
@@ -1321,8 +1353,13 @@ impl Engine {
                         (compare, input)
                     })
                     .collect();
-                out.breaches
-                    .extend(self.rules.evaluate(scope, &update, &references, wall));
+                out.breaches.extend(self.rules.evaluate(
+                    scope,
+                    &update,
+                    &references,
+                    wall,
+                    only_final,
+                ));
                 out.updates.push(update);
             }
         }
@@ -1337,6 +1374,44 @@ impl Engine {
         self.publish_crosschecks(watermark, wall, &mut out);
         self.evict();
         out
+    }
+
+    /// The windows of waited-on (KPI, window) pairs that become final as the frontier reaches
+    /// `frontier_end` (the watermark in its hour before it): those ending `settle` before that
+    /// hour. Only windows with data; published with their KPI's measures as changed.
+    fn windows_turning_final(
+        &self,
+        frontier_end: Hour,
+        windows: &mut BTreeMap<(Hour, Hour, usize, u32), u64>,
+        finals: &mut std::collections::BTreeSet<(Hour, Hour, usize, u32)>,
+    ) {
+        for &(ki, wi) in &self.finalize {
+            let kpi = &self.catalog.kpis[ki];
+            let def = &self.catalog.windows[wi];
+            // Whole hours, rounded up: the watermark is then past `final_at`.
+            let delay = (self.settle[ki].num_seconds() + 3599).div_euclid(3600);
+            let end = frontier_end - 1 - delay;
+            for (id, s) in self.scopes.iter().enumerate() {
+                if s.level != kpi.config.group_by {
+                    continue;
+                }
+                let (start, end) = match window::calendar_window(def, s.tz, end - 1) {
+                    Some((start, e)) if e == end => (start, end),
+                    Some(_) => continue,
+                    None => (end - def.hours, end),
+                };
+                if s.hours.range(start..end).next().is_some() {
+                    let key = (end, start, wi, id as u32);
+                    match windows.get_mut(&key) {
+                        Some(mask) => *mask |= kpi.mask,
+                        None => {
+                            windows.insert(key, kpi.mask);
+                            finals.insert(key);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Per scope level (shop, SKU, campaign), the windows its KPIs publish.
@@ -1446,6 +1521,62 @@ impl Engine {
             }
         }
     }
+}
+
+/// The lateness family of an event schema and its allowance.
+fn allowance_of(lateness: &Lateness, schema: &str) -> (&'static str, Duration) {
+    match EventBody::topic_of(schema) {
+        Some(Topic::Orders) if schema == "order.defect" => ("defects", lateness.defects),
+        Some(Topic::Ads) => ("ads", lateness.ads),
+        Some(Topic::Logistics | Topic::Health) => ("logistics", lateness.logistics),
+        _ => ("orders", lateness.orders),
+    }
+}
+
+/// Per KPI, how long after a window's end the facts it counts may still arrive: per measure
+/// read, the longest allowance of its event kinds, plus `lookback` when it books facts at
+/// another time than their own (a refund on its order's date: up to `lookback` before it).
+/// A measure booked on a date (an ad row's report day) is timed at that day's start.
+fn settle_delays(catalog: &Catalog, lateness: &Lateness) -> Vec<chrono::Duration> {
+    let delay = |m: &crate::catalog::Measure| -> Duration {
+        let own_time = m.config.time == "event_time" || m.time_is_date;
+        let allowance = EventBody::SCHEMAS
+            .iter()
+            .zip(&m.schemas)
+            .filter(|(_, read)| **read)
+            .map(|((name, _), _)| allowance_of(lateness, name).1)
+            .max()
+            .unwrap_or_default();
+        if own_time {
+            allowance
+        } else {
+            allowance + lateness.lookback
+        }
+    };
+    catalog
+        .kpis
+        .iter()
+        .map(|k| {
+            let longest = catalog
+                .measures
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| k.mask & (1 << i) != 0)
+                // An uncosted measure reads no events itself: its cost measure's say.
+                .map(|(_, m)| {
+                    match catalog.measures.iter().find(|c| {
+                        c.uncosted
+                            .is_some_and(|u| catalog.measures[u as usize].name == m.name)
+                    }) {
+                        Some(cost) => delay(cost),
+                        None => delay(m),
+                    }
+                })
+                .max()
+                .unwrap_or_default();
+            chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::MAX)
+        })
+        .collect()
 }
 
 /// The money of an event, with its field path.

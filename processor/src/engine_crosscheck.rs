@@ -246,6 +246,8 @@ impl Engine {
             revision: self.revision,
             watermark,
             emitted_at: wall,
+            settling: false,
+            final_at: None,
         };
         Some((update, sides))
     }

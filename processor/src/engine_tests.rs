@@ -346,6 +346,7 @@ fn a_defect_weeks_later_opens_an_odr_breach_and_counts_once_per_order() {
         for_: None,
         channels: vec![],
         runbook_url: None,
+        on_settling: Default::default(),
     }];
     let mut e = Engine::new(&cfg, 0);
     let now = Instant::now();
@@ -413,6 +414,7 @@ fn a_week_over_week_fall_opens_a_trend_breach() {
         for_: None,
         channels: vec![],
         runbook_url: None,
+        on_settling: Default::default(),
     }];
     let mut e = Engine::new(&cfg, 0);
     let now = Instant::now();

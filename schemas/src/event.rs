@@ -758,6 +758,11 @@ macro_rules! event_bodies {
                 match self { $(EventBody::$variant(_) => $version,)* }
             }
 
+            /// The topic family events of `schema` travel on, if it is one this build reads.
+            pub fn topic_of(schema: &str) -> Option<crate::Topic> {
+                match schema { $($name => Some(crate::Topic::$family),)* _ => None }
+            }
+
             /// The topic family the event travels on.
             pub fn topic(&self) -> crate::Topic {
                 match self { $(EventBody::$variant(_) => crate::Topic::$family,)* }

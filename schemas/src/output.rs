@@ -194,6 +194,18 @@ pub struct KpiUpdate {
     pub watermark: DateTime<Utc>,
     /// Wall-clock publish time.
     pub emitted_at: DateTime<Utc>,
+    /// The value may still change: facts it counts may still arrive or be restated (late
+    /// orders, ad attribution, returns and defects booked on their order's date) until
+    /// `final_at`. Judged at `watermark`; a row published while settling stays settling
+    /// until a later row of its key says otherwise.
+    #[serde(default)]
+    pub settling: bool,
+    /// When (in event time) the value becomes final: the window's end plus the longest time
+    /// the facts it counts may still arrive after their booked time (the lateness allowances
+    /// of their kinds, plus `lookback` for facts booked before their own time). Absent for
+    /// values that never settle (cross-checks against a marketplace's figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_at: Option<DateTime<Utc>>,
 }
 
 impl KpiUpdate {

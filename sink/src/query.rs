@@ -513,16 +513,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sku = kpi_fixtures().remove(5);
         sku.kpi = "evolution_test".into();
+        sku.settling = true;
+        sku.final_at = Some(sku.window.end + chrono::Duration::days(14));
         let folder = dir
             .path()
             .join(format!("kpi_values/{}", sku.partition_path()));
         let current = KpiUpdate::to_batch(&[&sku]).unwrap();
 
-        // An old file: written before `sku`, `campaign` and `currency` existed.
+        // An old file: written before `sku`, `campaign`, `currency`, `settling` and
+        // `final_at` existed.
         let keep: Vec<usize> = (0..current.num_columns())
             .filter(|i| {
                 let name = current.schema().field(*i).name().clone();
-                !["sku", "campaign", "currency"].contains(&name.as_str())
+                !["sku", "campaign", "currency", "settling", "final_at"].contains(&name.as_str())
             })
             .collect();
         let old = current.project(&keep).unwrap();
@@ -556,6 +559,8 @@ mod tests {
         without.scope.sku = None;
         without.scope.campaign = None;
         without.currency = None;
+        without.settling = false;
+        without.final_at = None;
         assert_eq!(
             back,
             vec![without, sku],

@@ -163,6 +163,7 @@ impl CrossCheckRule {
                     for_: None,
                     channels: cfg.channels.clone(),
                     runbook_url: cfg.runbook_url.clone(),
+                    on_settling: super::OnSettling::Judge,
                 });
                 (kpi, rule)
             })
@@ -291,6 +292,8 @@ mod tests {
             revision: day as u64,
             watermark: start,
             emitted_at: start,
+            settling: false,
+            final_at: None,
         };
         let sides = Sides {
             kpi: "order_defect_rate".into(),

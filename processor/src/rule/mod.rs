@@ -12,6 +12,21 @@ use chrono::{DateTime, Utc};
 use kpiflow_schemas::{BreachEvent, KpiUpdate, Scope};
 use serde::{Deserialize, Serialize};
 
+/// What a threshold or trend rule does with a value still settling
+/// ([`KpiUpdate::settling`]): judge it as it is (`judge`, the default: a late-shipment spike is
+/// worth an alert today), or wait until the window is final (`wait`: a ratio whose inputs are
+/// restated for days, such as ROAS while ad attribution settles). A waiting rule's windows
+/// are published once more when they become final, so it does judge them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSettling {
+    /// Judge every value, settling or final.
+    #[default]
+    Judge,
+    /// Judge final values only.
+    Wait,
+}
+
 use crosscheck::{CrossCheckRule, CrossCheckRuleConfig, Sides};
 use staleness::{StalenessRule, StalenessRuleConfig};
 use threshold::{ThresholdRule, ThresholdRuleConfig};
@@ -131,6 +146,20 @@ impl RuleSet {
         }
     }
 
+    /// (KPI, window) pairs a rule with `on_settling = "wait"` watches: their windows are
+    /// published again when they become final.
+    pub fn waiting(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .thresholds
+            .iter()
+            .filter_map(ThresholdRule::waits_for)
+            .chain(self.trends.iter().filter_map(TrendRule::waits_for))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// What trend rules compare `update` with: the earlier windows (`week_ago`,
     /// `month_ago`), and `Baseline` when only a baseline rule watches it.
     pub fn references_needed(&self, update: &KpiUpdate) -> Vec<Compare> {
@@ -147,19 +176,26 @@ impl RuleSet {
     /// Evaluates the rules that watch `update`'s KPI and window; returns any transitions.
     /// `scope` is the engine's id for `update.scope`; `references` holds what the engine
     /// measured for each comparison asked for by [`RuleSet::references_needed`].
+    /// `waiting_only`: the value is published again only because it became final, so only the
+    /// rules that waited for it judge it (the others judged it already).
     pub fn evaluate(
         &mut self,
         scope: u32,
         update: &KpiUpdate,
         references: &[(Compare, TrendInput)],
         wall: DateTime<Utc>,
+        waiting_only: bool,
     ) -> Vec<BreachEvent> {
         let mut out: Vec<BreachEvent> = self
             .thresholds
             .iter_mut()
+            .filter(|r| !waiting_only || r.waits_for().is_some())
             .filter_map(|r| r.evaluate(scope, update, wall))
             .collect();
         for r in &mut self.trends {
+            if waiting_only && r.waits_for().is_none() {
+                continue;
+            }
             let Some(compare) = r.reference_needed(update) else {
                 continue;
             };

@@ -44,6 +44,10 @@ pub struct ThresholdRuleConfig {
     /// Runbook link, carried on breach events (and alert annotations).
     #[serde(default)]
     pub runbook_url: Option<String>,
+    /// `judge` (default) or `wait`: whether a value still settling (inputs that may still
+    /// arrive or be restated) is judged, or only the final one (see [`super::OnSettling`]).
+    #[serde(default)]
+    pub on_settling: super::OnSettling,
 }
 
 impl ThresholdRuleConfig {
@@ -167,6 +171,12 @@ impl ThresholdRule {
         }
     }
 
+    /// Its (KPI, window) when it waits for final values.
+    pub fn waits_for(&self) -> Option<(String, String)> {
+        (self.cfg.on_settling == super::OnSettling::Wait)
+            .then(|| (self.cfg.kpi.clone(), self.cfg.window.clone()))
+    }
+
     /// The rule's id.
     pub fn id(&self) -> &str {
         &self.cfg.id
@@ -196,6 +206,9 @@ impl ThresholdRule {
             return None;
         }
         if !self.cfg.channels.is_empty() && !self.cfg.channels.contains(&u.scope.channel) {
+            return None;
+        }
+        if u.settling && self.cfg.on_settling == super::OnSettling::Wait {
             return None;
         }
         let verdict = self.verdict(u);
@@ -380,6 +393,7 @@ mod tests {
             for_: None,
             channels: Vec::new(),
             runbook_url: None,
+            on_settling: Default::default(),
         })
     }
 
@@ -408,6 +422,8 @@ mod tests {
             revision: hour as u64,
             watermark: start,
             emitted_at: start,
+            settling: false,
+            final_at: None,
         }
     }
 

@@ -103,6 +103,10 @@ pub struct TrendRuleConfig {
     /// Runbook link.
     #[serde(default)]
     pub runbook_url: Option<String>,
+    /// `judge` (default) or `wait`: whether a value still settling is judged, or only the
+    /// final one (see [`super::OnSettling`]).
+    #[serde(default)]
+    pub on_settling: super::OnSettling,
 }
 
 fn warning() -> Severity {
@@ -131,6 +135,8 @@ impl TrendRuleConfig {
             for_: self.for_,
             channels: self.channels.clone(),
             runbook_url: self.runbook_url.clone(),
+            // The trend rule itself decides whether to wait.
+            on_settling: super::OnSettling::Judge,
         }
     }
 
@@ -199,6 +205,12 @@ impl TrendRule {
         }
     }
 
+    /// Its (KPI, window) when it waits for final values.
+    pub fn waits_for(&self) -> Option<(String, String)> {
+        (self.cfg.on_settling == super::OnSettling::Wait)
+            .then(|| (self.cfg.kpi.clone(), self.cfg.window.clone()))
+    }
+
     /// The rule's id.
     pub fn id(&self) -> &str {
         &self.cfg.id
@@ -228,6 +240,9 @@ impl TrendRule {
         wall: chrono::DateTime<chrono::Utc>,
     ) -> Option<BreachEvent> {
         if input.in_progress && self.cfg.in_progress == InProgress::Skip {
+            return None;
+        }
+        if u.settling && self.cfg.on_settling == super::OnSettling::Wait {
             return None;
         }
         let (value, reference) = match self.cfg.compare {
@@ -321,6 +336,8 @@ mod tests {
             revision: 1,
             watermark: start,
             emitted_at: start,
+            settling: false,
+            final_at: None,
         }
     }
 
@@ -350,6 +367,7 @@ mod tests {
             for_: None,
             channels: vec![],
             runbook_url: None,
+            on_settling: Default::default(),
         })
     }
 

@@ -121,6 +121,8 @@ pub(crate) struct Expect {
     /// `withheld`: the row is published without a value although its denominator is not
     /// zero (a profit with units of unknown cost).
     pub(crate) withheld: bool,
+    /// `settling` or `final`: what the row's `settling` must say (unchecked when absent).
+    pub(crate) settling: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -290,8 +292,14 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                 })?;
                 let key = key(&tokens[1..eq], line)?;
                 let mut rhs = &tokens[eq + 1..];
-                let withheld = rhs.last() == Some(&"withheld");
-                if withheld {
+                let (mut withheld, mut settling) = (false, None);
+                while let Some(last) = rhs.last() {
+                    match *last {
+                        "withheld" => withheld = true,
+                        "settling" => settling = Some(true),
+                        "final" => settling = Some(false),
+                        _ => break,
+                    }
                     rhs = &rhs[..rhs.len() - 1];
                 }
                 let value = match rhs {
@@ -299,7 +307,7 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     [n, "/", d] => (decimal(n, line)?, Some(decimal(d, line)?)),
                     _ => {
                         return Err(format!(
-                            "line {line}: expected = <numerator> [/ <denominator>] [withheld]"
+                            "line {line}: expected = <numerator> [/ <denominator>] [withheld] [settling|final]"
                         ));
                     }
                 };
@@ -308,6 +316,7 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     key,
                     value: Some(value),
                     withheld,
+                    settling,
                 });
             }
             "absent" => {
@@ -317,6 +326,7 @@ pub(crate) fn parse(path: &Path) -> Result<Scenario, String> {
                     key,
                     value: None,
                     withheld: false,
+                    settling: None,
                 });
             }
             "exhaustive" => match &tokens[1..] {
@@ -398,6 +408,18 @@ pub(crate) fn check(s: &Scenario, out: &Outcome, breaches: bool) -> Vec<String> 
                         e.key,
                         shown(&u.numerator, &u.denominator),
                         shown(n, d)
+                    ));
+                }
+                if let Some(settling) = e.settling
+                    && u.settling != settling
+                {
+                    problems.push(format!(
+                        "line {}: {} is {} (final at {:?}), expected {}",
+                        e.line,
+                        e.key,
+                        if u.settling { "settling" } else { "final" },
+                        u.final_at,
+                        if settling { "settling" } else { "final" },
                     ));
                 }
                 // A value exactly when it is defined and not withheld.

@@ -18,6 +18,7 @@
 //! | revision | UInt64 | no | highest is current per `key` |
 //! | watermark, emitted_at | Timestamp(µs, UTC) | no | |
 //! | key | Utf8 | no | [`KpiUpdate::key`] |
+//! | settling, final_at | Boolean, Timestamp(µs, UTC) | yes | [`KpiUpdate::settling`] and when it becomes final; null in files written before they existed |
 //!
 //! Readers add the partition column `date` (Date32).
 //!
@@ -31,7 +32,8 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    Array, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Array, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type, UInt64Type,
@@ -40,9 +42,10 @@ use kpiflow_schemas::KpiUpdate;
 
 use super::{
     Columns, KPI_COLUMN, Table, TableRow, batch, check_exact, exact_decimal_columns,
-    exact_decimal_fields, from_micros, from_wire_name, optional_primitive_column, optional_string,
-    optional_string_column, primitive_column, scope_columns, scope_fields, string_column,
-    timestamp_column, timestamp_field, utf8_field, window_columns, window_fields,
+    exact_decimal_fields, from_micros, from_wire_name, micros, optional_primitive_column,
+    optional_string, optional_string_column, primitive_column, scope_columns, scope_fields,
+    string_column, timestamp_column, timestamp_field, timestamp_type, utf8_field, window_columns,
+    window_fields,
 };
 use crate::SinkError;
 
@@ -73,6 +76,9 @@ pub fn schema() -> SchemaRef {
                     timestamp_field("watermark"),
                     timestamp_field("emitted_at"),
                     utf8_field("key"),
+                    // Nullable: files written before them read as null.
+                    Field::new("settling", DataType::Boolean, true),
+                    Field::new("final_at", timestamp_type(), true),
                 ],
             ]
             .concat(),
@@ -123,6 +129,15 @@ impl TableRow for KpiUpdate {
                 timestamp_column(rows, |r| r.watermark),
                 timestamp_column(rows, |r| r.emitted_at),
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.key()))),
+                Arc::new(BooleanArray::from_iter(
+                    rows.iter().map(|r| Some(r.settling)),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(
+                        rows.iter().map(|r| r.final_at.map(micros)),
+                    )
+                    .with_timezone("UTC"),
+                ),
             ],
         ]
         .concat();
@@ -140,6 +155,7 @@ impl TableRow for KpiUpdate {
         let value = c.get::<Float64Array>("value")?;
         let revision = c.get::<UInt64Array>("revision")?;
         let (watermark, emitted_at) = (c.times("watermark")?, c.times("emitted_at")?);
+        let (settling, final_at) = (c.get::<BooleanArray>("settling")?, c.times("final_at")?);
         (0..batch.num_rows())
             .map(|i| {
                 let (numerator, denominator) = exact.at(i)?;
@@ -159,6 +175,11 @@ impl TableRow for KpiUpdate {
                     revision: revision.value(i),
                     watermark: from_micros(watermark.value(i), "watermark")?,
                     emitted_at: from_micros(emitted_at.value(i), "emitted_at")?,
+                    settling: settling.is_valid(i) && settling.value(i),
+                    final_at: final_at
+                        .is_valid(i)
+                        .then(|| from_micros(final_at.value(i), "final_at"))
+                        .transpose()?,
                 })
             })
             .collect()
